@@ -1,0 +1,44 @@
+# qemu-colo: COLO for QEMU 10.0.13, built from pristine upstream + our files + our patches.
+#
+#   make          set up the machine (once), assemble the tree, build QEMU
+#   make demo     the main job: a primary/secondary pair with a small Linux guest
+#   make check    all our tests; prints "N passed, N failed"
+#   make bench    benchmark figures
+#
+# Outputs live in build/ (build/src: assembled tree, build/qemu: ninja build dir);
+# the pinned upstream tarball, its pristine unpacked copy and the test guest are
+# cached in ~/.cache/qemu-colo (QEMU_COLO_CACHE).
+
+PYTHON ?= /usr/bin/python3
+export PYTHON
+
+.PHONY: all setup assemble build guest check demo bench clean distclean
+
+all: build
+
+setup:
+	@bash assembly/setup.sh
+
+assemble: setup
+	@bash assembly/assemble.sh
+
+build: assemble
+	@bash assembly/build.sh
+
+guest: setup
+	@bash tests/colo/guest/build-guest.sh
+
+check: build guest
+	@bash tests/colo/run-tests.sh $(SUITES)
+
+demo: build guest
+	@$(PYTHON) tests/colo/demo.py
+
+bench: build
+	@bash bench/run.sh
+
+clean:
+	rm -rf build
+
+distclean: clean
+	rm -rf $${QEMU_COLO_CACHE:-$$HOME/.cache/qemu-colo}

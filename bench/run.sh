@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmarks: print figures, assert nothing (these machines are shared and noisy).
+#
+# Build loop: how long the edit-one-COLO-file-and-rebuild cycle takes, measured on
+# the real build tree: a no-op re-assembly, a rebuild after editing
+# migration/colo.c in the assembled tree, and the re-assembly + rebuild that
+# restores it.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+OUT="${QEMU_COLO_BUILD:-$top/build}"
+
+secs() { local t0=$1; echo "$(( ($(date +%s%N) - t0) / 1000000 )) ms"; }
+
+echo "== build loop"
+ninja -C "$OUT/qemu" qemu-system-x86_64 >/dev/null
+t0=$(date +%s%N); bash "$top/assembly/assemble.sh" >/dev/null
+echo "re-assembly, nothing changed:            $(secs "$t0")"
+t0=$(date +%s%N); ninja -C "$OUT/qemu" qemu-system-x86_64 >/dev/null
+echo "ninja, nothing changed:                  $(secs "$t0")"
+echo "/* bench: simulated edit */" >> "$OUT/src/migration/colo.c"
+t0=$(date +%s%N); ninja -C "$OUT/qemu" qemu-system-x86_64 >/dev/null
+echo "ninja after editing migration/colo.c:    $(secs "$t0")"
+t0=$(date +%s%N); bash "$top/assembly/assemble.sh" >/dev/null
+ninja -C "$OUT/qemu" qemu-system-x86_64 >/dev/null
+echo "re-assembly restoring it + ninja:        $(secs "$t0")"

@@ -1,0 +1,54 @@
+/*
+ * Replication framework: the COLO controller drives every replicated disk
+ * through one set of calls (start, checkpoint, error query, stop), without
+ * knowing which block drivers take part.
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Locking: all functions are called with the big QEMU lock held, from the
+ * main loop or from the COLO thread holding it.
+ */
+
+#ifndef BLOCK_REPLICATION_H
+#define BLOCK_REPLICATION_H
+
+#include "qapi/qapi-types-block-core.h"
+#include "qemu/queue.h"
+
+typedef struct ReplicationState ReplicationState;
+
+/* What a participant (e.g. a replication block node) does at each step. */
+typedef struct ReplicationOps {
+    void (*start)(ReplicationState *rs, ReplicationMode mode, Error **errp);
+    void (*do_checkpoint)(ReplicationState *rs, Error **errp);
+    /* Report a latched error, if any; leave *errp untouched otherwise. */
+    void (*get_error)(ReplicationState *rs, Error **errp);
+    void (*stop)(ReplicationState *rs, bool failover, Error **errp);
+} ReplicationOps;
+
+struct ReplicationState {
+    void *opaque;
+    const ReplicationOps *ops;
+    QLIST_ENTRY(ReplicationState) node;
+};
+
+/* Register a participant; @opaque is handed back through rs->opaque. */
+ReplicationState *replication_new(void *opaque, const ReplicationOps *ops);
+/* Unregister and free @rs (NULL is allowed). */
+void replication_remove(ReplicationState *rs);
+
+/*
+ * Start every participant in @mode.  If one fails, the ones already started
+ * are stopped again (not as a failover) and the first error is returned.
+ */
+void replication_start_all(ReplicationMode mode, Error **errp);
+/* Checkpoint every participant; stops at the first error. */
+void replication_do_checkpoint_all(Error **errp);
+/* Return the first error latched by any participant. */
+void replication_get_error_all(Error **errp);
+/* Stop every participant, even if some fail; returns the first error. */
+void replication_stop_all(bool failover, Error **errp);
+
+#endif /* BLOCK_REPLICATION_H */

@@ -1,0 +1,22 @@
+/*
+ * COLO proxy: colo-compare, as seen by the COLO controller and net.c
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#ifndef NET_COLO_COMPARE_H
+#define NET_COLO_COMPARE_H
+
+#include "qemu/notify.h"
+
+/* Tell every colo-compare of a COLO_EVENT_CHECKPOINT or COLO_EVENT_FAILOVER. */
+void colo_notify_compares_event(void *opaque, int event, Error **errp);
+/* @notify is called when a compare wants a checkpoint. */
+void colo_compare_register_notifier(Notifier *notify);
+void colo_compare_unregister_notifier(Notifier *notify);
+/* Called from net_cleanup() at exit. */
+void colo_compare_cleanup(void);
+
+#endif /* NET_COLO_COMPARE_H */

@@ -1,0 +1,197 @@
+#!/bin/bash
+# Build the small Linux test guest used by the COLO tests and demo, from Debian
+# packages only:
+#   - kernel: the exact package that linux-image-cloud-amd64 depends on
+#     (virtio drivers are modules there, so we ship the few we need);
+#   - userland: busybox-static, as an initramfs written with cpio.
+#
+# Output (cached outside the work tree, reused while this script is unchanged):
+#   ${QEMU_COLO_CACHE:-$HOME/.cache/qemu-colo}/guest/vmlinuz
+#   ${QEMU_COLO_CACHE:-$HOME/.cache/qemu-colo}/guest/initrd.gz
+#
+# Guest kernel command line options understood by /init:
+#   colo.dirty=N        keep rewriting N MiB of guest RAM in the background
+#                       (tmpfs file overwritten from /dev/urandom, so the pages
+#                       really change and are not zero pages)
+#   colo.ip=A.B.C.D/NN  configure eth0 (virtio-net) with that address
+#   colo.serve=1        TCP request/response service on port 7777 (busybox
+#                       "nc -ll -p 7777 -e /bin/colo-serve", one process per
+#                       connection): for each line received it answers
+#                       "<n> <line>", where n counts lines served since boot
+#                       (guest state, so it shows whether state survived a
+#                       failover).
+# /init prints "COLO-GUEST: ready" on the console once everything requested is
+# running, then runs an interactive shell on ttyS0 (use "poweroff -f": /init is
+# a shell script, not busybox init, so plain poweroff has no one to signal).
+#
+# Usage: build-guest.sh [--force]
+set -euo pipefail
+
+SELF="$(readlink -f "${BASH_SOURCE[0]}")"
+CACHE="${QEMU_COLO_CACHE:-$HOME/.cache/qemu-colo}/guest"
+STAMP="$CACHE/stamp"
+# The virtio stack, in dependency order: busybox insmod does not resolve
+# dependencies, and a wrong order shows "Unknown symbol" on the console.
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk"
+APPLETS="sh mount umount insmod ip ifconfig httpd nc dd md5sum sha256sum sync cat echo sleep mkdir ls poweroff reboot mknod grep sed awk seq hexdump head tail wc setsid renice rm mv cp ps kill dmesg uname free"
+
+hash="$(sha256sum "$SELF" | cut -d' ' -f1)"
+if [[ "${1:-}" != "--force" && -f "$CACHE/vmlinuz" && -f "$CACHE/initrd.gz" &&
+      -f "$STAMP" && "$(cat "$STAMP")" == "$hash" ]]; then
+    echo "up to date:"
+    echo "  kernel: $CACHE/vmlinuz"
+    echo "  initrd: $CACHE/initrd.gz"
+    exit 0
+fi
+
+need=()
+[[ -x /bin/busybox ]] || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+if ((${#need[@]})); then
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "missing packages: ${need[*]} (run apt-get install as root)" >&2
+        exit 1
+    fi
+    apt-get install -y "${need[@]}"
+fi
+# A dynamically linked busybox would need its libraries in the initramfs.
+if ldd /bin/busybox >/dev/null 2>&1; then
+    echo "/bin/busybox is not static: install busybox-static" >&2
+    exit 1
+fi
+
+# Exact package name only: "apt-get download linux-image-*" would fetch every
+# kernel in the archive (about 1.6 GB).
+kpkg="$(apt-cache depends linux-image-cloud-amd64 |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')"
+if [[ -z "$kpkg" ]]; then
+    echo "cannot find the kernel package linux-image-cloud-amd64 depends on" >&2
+    exit 1
+fi
+echo "kernel package: $kpkg"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/colo-guest.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+# apt drops privileges to _apt for downloads; let it write here.
+chmod 0777 "$work"
+(cd "$work" && apt-get download "$kpkg")
+dpkg -x "$work"/"$kpkg"_*.deb "$work/pkg"
+
+kernels=("$work"/pkg/boot/vmlinuz-*)
+vmlinuz="${kernels[0]}"
+[[ -f "$vmlinuz" ]] || { echo "no boot/vmlinuz-* in $kpkg" >&2; exit 1; }
+kver="${vmlinuz##*/vmlinuz-}"
+moddir="$work/pkg/lib/modules/$kver"
+[[ -d "$moddir" ]] || { echo "no modules dir for $kver" >&2; exit 1; }
+
+root="$work/root"
+mkdir -p "$root"/{bin,dev,proc,sys,run,tmp,lib/modules}
+cp /bin/busybox "$root/bin/busybox"
+for a in $APPLETS; do
+    ln -s busybox "$root/bin/$a"
+done
+
+# Copy the modules, decompressing if this kernel ships them compressed
+# (bookworm's are plain .ko today; newer kernels use .ko.xz or .ko.zst).
+for m in $MODULES; do
+    f="$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \
+              -o -name "$m.ko.gz" \) -print -quit)"
+    [[ -n "$f" ]] || { echo "module $m not found in $kpkg" >&2; exit 1; }
+    out="$root/lib/modules/$m.ko"
+    case "$f" in
+        *.ko)     cp "$f" "$out" ;;
+        *.ko.xz)  xz -dc "$f" >"$out" ;;
+        *.ko.zst) zstd -dcq "$f" >"$out" ;;
+        *.ko.gz)  gzip -dc "$f" >"$out" ;;
+    esac
+done
+echo "$MODULES" >"$root/lib/modules/order"
+
+# The kernel opens /dev/console for init before /init can mount devtmpfs.
+if [[ "$(id -u)" == 0 ]]; then
+    mknod -m 600 "$root/dev/console" c 5 1
+fi
+
+cat >"$root/bin/colo-serve" <<'EOF'
+#!/bin/sh
+# One connection of the port 7777 service: answer each line with
+# "<n> <line>", n being a boot-wide count of lines served.
+while IFS= read -r line; do
+    n=$(cat /run/colo-served 2>/dev/null || echo 0)
+    n=$((n + 1))
+    echo "$n" >/run/colo-served
+    echo "$n $line"
+done
+EOF
+chmod 755 "$root/bin/colo-serve"
+
+cat >"$root/bin/colo-dirty" <<'EOF'
+#!/bin/sh
+# Keep rewriting $1 MiB of RAM (a tmpfs file overwritten in place, random
+# content so no page stays identical or zero).
+while :; do
+    dd if=/dev/urandom of=/run/colo-dirty bs=1M count="$1" conv=notrunc 2>/dev/null
+done
+EOF
+chmod 755 "$root/bin/colo-dirty"
+
+cat >"$root/init" <<'EOF'
+#!/bin/sh
+# COLO test guest init (PID 1: must never exit).
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /run
+exec </dev/console >/dev/console 2>&1
+
+for m in $(cat /lib/modules/order); do
+    insmod /lib/modules/$m.ko || echo "COLO-GUEST: insmod $m failed"
+done
+
+for opt in $(cat /proc/cmdline); do
+    case "$opt" in
+        colo.dirty=*) dirty="${opt#colo.dirty=}" ;;
+        colo.ip=*)    ipaddr="${opt#colo.ip=}" ;;
+        colo.serve=*) serve="${opt#colo.serve=}" ;;
+    esac
+done
+
+ip link set lo up
+if [ -n "$ipaddr" ]; then
+    ip link set eth0 up
+    ip addr add "$ipaddr" dev eth0 && echo "COLO-GUEST: eth0 $ipaddr"
+fi
+if [ "$serve" = 1 ]; then
+    nc -ll -p 7777 -e /bin/colo-serve &
+    echo "COLO-GUEST: serving on tcp port 7777"
+fi
+if [ -n "$dirty" ] && [ "$dirty" -gt 0 ]; then
+    /bin/colo-dirty "$dirty" &
+    # Lowest priority so the console shell stays responsive under TCG.
+    renice -n 19 -p $! >/dev/null
+    echo "COLO-GUEST: dirtying $dirty MiB"
+fi
+
+# Printed last: a test that sees it can use everything requested above.
+echo "COLO-GUEST: ready"
+
+# setsid + opening the tty makes ttyS0 the shell's controlling terminal
+# (job control, Ctrl-C); restart the shell if it exits.
+while :; do
+    setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1'
+done
+EOF
+chmod 755 "$root/init"
+
+mkdir -p "$CACHE"
+(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9 >"$work/initrd.gz"
+cp "$vmlinuz" "$work/vmlinuz"
+# Replace atomically so a concurrent reader never sees a half-written file.
+mv -f "$work/vmlinuz" "$CACHE/vmlinuz"
+mv -f "$work/initrd.gz" "$CACHE/initrd.gz"
+echo "$kpkg" >"$CACHE/kernel-package"
+echo "$hash" >"$STAMP"
+
+echo "kernel: $CACHE/vmlinuz ($kpkg)"
+echo "initrd: $CACHE/initrd.gz ($(stat -c %s "$CACHE/initrd.gz") bytes)"

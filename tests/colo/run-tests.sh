@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Run our test suites and print one closing line "N passed, N failed".
+#
+#   tests/colo/run-tests.sh              all suites
+#   tests/colo/run-tests.sh unit qmp     only these suites
+#
+# Every suite prints TAP-style lines ("ok ..." / "not ok ..."); a suite that
+# exits non-zero without reporting a failure counts as one failure (a crash).
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+OBJ="${QEMU_COLO_BUILD:-$top/build}/qemu"
+PYTHON="${PYTHON:-/usr/bin/python3}"
+export QTEST_QEMU_BINARY="$OBJ/qemu-system-x86_64"
+
+# name | what to build first (ninja targets) | command
+SUITES_TABLE=(
+    "assembly||bash $top/tests/colo/test-assembly.sh"
+    "unit|tests/unit/test-replication-framework|$OBJ/tests/unit/test-replication-framework --tap"
+    "guest||$PYTHON $top/tests/colo/test_guest_boot.py"
+    "qmp||$PYTHON $top/tests/colo/test_scaffold.py"
+)
+
+wanted=("$@")
+total_pass=0
+total_fail=0
+logdir="${QEMU_COLO_BUILD:-$top/build}/test-logs"
+mkdir -p "$logdir"
+
+for row in "${SUITES_TABLE[@]}"; do
+    IFS='|' read -r name targets cmd <<<"$row"
+    if [ ${#wanted[@]} -gt 0 ] && [[ ! " ${wanted[*]} " == *" $name "* ]]; then
+        continue
+    fi
+    echo "=== suite $name"
+    if [ -n "$targets" ] && ! ninja -C "$OBJ" $targets > "$logdir/$name.build.log" 2>&1; then
+        tail -20 "$logdir/$name.build.log"
+        echo "not ok - $name: building $targets failed"
+        total_fail=$((total_fail + 1))
+        continue
+    fi
+    # shellcheck disable=SC2086
+    timeout --kill-after=10 1200 $cmd 2>&1 | tee "$logdir/$name.log"
+    rc=${PIPESTATUS[0]}
+    pass=$(grep -cE '^ok\b' "$logdir/$name.log")
+    fail=$(grep -cE '^not ok\b' "$logdir/$name.log")
+    if [ "$rc" != 0 ] && [ "$fail" = 0 ]; then
+        echo "not ok - suite $name exited with status $rc"
+        fail=1
+    fi
+    echo "=== suite $name: $pass passed, $fail failed"
+    total_pass=$((total_pass + pass))
+    total_fail=$((total_fail + fail))
+done
+
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" = 0 ]
