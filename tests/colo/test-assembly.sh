@@ -80,7 +80,7 @@ check "git ls-files holds only our own sources, patches, docs and scripts" repo_
 incremental_reassembly() {
     local repo="$tmp/repo" out="$tmp/out" f before after changed
     mkdir -p "$repo"
-    (cd "$top" && git ls-files -z | xargs -0 cp --parents -t "$repo")
+    (cd "$top" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$repo" 2>/dev/null; true)
     (cd "$repo" && git init -q . && git add -A) || return 1
     QEMU_COLO_BUILD="$out" bash "$repo/assembly/assemble.sh" >/dev/null || return 1
     # Age every file, so that a rewrite shows as a newer mtime.
