@@ -25,8 +25,12 @@ static void colo_compare_complete(UserCreatable *uc, Error **errp)
 
 static void colo_compare_class_init(ObjectClass *oc, void *data)
 {
+    static const char *const props[] = {
+        "primary_in", "secondary_in", "outdev", "iothread", "notify_dev", NULL
+    };
     UserCreatableClass *ucc = USER_CREATABLE_CLASS(oc);
 
+    colo_proxy_add_scaffold_properties(oc, props);
     ucc->complete = colo_compare_complete;
 }
 

@@ -18,4 +18,12 @@
  */
 void colo_proxy_refuse(const char *type_name, Error **errp);
 
+/*
+ * Scaffold: accept the chardev/iothread id properties a user passes, so that
+ * creation reaches colo_proxy_refuse() and its clear error.  @names ends
+ * with NULL.
+ */
+void colo_proxy_add_scaffold_properties(ObjectClass *oc,
+                                        const char *const *names);
+
 #endif /* NET_COLO_H */

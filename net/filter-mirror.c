@@ -34,8 +34,10 @@ static ssize_t filter_mirror_receive_iov(NetFilterState *nf,
 
 static void filter_mirror_class_init(ObjectClass *oc, void *data)
 {
+    static const char *const props[] = { "indev", "outdev", NULL };
     NetFilterClass *nfc = NETFILTER_CLASS(oc);
 
+    colo_proxy_add_scaffold_properties(oc, props);
     nfc->setup = filter_mirror_setup;
     nfc->receive_iov = filter_mirror_receive_iov;
 }

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""The user interface of components that have not landed yet: every name is
+registered, and every use is refused with a clear error, never faked.
+
+One section per component; when a component lands, its section goes and the
+component's own tests take its place.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from colo_vm import Vm, guest_files  # noqa: E402
+from tap import Tap, expect_error  # noqa: E402
+
+CONTROLLER_MSG = "COLO checkpointing is not available in this build yet"
+
+t = Tap()
+
+
+def plain_vm(name="vm", *args):
+    vm = Vm(["-M", "pc", "-m", "64", "-nic", "none"] + list(args), name=name)
+    vm.start()
+    return vm
+
+
+def interface_names_registered(vm):
+    schema = vm.cmd("query-qmp-schema")
+    commands = {e["name"] for e in schema if e["meta-type"] == "command"}
+    events = {e["name"] for e in schema if e["meta-type"] == "event"}
+    for c in ("x-colo-lost-heartbeat", "query-colo-status", "xen-set-replication",
+              "query-xen-replication-status", "xen-colo-do-checkpoint",
+              "x-blockdev-change"):
+        assert c in commands, "command %s missing" % c
+    assert "COLO_EXIT" in events
+    types = {t["name"] for t in vm.cmd("qom-list-types")}
+    for ty in ("colo-compare", "filter-mirror", "filter-redirector", "filter-rewriter"):
+        assert ty in types, "QOM type %s missing" % ty
+    caps = {c["capability"] for c in vm.cmd("query-migrate-capabilities")}
+    assert "x-colo" in caps
+    assert vm.cmd("query-migrate-parameters")["x-checkpoint-delay"] == 20000
+
+
+# ---- controller (issue 3) -------------------------------------------------
+
+def controller_commands_refused(vm):
+    expect_error(lambda: vm.cmd("query-colo-status"), CONTROLLER_MSG)
+    expect_error(lambda: vm.cmd("x-colo-lost-heartbeat"), "VM is not in COLO mode",
+                 CONTROLLER_MSG)
+    expect_error(lambda: vm.cmd("xen-set-replication", enable=True, primary=True),
+                 CONTROLLER_MSG)
+    expect_error(lambda: vm.cmd("query-xen-replication-status"), CONTROLLER_MSG)
+    expect_error(lambda: vm.cmd("xen-colo-do-checkpoint"), CONTROLLER_MSG)
+    out = vm.hmp("x_colo_lost_heartbeat")
+    assert "VM is not in COLO mode" in out, out
+    assert vm.cmd("query-status")["status"] == "running"
+
+
+def colo_migration_fails_cleanly():
+    """migrate with x-colo on both sides: the migration fails with the reason,
+    the source guest keeps running, the destination refuses ENABLE_COLO."""
+    boot = guest_files()["bootsect"]
+    src = dst = None
+    try:
+        src = plain_vm("src", "-drive", "file=%s,format=raw,snapshot=on" % boot)
+        dst = Vm(["-M", "pc", "-m", "64", "-nic", "none",
+                  "-drive", "file=%s,format=raw,snapshot=on" % boot,
+                  "-incoming", "defer"], name="dst")
+        dst.start()
+        for vm in (src, dst):
+            vm.cmd("migrate-set-capabilities",
+                   capabilities=[{"capability": "x-colo", "state": True},
+                                 {"capability": "events", "state": True}])
+        uri = "unix:" + dst.path("migrate.sock")
+        dst.cmd("migrate-incoming", uri=uri)
+        src.cmd("migrate", uri=uri)
+        src.wait_for(lambda: src.cmd("query-migrate").get("status") == "failed", 120,
+                     "source migration status 'failed'")
+        info = src.cmd("query-migrate")
+        assert "error-desc" in info, info
+        assert src.cmd("query-status")["status"] == "running"
+        # The destination reports why it refused, then exits (exit-on-error).
+        assert dst.wait_exit(60) != 0
+        log = dst.qemu_log()
+        assert CONTROLLER_MSG in log, log
+    finally:
+        for vm in (src, dst):
+            if vm:
+                vm.shutdown()
+
+
+# ---- proxy (issue 4) ------------------------------------------------------
+
+def proxy_objects_refused(vm):
+    vm.cmd("object-add", **{"qom-type": "iothread", "id": "iot0"})
+    for cid in ("pin", "sin", "out"):
+        vm.cmd("chardev-add", id=cid,
+               backend={"type": "socket", "data": {
+                   "addr": {"type": "unix", "data": {"path": vm.path(cid + ".sock")}},
+                   "server": True, "wait": False}})
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "colo-compare", "id": "cmp0", "primary_in": "pin",
+        "secondary_in": "sin", "outdev": "out", "iothread": "iot0"}),
+        "'colo-compare' is not available in this build yet")
+    vm.cmd("netdev_add", type="user", id="hn0")
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "filter-mirror", "id": "m0", "netdev": "hn0", "outdev": "out"}),
+        "'filter-mirror' is not available in this build yet")
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "filter-redirector", "id": "r0", "netdev": "hn0", "indev": "pin"}),
+        "'filter-redirector' is not available in this build yet")
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "filter-rewriter", "id": "rew0", "netdev": "hn0"}),
+        "'filter-rewriter' is not available in this build yet")
+    assert vm.cmd("query-status")["status"] == "running"
+
+
+# ---- disk replication (issue 5) -------------------------------------------
+
+def replication_driver_refused(vm):
+    vm.cmd("blockdev-add", driver="null-co", **{"node-name": "n0", "size": 1 << 20})
+    expect_error(lambda: vm.cmd("blockdev-add", driver="replication", mode="primary",
+                                file="n0", **{"node-name": "rep0"}),
+                 "the 'replication' block driver is not available in this build yet")
+
+
+def main():
+    vm = plain_vm()
+    try:
+        t.check("the COLO user interface names are all registered",
+                interface_names_registered, vm)
+        t.check("controller: COLO commands answer 'not available in this build yet'",
+                controller_commands_refused, vm)
+        t.check("proxy: colo-compare and the COLO filters refuse creation with a clear error",
+                proxy_objects_refused, vm)
+        t.check("disk: the replication driver refuses to open with a clear error",
+                replication_driver_refused, vm)
+    finally:
+        vm.shutdown()
+    t.check("controller: migrate with x-colo fails cleanly, the source keeps running",
+            colo_migration_fails_cleanly)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
