@@ -146,7 +146,7 @@ mount -t tmpfs tmpfs /run
 exec </dev/console >/dev/console 2>&1
 
 for m in $(cat /lib/modules/order); do
-    insmod /lib/modules/$m.ko || echo "COLO-GUEST: insmod $m failed"
+    insmod "/lib/modules/$m.ko" || echo "COLO-GUEST: insmod $m failed"
 done
 
 for opt in $(cat /proc/cmdline); do
@@ -164,12 +164,25 @@ if [ -n "$ipaddr" ]; then
 fi
 if [ "$serve" = 1 ]; then
     nc -ll -p 7777 -e /bin/colo-serve &
+    # "ready" must mean "accepting": wait (bounded) for the listening socket
+    # (port 7777 = 0x1E61, state 0A = LISTEN; nc may bind IPv6 "::").
+    i=0
+    until grep -q ':1E61 0*:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 600 ] && { echo "COLO-GUEST: port 7777 not listening"; break; }
+        sleep 0.05
+    done
     echo "COLO-GUEST: serving on tcp port 7777"
 fi
 if [ -n "$dirty" ] && [ "$dirty" -gt 0 ]; then
+    # First pass in the foreground: /dev/urandom blocks until the kernel's
+    # RNG is seeded (a second or so after boot), and "ready" should mean the
+    # N MiB exist and are being rewritten.
+    dd if=/dev/urandom of=/run/colo-dirty bs=1M count="$dirty" 2>/dev/null
     /bin/colo-dirty "$dirty" &
-    # Lowest priority so the console shell stays responsive under TCG.
-    renice -n 19 -p $! >/dev/null
+    # Niced so commands typed on the console stay responsive under TCG; an
+    # idle shell leaves the dirtier the whole vCPU.
+    renice -n 10 -p $! >/dev/null
     echo "COLO-GUEST: dirtying $dirty MiB"
 fi
 

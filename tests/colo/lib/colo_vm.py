@@ -152,6 +152,7 @@ class Vm:
         self.serial_log_path = self.path("serial.log")
         self.stderr_path = self.path("qemu.log")
         self.proc = None
+        self._stderr = None
         self.events = []            # events received and not yet consumed
         self._qmp = None
         self._qmp_buf = b""
@@ -208,6 +209,9 @@ class Vm:
             self._serial_thread.start()
             if not self.start_paused:
                 self.cmd("cont")
+            # Our own start-up (e.g. the RESUME of that "cont") is not news for
+            # the caller: a later wait_event("RESUME") must see a new one.
+            self.poll_events()
         except BaseException:
             self.shutdown()
             raise
@@ -246,7 +250,9 @@ class Vm:
             if self.is_running() and self._qmp:
                 try:
                     self.cmd("quit", _timeout=min(timeout, 5))
-                except (OSError, QmpError, TimeoutError, VmExited, ValueError):
+                    self.proc.wait(timeout)
+                except (OSError, QmpError, TimeoutError, VmExited, ValueError,
+                        subprocess.TimeoutExpired):
                     pass
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 if not self.is_running():
@@ -262,12 +268,15 @@ class Vm:
             for s in (self._qmp, self._serial):
                 if s:
                     try:
-                        s.close()
+                        # shutdown() wakes a recv() blocked in another thread;
+                        # close() alone does not.
+                        s.shutdown(socket.SHUT_RDWR)
                     except OSError:
                         pass
+                    s.close()
             if self._serial_thread:
                 self._serial_thread.join(5)
-            for f in (self._serial_log, getattr(self, "_stderr", None)):
+            for f in (self._serial_log, self._stderr):
                 if f:
                     f.close()
             shutil.rmtree(self.tmpdir, ignore_errors=True)
@@ -307,10 +316,12 @@ class Vm:
 
     def _qmp_recv(self, deadline, what):
         """Next QMP message (reply or event), waiting until deadline."""
+        start = time.monotonic()
         while b"\n" not in self._qmp_buf:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError("%s: timed out waiting for %s" % (self.name, what))
+                raise TimeoutError("%s: timed out after %.1fs waiting for %s"
+                                   % (self.name, time.monotonic() - start, what))
             # Short slices so that a QEMU that dies is noticed quickly.
             self._qmp.settimeout(min(remaining, 0.5))
             try:
@@ -341,9 +352,14 @@ class Vm:
         msg = {"execute": name, "id": msg_id}
         if args:
             msg["arguments"] = args
-        self._qmp.sendall(json.dumps(msg).encode() + b"\n")
-        deadline = time.monotonic() + _timeout
         what = "reply to QMP %s" % name
+        self._check_alive(what)
+        try:
+            self._qmp.sendall(json.dumps(msg).encode() + b"\n")
+        except OSError as e:
+            self._check_alive(what)     # gives QEMU's exit status and log
+            raise VmExited("%s: QMP send failed for %s: %s" % (self.name, name, e))
+        deadline = time.monotonic() + _timeout
         while True:
             try:
                 reply = self._qmp_recv(deadline, what)
@@ -382,6 +398,11 @@ class Vm:
             if match(ev):
                 return ev
             self.events.append(ev)
+
+    def clear_events(self):
+        """Forget the events received so far (call before triggering the
+        action whose event you will wait for)."""
+        self.poll_events()
 
     def poll_events(self):
         """Read the events QEMU already sent, without waiting; return and
@@ -423,7 +444,8 @@ class Vm:
                 self._serial_cond.notify_all()
 
     def serial_output(self):
-        """Everything the guest wrote on its console so far."""
+        """Everything the guest wrote on its console so far (kept in memory
+        for the VM's life; also in vm.serial_log_path until shutdown)."""
         with self._serial_cond:
             return self._serial_buf.decode("latin-1")
 
@@ -439,32 +461,35 @@ class Vm:
         what = "%r on the serial console" % (getattr(text, "pattern", text),)
         deadline = time.monotonic() + timeout
         with self._serial_cond:
+            # The buffer only grows: never search the same bytes twice (a
+            # chatty guest wakes us once per chunk of output).
+            search_from = self._serial_pos
             while True:
-                # latin-1 keeps one char per byte, so positions match the buffer.
-                out = self._serial_buf.decode("latin-1")
+                buf = self._serial_buf
                 if isinstance(text, str):
-                    i = out.find(text, self._serial_pos)
-                    end = i + len(text) if i >= 0 else -1
+                    needle = text.encode("latin-1")
+                    i = buf.find(needle, search_from)
+                    end = i + len(needle) if i >= 0 else -1
+                    search_from = max(search_from, len(buf) - len(needle) + 1)
                 else:
-                    m = text.search(out, self._serial_pos)
-                    end = m.end() if m else -1
+                    # latin-1: one char per byte, so offsets match the buffer.
+                    m = text.search(buf[self._serial_pos:].decode("latin-1"))
+                    end = self._serial_pos + m.end() if m else -1
                 if end >= 0:
-                    seen = out[self._serial_pos:end]
+                    seen = buf[self._serial_pos:end].decode("latin-1")
                     self._serial_pos = end
                     return seen
                 if self._serial_eof:
+                    # QEMU closes the console when it exits.
                     self._check_alive(what)
                     raise VmExited("%s: serial console closed while waiting for %s"
                                    % (self.name, what))
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    tail = out[-500:]
+                    tail = buf[-500:].decode("latin-1")
                     raise TimeoutError("%s: timed out after %gs waiting for %s; last output:\n%s"
                                        % (self.name, timeout, what, tail))
-                # Woken by new output; the slice bound also notices QEMU dying.
-                self._serial_cond.wait(min(remaining, 0.5))
-                if self.proc.poll() is not None and not self._serial_eof:
-                    self._check_alive(what)
+                self._serial_cond.wait(remaining)
 
     def serial_send(self, line):
         """Type a line on the guest console."""
