@@ -16,7 +16,7 @@ export QTEST_QEMU_BINARY="$OBJ/qemu-system-x86_64"
 # name | what to build first (ninja targets) | command
 SUITES_TABLE=(
     "assembly||bash $top/tests/colo/test-assembly.sh"
-    "unit|colo-unit-tests|bash $top/tests/colo/run-unit-tests.sh"
+    "unit|colo-unit-tests tests/unit/test-replication|bash $top/tests/colo/run-unit-tests.sh"
     "guest||$PYTHON $top/tests/colo/test_guest_boot.py"
     "qmp||$PYTHON $top/tests/colo/test_scaffold.py"
 )

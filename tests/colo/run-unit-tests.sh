@@ -8,4 +8,8 @@ for t in $(sed -n "s/^ *'\(test-[a-z0-9-]*\)':.*/\1/p" "$top/tests/unit/colo/mes
     echo "# $t"
     "$dir/$t" --tap || { echo "not ok - $t exited with status $?"; rc=1; }
 done
+# Upstream's tests/unit/test-replication.c, unchanged, against our driver.
+echo "# test-replication (upstream)"
+"$dir/../test-replication" --tap ||
+    { echo "not ok - test-replication exited with status $?"; rc=1; }
 exit $rc

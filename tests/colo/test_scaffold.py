@@ -7,6 +7,7 @@ component's own tests take its place.
 """
 
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -116,12 +117,69 @@ def proxy_objects_refused(vm):
 
 
 # ---- disk replication (issue 5) -------------------------------------------
+# The driver works; its data fidelity is tested without a VM in
+# tests/unit/colo/test-replication-fidelity.c (suite "unit").  Here: the QMP
+# face of blockdev-add.
 
-def replication_driver_refused(vm):
-    vm.cmd("blockdev-add", driver="null-co", **{"node-name": "n0", "size": 1 << 20})
+def qemu_img(vm, *args):
+    binary = os.path.join(os.path.dirname(os.path.abspath(vm.binary)), "qemu-img")
+    subprocess.run([binary] + list(args), check=True, stdout=subprocess.DEVNULL)
+
+
+def node_names(vm):
+    return {n["node-name"]: n["drv"] for n in vm.cmd("query-named-block-nodes")}
+
+
+def replication_blockdev_add(vm):
+    size = 4 << 20
+    vm.cmd("blockdev-add", driver="null-co", **{"node-name": "n0", "size": size})
+    # Bad options are refused, each with its reason.
     expect_error(lambda: vm.cmd("blockdev-add", driver="replication", mode="primary",
+                                file="n0", **{"node-name": "rep0", "top-id": "x"}),
+                 "'top-id' is only valid in secondary mode")
+    expect_error(lambda: vm.cmd("blockdev-add", driver="replication", mode="secondary",
                                 file="n0", **{"node-name": "rep0"}),
-                 "the 'replication' block driver is not available in this build yet")
+                 "'top-id' is required in secondary mode")
+    expect_error(lambda: vm.cmd("blockdev-add", driver="replication", mode="secondary",
+                                file="n0", **{"node-name": "rep0", "top-id": "rep0"}),
+                 "the active disk 'n0' (format 'null-co') cannot be emptied")
+    expect_error(lambda: vm.cmd("blockdev-add", driver="replication", mode="tertiary",
+                                file="n0", **{"node-name": "rep0"}),
+                 "mode")
+    assert "rep0" not in node_names(vm)
+
+    # Primary mode over a plain child: accepted, then removable.
+    vm.cmd("blockdev-add", driver="replication", mode="primary", file="n0",
+           **{"node-name": "rep0"})
+    assert node_names(vm).get("rep0") == "replication"
+    vm.cmd("blockdev-del", **{"node-name": "rep0"})
+
+    # Secondary mode over active -> hidden -> secondary disk.
+    for name in ("active", "hidden"):
+        qemu_img(vm, "create", "-q", "-f", "qcow2", vm.path(name + ".qcow2"), str(size))
+    qemu_img(vm, "create", "-q", "-f", "raw", vm.path("secondary.raw"), str(size))
+    short = vm.path("short.qcow2")
+    qemu_img(vm, "create", "-q", "-f", "qcow2", short, str(size // 2))
+    vm.cmd("blockdev-add", driver="raw", **{"node-name": "sec0", "file": {
+        "driver": "file", "filename": vm.path("secondary.raw")}})
+
+    def secondary(hidden_file):
+        return {"driver": "replication", "mode": "secondary", "node-name": "rep1",
+                "top-id": "rep1",
+                "file": {"driver": "qcow2",
+                         "file": {"driver": "file",
+                                  "filename": vm.path("active.qcow2")},
+                         "backing": {"driver": "qcow2", "backing": "sec0",
+                                     "file": {"driver": "file",
+                                              "filename": hidden_file}}}}
+    expect_error(lambda: vm.cmd("blockdev-add", **secondary(short)),
+                 "must have the same length")
+    vm.cmd("blockdev-add", **secondary(vm.path("hidden.qcow2")))
+    assert node_names(vm).get("rep1") == "replication"
+    vm.cmd("blockdev-del", **{"node-name": "rep1"})
+    vm.cmd("blockdev-del", **{"node-name": "sec0"})
+    vm.cmd("blockdev-del", **{"node-name": "n0"})
+    assert vm.cmd("query-status")["status"] == "running"
 
 
 def main():
@@ -133,8 +191,8 @@ def main():
                 controller_commands_refused, vm)
         t.check("proxy: colo-compare and the COLO filters refuse creation with a clear error",
                 proxy_objects_refused, vm)
-        t.check("disk: the replication driver refuses to open with a clear error",
-                replication_driver_refused, vm)
+        t.check("disk: blockdev-add replication refuses bad options clearly, "
+                "accepts good ones", replication_blockdev_add, vm)
     finally:
         vm.shutdown()
     t.check("controller: migrate with x-colo fails cleanly, the source keeps running",
