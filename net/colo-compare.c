@@ -5,38 +5,893 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Scaffold: the type exists so that its name is known, and creating one fails
- * with a clear error.  With no compare ever created, the controller-facing
- * functions have nothing to notify.
+ * Reads the frames the primary and the secondary guest sent (chardevs
+ * primary_in and secondary_in), hands them to a compare engine
+ * (net/colo-stream.c) and writes released primary frames to outdev.  When
+ * the engine reports a mismatch, a timeout or a full bound, a checkpoint is
+ * requested: from the COLO controller through the registered notifiers,
+ * or, with notify_dev (Xen), by sending "DO_CHECKPOINT" on notify_dev.
+ * At a checkpoint the engine is flushed; after failover primary frames are
+ * passed straight through and secondary frames dropped.
+ *
+ * Threads and locking:
+ *  - main loop (big QEMU lock): QOM properties, complete, finalize,
+ *    request_bh (runs the checkpoint notifiers), colo_compare_cleanup,
+ *    colo_compare_{un,}register_notifier.
+ *  - the compare's iothread: chardev read/event handlers, the scan timer,
+ *    event_bh; the engine, the frame readers, checkpoint_wanted,
+ *    failed_over and last_request_ns are only touched there (complete and
+ *    finalize synchronise with aio_wait_bh_oneshot before/after).
+ *  - colo_notify_compares_event() may run in any thread (the COLO thread);
+ *    it schedules event_bh on every instance and waits, at most
+ *    COMPARE_EVENT_TIMEOUT_MS, for all of them.
+ *  - compare_list_lock protects compare_list, the event generation fields
+ *    of every instance, and goes with compare_list_cond.
+ *  - stats_lock protects the statistics snapshot read by QOM getters.
+ *  - checkpoint_notifiers is only used in the main loop.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/notify.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
 #include "qom/object_interfaces.h"
-#include "net/colo.h"
+#include "chardev/char-fe.h"
+#include "block/aio.h"
+#include "block/aio-wait.h"
+#include "system/iothread.h"
+#include "migration/colo.h"
 #include "net/colo-compare.h"
+#include "net/colo-frame.h"
+#include "net/colo-stream.h"
+#include "trace.h"
 
 #define TYPE_COLO_COMPARE "colo-compare"
+OBJECT_DECLARE_SIMPLE_TYPE(ColoCompare, COLO_COMPARE)
+
+#define COMPARE_EVENT_TIMEOUT_MS    5000
+#define NOTIFY_MAX_LEN              256
+
+#define XEN_MSG_PROXY_INIT          "COLO_USERSPACE_PROXY_INIT"
+#define XEN_MSG_INIT_REPLY          "COLO_COMPARE_GET_XEN_INIT"
+#define XEN_MSG_CHECKPOINT          "COLO_CHECKPOINT"
+#define XEN_MSG_DO_CHECKPOINT       "DO_CHECKPOINT"
+
+typedef struct ColoCompareInput {
+    ColoCompare *owner;
+    ColoSide side;
+    const char *prop;
+    CharBackend chr;
+    ColoFrameReader reader;
+    bool reader_ready;
+} ColoCompareInput;
+
+/* Statistics beyond the engine's, kept by this file. */
+typedef struct ColoCompareCounters {
+    uint64_t frames_rejected;
+    uint64_t checkpoint_requests;
+    uint64_t passed_through;
+    uint64_t write_errors;
+} ColoCompareCounters;
+
+struct ColoCompare {
+    Object parent;
+
+    /* properties */
+    char *pri_in_id;
+    char *sec_in_id;
+    char *outdev_id;
+    char *notify_dev_id;
+    char *iothread_id;
+    uint64_t compare_timeout_ms;
+    uint32_t expired_scan_cycle_ms;
+    uint32_t max_queue_size;
+    bool vnet_hdr;
+
+    bool completed;
+    IOThread *iothread;
+    AioContext *ctx;
+    ColoCompareInput in[2];         /* indexed by ColoSide */
+    CharBackend chr_out;
+    ColoCompareInput notify;        /* only chr and reader are used */
+    bool has_notify;
+
+    /* iothread */
+    ColoEngine *engine;
+    QEMUTimer *scan_timer;
+    bool checkpoint_wanted;
+    bool failed_over;
+    int64_t last_request_ns;
+    ColoCompareCounters counters;
+    QEMUBH *event_bh;
+
+    /* main loop */
+    QEMUBH *request_bh;
+    const char *request_reason;     /* atomic: set by the iothread */
+
+    /* compare_list_lock */
+    QTAILQ_ENTRY(ColoCompare) next;
+    int event;
+    uint64_t event_target_gen;
+    uint64_t event_done_gen;
+
+    /* stats_lock */
+    QemuMutex stats_lock;
+    ColoEngineStats stats;
+    ColoCompareCounters counters_copy;
+};
+
+static QemuMutex compare_list_lock;
+static QemuCond compare_list_cond;
+static QTAILQ_HEAD(, ColoCompare) compare_list =
+    QTAILQ_HEAD_INITIALIZER(compare_list);
+static uint64_t compare_event_gen;
+static NotifierList checkpoint_notifiers =
+    NOTIFIER_LIST_INITIALIZER(checkpoint_notifiers);
+
+static const char *compare_id(ColoCompare *s)
+{
+    return object_get_canonical_path_component(OBJECT(s)) ?: "?";
+}
+
+static int64_t now_ns(void)
+{
+    return qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
+/* ---- iothread ------------------------------------------------------------ */
+
+static void stats_publish(ColoCompare *s)
+{
+    qemu_mutex_lock(&s->stats_lock);
+    s->stats = *colo_engine_stats(s->engine);
+    s->counters_copy = s->counters;
+    qemu_mutex_unlock(&s->stats_lock);
+}
+
+static void send_frame(ColoCompare *s, CharBackend *chr, bool vnet_hdr,
+                       const uint8_t *buf, size_t len, uint32_t vnet_hdr_len)
+{
+    uint8_t hdr[8];
+    size_t hdr_len = colo_frame_header(hdr, vnet_hdr, len, vnet_hdr_len);
+
+    if (qemu_chr_fe_write_all(chr, hdr, hdr_len) != hdr_len ||
+        qemu_chr_fe_write_all(chr, buf, len) != len) {
+        s->counters.write_errors++;
+    }
+}
+
+static void compare_release(void *opaque, const uint8_t *frame, size_t len,
+                            uint32_t vnet_hdr_len, int64_t hold_ns)
+{
+    ColoCompare *s = opaque;
+
+    send_frame(s, &s->chr_out, s->vnet_hdr, frame, len, vnet_hdr_len);
+}
+
+static void request_checkpoint(ColoCompare *s, ColoCheckpointReason reason)
+{
+    const char *why = colo_reason_name(reason);
+
+    trace_colo_compare_checkpoint_request(compare_id(s), why);
+    s->checkpoint_wanted = true;
+    s->last_request_ns = now_ns();
+    s->counters.checkpoint_requests++;
+    if (s->has_notify) {
+        send_frame(s, &s->notify.chr, false,
+                   (const uint8_t *)XEN_MSG_DO_CHECKPOINT,
+                   strlen(XEN_MSG_DO_CHECKPOINT), 0);
+        return;
+    }
+    qatomic_set(&s->request_reason, why);
+    qemu_bh_schedule(s->request_bh);
+}
+
+static void handle_reason(ColoCompare *s, ColoCheckpointReason reason,
+                          const char *side)
+{
+    if (reason == COLO_REASON_NONE) {
+        return;
+    }
+    if (reason == COLO_REASON_QUEUE_FULL || reason == COLO_REASON_TABLE_FULL) {
+        trace_colo_compare_over_limit(compare_id(s), side,
+                                      colo_reason_name(reason));
+    }
+    if (!s->checkpoint_wanted) {
+        request_checkpoint(s, reason);
+    }
+}
+
+static void compare_flush(ColoCompare *s)
+{
+    colo_engine_flush(s->engine, now_ns());
+    s->checkpoint_wanted = false;
+    trace_colo_compare_flush(compare_id(s),
+                             colo_engine_stats(s->engine)->packets_released);
+}
+
+static void compare_frame(void *opaque, const uint8_t *buf, size_t len,
+                          uint32_t vnet_hdr_len)
+{
+    ColoCompareInput *in = opaque;
+    ColoCompare *s = in->owner;
+    const char *side = in->side == COLO_PRIMARY ? "primary" : "secondary";
+    ColoCheckpointReason reason;
+    ColoParseError err;
+
+    if (s->failed_over) {
+        if (in->side == COLO_PRIMARY) {
+            s->counters.passed_through++;
+            send_frame(s, &s->chr_out, s->vnet_hdr, buf, len, vnet_hdr_len);
+        }
+        stats_publish(s);
+        return;
+    }
+    reason = colo_engine_input(s->engine, in->side, buf, len, vnet_hdr_len,
+                               now_ns(), &err);
+    if (err != COLO_PARSE_OK) {
+        trace_colo_compare_malformed(compare_id(s), side,
+                                     colo_parse_error_name(err));
+    }
+    handle_reason(s, reason, side);
+    stats_publish(s);
+}
+
+static void compare_frame_rejected(void *opaque, ColoFrameError err,
+                                   uint32_t len, uint32_t vnet_hdr_len)
+{
+    ColoCompareInput *in = opaque;
+    ColoCompare *s = in->owner;
+
+    s->counters.frames_rejected++;
+    trace_colo_compare_frame_rejected(compare_id(s), in->prop,
+                                      colo_frame_error_name(err), len);
+    stats_publish(s);
+}
+
+static int compare_can_read(void *opaque)
+{
+    return COLO_FRAME_DEFAULT_MAX;
+}
+
+static void compare_read(void *opaque, const uint8_t *buf, int size)
+{
+    ColoCompareInput *in = opaque;
+
+    colo_frame_reader_feed(&in->reader, buf, size);
+}
+
+static void compare_chr_event(void *opaque, QEMUChrEvent event)
+{
+    ColoCompareInput *in = opaque;
+
+    trace_colo_compare_chr_event(compare_id(in->owner), in->prop, event);
+    if (event == CHR_EVENT_OPENED || event == CHR_EVENT_CLOSED) {
+        colo_frame_reader_reset(&in->reader);
+    }
+}
+
+static void notify_message(void *opaque, const uint8_t *buf, size_t len,
+                           uint32_t vnet_hdr_len)
+{
+    ColoCompareInput *in = opaque;
+    ColoCompare *s = in->owner;
+    char msg[NOTIFY_MAX_LEN + 1];
+
+    len = MIN(len, NOTIFY_MAX_LEN);
+    memcpy(msg, buf, len);
+    msg[len] = '\0';
+    trace_colo_compare_notify_msg(compare_id(s), msg);
+    if (!strcmp(msg, XEN_MSG_PROXY_INIT)) {
+        send_frame(s, &s->notify.chr, false,
+                   (const uint8_t *)XEN_MSG_INIT_REPLY,
+                   strlen(XEN_MSG_INIT_REPLY), 0);
+    } else if (!strcmp(msg, XEN_MSG_CHECKPOINT)) {
+        compare_flush(s);
+        stats_publish(s);
+    }
+}
+
+static void scan_timer_cb(void *opaque)
+{
+    ColoCompare *s = opaque;
+    int64_t now = now_ns();
+    ColoCheckpointReason reason;
+
+    if (!s->failed_over) {
+        reason = colo_engine_expire(s->engine, now);
+        if (reason != COLO_REASON_NONE && s->checkpoint_wanted &&
+            now - s->last_request_ns >= s->compare_timeout_ms * SCALE_MS) {
+            /* Nobody answered the last request: ask again. */
+            s->checkpoint_wanted = false;
+        }
+        handle_reason(s, reason, "held");
+        stats_publish(s);
+    }
+    timer_mod(s->scan_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+              s->expired_scan_cycle_ms);
+}
+
+static void event_bh_cb(void *opaque)
+{
+    ColoCompare *s = opaque;
+    int event;
+
+    qemu_mutex_lock(&compare_list_lock);
+    event = s->event;
+    qemu_mutex_unlock(&compare_list_lock);
+
+    trace_colo_compare_event(compare_id(s), event);
+    switch (event) {
+    case COLO_EVENT_CHECKPOINT:
+        compare_flush(s);
+        break;
+    case COLO_EVENT_FAILOVER:
+        compare_flush(s);
+        s->failed_over = true;
+        break;
+    default:
+        break;
+    }
+    stats_publish(s);
+
+    qemu_mutex_lock(&compare_list_lock);
+    s->event_done_gen = s->event_target_gen;
+    qemu_cond_broadcast(&compare_list_cond);
+    qemu_mutex_unlock(&compare_list_lock);
+}
+
+static void start_in_iothread(void *opaque)
+{
+    ColoCompare *s = opaque;
+
+    s->scan_timer = aio_timer_new(s->ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
+                                  scan_timer_cb, s);
+    timer_mod(s->scan_timer, qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+              s->expired_scan_cycle_ms);
+}
+
+static void stop_in_iothread(void *opaque)
+{
+    ColoCompare *s = opaque;
+
+    if (s->scan_timer) {
+        timer_free(s->scan_timer);
+        s->scan_timer = NULL;
+    }
+}
+
+/* ---- main loop: requests to the controller ------------------------------ */
+
+static void input_detach(ColoCompareInput *in);
+
+static void request_bh_cb(void *opaque)
+{
+    ColoCompare *s = opaque;
+    const char *why = qatomic_read(&s->request_reason);
+
+    notifier_list_notify(&checkpoint_notifiers, (void *)why);
+}
+
+void colo_compare_register_notifier(Notifier *notify)
+{
+    notifier_list_add(&checkpoint_notifiers, notify);
+}
+
+void colo_compare_unregister_notifier(Notifier *notify)
+{
+    notifier_remove(notify);
+}
+
+void colo_notify_compares_event(void *opaque, int event, Error **errp)
+{
+    int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                       COMPARE_EVENT_TIMEOUT_MS;
+    ColoCompare *s;
+    uint64_t gen;
+
+    qemu_mutex_lock(&compare_list_lock);
+    gen = ++compare_event_gen;
+    QTAILQ_FOREACH(s, &compare_list, next) {
+        s->event = event;
+        s->event_target_gen = gen;
+        qemu_bh_schedule(s->event_bh);
+    }
+    for (;;) {
+        ColoCompare *late = NULL;
+        int64_t left;
+
+        QTAILQ_FOREACH(s, &compare_list, next) {
+            if (s->event_done_gen < gen) {
+                late = s;
+                break;
+            }
+        }
+        if (!late) {
+            break;
+        }
+        left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+        if (left <= 0) {
+            error_setg(errp, "colo-compare '%s' did not handle COLO event "
+                       "%d within %d ms", compare_id(late), event,
+                       COMPARE_EVENT_TIMEOUT_MS);
+            break;
+        }
+        qemu_cond_timedwait(&compare_list_cond, &compare_list_lock, left);
+    }
+    qemu_mutex_unlock(&compare_list_lock);
+}
+
+void colo_compare_cleanup(void)
+{
+    ColoCompare *s;
+
+    /* At exit: no more frames into the compares while QEMU tears down. */
+    qemu_mutex_lock(&compare_list_lock);
+    QTAILQ_FOREACH(s, &compare_list, next) {
+        input_detach(&s->in[COLO_PRIMARY]);
+        input_detach(&s->in[COLO_SECONDARY]);
+        input_detach(&s->notify);
+    }
+    qemu_mutex_unlock(&compare_list_lock);
+}
+
+/* ---- complete / finalize ------------------------------------------------ */
+
+static bool attach_chardev(ColoCompare *s, CharBackend *be, const char *prop,
+                           const char *id, Error **errp)
+{
+    Chardev *chr = qemu_chr_find(id);
+
+    if (!chr) {
+        error_setg(errp, "colo-compare '%s': chardev '%s' given as '%s' "
+                   "not found", compare_id(s), id, prop);
+        return false;
+    }
+    if (be != &s->chr_out &&
+        !qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT)) {
+        error_setg(errp, "colo-compare '%s': chardev '%s' given as '%s' "
+                   "cannot be read from an iothread; use a socket chardev",
+                   compare_id(s), id, prop);
+        return false;
+    }
+    return qemu_chr_fe_init(be, chr, errp);
+}
+
+static void input_start(ColoCompare *s, ColoCompareInput *in, bool vnet_hdr,
+                        ColoFrameFn *on_frame, uint32_t max_len)
+{
+    in->owner = s;
+    colo_frame_reader_init(&in->reader, vnet_hdr, max_len, on_frame,
+                           compare_frame_rejected, in);
+    in->reader_ready = true;
+    qemu_chr_fe_set_handlers(&in->chr, compare_can_read, compare_read,
+                             compare_chr_event, NULL, in,
+                             iothread_get_g_main_context(s->iothread), true);
+}
+
+static void input_detach(ColoCompareInput *in)
+{
+    if (qemu_chr_fe_backend_connected(&in->chr)) {
+        qemu_chr_fe_set_handlers(&in->chr, NULL, NULL, NULL, NULL, NULL,
+                                 NULL, true);
+    }
+}
+
+static void input_stop(ColoCompareInput *in)
+{
+    qemu_chr_fe_deinit(&in->chr, false);
+    if (in->reader_ready) {
+        colo_frame_reader_destroy(&in->reader);
+        in->reader_ready = false;
+    }
+}
 
 static void colo_compare_complete(UserCreatable *uc, Error **errp)
 {
-    colo_proxy_refuse(TYPE_COLO_COMPARE, errp);
+    ColoCompare *s = COLO_COMPARE(uc);
+    ColoEngineConfig cfg;
+    const char *required[][2] = {
+        { "primary_in", s->pri_in_id },
+        { "secondary_in", s->sec_in_id },
+        { "outdev", s->outdev_id },
+        { "iothread", s->iothread_id },
+    };
+    const char *ids[] = {
+        s->pri_in_id, s->sec_in_id, s->outdev_id, s->notify_dev_id
+    };
+    int i, j;
+
+    for (i = 0; i < ARRAY_SIZE(required); i++) {
+        if (!required[i][1] || !*required[i][1]) {
+            error_setg(errp, "colo-compare '%s' needs the property '%s'",
+                       compare_id(s), required[i][0]);
+            return;
+        }
+    }
+    for (i = 0; i < ARRAY_SIZE(ids); i++) {
+        for (j = i + 1; j < ARRAY_SIZE(ids); j++) {
+            if (ids[i] && ids[j] && !strcmp(ids[i], ids[j])) {
+                error_setg(errp, "colo-compare '%s': primary_in, "
+                           "secondary_in, outdev and notify_dev must be "
+                           "different chardevs, '%s' is used twice",
+                           compare_id(s), ids[i]);
+                return;
+            }
+        }
+    }
+    s->iothread = iothread_by_id(s->iothread_id);
+    if (!s->iothread) {
+        error_setg(errp, "colo-compare '%s': iothread '%s' not found",
+                   compare_id(s), s->iothread_id);
+        return;
+    }
+    if (!attach_chardev(s, &s->in[COLO_PRIMARY].chr, "primary_in",
+                        s->pri_in_id, errp) ||
+        !attach_chardev(s, &s->in[COLO_SECONDARY].chr, "secondary_in",
+                        s->sec_in_id, errp) ||
+        !attach_chardev(s, &s->chr_out, "outdev", s->outdev_id, errp) ||
+        (s->notify_dev_id &&
+         !attach_chardev(s, &s->notify.chr, "notify_dev", s->notify_dev_id,
+                         errp))) {
+        qemu_chr_fe_deinit(&s->in[COLO_PRIMARY].chr, false);
+        qemu_chr_fe_deinit(&s->in[COLO_SECONDARY].chr, false);
+        qemu_chr_fe_deinit(&s->chr_out, false);
+        qemu_chr_fe_deinit(&s->notify.chr, false);
+        s->iothread = NULL;
+        return;
+    }
+    object_ref(OBJECT(s->iothread));
+    s->ctx = iothread_get_aio_context(s->iothread);
+    s->has_notify = s->notify_dev_id != NULL;
+
+    colo_engine_default_config(&cfg);
+    cfg.max_queue_size = s->max_queue_size;
+    /* Per instance: room for eight full connection queues. */
+    cfg.max_total_packets = MIN(MAX((uint64_t)s->max_queue_size * 8,
+                                    cfg.max_total_packets), UINT32_MAX);
+    cfg.compare_timeout_ns = s->compare_timeout_ms * SCALE_MS;
+    s->engine = colo_engine_new(&cfg, compare_release, s);
+    stats_publish(s);
+
+    s->event_bh = aio_bh_new(s->ctx, event_bh_cb, s);
+    s->request_bh = qemu_bh_new(request_bh_cb, s);
+
+    s->in[COLO_PRIMARY].side = COLO_PRIMARY;
+    s->in[COLO_PRIMARY].prop = "primary_in";
+    s->in[COLO_SECONDARY].side = COLO_SECONDARY;
+    s->in[COLO_SECONDARY].prop = "secondary_in";
+    s->notify.prop = "notify_dev";
+    aio_wait_bh_oneshot(s->ctx, start_in_iothread, s);
+    input_start(s, &s->in[COLO_PRIMARY], s->vnet_hdr, compare_frame, 0);
+    input_start(s, &s->in[COLO_SECONDARY], s->vnet_hdr, compare_frame, 0);
+    if (s->has_notify) {
+        input_start(s, &s->notify, false, notify_message, NOTIFY_MAX_LEN);
+    }
+
+    qemu_mutex_lock(&compare_list_lock);
+    s->event_done_gen = compare_event_gen;
+    QTAILQ_INSERT_TAIL(&compare_list, s, next);
+    qemu_mutex_unlock(&compare_list_lock);
+    s->completed = true;
+}
+
+static void colo_compare_finalize(Object *obj)
+{
+    ColoCompare *s = COLO_COMPARE(obj);
+
+    if (s->completed) {
+        qemu_mutex_lock(&compare_list_lock);
+        QTAILQ_REMOVE(&compare_list, s, next);
+        /* a waiter in colo_notify_compares_event() may be waiting on us */
+        qemu_cond_broadcast(&compare_list_cond);
+        qemu_mutex_unlock(&compare_list_lock);
+
+        input_detach(&s->in[COLO_PRIMARY]);
+        input_detach(&s->in[COLO_SECONDARY]);
+        input_detach(&s->notify);
+        qemu_bh_delete(s->event_bh);
+        /* After this, nothing of ours runs in the iothread any more. */
+        aio_wait_bh_oneshot(s->ctx, stop_in_iothread, s);
+        qemu_bh_delete(s->request_bh);
+        input_stop(&s->in[COLO_PRIMARY]);
+        input_stop(&s->in[COLO_SECONDARY]);
+        input_stop(&s->notify);
+        qemu_chr_fe_deinit(&s->chr_out, false);
+        colo_engine_free(s->engine);
+        object_unref(OBJECT(s->iothread));
+    }
+    qemu_mutex_destroy(&s->stats_lock);
+    g_free(s->pri_in_id);
+    g_free(s->sec_in_id);
+    g_free(s->outdev_id);
+    g_free(s->notify_dev_id);
+    g_free(s->iothread_id);
+}
+
+/* ---- properties --------------------------------------------------------- */
+
+#define STR_PROP(field)                                                     \
+static char *get_##field(Object *obj, Error **errp)                         \
+{                                                                           \
+    return g_strdup(COLO_COMPARE(obj)->field);                              \
+}                                                                           \
+static void set_##field(Object *obj, const char *value, Error **errp)       \
+{                                                                           \
+    ColoCompare *s = COLO_COMPARE(obj);                                     \
+                                                                            \
+    if (s->completed) {                                                     \
+        error_setg(errp, "colo-compare: cannot change chardevs or the "     \
+                   "iothread of a running compare");                        \
+        return;                                                             \
+    }                                                                       \
+    g_free(s->field);                                                       \
+    s->field = g_strdup(value);                                             \
+}
+
+STR_PROP(pri_in_id)
+STR_PROP(sec_in_id)
+STR_PROP(outdev_id)
+STR_PROP(notify_dev_id)
+STR_PROP(iothread_id)
+
+static void get_u64_field(Object *obj, Visitor *v, const char *name,
+                          void *opaque, Error **errp)
+{
+    uint64_t value = *(uint64_t *)((char *)obj + (uintptr_t)opaque);
+
+    visit_type_uint64(v, name, &value, errp);
+}
+
+static void set_positive_u64(Object *obj, Visitor *v, const char *name,
+                             void *opaque, Error **errp)
+{
+    uint64_t value;
+
+    if (!visit_type_uint64(v, name, &value, errp)) {
+        return;
+    }
+    if (!value) {
+        error_setg(errp, "colo-compare: '%s' must be greater than 0", name);
+        return;
+    }
+    if (COLO_COMPARE(obj)->completed) {
+        error_setg(errp, "colo-compare: '%s' cannot change while running",
+                   name);
+        return;
+    }
+    *(uint64_t *)((char *)obj + (uintptr_t)opaque) = value;
+}
+
+static void get_u32_field(Object *obj, Visitor *v, const char *name,
+                          void *opaque, Error **errp)
+{
+    uint32_t value = *(uint32_t *)((char *)obj + (uintptr_t)opaque);
+
+    visit_type_uint32(v, name, &value, errp);
+}
+
+static void set_positive_u32(Object *obj, Visitor *v, const char *name,
+                             void *opaque, Error **errp)
+{
+    uint32_t value;
+
+    if (!visit_type_uint32(v, name, &value, errp)) {
+        return;
+    }
+    if (!value) {
+        error_setg(errp, "colo-compare: '%s' must be greater than 0", name);
+        return;
+    }
+    if (COLO_COMPARE(obj)->completed) {
+        error_setg(errp, "colo-compare: '%s' cannot change while running",
+                   name);
+        return;
+    }
+    *(uint32_t *)((char *)obj + (uintptr_t)opaque) = value;
+}
+
+static bool get_vnet_hdr(Object *obj, Error **errp)
+{
+    return COLO_COMPARE(obj)->vnet_hdr;
+}
+
+static void set_vnet_hdr(Object *obj, bool value, Error **errp)
+{
+    ColoCompare *s = COLO_COMPARE(obj);
+
+    if (s->completed) {
+        error_setg(errp, "colo-compare: 'vnet_hdr_support' cannot change "
+                   "while running");
+        return;
+    }
+    s->vnet_hdr = value;
+}
+
+typedef enum {
+    STAT_PACKETS_COMPARED,
+    STAT_BYTES_COMPARED,
+    STAT_PACKETS_RELEASED,
+    STAT_BYTES_RELEASED,
+    STAT_PRIMARY_PACKETS,
+    STAT_SECONDARY_PACKETS,
+    STAT_SECONDARY_DROPPED,
+    STAT_MISMATCH_TCP,
+    STAT_MISMATCH_UDP,
+    STAT_MISMATCH_ICMP,
+    STAT_MISMATCH_OTHER_IP,
+    STAT_MISMATCH_NON_IP,
+    STAT_TIMEOUTS,
+    STAT_QUEUE_FULL,
+    STAT_TABLE_FULL,
+    STAT_DROPPED_OVER_LIMIT,
+    STAT_MALFORMED,
+    STAT_FRAMES_REJECTED,
+    STAT_QUEUE_DEPTH_PRIMARY,
+    STAT_QUEUE_DEPTH_SECONDARY,
+    STAT_CONNECTIONS,
+    STAT_MAX_HOLD_US,
+    STAT_CHECKPOINT_REQUESTS,
+    STAT_FLUSHES,
+    STAT_PASSED_THROUGH,
+    STAT__MAX,
+} CompareStat;
+
+static const char *const stat_names[STAT__MAX] = {
+    [STAT_PACKETS_COMPARED] = "stat-packets-compared",
+    [STAT_BYTES_COMPARED] = "stat-bytes-compared",
+    [STAT_PACKETS_RELEASED] = "stat-packets-released",
+    [STAT_BYTES_RELEASED] = "stat-bytes-released",
+    [STAT_PRIMARY_PACKETS] = "stat-primary-packets",
+    [STAT_SECONDARY_PACKETS] = "stat-secondary-packets",
+    [STAT_SECONDARY_DROPPED] = "stat-secondary-dropped",
+    [STAT_MISMATCH_TCP] = "stat-mismatches-tcp",
+    [STAT_MISMATCH_UDP] = "stat-mismatches-udp",
+    [STAT_MISMATCH_ICMP] = "stat-mismatches-icmp",
+    [STAT_MISMATCH_OTHER_IP] = "stat-mismatches-other-ip",
+    [STAT_MISMATCH_NON_IP] = "stat-mismatches-non-ip",
+    [STAT_TIMEOUTS] = "stat-timeouts",
+    [STAT_QUEUE_FULL] = "stat-queue-full",
+    [STAT_TABLE_FULL] = "stat-table-full",
+    [STAT_DROPPED_OVER_LIMIT] = "stat-dropped-over-limit",
+    [STAT_MALFORMED] = "stat-malformed-packets",
+    [STAT_FRAMES_REJECTED] = "stat-frames-rejected",
+    [STAT_QUEUE_DEPTH_PRIMARY] = "stat-queue-depth-primary",
+    [STAT_QUEUE_DEPTH_SECONDARY] = "stat-queue-depth-secondary",
+    [STAT_CONNECTIONS] = "stat-connections",
+    [STAT_MAX_HOLD_US] = "stat-max-hold-us",
+    [STAT_CHECKPOINT_REQUESTS] = "stat-checkpoint-requests",
+    [STAT_FLUSHES] = "stat-flushes",
+    [STAT_PASSED_THROUGH] = "stat-passed-through",
+};
+
+static uint64_t stat_value(const ColoEngineStats *st,
+                           const ColoCompareCounters *c, CompareStat which)
+{
+    switch (which) {
+    case STAT_PACKETS_COMPARED:
+        return st->packets_compared;
+    case STAT_BYTES_COMPARED:
+        return st->bytes_compared;
+    case STAT_PACKETS_RELEASED:
+        return st->packets_released;
+    case STAT_BYTES_RELEASED:
+        return st->bytes_released;
+    case STAT_PRIMARY_PACKETS:
+        return st->packets_in[COLO_PRIMARY];
+    case STAT_SECONDARY_PACKETS:
+        return st->packets_in[COLO_SECONDARY];
+    case STAT_SECONDARY_DROPPED:
+        return st->secondary_dropped;
+    case STAT_MISMATCH_TCP:
+        return st->mismatches[COLO_PKT_TCP];
+    case STAT_MISMATCH_UDP:
+        return st->mismatches[COLO_PKT_UDP];
+    case STAT_MISMATCH_ICMP:
+        return st->mismatches[COLO_PKT_ICMP];
+    case STAT_MISMATCH_OTHER_IP:
+        return st->mismatches[COLO_PKT_IP_OTHER];
+    case STAT_MISMATCH_NON_IP:
+        return st->mismatches[COLO_PKT_NON_IP];
+    case STAT_TIMEOUTS:
+        return st->timeouts;
+    case STAT_QUEUE_FULL:
+        return st->queue_full;
+    case STAT_TABLE_FULL:
+        return st->table_full;
+    case STAT_DROPPED_OVER_LIMIT:
+        return st->dropped_over_limit;
+    case STAT_MALFORMED:
+        return st->malformed[COLO_PRIMARY] + st->malformed[COLO_SECONDARY];
+    case STAT_FRAMES_REJECTED:
+        return c->frames_rejected;
+    case STAT_QUEUE_DEPTH_PRIMARY:
+        return st->queued[COLO_PRIMARY];
+    case STAT_QUEUE_DEPTH_SECONDARY:
+        return st->queued[COLO_SECONDARY];
+    case STAT_CONNECTIONS:
+        return st->connections;
+    case STAT_MAX_HOLD_US:
+        return st->max_hold_ns / 1000;
+    case STAT_CHECKPOINT_REQUESTS:
+        return c->checkpoint_requests;
+    case STAT_FLUSHES:
+        return st->flushes;
+    case STAT_PASSED_THROUGH:
+        return c->passed_through;
+    default:
+        return 0;
+    }
+}
+
+static void get_stat(Object *obj, Visitor *v, const char *name,
+                     void *opaque, Error **errp)
+{
+    ColoCompare *s = COLO_COMPARE(obj);
+    uint64_t value;
+
+    qemu_mutex_lock(&s->stats_lock);
+    value = stat_value(&s->stats, &s->counters_copy,
+                       (CompareStat)(uintptr_t)opaque);
+    qemu_mutex_unlock(&s->stats_lock);
+    visit_type_uint64(v, name, &value, errp);
+}
+
+static void colo_compare_init(Object *obj)
+{
+    ColoCompare *s = COLO_COMPARE(obj);
+
+    s->compare_timeout_ms = 3000;
+    s->expired_scan_cycle_ms = 1000;
+    s->max_queue_size = 1024;
+    qemu_mutex_init(&s->stats_lock);
 }
 
 static void colo_compare_class_init(ObjectClass *oc, void *data)
 {
-    static const char *const props[] = {
-        "primary_in", "secondary_in", "outdev", "iothread", "notify_dev", NULL
-    };
     UserCreatableClass *ucc = USER_CREATABLE_CLASS(oc);
+    int i;
 
-    colo_proxy_add_scaffold_properties(oc, props);
+    object_class_property_add_str(oc, "primary_in", get_pri_in_id,
+                                  set_pri_in_id);
+    object_class_property_add_str(oc, "secondary_in", get_sec_in_id,
+                                  set_sec_in_id);
+    object_class_property_add_str(oc, "outdev", get_outdev_id,
+                                  set_outdev_id);
+    object_class_property_add_str(oc, "notify_dev", get_notify_dev_id,
+                                  set_notify_dev_id);
+    object_class_property_add_str(oc, "iothread", get_iothread_id,
+                                  set_iothread_id);
+    object_class_property_add(oc, "compare_timeout", "uint64",
+                              get_u64_field, set_positive_u64, NULL,
+                              (void *)offsetof(ColoCompare,
+                                               compare_timeout_ms));
+    object_class_property_add(oc, "expired_scan_cycle", "uint32",
+                              get_u32_field, set_positive_u32, NULL,
+                              (void *)offsetof(ColoCompare,
+                                               expired_scan_cycle_ms));
+    object_class_property_add(oc, "max_queue_size", "uint32",
+                              get_u32_field, set_positive_u32, NULL,
+                              (void *)offsetof(ColoCompare, max_queue_size));
+    object_class_property_add_bool(oc, "vnet_hdr_support", get_vnet_hdr,
+                                   set_vnet_hdr);
+    for (i = 0; i < STAT__MAX; i++) {
+        object_class_property_add(oc, stat_names[i], "uint64", get_stat,
+                                  NULL, NULL, (void *)(uintptr_t)i);
+    }
     ucc->complete = colo_compare_complete;
 }
 
 static const TypeInfo colo_compare_info = {
     .name = TYPE_COLO_COMPARE,
     .parent = TYPE_OBJECT,
+    .instance_size = sizeof(ColoCompare),
+    .instance_init = colo_compare_init,
+    .instance_finalize = colo_compare_finalize,
     .class_init = colo_compare_class_init,
     .interfaces = (InterfaceInfo[]) {
         { TYPE_USER_CREATABLE },
@@ -46,23 +901,9 @@ static const TypeInfo colo_compare_info = {
 
 static void colo_compare_register_types(void)
 {
+    qemu_mutex_init(&compare_list_lock);
+    qemu_cond_init(&compare_list_cond);
     type_register_static(&colo_compare_info);
 }
 
 type_init(colo_compare_register_types);
-
-void colo_notify_compares_event(void *opaque, int event, Error **errp)
-{
-}
-
-void colo_compare_register_notifier(Notifier *notify)
-{
-}
-
-void colo_compare_unregister_notifier(Notifier *notify)
-{
-}
-
-void colo_compare_cleanup(void)
-{
-}

@@ -5,53 +5,329 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Scaffold: the types exist so that their names are known, and creating one
- * fails with a clear error.
+ * filter-mirror copies every packet of its netdev (in the directions of
+ * its 'queue') to the chardev 'outdev' and lets it go on.
+ * filter-redirector takes every packet to 'outdev' (when set) instead of
+ * letting it go on, and injects the frames read from 'indev' (when set)
+ * into the netdev's path right after itself: with queue=rx towards the
+ * netdev (as if the guest sent them), otherwise towards the guest.
+ * Frames on the chardevs use the proxy frame format (net/colo-frame.h).
+ *
+ * Threads and locking: everything runs in the main loop under the big
+ * QEMU lock (netfilter callbacks and chardev handlers in the default
+ * context); no state is shared between filters.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qemu/iov.h"
+#include "chardev/char-fe.h"
 #include "net/filter.h"
-#include "net/colo.h"
+#include "net/net.h"
+#include "net/colo-frame.h"
+#include "trace.h"
 
 #define TYPE_FILTER_MIRROR "filter-mirror"
 #define TYPE_FILTER_REDIRECTOR "filter-redirector"
 
-static void filter_mirror_setup(NetFilterState *nf, Error **errp)
+/* Both types share this state; a plain cast serves them both. */
+typedef struct ColoMirrorState ColoMirrorState;
+#define COLO_MIRROR(obj) ((ColoMirrorState *)(obj))
+
+struct ColoMirrorState {
+    NetFilterState parent_obj;
+
+    char *indev_id;
+    char *outdev_id;
+    bool vnet_hdr;
+
+    CharBackend indev;
+    CharBackend outdev;
+    ColoFrameReader reader;     /* frames from indev */
+    bool reader_ready;
+    uint64_t frames_rejected;
+};
+
+static bool is_redirector(ColoMirrorState *s)
 {
-    colo_proxy_refuse(object_get_typename(OBJECT(nf)), errp);
+    return object_dynamic_cast(OBJECT(s), TYPE_FILTER_REDIRECTOR) != NULL;
 }
 
-static ssize_t filter_mirror_receive_iov(NetFilterState *nf,
-                                         NetClientState *sender,
-                                         unsigned flags,
-                                         const struct iovec *iov,
-                                         int iovcnt,
-                                         NetPacketSent *sent_cb)
+static void mirror_send(ColoMirrorState *s, const struct iovec *iov,
+                        int iovcnt)
 {
+    NetFilterState *nf = NETFILTER(s);
+    size_t size = iov_size(iov, iovcnt);
+    uint32_t vnet_len = s->vnet_hdr ? nf->netdev->vnet_hdr_len : 0;
+    g_autofree uint8_t *buf = NULL;
+    size_t hdr_len;
+    int ret;
+
+    if (!size || size > UINT32_MAX) {
+        return;
+    }
+    buf = g_malloc(8 + size);
+    hdr_len = colo_frame_header(buf, s->vnet_hdr, size, vnet_len);
+    iov_to_buf(iov, iovcnt, 0, buf + hdr_len, size);
+    ret = qemu_chr_fe_write_all(&s->outdev, buf, hdr_len + size);
+    if (ret != hdr_len + size) {
+        trace_colo_filter_write_failed(object_get_canonical_path_component(
+                                           OBJECT(s)), s->outdev_id,
+                                       ret < 0 ? -errno : ret);
+    }
+}
+
+static ssize_t mirror_receive_iov(NetFilterState *nf, NetClientState *sender,
+                                  unsigned flags, const struct iovec *iov,
+                                  int iovcnt, NetPacketSent *sent_cb)
+{
+    ColoMirrorState *s = COLO_MIRROR(nf);
+
+    if (!qemu_chr_fe_backend_connected(&s->outdev)) {
+        return 0;
+    }
+    mirror_send(s, iov, iovcnt);
+    if (is_redirector(s)) {
+        /* taken: it goes to outdev instead of on */
+        return iov_size(iov, iovcnt);
+    }
     return 0;
+}
+
+/* ---- indev (filter-redirector) ------------------------------------------ */
+
+static void redirector_inject(void *opaque, const uint8_t *buf, size_t len,
+                              uint32_t vnet_hdr_len)
+{
+    ColoMirrorState *s = opaque;
+    NetFilterState *nf = NETFILTER(s);
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    NetClientState *sender;
+
+    if (!nf->netdev || !nf->on) {
+        return;
+    }
+    if (nf->direction == NET_FILTER_DIRECTION_RX) {
+        sender = nf->netdev->peer;      /* on its way to the netdev */
+    } else {
+        sender = nf->netdev;            /* on its way to the guest */
+    }
+    if (!sender) {
+        return;
+    }
+    qemu_netfilter_pass_to_next(sender, 0, &iov, 1, nf);
+}
+
+static void redirector_reject(void *opaque, ColoFrameError err, uint32_t len,
+                              uint32_t vnet_hdr_len)
+{
+    ColoMirrorState *s = opaque;
+
+    s->frames_rejected++;
+    trace_colo_filter_frame_rejected(
+        object_get_canonical_path_component(OBJECT(s)),
+        colo_frame_error_name(err), len);
+}
+
+static int redirector_can_read(void *opaque)
+{
+    return COLO_FRAME_DEFAULT_MAX;
+}
+
+static void redirector_read(void *opaque, const uint8_t *buf, int size)
+{
+    ColoMirrorState *s = opaque;
+
+    colo_frame_reader_feed(&s->reader, buf, size);
+}
+
+static void redirector_chr_event(void *opaque, QEMUChrEvent event)
+{
+    ColoMirrorState *s = opaque;
+
+    if (event == CHR_EVENT_OPENED || event == CHR_EVENT_CLOSED) {
+        /* A new peer starts with a new frame. */
+        colo_frame_reader_reset(&s->reader);
+    }
+}
+
+static void redirector_set_handlers(ColoMirrorState *s, bool on)
+{
+    if (!qemu_chr_fe_backend_connected(&s->indev)) {
+        return;
+    }
+    if (on) {
+        qemu_chr_fe_set_handlers(&s->indev, redirector_can_read,
+                                 redirector_read, redirector_chr_event,
+                                 NULL, s, NULL, true);
+    } else {
+        qemu_chr_fe_set_handlers(&s->indev, NULL, NULL, NULL, NULL, NULL,
+                                 NULL, true);
+        colo_frame_reader_reset(&s->reader);
+    }
+}
+
+static bool attach_chardev(ColoMirrorState *s, CharBackend *be,
+                           const char *prop, const char *id, Error **errp)
+{
+    Chardev *chr = qemu_chr_find(id);
+
+    if (!chr) {
+        error_setg(errp, "%s '%s': chardev '%s' given as '%s' not found",
+                   object_get_typename(OBJECT(s)),
+                   object_get_canonical_path_component(OBJECT(s)), id, prop);
+        return false;
+    }
+    return qemu_chr_fe_init(be, chr, errp);
+}
+
+static void mirror_setup(NetFilterState *nf, Error **errp)
+{
+    ColoMirrorState *s = COLO_MIRROR(nf);
+    const char *type = object_get_typename(OBJECT(nf));
+
+    if (!is_redirector(s)) {
+        if (!s->outdev_id) {
+            error_setg(errp, "%s needs the chardev property 'outdev'", type);
+            return;
+        }
+        if (s->indev_id) {
+            error_setg(errp, "%s has no 'indev' (use filter-redirector)",
+                       type);
+            return;
+        }
+    } else if (!s->indev_id && !s->outdev_id) {
+        error_setg(errp, "%s needs 'indev', 'outdev' or both", type);
+        return;
+    }
+    if (s->indev_id && s->outdev_id && !strcmp(s->indev_id, s->outdev_id)) {
+        error_setg(errp, "%s: 'indev' and 'outdev' must be different "
+                   "chardevs, both are '%s'", type, s->indev_id);
+        return;
+    }
+    if (s->outdev_id &&
+        !attach_chardev(s, &s->outdev, "outdev", s->outdev_id, errp)) {
+        return;
+    }
+    if (s->indev_id) {
+        if (!attach_chardev(s, &s->indev, "indev", s->indev_id, errp)) {
+            qemu_chr_fe_deinit(&s->outdev, false);
+            return;
+        }
+        colo_frame_reader_init(&s->reader, s->vnet_hdr, 0, redirector_inject,
+                               redirector_reject, s);
+        s->reader_ready = true;
+        redirector_set_handlers(s, nf->on);
+    }
+}
+
+static void mirror_status_changed(NetFilterState *nf, Error **errp)
+{
+    ColoMirrorState *s = COLO_MIRROR(nf);
+
+    if (s->indev_id) {
+        redirector_set_handlers(s, nf->on);
+    }
+}
+
+static void mirror_cleanup(NetFilterState *nf)
+{
+    ColoMirrorState *s = COLO_MIRROR(nf);
+
+    qemu_chr_fe_deinit(&s->indev, false);
+    qemu_chr_fe_deinit(&s->outdev, false);
+    if (s->reader_ready) {
+        colo_frame_reader_destroy(&s->reader);
+        s->reader_ready = false;
+    }
+}
+
+/* ---- properties --------------------------------------------------------- */
+
+static char *mirror_get_indev(Object *obj, Error **errp)
+{
+    return g_strdup(COLO_MIRROR(obj)->indev_id);
+}
+
+static void mirror_set_indev(Object *obj, const char *value, Error **errp)
+{
+    ColoMirrorState *s = COLO_MIRROR(obj);
+
+    g_free(s->indev_id);
+    s->indev_id = g_strdup(value);
+}
+
+static char *mirror_get_outdev(Object *obj, Error **errp)
+{
+    return g_strdup(COLO_MIRROR(obj)->outdev_id);
+}
+
+static void mirror_set_outdev(Object *obj, const char *value, Error **errp)
+{
+    ColoMirrorState *s = COLO_MIRROR(obj);
+
+    g_free(s->outdev_id);
+    s->outdev_id = g_strdup(value);
+}
+
+static bool mirror_get_vnet_hdr(Object *obj, Error **errp)
+{
+    return COLO_MIRROR(obj)->vnet_hdr;
+}
+
+static void mirror_set_vnet_hdr(Object *obj, bool value, Error **errp)
+{
+    COLO_MIRROR(obj)->vnet_hdr = value;
+}
+
+static void mirror_finalize(Object *obj)
+{
+    ColoMirrorState *s = COLO_MIRROR(obj);
+
+    g_free(s->indev_id);
+    g_free(s->outdev_id);
+}
+
+static void mirror_class_init_common(ObjectClass *oc)
+{
+    NetFilterClass *nfc = NETFILTER_CLASS(oc);
+
+    object_class_property_add_str(oc, "outdev", mirror_get_outdev,
+                                  mirror_set_outdev);
+    object_class_property_add_bool(oc, "vnet_hdr_support",
+                                   mirror_get_vnet_hdr, mirror_set_vnet_hdr);
+    nfc->setup = mirror_setup;
+    nfc->cleanup = mirror_cleanup;
+    nfc->status_changed = mirror_status_changed;
+    nfc->receive_iov = mirror_receive_iov;
 }
 
 static void filter_mirror_class_init(ObjectClass *oc, void *data)
 {
-    static const char *const props[] = { "indev", "outdev", NULL };
-    NetFilterClass *nfc = NETFILTER_CLASS(oc);
+    mirror_class_init_common(oc);
+}
 
-    colo_proxy_add_scaffold_properties(oc, props);
-    nfc->setup = filter_mirror_setup;
-    nfc->receive_iov = filter_mirror_receive_iov;
+static void filter_redirector_class_init(ObjectClass *oc, void *data)
+{
+    mirror_class_init_common(oc);
+    object_class_property_add_str(oc, "indev", mirror_get_indev,
+                                  mirror_set_indev);
 }
 
 static const TypeInfo filter_mirror_info = {
     .name = TYPE_FILTER_MIRROR,
     .parent = TYPE_NETFILTER,
+    .instance_size = sizeof(ColoMirrorState),
+    .instance_finalize = mirror_finalize,
     .class_init = filter_mirror_class_init,
 };
 
 static const TypeInfo filter_redirector_info = {
     .name = TYPE_FILTER_REDIRECTOR,
     .parent = TYPE_NETFILTER,
-    .class_init = filter_mirror_class_init,
+    .instance_size = sizeof(ColoMirrorState),
+    .instance_finalize = mirror_finalize,
+    .class_init = filter_redirector_class_init,
 };
 
 static void filter_mirror_register_types(void)

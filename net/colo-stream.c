@@ -1,0 +1,621 @@
+/*
+ * COLO proxy: the compare engine (connection tracking, TCP byte streams)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Threads and locking: none inside.  An engine belongs to its caller's
+ * thread (colo-compare: its iothread); every field below is only touched
+ * from there.  The release callback runs synchronously and must not call
+ * back into the engine.
+ *
+ * Data structures: a hash table of connections (ColoConn) keyed by
+ * ColoConnKey; per connection and side a queue of held packets in arrival
+ * order; per side an engine-wide queue of the same packets in arrival
+ * order (oldest first: timeouts and flush order); connections on an LRU
+ * list (least recently used first) for aging and eviction.
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/queue.h"
+#include "net/colo-stream.h"
+
+typedef struct ColoConnKey {
+    uint32_t vlan_key;
+    uint32_t addr_a;
+    uint32_t addr_b;
+    uint16_t port_a;            /* non-IP: the EtherType */
+    uint16_t port_b;
+    uint8_t kind;
+    uint8_t ip_proto;
+    uint16_t zero;              /* keeps the key free of padding */
+} ColoConnKey;
+
+typedef struct ColoConn ColoConn;
+
+typedef struct ColoHeld {
+    QTAILQ_ENTRY(ColoHeld) conn_link;
+    QTAILQ_ENTRY(ColoHeld) side_link;
+    ColoConn *conn;
+    ColoSide side;
+    uint8_t *frame;             /* vnet header first */
+    size_t len;
+    uint32_t vnet_hdr_len;
+    int64_t arrival_ns;
+    bool timed_out;
+    ColoPacketInfo info;        /* offsets from frame + vnet_hdr_len */
+
+    /* TCP: the stream positions this segment covers */
+    uint32_t rel_start;
+    uint32_t span;              /* SYN + data + FIN */
+    bool syn;
+    bool fin;
+    bool rst;
+    bool has_ack;
+    uint32_t ack;
+} ColoHeld;
+
+typedef QTAILQ_HEAD(, ColoHeld) ColoHeldQueue;
+
+struct ColoConn {
+    ColoConnKey key;
+    ColoHeldQueue held[2];
+    uint32_t nheld[2];
+    QTAILQ_ENTRY(ColoConn) lru_link;
+    int64_t last_seen_ns;
+    bool diverged;              /* mismatch: hold all until the flush */
+
+    /* TCP */
+    bool base_known[2];
+    uint32_t base[2];           /* sequence number of relative position 0 */
+    uint32_t matched;           /* both sides agree on [0, matched) */
+    bool sec_ack_known;
+    uint32_t sec_max_ack;       /* highest ACK the secondary sent */
+};
+
+struct ColoEngine {
+    ColoEngineConfig cfg;
+    ColoReleaseFn *release;
+    void *opaque;
+    GHashTable *conns;
+    QTAILQ_HEAD(, ColoConn) lru;
+    ColoHeldQueue all[2];
+    ColoEngineStats stats;
+};
+
+enum {
+    TOK_SYN,
+    TOK_DATA,
+    TOK_FIN,
+};
+
+static bool seq_lt(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) < 0;
+}
+
+static bool seq_le(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) <= 0;
+}
+
+static guint conn_key_hash(gconstpointer p)
+{
+    const uint8_t *b = p;
+    uint32_t h = 2166136261u;
+    size_t i;
+
+    for (i = 0; i < sizeof(ColoConnKey); i++) {
+        h = (h ^ b[i]) * 16777619u;
+    }
+    return h;
+}
+
+static gboolean conn_key_equal(gconstpointer a, gconstpointer b)
+{
+    return memcmp(a, b, sizeof(ColoConnKey)) == 0;
+}
+
+void colo_engine_default_config(ColoEngineConfig *cfg)
+{
+    cfg->max_queue_size = 1024;
+    cfg->max_connections = 4096;
+    cfg->max_total_packets = 8192;
+    cfg->compare_timeout_ns = 3000 * 1000000LL;
+    cfg->conn_idle_ns = 120 * 1000000000LL;
+}
+
+ColoEngine *colo_engine_new(const ColoEngineConfig *cfg,
+                            ColoReleaseFn *release, void *opaque)
+{
+    ColoEngine *e = g_new0(ColoEngine, 1);
+
+    e->cfg = *cfg;
+    e->release = release;
+    e->opaque = opaque;
+    e->conns = g_hash_table_new(conn_key_hash, conn_key_equal);
+    QTAILQ_INIT(&e->lru);
+    QTAILQ_INIT(&e->all[COLO_PRIMARY]);
+    QTAILQ_INIT(&e->all[COLO_SECONDARY]);
+    return e;
+}
+
+static const uint8_t *held_payload(const ColoHeld *h)
+{
+    return h->frame + h->vnet_hdr_len + h->info.payload_offset;
+}
+
+static void held_unlink(ColoEngine *e, ColoHeld *h)
+{
+    QTAILQ_REMOVE(&h->conn->held[h->side], h, conn_link);
+    h->conn->nheld[h->side]--;
+    QTAILQ_REMOVE(&e->all[h->side], h, side_link);
+    e->stats.queued[h->side]--;
+}
+
+static void held_free(ColoHeld *h)
+{
+    g_free(h->frame);
+    g_free(h);
+}
+
+static void drop_secondary(ColoEngine *e, ColoHeld *h)
+{
+    held_unlink(e, h);
+    e->stats.secondary_dropped++;
+    held_free(h);
+}
+
+static void release_primary(ColoEngine *e, ColoHeld *h, int64_t now_ns,
+                            bool compared)
+{
+    int64_t hold = now_ns - h->arrival_ns;
+
+    held_unlink(e, h);
+    if (compared) {
+        e->stats.packets_compared++;
+    }
+    e->stats.packets_released++;
+    e->stats.bytes_released += h->len;
+    if (hold > e->stats.max_hold_ns) {
+        e->stats.max_hold_ns = hold;
+    }
+    e->release(e->opaque, h->frame, h->len, h->vnet_hdr_len, hold);
+    held_free(h);
+}
+
+static void conn_remove(ColoEngine *e, ColoConn *c)
+{
+    ColoHeld *h, *next;
+    int side;
+
+    for (side = 0; side < 2; side++) {
+        QTAILQ_FOREACH_SAFE(h, &c->held[side], conn_link, next) {
+            held_unlink(e, h);
+            held_free(h);
+        }
+    }
+    g_hash_table_remove(e->conns, &c->key);
+    QTAILQ_REMOVE(&e->lru, c, lru_link);
+    e->stats.connections--;
+    g_free(c);
+}
+
+void colo_engine_free(ColoEngine *e)
+{
+    ColoConn *c;
+
+    if (!e) {
+        return;
+    }
+    while ((c = QTAILQ_FIRST(&e->lru))) {
+        conn_remove(e, c);
+    }
+    g_hash_table_destroy(e->conns);
+    g_free(e);
+}
+
+static void make_key(const ColoPacketInfo *info, ColoConnKey *key)
+{
+    memset(key, 0, sizeof(*key));
+    key->kind = info->kind;
+    key->vlan_key = info->vlan_key;
+    if (info->kind == COLO_PKT_NON_IP) {
+        key->port_a = info->ethertype;
+        return;
+    }
+    key->addr_a = info->ip_src;
+    key->addr_b = info->ip_dst;
+    key->ip_proto = info->ip_proto;
+    if (info->kind == COLO_PKT_TCP || info->kind == COLO_PKT_UDP) {
+        key->port_a = info->src_port;
+        key->port_b = info->dst_port;
+    }
+}
+
+/* Make room in a full table: the least recently used idle connection. */
+static bool evict_one(ColoEngine *e)
+{
+    ColoConn *c;
+
+    QTAILQ_FOREACH(c, &e->lru, lru_link) {
+        if (!c->nheld[COLO_PRIMARY] && !c->nheld[COLO_SECONDARY]) {
+            conn_remove(e, c);
+            e->stats.connections_aged++;
+            return true;
+        }
+    }
+    return false;
+}
+
+static ColoConn *conn_get(ColoEngine *e, const ColoConnKey *key,
+                          int64_t now_ns)
+{
+    ColoConn *c = g_hash_table_lookup(e->conns, key);
+
+    if (c) {
+        QTAILQ_REMOVE(&e->lru, c, lru_link);
+    } else {
+        if (e->stats.connections >= e->cfg.max_connections && !evict_one(e)) {
+            return NULL;
+        }
+        c = g_new0(ColoConn, 1);
+        c->key = *key;
+        QTAILQ_INIT(&c->held[COLO_PRIMARY]);
+        QTAILQ_INIT(&c->held[COLO_SECONDARY]);
+        g_hash_table_insert(e->conns, &c->key, c);
+        e->stats.connections++;
+    }
+    QTAILQ_INSERT_TAIL(&e->lru, c, lru_link);
+    c->last_seen_ns = now_ns;
+    return c;
+}
+
+static void enqueue(ColoEngine *e, ColoConn *c, ColoHeld *h)
+{
+    h->conn = c;
+    QTAILQ_INSERT_TAIL(&c->held[h->side], h, conn_link);
+    c->nheld[h->side]++;
+    QTAILQ_INSERT_TAIL(&e->all[h->side], h, side_link);
+    e->stats.queued[h->side]++;
+}
+
+/* ---- TCP ---------------------------------------------------------------- */
+
+static ColoHeld *covering(ColoHeldQueue *q, uint32_t pos)
+{
+    ColoHeld *h;
+
+    QTAILQ_FOREACH(h, q, conn_link) {
+        if (h->span && seq_le(h->rel_start, pos) &&
+            seq_lt(pos, h->rel_start + h->span)) {
+            return h;
+        }
+    }
+    return NULL;
+}
+
+static int token_at(const ColoHeld *h, uint32_t pos, size_t *data_index)
+{
+    uint32_t off = pos - h->rel_start;
+
+    if (h->syn) {
+        if (off == 0) {
+            return TOK_SYN;
+        }
+        off--;
+    }
+    if (off < h->info.payload_len) {
+        *data_index = off;
+        return TOK_DATA;
+    }
+    return TOK_FIN;
+}
+
+/*
+ * Advance the matched point as far as both sides have bytes for it.
+ * Returns false on a difference.
+ */
+static bool tcp_match(ColoEngine *e, ColoConn *c)
+{
+    for (;;) {
+        ColoHeld *p = covering(&c->held[COLO_PRIMARY], c->matched);
+        ColoHeld *s = covering(&c->held[COLO_SECONDARY], c->matched);
+        size_t ip = 0, is = 0, n;
+        int tp, ts;
+
+        if (!p || !s) {
+            return true;
+        }
+        tp = token_at(p, c->matched, &ip);
+        ts = token_at(s, c->matched, &is);
+        if (tp != ts) {
+            return false;
+        }
+        if (tp != TOK_DATA) {
+            c->matched++;
+            continue;
+        }
+        n = MIN(p->info.payload_len - ip, s->info.payload_len - is);
+        if (memcmp(held_payload(p) + ip, held_payload(s) + is, n)) {
+            return false;
+        }
+        e->stats.bytes_compared += n;
+        c->matched += n;
+    }
+}
+
+static ColoHeld *first_rst(ColoHeldQueue *q)
+{
+    ColoHeld *h;
+
+    QTAILQ_FOREACH(h, q, conn_link) {
+        if (h->rst) {
+            return h;
+        }
+    }
+    return NULL;
+}
+
+static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
+                                         int64_t now_ns)
+{
+    ColoHeld *h, *next;
+
+    if (c->diverged) {
+        return COLO_REASON_NONE;
+    }
+    if (!tcp_match(e, c)) {
+        c->diverged = true;
+        e->stats.mismatches[COLO_PKT_TCP]++;
+        return COLO_REASON_MISMATCH;
+    }
+    /* Secondary segments wholly matched (or retransmitted) are done. */
+    QTAILQ_FOREACH_SAFE(h, &c->held[COLO_SECONDARY], conn_link, next) {
+        if (!h->rst && seq_le(h->rel_start + h->span, c->matched)) {
+            drop_secondary(e, h);
+        }
+    }
+    while ((h = QTAILQ_FIRST(&c->held[COLO_PRIMARY]))) {
+        if (h->span && !seq_le(h->rel_start + h->span, c->matched)) {
+            break;
+        }
+        if (!h->span && !h->rst && h->has_ack &&
+            !(c->sec_ack_known && seq_le(h->ack, c->sec_max_ack))) {
+            break;
+        }
+        if (h->rst) {
+            ColoHeld *s = first_rst(&c->held[COLO_SECONDARY]);
+
+            if (!s) {
+                break;
+            }
+            drop_secondary(e, s);
+        }
+        release_primary(e, h, now_ns, true);
+    }
+    return COLO_REASON_NONE;
+}
+
+static void tcp_place(ColoConn *c, ColoHeld *h)
+{
+    ColoSide side = h->side;
+    ColoSide other = side == COLO_PRIMARY ? COLO_SECONDARY : COLO_PRIMARY;
+    uint32_t seq = h->info.tcp_seq;
+
+    h->syn = h->info.tcp_flags & COLO_TCP_SYN;
+    h->fin = h->info.tcp_flags & COLO_TCP_FIN;
+    h->rst = h->info.tcp_flags & COLO_TCP_RST;
+    h->has_ack = h->info.tcp_flags & COLO_TCP_ACK;
+    h->ack = h->info.tcp_ack;
+
+    if (h->syn && c->base_known[side] && seq != c->base[side] &&
+        !c->nheld[COLO_PRIMARY] && !c->nheld[COLO_SECONDARY]) {
+        /* A new connection on the same addresses and ports. */
+        c->base_known[COLO_PRIMARY] = c->base_known[COLO_SECONDARY] = false;
+        c->matched = 0;
+        c->sec_ack_known = false;
+    }
+    if (!c->base_known[side]) {
+        if (h->syn) {
+            c->base[side] = seq;
+        } else if (c->base_known[other]) {
+            /* Mid-stream: both guests use the same sequence numbers. */
+            c->base[side] = c->base[other];
+        } else {
+            c->base[side] = c->base[other] = seq;
+            c->base_known[other] = true;
+            c->matched = 0;
+        }
+        c->base_known[side] = true;
+    }
+    h->rel_start = seq - c->base[side];
+    h->span = (h->syn ? 1 : 0) + h->info.payload_len + (h->fin ? 1 : 0);
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+static ColoCheckpointReason flow_progress(ColoEngine *e, ColoConn *c,
+                                          int64_t now_ns)
+{
+    ColoHeld *p, *s;
+
+    if (c->diverged) {
+        return COLO_REASON_NONE;
+    }
+    while ((p = QTAILQ_FIRST(&c->held[COLO_PRIMARY])) &&
+           (s = QTAILQ_FIRST(&c->held[COLO_SECONDARY]))) {
+        if (p->info.payload_len != s->info.payload_len ||
+            memcmp(held_payload(p), held_payload(s), p->info.payload_len)) {
+            c->diverged = true;
+            e->stats.mismatches[p->info.kind]++;
+            return COLO_REASON_MISMATCH;
+        }
+        e->stats.bytes_compared += p->info.payload_len;
+        drop_secondary(e, s);
+        release_primary(e, p, now_ns, true);
+    }
+    return COLO_REASON_NONE;
+}
+
+ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
+                                       const uint8_t *frame, size_t len,
+                                       uint32_t vnet_hdr_len, int64_t now_ns,
+                                       ColoParseError *parse_err)
+{
+    ColoPacketInfo info;
+    ColoParseError err;
+    ColoConnKey key;
+    ColoConn *c;
+    ColoHeld *h;
+
+    if (vnet_hdr_len > len) {
+        err = COLO_PARSE_SHORT_ETH;
+    } else {
+        err = colo_packet_parse(frame + vnet_hdr_len, len - vnet_hdr_len,
+                                &info);
+    }
+    if (parse_err) {
+        *parse_err = err;
+    }
+    if (err != COLO_PARSE_OK) {
+        e->stats.malformed[side]++;
+        return COLO_REASON_NONE;
+    }
+    e->stats.packets_in[side]++;
+    e->stats.bytes_in[side] += len;
+
+    make_key(&info, &key);
+    c = conn_get(e, &key, now_ns);
+    if (!c) {
+        e->stats.table_full++;
+        e->stats.dropped_over_limit++;
+        return COLO_REASON_TABLE_FULL;
+    }
+
+    h = g_new0(ColoHeld, 1);
+    h->side = side;
+    h->info = info;
+    h->arrival_ns = now_ns;
+    h->len = len;
+    h->vnet_hdr_len = vnet_hdr_len;
+
+    if (info.kind == COLO_PKT_TCP) {
+        tcp_place(c, h);
+        if (side == COLO_SECONDARY && h->has_ack &&
+            (!c->sec_ack_known || seq_lt(c->sec_max_ack, h->ack))) {
+            c->sec_max_ack = h->ack;
+            c->sec_ack_known = true;
+        }
+        if (side == COLO_SECONDARY && !h->span && !h->rst &&
+            !c->diverged) {
+            /* A pure ACK: only its ACK number matters, and it is noted. */
+            e->stats.secondary_dropped++;
+            g_free(h);
+            return tcp_progress(e, c, now_ns);
+        }
+    }
+
+    if (c->nheld[side] >= e->cfg.max_queue_size ||
+        e->stats.queued[COLO_PRIMARY] + e->stats.queued[COLO_SECONDARY] >=
+        e->cfg.max_total_packets) {
+        e->stats.queue_full++;
+        e->stats.dropped_over_limit++;
+        g_free(h);
+        return COLO_REASON_QUEUE_FULL;
+    }
+    h->frame = g_memdup2(frame, len);
+    enqueue(e, c, h);
+
+    if (info.kind == COLO_PKT_TCP) {
+        return tcp_progress(e, c, now_ns);
+    }
+    return flow_progress(e, c, now_ns);
+}
+
+ColoCheckpointReason colo_engine_expire(ColoEngine *e, int64_t now_ns)
+{
+    ColoCheckpointReason reason = COLO_REASON_NONE;
+    ColoConn *c, *next;
+    ColoHeld *h;
+    int side;
+
+    for (side = 0; side < 2; side++) {
+        QTAILQ_FOREACH(h, &e->all[side], side_link) {
+            if (now_ns - h->arrival_ns < e->cfg.compare_timeout_ns) {
+                break;
+            }
+            reason = COLO_REASON_TIMEOUT;
+            if (!h->timed_out) {
+                h->timed_out = true;
+                e->stats.timeouts++;
+            }
+        }
+    }
+    QTAILQ_FOREACH_SAFE(c, &e->lru, lru_link, next) {
+        if (now_ns - c->last_seen_ns < e->cfg.conn_idle_ns) {
+            break;
+        }
+        if (!c->nheld[COLO_PRIMARY] && !c->nheld[COLO_SECONDARY]) {
+            conn_remove(e, c);
+            e->stats.connections_aged++;
+        }
+    }
+    return reason;
+}
+
+void colo_engine_flush(ColoEngine *e, int64_t now_ns)
+{
+    ColoHeld *h;
+    ColoConn *c;
+
+    while ((h = QTAILQ_FIRST(&e->all[COLO_PRIMARY]))) {
+        release_primary(e, h, now_ns, false);
+    }
+    while ((h = QTAILQ_FIRST(&e->all[COLO_SECONDARY]))) {
+        drop_secondary(e, h);
+    }
+    while ((c = QTAILQ_FIRST(&e->lru))) {
+        conn_remove(e, c);
+    }
+    e->stats.flushes++;
+}
+
+const ColoEngineStats *colo_engine_stats(ColoEngine *e)
+{
+    return &e->stats;
+}
+
+int64_t colo_engine_oldest_ns(ColoEngine *e)
+{
+    ColoHeld *p = QTAILQ_FIRST(&e->all[COLO_PRIMARY]);
+    ColoHeld *s = QTAILQ_FIRST(&e->all[COLO_SECONDARY]);
+    int64_t oldest = INT64_MAX;
+
+    if (p) {
+        oldest = p->arrival_ns;
+    }
+    if (s && s->arrival_ns < oldest) {
+        oldest = s->arrival_ns;
+    }
+    return oldest;
+}
+
+const char *colo_reason_name(ColoCheckpointReason reason)
+{
+    switch (reason) {
+    case COLO_REASON_NONE:
+        return "none";
+    case COLO_REASON_MISMATCH:
+        return "mismatch";
+    case COLO_REASON_TIMEOUT:
+        return "timeout";
+    case COLO_REASON_QUEUE_FULL:
+        return "queue-full";
+    case COLO_REASON_TABLE_FULL:
+        return "table-full";
+    default:
+        return "unknown";
+    }
+}

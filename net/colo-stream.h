@@ -1,0 +1,141 @@
+/*
+ * COLO proxy: the compare engine (connection tracking, TCP byte streams)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Pure C + GLib, no QEMU objects: colo-compare drives it from its iothread,
+ * the unit tests, the fuzz target and the benchmark drive it directly.
+ * An engine is used by one thread at a time; it has no globals, so any
+ * number of engines work side by side.
+ *
+ * What is compared (the engine only sees what the two guests send out):
+ *
+ *  - TCP, per connection, as a byte stream in sequence order.  Each side's
+ *    sequence numbers are taken relative to its own SYN (or, for a
+ *    connection first seen mid-stream, relative to the first sequence
+ *    number seen, the same for both sides).  SYN and FIN each occupy one
+ *    position of the stream and must sit at the same position on both
+ *    sides; data bytes must be equal.  Segmentation, retransmissions,
+ *    reordering, window and options (timestamps, SACK...) are not
+ *    compared.  A primary segment is released once the secondary produced
+ *    the same bytes for its whole range; a primary segment wholly below the
+ *    matched point (retransmission) is released at once.  A pure ACK is
+ *    released once the secondary acknowledged at least as far.  A segment
+ *    with RST waits for an RST from the secondary on the same connection.
+ *    Within a connection primary segments leave in their arrival order.
+ *  - UDP per flow (addresses and ports), ICMP per address pair: the n-th
+ *    primary datagram is compared with the n-th secondary datagram, by
+ *    payload (UDP data; the whole ICMP message).
+ *  - Other IPv4 protocols and IPv4 fragments: by IP payload, in order, per
+ *    address pair and protocol.
+ *  - Non-IPv4 frames (ARP, IPv6...): whole frames, in order, per EtherType.
+ *  - VLAN-tagged frames are compared like untagged ones by their inner
+ *    protocol; the VLAN ids are part of the connection key.
+ *
+ * A mismatch, a packet older than compare_timeout (on either side: output
+ * one guest produced and the other did not), a full queue or a full
+ * connection table is reported to the caller, which asks for a checkpoint.
+ * A diverged connection holds everything until the checkpoint.  The
+ * checkpoint's flush releases every held primary packet in arrival order,
+ * drops every secondary packet and forgets all connections (after a
+ * checkpoint the guests are identical again).
+ *
+ * Bounds: per connection and side at most max_queue_size packets; per
+ * engine at most max_connections connections (idle ones without held
+ * packets are aged out after conn_idle_ns, or evicted least recently used
+ * first) and max_total_packets held packets.  A packet arriving at a bound
+ * is not queued: it is counted in dropped_over_limit and a checkpoint is
+ * requested; nothing is dropped silently.
+ */
+
+#ifndef NET_COLO_STREAM_H
+#define NET_COLO_STREAM_H
+
+#include "net/colo-packet.h"
+
+typedef enum ColoSide {
+    COLO_PRIMARY,
+    COLO_SECONDARY,
+} ColoSide;
+
+typedef enum ColoCheckpointReason {
+    COLO_REASON_NONE,
+    COLO_REASON_MISMATCH,
+    COLO_REASON_TIMEOUT,
+    COLO_REASON_QUEUE_FULL,
+    COLO_REASON_TABLE_FULL,
+} ColoCheckpointReason;
+
+typedef struct ColoEngineConfig {
+    uint32_t max_queue_size;        /* per connection and side */
+    uint32_t max_connections;
+    uint32_t max_total_packets;     /* both sides together */
+    int64_t compare_timeout_ns;
+    int64_t conn_idle_ns;
+} ColoEngineConfig;
+
+typedef struct ColoEngineStats {
+    uint64_t packets_in[2];         /* by side, well-formed frames */
+    uint64_t bytes_in[2];
+    uint64_t malformed[2];
+    uint64_t packets_compared;      /* primary packets released after a match */
+    uint64_t bytes_compared;        /* bytes found equal on both sides */
+    uint64_t packets_released;      /* primary packets sent, any reason */
+    uint64_t bytes_released;
+    uint64_t secondary_dropped;     /* secondary packets freed */
+    uint64_t mismatches[COLO_PKT__MAX];
+    uint64_t timeouts;
+    uint64_t queue_full;
+    uint64_t table_full;
+    uint64_t dropped_over_limit;
+    uint64_t flushes;
+    uint64_t connections_aged;
+    int64_t max_hold_ns;
+    uint32_t queued[2];             /* current depth, by side */
+    uint32_t connections;           /* current table size */
+} ColoEngineStats;
+
+/*
+ * Called for each primary packet released: @frame (vnet header first, of
+ * @vnet_hdr_len bytes) is only valid during the call.
+ */
+typedef void ColoReleaseFn(void *opaque, const uint8_t *frame, size_t len,
+                           uint32_t vnet_hdr_len, int64_t hold_ns);
+
+typedef struct ColoEngine ColoEngine;
+
+void colo_engine_default_config(ColoEngineConfig *cfg);
+ColoEngine *colo_engine_new(const ColoEngineConfig *cfg,
+                            ColoReleaseFn *release, void *opaque);
+/* Frees everything, releasing nothing. */
+void colo_engine_free(ColoEngine *e);
+
+/*
+ * Feed one frame a guest sent (@vnet_hdr_len bytes of vnet header first).
+ * Returns what this frame caused that needs a checkpoint, or
+ * COLO_REASON_NONE.  A malformed frame is counted, reported in @parse_err
+ * (may be NULL) and dropped.
+ */
+ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
+                                       const uint8_t *frame, size_t len,
+                                       uint32_t vnet_hdr_len, int64_t now_ns,
+                                       ColoParseError *parse_err);
+
+/*
+ * Periodic scan: returns COLO_REASON_TIMEOUT when a held packet is older
+ * than compare_timeout; ages idle connections out.
+ */
+ColoCheckpointReason colo_engine_expire(ColoEngine *e, int64_t now_ns);
+
+/* Checkpoint: release all primary packets, drop all secondary ones. */
+void colo_engine_flush(ColoEngine *e, int64_t now_ns);
+
+const ColoEngineStats *colo_engine_stats(ColoEngine *e);
+/* Arrival time of the oldest held packet, or INT64_MAX if none. */
+int64_t colo_engine_oldest_ns(ColoEngine *e);
+
+const char *colo_reason_name(ColoCheckpointReason reason);
+
+#endif /* NET_COLO_STREAM_H */

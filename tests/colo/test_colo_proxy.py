@@ -1,0 +1,494 @@
+#!/usr/bin/env python3
+"""COLO proxy at the QMP level, no guest: colo-compare, filter-mirror and
+filter-redirector driven through their real chardevs (unix sockets).
+
+The test plays both guests (it writes frames into primary_in and
+secondary_in) and the client (it reads outdev), and plays the Xen-style
+checkpoint agent on notify_dev so that checkpoints can be observed and
+answered without a COLO controller.
+"""
+
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from colo_vm import Vm  # noqa: E402
+from tap import Tap, expect_error  # noqa: E402
+
+t = Tap()
+IO_TIMEOUT = 10.0
+
+# ---- frames -----------------------------------------------------------------
+
+
+def eth(payload, ethertype=0x0800, vlan=None):
+    hdr = bytes.fromhex("525400000001" "525400000002")
+    if vlan is not None:
+        hdr += struct.pack("!HH", 0x8100, vlan)
+    return hdr + struct.pack("!H", ethertype) + payload
+
+
+def ipv4(proto, l4, ip_id=1, src="10.0.0.2", dst="10.0.0.1"):
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), ip_id, 0, 64, proto,
+                      0, socket.inet_aton(src), socket.inet_aton(dst))
+    return hdr + l4
+
+
+def tcp(seq, data=b"", ack=1, flags=0x18, sport=80, dport=40000, window=512,
+        ts=None, ip_id=1):
+    opts = b""
+    if ts is not None:
+        opts = b"\x01\x01\x08\x0a" + struct.pack("!II", ts, 0)
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xffffffff, ack,
+                      (20 + len(opts)) // 4 << 4, flags, window, 0, 0)
+    return eth(ipv4(6, hdr + opts + data, ip_id=ip_id))
+
+
+def udp(data, sport=53, dport=4444, ip_id=1):
+    return eth(ipv4(17, struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data,
+                    ip_id=ip_id))
+
+
+def frame(data, vnet_len=None):
+    if vnet_len is None:
+        return struct.pack("!I", len(data)) + data
+    return struct.pack("!II", len(data), vnet_len) + data
+
+
+class Peer:
+    """A unix socket server that QEMU's chardev connects to."""
+
+    def __init__(self, path):
+        self.path = path
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(path)
+        self.srv.listen(1)
+        self.sock = None
+        self.buf = b""
+
+    def accept(self):
+        self.srv.settimeout(IO_TIMEOUT)
+        self.sock, _ = self.srv.accept()
+        return self
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def recv_frame(self, vnet=False, timeout=IO_TIMEOUT):
+        """Next frame written by QEMU: (data, vnet_len)."""
+        hdr_len = 8 if vnet else 4
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= hdr_len:
+                (n,) = struct.unpack("!I", self.buf[:4])
+                vlen = struct.unpack("!I", self.buf[4:8])[0] if vnet else None
+                if len(self.buf) >= hdr_len + n:
+                    data = self.buf[hdr_len:hdr_len + n]
+                    self.buf = self.buf[hdr_len + n:]
+                    return data, vlen
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame from QEMU on %s" % self.path)
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("QEMU closed %s" % self.path)
+            self.buf += chunk
+
+    def pending(self):
+        """Bytes QEMU wrote that were not read yet (without waiting)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self.buf += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.setblocking(True)
+        return len(self.buf)
+
+    def close(self):
+        for s in (self.sock, self.srv):
+            if s:
+                s.close()
+
+
+class Compare:
+    """A colo-compare with its four chardevs connected to test peers."""
+
+    def __init__(self, vm, name, notify=True, iothread="iot0", **props):
+        self.vm = vm
+        self.name = name
+        self.peers = {}
+        roles = ["pin", "sin", "out"] + (["notify"] if notify else [])
+        for role in roles:
+            cid = "%s-%s" % (name, role)
+            peer = Peer(vm.path(cid + ".sock"))
+            vm.cmd("chardev-add", id=cid, backend={"type": "socket", "data": {
+                "addr": {"type": "unix", "data": {"path": peer.path}},
+                "server": False}})
+            self.peers[role] = peer.accept()
+        args = {"qom-type": "colo-compare", "id": name,
+                "primary_in": name + "-pin", "secondary_in": name + "-sin",
+                "outdev": name + "-out", "iothread": iothread}
+        if notify:
+            args["notify_dev"] = name + "-notify"
+        args.update(props)
+        vm.cmd("object-add", **args)
+        self.vnet = bool(props.get("vnet_hdr_support"))
+
+    def primary(self, data, vnet_len=None):
+        self.peers["pin"].send(frame(data, vnet_len if self.vnet else None))
+
+    def secondary(self, data, vnet_len=None):
+        self.peers["sin"].send(frame(data, vnet_len if self.vnet else None))
+
+    def out(self):
+        return self.peers["out"].recv_frame(self.vnet)[0]
+
+    def stat(self, name):
+        return self.vm.cmd("qom-get", path="/objects/" + self.name,
+                           property="stat-" + name)
+
+    def wait_stat(self, name, value, timeout=IO_TIMEOUT):
+        self.vm.wait_for(lambda: self.stat(name) >= value, timeout,
+                         "%s stat-%s >= %d" % (self.name, name, value))
+
+    def notify_msg(self):
+        return self.peers["notify"].recv_frame()[0]
+
+    def close(self):
+        for p in self.peers.values():
+            p.close()
+
+
+def new_vm():
+    vm = Vm(["-M", "pc", "-m", "64", "-nic", "none"], name="proxy")
+    vm.start()
+    vm.cmd("object-add", **{"qom-type": "iothread", "id": "iot0"})
+    return vm
+
+
+# ---- colo-compare -----------------------------------------------------------
+
+TEXT = (b"HTTP/1.1 200 OK\r\nContent-Length: 64\r\n\r\n" +
+        bytes(range(48, 112)))
+
+
+def compare_same_stream_cut_differently(vm):
+    c = Compare(vm, "cmp-cut")
+    try:
+        p_cuts = [0, 10, 40, len(TEXT)]
+        s_cuts = [0, 3, 25, 60, len(TEXT)]
+        p_frames = [tcp(1000 + a, TEXT[a:b], ts=1, ip_id=7)
+                    for a, b in zip(p_cuts, p_cuts[1:])]
+        for f in p_frames:
+            c.primary(f)
+        c.wait_stat("primary-packets", 3)
+        assert c.peers["out"].pending() == 0, "released before the secondary"
+        for a, b in zip(s_cuts, s_cuts[1:]):
+            c.secondary(tcp(1000 + a, TEXT[a:b], ts=99, window=1000, ip_id=500))
+        for f in p_frames:
+            assert c.out() == f
+        c.wait_stat("secondary-packets", 4)
+        assert c.stat("bytes-compared") == len(TEXT)
+        assert c.stat("packets-compared") == 3
+        assert c.stat("mismatches-tcp") == 0
+        assert c.stat("queue-depth-primary") == 0
+        assert c.stat("queue-depth-secondary") == 0
+        assert c.stat("checkpoint-requests") == 0
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-cut")
+
+
+def compare_mismatch_checkpoint_and_flush(vm):
+    c = Compare(vm, "cmp-mm")
+    try:
+        held = tcp(1, b"hello world")
+        c.primary(held)
+        c.primary(udp(b"dns answer"))
+        c.secondary(tcp(1, b"hello WORLD"))
+        assert c.notify_msg() == b"DO_CHECKPOINT"
+        assert c.stat("mismatches-tcp") == 1
+        assert c.stat("checkpoint-requests") == 1
+        assert c.peers["out"].pending() == 0
+        # The checkpoint agent answers: everything held goes out, in order.
+        c.peers["notify"].send(frame(b"COLO_CHECKPOINT"))
+        assert c.out() == held
+        assert c.out() == udp(b"dns answer")
+        c.wait_stat("flushes", 1)
+        assert c.stat("queue-depth-primary") == 0
+        assert c.stat("queue-depth-secondary") == 0
+        # Comparing goes on after the checkpoint.
+        c.primary(udp(b"next"))
+        c.secondary(udp(b"next", ip_id=9))
+        assert c.out() == udp(b"next")
+        assert c.stat("mismatches-udp") == 0
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-mm")
+
+
+def compare_timeout_requests_checkpoint(vm):
+    c = Compare(vm, "cmp-to", compare_timeout=300, expired_scan_cycle=50)
+    try:
+        start = time.monotonic()
+        c.primary(udp(b"lonely"))
+        assert c.notify_msg() == b"DO_CHECKPOINT"
+        assert time.monotonic() - start >= 0.25
+        c.wait_stat("timeouts", 1)
+        c.peers["notify"].send(frame(b"COLO_CHECKPOINT"))
+        assert c.out() == udp(b"lonely")
+        c.wait_stat("flushes", 1)
+        assert c.stat("max-hold-us") >= 250000
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-to")
+
+
+def compare_xen_handshake(vm):
+    c = Compare(vm, "cmp-xen")
+    try:
+        c.peers["notify"].send(frame(b"COLO_USERSPACE_PROXY_INIT"))
+        assert c.notify_msg() == b"COLO_COMPARE_GET_XEN_INIT"
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-xen")
+
+
+def compare_malformed_input(vm):
+    c = Compare(vm, "cmp-bad")
+    try:
+        good = tcp(5, b"abc")
+        bad_ihl = bytearray(good)
+        bad_ihl[14] = 0x44
+        long_ip = bytearray(good)
+        long_ip[16:18] = struct.pack("!H", 1500)
+        for side in (c.primary, c.secondary):
+            side(b"\x01\x02\x03")               # truncated Ethernet
+            side(good[:30])                     # truncated IP header
+            side(bytes(bad_ihl))                # bad IP header length
+            side(bytes(long_ip))                # IP length beyond the frame
+            side(good[:14 + 20 + 10])           # truncated TCP (IP length lies)
+            side(udp(b"x")[:14 + 20 + 4])       # truncated UDP
+        c.wait_stat("malformed-packets", 12)
+        # zero-length frames and an oversized one (its bytes are skipped)
+        c.peers["pin"].send(struct.pack("!I", 0) * 3)
+        c.peers["pin"].send(struct.pack("!I", 200000) + b"\xee" * 200000)
+        c.wait_stat("frames-rejected", 4)
+        # the compare keeps working
+        c.primary(good)
+        c.secondary(good)
+        assert c.out() == good
+        assert c.stat("checkpoint-requests") == 0
+        assert c.stat("primary-packets") == 1
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-bad")
+
+
+def compare_vnet_header(vm):
+    c = Compare(vm, "cmp-vnet", vnet_hdr_support=True)
+    try:
+        data = b"\x00" * 10 + udp(b"with vnet header")
+        c.primary(data, 10)
+        c.secondary(data, 10)
+        got, vlen = c.peers["out"].recv_frame(vnet=True)
+        assert got == data and vlen == 10, (got, vlen)
+        # a vnet header longer than the frame is rejected
+        c.peers["pin"].send(struct.pack("!II", 4, 8) + b"abcd")
+        c.wait_stat("frames-rejected", 1)
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-vnet")
+
+
+def compare_two_instances_and_delete(vm):
+    a = Compare(vm, "cmp-a", max_queue_size=2)
+    b = Compare(vm, "cmp-b")
+    try:
+        # a's bound is a's own: b holds more than two packets
+        for i in range(3):
+            b.primary(udp(b"b%d" % i))
+        b.wait_stat("queue-depth-primary", 3)
+        assert b.stat("queue-full") == 0
+        for i in range(3):
+            a.primary(udp(b"a"))
+        assert a.notify_msg() == b"DO_CHECKPOINT"
+        assert a.stat("queue-full") == 1
+        assert a.stat("dropped-over-limit") == 1
+        # delete a before any failover; b keeps comparing
+        vm.cmd("object-del", id="cmp-a")
+        for i in range(3):
+            b.secondary(udp(b"b%d" % i))
+            assert b.out() == udp(b"b%d" % i)
+    finally:
+        a.close()
+        b.close()
+        vm.cmd("object-del", id="cmp-b")
+    assert vm.cmd("query-status")["status"] in ("running", "prelaunch")
+
+
+def compare_validation(vm):
+    for cid in ("v1", "v2", "v3"):
+        vm.cmd("chardev-add", id=cid, backend={"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": vm.path(cid + ".sock")}},
+            "server": True, "wait": False}})
+    vm.cmd("chardev-add", id="vnull", backend={"type": "null", "data": {}})
+    base = {"qom-type": "colo-compare", "id": "cmp-v", "primary_in": "v1",
+            "secondary_in": "v2", "outdev": "v3", "iothread": "iot0"}
+
+    def add(**over):
+        args = dict(base)
+        args.update(over)
+        for k in [k for k, v in args.items() if v is None]:
+            del args[k]
+        return lambda: vm.cmd("object-add", **args)
+
+    # required properties: refused by the QAPI schema of object-add already
+    expect_error(add(primary_in=None), "'primary_in'")
+    expect_error(add(outdev=None), "'outdev'")
+    expect_error(add(iothread=None), "'iothread'")
+    expect_error(add(outdev="v1"), "must be different chardevs", "'v1'")
+    expect_error(add(notify_dev="v2"), "must be different chardevs")
+    expect_error(add(secondary_in="nosuch"), "chardev 'nosuch'", "secondary_in")
+    expect_error(add(iothread="nosuch"), "iothread 'nosuch' not found")
+    expect_error(add(primary_in="vnull"), "'vnull'", "use a socket chardev")
+    expect_error(add(compare_timeout=0), "'compare_timeout' must be greater than 0")
+    expect_error(add(expired_scan_cycle=0), "must be greater than 0")
+    expect_error(add(max_queue_size=0), "'max_queue_size' must be greater than 0")
+    # defaults
+    vm.cmd("object-add", **base)
+    path = "/objects/cmp-v"
+    assert vm.cmd("qom-get", path=path, property="compare_timeout") == 3000
+    assert vm.cmd("qom-get", path=path, property="expired_scan_cycle") == 1000
+    assert vm.cmd("qom-get", path=path, property="max_queue_size") == 1024
+    assert vm.cmd("qom-get", path=path, property="vnet_hdr_support") is False
+    expect_error(lambda: vm.cmd("qom-set", path=path, property="outdev",
+                                value="v2"), "cannot change")
+    vm.cmd("object-del", id="cmp-v")
+    for cid in ("v1", "v2", "v3", "vnull"):
+        vm.cmd("chardev-remove", id=cid)
+
+
+# ---- filter-mirror / filter-redirector --------------------------------------
+
+def filters_validation(vm):
+    vm.cmd("netdev_add", type="user", id="fn0")
+    vm.cmd("chardev-add", id="f1", backend={"type": "null", "data": {}})
+    vm.cmd("chardev-add", id="f2", backend={"type": "null", "data": {}})
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "filter-mirror", "id": "m0", "netdev": "fn0"}),
+        "'outdev'")
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "filter-mirror", "id": "m0", "netdev": "fn0",
+        "outdev": "nosuch"}), "chardev 'nosuch'")
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "filter-redirector", "id": "r0", "netdev": "fn0"}),
+        "needs 'indev', 'outdev' or both")
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "filter-redirector", "id": "r0", "netdev": "fn0",
+        "indev": "f1", "outdev": "f1"}), "must be different")
+    vm.cmd("object-add", **{"qom-type": "filter-mirror", "id": "m0",
+                            "netdev": "fn0", "outdev": "f1",
+                            "vnet_hdr_support": True})
+    vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
+                            "netdev": "fn0", "indev": "f2",
+                            "position": "id=m0", "insert": "before"})
+    expect_error(lambda: vm.cmd("object-add", **{
+        "qom-type": "filter-redirector", "id": "r1", "netdev": "fn0",
+        "outdev": "f3", "position": "id=nosuch"}), "filter 'nosuch' not found")
+    vm.cmd("qom-set", path="/objects/r0", property="status", value="off")
+    assert vm.cmd("qom-get", path="/objects/r0", property="status") == "off"
+    vm.cmd("qom-set", path="/objects/r0", property="status", value="on")
+    vm.cmd("object-del", id="r0")
+    vm.cmd("object-del", id="m0")
+
+
+def redirector_rx_inject_and_mirror_vnet():
+    """A frame read from a redirector's indev (queue=rx) leaves through the
+    netdev; a filter-mirror with vnet_hdr_support copies the netdev's
+    incoming packets with the vnet header length field."""
+    tmpdir = tempfile.mkdtemp(prefix="colo-proxy-net-")
+    net_path = os.path.join(tmpdir, "net.sock")
+    net_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    net_srv.bind(net_path)
+    net_srv.listen(1)
+    vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
+             "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s" % net_path,
+             "-device", "e1000,netdev=hn0"], name="filters")
+    peers = []
+    try:
+        vm.start()
+        net_srv.settimeout(IO_TIMEOUT)
+        net, _ = net_srv.accept()
+        for role in ("rin", "mout"):
+            p = Peer(vm.path(role + ".sock"))
+            vm.cmd("chardev-add", id=role, backend={"type": "socket", "data": {
+                "addr": {"type": "unix", "data": {"path": p.path}},
+                "server": False}})
+            peers.append(p.accept())
+        rin, mout = peers
+        vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
+                                "netdev": "hn0", "queue": "rx", "indev": "rin"})
+        vm.cmd("object-add", **{"qom-type": "filter-mirror", "id": "m0",
+                                "netdev": "hn0", "queue": "tx", "outdev": "mout",
+                                "vnet_hdr_support": True})
+        pkt = udp(b"injected by the redirector")
+        rin.send(frame(pkt))
+        netpeer = Peer.__new__(Peer)
+        netpeer.sock, netpeer.buf, netpeer.path, netpeer.srv = net, b"", net_path, None
+        got, _ = netpeer.recv_frame()
+        assert got == pkt, got
+        pkt2 = udp(b"from the network to the guest")
+        net.sendall(frame(pkt2))
+        got, vlen = mout.recv_frame(vnet=True)
+        assert got == pkt2 and vlen == 0, (got, vlen)
+        net.close()
+    finally:
+        for p in peers:
+            p.close()
+        net_srv.close()
+        vm.shutdown()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def main():
+    vm = new_vm()
+    try:
+        t.check("compare: the same TCP stream cut differently is released, not a mismatch",
+                compare_same_stream_cut_differently, vm)
+        t.check("compare: a payload mismatch asks for a checkpoint; the flush releases primary",
+                compare_mismatch_checkpoint_and_flush, vm)
+        t.check("compare: an unmatched packet older than compare_timeout asks for a checkpoint",
+                compare_timeout_requests_checkpoint, vm)
+        t.check("compare: notify_dev answers the Xen proxy handshake",
+                compare_xen_handshake, vm)
+        t.check("compare: malformed frames are rejected and counted, comparing goes on",
+                compare_malformed_input, vm)
+        t.check("compare: vnet_hdr_support frames pass with their vnet header",
+                compare_vnet_header, vm)
+        t.check("compare: two instances have their own bounds; deleting one is safe",
+                compare_two_instances_and_delete, vm)
+        t.check("compare: property validation with clear errors, defaults",
+                compare_validation, vm)
+        t.check("filters: mirror/redirector validation, position/insert, status",
+                filters_validation, vm)
+    finally:
+        vm.shutdown()
+    t.check("filters: redirector rx injection and mirror with vnet header via a NIC",
+            redirector_rx_inject_and_mirror_vnet)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,769 @@
+/*
+ * COLO proxy: the compare engine, unit tests (no VM)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "net/colo-stream.h"
+#include "colo-test-frames.h"
+
+#define MS 1000000LL
+
+typedef struct Fixture {
+    ColoEngine *e;
+    ColoEngineConfig cfg;
+    GArray *released_seq;       /* TCP seq of released frames (or 0) */
+    GArray *released_len;       /* frame lengths */
+    int64_t now;
+} Fixture;
+
+static void on_release(void *opaque, const uint8_t *frame, size_t len,
+                       uint32_t vnet, int64_t hold)
+{
+    Fixture *f = opaque;
+    ColoPacketInfo info;
+    uint32_t seq = 0;
+
+    g_assert(hold >= 0);
+    g_assert(colo_packet_parse(frame + vnet, len - vnet, &info) ==
+             COLO_PARSE_OK);
+    if (info.kind == COLO_PKT_TCP) {
+        seq = info.tcp_seq;
+    }
+    g_array_append_val(f->released_seq, seq);
+    g_array_append_val(f->released_len, len);
+}
+
+static void fx_init(Fixture *f, const ColoEngineConfig *cfg)
+{
+    if (cfg) {
+        f->cfg = *cfg;
+    } else {
+        colo_engine_default_config(&f->cfg);
+    }
+    f->e = colo_engine_new(&f->cfg, on_release, f);
+    f->released_seq = g_array_new(false, false, sizeof(uint32_t));
+    f->released_len = g_array_new(false, false, sizeof(size_t));
+    f->now = 1000 * MS;
+}
+
+static void fx_free(Fixture *f)
+{
+    colo_engine_free(f->e);
+    g_array_free(f->released_seq, true);
+    g_array_free(f->released_len, true);
+}
+
+static guint released(Fixture *f)
+{
+    return f->released_seq->len;
+}
+
+static const ColoEngineStats *st(Fixture *f)
+{
+    return colo_engine_stats(f->e);
+}
+
+/* Feed one TCP segment from the guest (port 80) to the client. */
+static ColoCheckpointReason seg(Fixture *f, ColoSide side, uint32_t seq,
+                                uint32_t ack, uint8_t flags, const char *data,
+                                size_t len, uint32_t ts)
+{
+    uint8_t buf[2048];
+    TfTcp t = { .seq = seq, .ack = ack, .flags = flags, .opt_len = 12,
+                .ts_val = ts, .ip_id = side == COLO_PRIMARY ? 1 : 999,
+                .window = side == COLO_PRIMARY ? 100 : 200 };
+    size_t n = tf_tcp(buf, &t, data, len);
+
+    f->now += MS;
+    return colo_engine_input(f->e, side, buf, n, 0, f->now, NULL);
+}
+
+#define ACK COLO_TCP_ACK
+#define PSH (COLO_TCP_ACK | COLO_TCP_PSH)
+
+static const char *text =
+    "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n"
+    "0123456789abcdefghijklmnopqrstuvwxyzABCD";
+
+/* Same bytes, same segments: each primary segment released at once. */
+static void test_tcp_identical(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    g_assert_cmpint(seg(&f, COLO_PRIMARY, 100, 1, PSH, text, 20, 1), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 100, 1, PSH, text, 20, 2), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    g_assert_cmpuint(st(&f)->bytes_compared, ==, 20);
+    g_assert_cmpuint(st(&f)->packets_compared, ==, 1);
+    fx_free(&f);
+}
+
+/* The same stream cut differently on each side is not a mismatch. */
+static void test_tcp_cut_differently(void)
+{
+    Fixture f;
+    size_t total = strlen(text);
+    size_t cuts_p[] = { 7, 30, 50, total };
+    size_t cuts_s[] = { 1, 2, 40, 41, total };
+    size_t off = 0;
+    int i;
+
+    fx_init(&f, NULL);
+    for (i = 0; i < 4; i++) {
+        g_assert_cmpint(seg(&f, COLO_PRIMARY, 1000 + off, 5, PSH, text + off,
+                            cuts_p[i] - off, i), ==, COLO_REASON_NONE);
+        off = cuts_p[i];
+    }
+    g_assert_cmpuint(released(&f), ==, 0);
+    off = 0;
+    for (i = 0; i < 5; i++) {
+        g_assert_cmpint(seg(&f, COLO_SECONDARY, 1000 + off, 5, PSH,
+                            text + off, cuts_s[i] - off, 100 + i), ==,
+                        COLO_REASON_NONE);
+        off = cuts_s[i];
+        if (i == 2) {
+            /* 40 bytes matched: the segments ending at 7 and 30 can go */
+            g_assert_cmpuint(released(&f), ==, 2);
+        }
+    }
+    g_assert_cmpuint(released(&f), ==, 4);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 1), ==, 1007);
+    g_assert_cmpuint(st(&f)->bytes_compared, ==, total);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
+    fx_free(&f);
+}
+
+/* The secondary ahead of the primary: its bytes wait for the primary. */
+static void test_tcp_secondary_first(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_SECONDARY, 10, 1, PSH, text, 30, 1);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 1);
+    seg(&f, COLO_PRIMARY, 10, 1, PSH, text, 10, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_PRIMARY, 20, 1, PSH, text + 10, 20, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    fx_free(&f);
+}
+
+/* Reordered segments on one side: matched once the gap is filled. */
+static void test_tcp_reordering(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, text, 10, 1);
+    seg(&f, COLO_PRIMARY, 10, 1, PSH, text + 10, 10, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, text, 5, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    /* the secondary's later segment arrives before the middle one */
+    seg(&f, COLO_SECONDARY, 12, 1, PSH, text + 12, 8, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 5, 1, PSH, text + 5, 7, 1), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    fx_free(&f);
+}
+
+/* Retransmissions on either side are neither a mismatch nor held. */
+static void test_tcp_retransmission(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, text, 20, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, text, 20, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    /* primary retransmits: released immediately */
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, text, 20, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    /* secondary retransmits part of it: dropped */
+    seg(&f, COLO_SECONDARY, 10, 1, PSH, text + 10, 10, 1);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    /* a retransmission overlapping new data: only the new part waits */
+    seg(&f, COLO_PRIMARY, 15, 1, PSH, text + 15, 15, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    seg(&f, COLO_SECONDARY, 20, 1, PSH, text + 20, 10, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
+    fx_free(&f);
+}
+
+/* A real payload difference is a mismatch; nothing of it is released. */
+static void test_tcp_payload_difference(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "hello world", 11, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 0, 1, PSH, "hello", 5, 1), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 5, 1, PSH, " WORLD", 6, 1), ==,
+                    COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 1);
+    /* the diverged connection holds further traffic until the flush */
+    g_assert_cmpint(seg(&f, COLO_PRIMARY, 11, 1, PSH, "!", 1, 1), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 11, 1, PSH, "!", 1, 1), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 0);
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    g_assert_cmpuint(st(&f)->connections, ==, 0);
+    /* after the flush, comparing starts afresh and works */
+    seg(&f, COLO_PRIMARY, 12, 1, PSH, "ab", 2, 1);
+    seg(&f, COLO_SECONDARY, 12, 1, PSH, "ab", 2, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    fx_free(&f);
+}
+
+/* Different initial sequence numbers: compared relative to each SYN. */
+static void test_tcp_handshake_isn(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 5000, 101, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    seg(&f, COLO_SECONDARY, 90000, 101, COLO_TCP_SYN | ACK, NULL, 0, 9);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_PRIMARY, 5001, 120, PSH, text, 10, 1);
+    seg(&f, COLO_SECONDARY, 90001, 120, PSH, text, 10, 9);
+    g_assert_cmpuint(released(&f), ==, 2);
+    /* FIN on both */
+    seg(&f, COLO_PRIMARY, 5011, 120, COLO_TCP_FIN | ACK, NULL, 0, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 90011, 120, COLO_TCP_FIN | ACK,
+                        NULL, 0, 9), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 3);
+    fx_free(&f);
+}
+
+/* FIN on one side where the other sends data: a mismatch. */
+static void test_tcp_fin_difference(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 3, 1, COLO_TCP_FIN | ACK, NULL, 0, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 3, 1, PSH, "d", 1, 1), ==,
+                    COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+
+    /* FIN with data on one side, data then FIN on the other: equal */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH | COLO_TCP_FIN, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, "abc", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 3, 1, COLO_TCP_FIN | ACK,
+                        NULL, 0, 1), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+}
+
+/* RST must be matched by an RST; a lone RST times out. */
+static void test_tcp_rst(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 3, 1, COLO_TCP_RST | ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_SECONDARY, 3, 1, COLO_TCP_RST | ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    fx_free(&f);
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_SECONDARY, 3, 1, COLO_TCP_RST, NULL, 0, 1);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 1);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 10 * MS), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 3001 * MS), ==,
+                    COLO_REASON_TIMEOUT);
+    g_assert_cmpuint(st(&f)->timeouts, ==, 1);
+    fx_free(&f);
+}
+
+/* Options (timestamps), window and IP id differ: not compared. */
+static void test_tcp_options_differ(void)
+{
+    Fixture f;
+    uint8_t buf[256];
+    TfTcp p = { .seq = 7, .ack = 1, .flags = PSH, .opt_len = 12,
+                .ts_val = 111, .window = 1000, .ip_id = 5 };
+    TfTcp s = { .seq = 7, .ack = 1, .flags = PSH, .opt_len = 0,
+                .ts_val = 0, .window = 2000, .ip_id = 6 };
+    size_t n;
+
+    fx_init(&f, NULL);
+    n = tf_tcp(buf, &p, "data", 4);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    n = tf_tcp(buf, &s, "data", 4);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+}
+
+/* Pure ACKs: coalesced differently by the guests, not a mismatch. */
+static void test_tcp_ack_coalescing(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 50, 1000, ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 50, 2000, ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 50, 3000, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    /* the secondary acknowledges everything at once */
+    seg(&f, COLO_SECONDARY, 50, 3000, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    /* a secondary ACK ahead releases a later primary ACK at once */
+    seg(&f, COLO_SECONDARY, 50, 4000, ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 50, 3500, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 4);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
+    fx_free(&f);
+}
+
+/* Sequence and ACK numbers wrapping around 2^32. */
+static void test_tcp_wraparound(void)
+{
+    Fixture f;
+    uint32_t isn_p = 0xfffffff0u, isn_s = 0x7ffffff8u;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, isn_p, 0xfffffffeu, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, isn_s, 0xfffffffeu, COLO_TCP_SYN | ACK, NULL, 0,
+        1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_PRIMARY, isn_p + 1, 0xfffffffeu, PSH, text, 30, 1);
+    seg(&f, COLO_SECONDARY, isn_s + 1, 0xfffffffeu, PSH, text, 10, 1);
+    seg(&f, COLO_SECONDARY, isn_s + 11, 0xfffffffeu, PSH, text + 10, 20, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    /* ACK wraps: 0xfffffffe -> 0x10 */
+    seg(&f, COLO_PRIMARY, isn_p + 31, 0x10, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    seg(&f, COLO_SECONDARY, isn_s + 31, 0x20, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
+    fx_free(&f);
+
+    /* mid-stream connection straddling the wrap point */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0xfffffffau, 1, PSH, text, 12, 1);
+    seg(&f, COLO_SECONDARY, 0xfffffffau, 1, PSH, text, 6, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, text + 6, 6, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+}
+
+/* Connections are independent; a mismatch on one does not hold another. */
+static void test_tcp_two_connections(void)
+{
+    Fixture f;
+    uint8_t buf[256];
+    TfTcp a = { .seq = 1, .ack = 1, .flags = PSH, .dport = 1111 };
+    TfTcp b = { .seq = 1, .ack = 1, .flags = PSH, .dport = 2222 };
+    size_t n;
+
+    fx_init(&f, NULL);
+    n = tf_tcp(buf, &a, "AAAA", 4);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    n = tf_tcp(buf, &a, "AAAB", 4);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_MISMATCH);
+    n = tf_tcp(buf, &b, "BBBB", 4);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(st(&f)->connections, ==, 2);
+    fx_free(&f);
+}
+
+/* Same stream, random segmentation on both sides, many times. */
+static void test_tcp_random_segmentation(void)
+{
+    GRand *rand = g_rand_new_with_seed(42);
+    uint8_t stream[4000];
+    int round, i;
+
+    for (i = 0; i < sizeof(stream); i++) {
+        stream[i] = i * 7 + (i >> 5);
+    }
+    for (round = 0; round < 50; round++) {
+        Fixture f;
+        size_t offp = 0, offs = 0;
+        uint32_t isn = g_rand_int(rand);
+        guint segs = 0;
+
+        fx_init(&f, NULL);
+        while (offp < sizeof(stream) || offs < sizeof(stream)) {
+            bool primary = offs >= sizeof(stream) ||
+                (offp < sizeof(stream) && g_rand_boolean(rand));
+            size_t *off = primary ? &offp : &offs;
+            size_t n = MIN(sizeof(stream) - *off,
+                           (size_t)g_rand_int_range(rand, 1, 1400));
+
+            g_assert_cmpint(seg(&f, primary ? COLO_PRIMARY : COLO_SECONDARY,
+                                isn + *off, 1, PSH, (char *)stream + *off, n,
+                                g_rand_int(rand)), ==, COLO_REASON_NONE);
+            *off += n;
+            segs += primary;
+        }
+        g_assert_cmpuint(released(&f), ==, segs);
+        g_assert_cmpuint(st(&f)->bytes_compared, ==, sizeof(stream));
+        g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+        g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+        fx_free(&f);
+    }
+    g_rand_free(rand);
+}
+
+/* ---- UDP, ICMP, other IP, non-IP ---------------------------------------- */
+
+static void test_udp(void)
+{
+    Fixture f;
+    uint8_t buf[256];
+    size_t n;
+
+    fx_init(&f, NULL);
+    n = tf_udp(buf, 53, 4444, "answer1", 7, 1);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    n = tf_udp(buf, 53, 4444, "answer2", 7, 2);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 0);
+    /* different IP id on the secondary: payload is what counts */
+    n = tf_udp(buf, 53, 4444, "answer1", 7, 77);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 1);
+    n = tf_udp(buf, 53, 4444, "answerX", 7, 78);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_UDP], ==, 1);
+    /* another flow is unaffected */
+    n = tf_udp(buf, 53, 5555, "x", 1, 1);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 2);
+    fx_free(&f);
+}
+
+static void test_icmp_and_arp(void)
+{
+    Fixture f;
+    uint8_t buf[256];
+    size_t n;
+
+    fx_init(&f, NULL);
+    n = tf_icmp(buf, 0, 9, 1, "pingdata", 8);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 1);
+    n = tf_icmp(buf, 0, 9, 2, "pingdata", 8);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    n = tf_icmp(buf, 0, 9, 3, "pingdata", 8);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_ICMP], ==, 1);
+
+    n = tf_arp(buf, 1);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 2);
+    n = tf_arp(buf, 2);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    n = tf_arp(buf, 3);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_NON_IP], ==, 1);
+    fx_free(&f);
+}
+
+/* VLAN-tagged TCP: compared by stream; VLAN ids keep connections apart. */
+static void test_vlan(void)
+{
+    Fixture f;
+    uint8_t buf[256];
+    TfTcp a = { .seq = 1, .ack = 1, .flags = PSH, .vlan = 10 };
+    TfTcp b = { .seq = 1, .ack = 1, .flags = PSH, .vlan = 20 };
+    size_t n;
+
+    fx_init(&f, NULL);
+    n = tf_tcp(buf, &a, "abcd", 4);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    n = tf_tcp(buf, &b, "abcd", 4);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(st(&f)->connections, ==, 2);
+    a.seq = 1;
+    n = tf_tcp(buf, &a, "ab", 2);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    a.seq = 3;
+    n = tf_tcp(buf, &a, "cd", 2);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+}
+
+/* Malformed input is counted and dropped, the engine keeps working. */
+static void test_malformed(void)
+{
+    Fixture f;
+    uint8_t buf[256];
+    TfTcp t = { .seq = 1, .ack = 1, .flags = PSH };
+    ColoParseError err;
+    size_t n;
+
+    fx_init(&f, NULL);
+    n = tf_tcp(buf, &t, "abcd", 4);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n - 2, 0, f.now,
+                                      &err), ==, COLO_REASON_NONE);
+    g_assert_cmpint(err, ==, COLO_PARSE_BAD_IP_LEN);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, 10, 0, f.now,
+                                      &err), ==, COLO_REASON_NONE);
+    g_assert_cmpint(err, ==, COLO_PARSE_SHORT_ETH);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, 10, 20, f.now,
+                                      &err), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(st(&f)->malformed[COLO_PRIMARY], ==, 2);
+    g_assert_cmpuint(st(&f)->malformed[COLO_SECONDARY], ==, 1);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, &err);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, &err);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+}
+
+/* vnet header in front of the frame: skipped for parsing, kept on release */
+static void test_vnet_header(void)
+{
+    Fixture f;
+    uint8_t buf[256];
+    TfTcp t = { .seq = 1, .ack = 1, .flags = PSH };
+    size_t n;
+
+    fx_init(&f, NULL);
+    memset(buf, 0xab, 12);
+    n = tf_tcp(buf + 12, &t, "abcd", 4) + 12;
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 12, f.now, NULL);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 12, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(g_array_index(f.released_len, size_t, 0), ==, n);
+    fx_free(&f);
+}
+
+/* ---- timeouts, bounds, flush -------------------------------------------- */
+
+static void test_timeout(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "abc", 3, 1);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 2999 * MS), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 3000 * MS), ==,
+                    COLO_REASON_TIMEOUT);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 3001 * MS), ==,
+                    COLO_REASON_TIMEOUT);
+    g_assert_cmpuint(st(&f)->timeouts, ==, 1);
+    colo_engine_flush(f.e, f.now + 3500 * MS);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpint(st(&f)->max_hold_ns, ==, 3500 * MS);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 9000 * MS), ==,
+                    COLO_REASON_NONE);
+    fx_free(&f);
+}
+
+static void test_queue_bound(void)
+{
+    Fixture f;
+    ColoEngineConfig cfg;
+    int i;
+
+    colo_engine_default_config(&cfg);
+    cfg.max_queue_size = 4;
+    fx_init(&f, &cfg);
+    for (i = 0; i < 4; i++) {
+        g_assert_cmpint(seg(&f, COLO_PRIMARY, i, 1, PSH, "x", 1, 1), ==,
+                        COLO_REASON_NONE);
+    }
+    g_assert_cmpint(seg(&f, COLO_PRIMARY, 4, 1, PSH, "x", 1, 1), ==,
+                    COLO_REASON_QUEUE_FULL);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 4);
+    g_assert_cmpuint(st(&f)->queue_full, ==, 1);
+    g_assert_cmpuint(st(&f)->dropped_over_limit, ==, 1);
+    /* the flush after the checkpoint sends what was held */
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 4);
+    g_assert_cmpint(seg(&f, COLO_PRIMARY, 5, 1, PSH, "x", 1, 1), ==,
+                    COLO_REASON_NONE);
+    fx_free(&f);
+
+    /* the bound is per instance: another engine has its own */
+    cfg.max_queue_size = 2;
+    fx_init(&f, &cfg);
+    {
+        Fixture g;
+
+        fx_init(&g, NULL);
+        for (i = 0; i < 10; i++) {
+            g_assert_cmpint(seg(&g, COLO_PRIMARY, i, 1, PSH, "x", 1, 1), ==,
+                            COLO_REASON_NONE);
+        }
+        g_assert_cmpint(seg(&f, COLO_PRIMARY, 0, 1, PSH, "x", 1, 1), ==,
+                        COLO_REASON_NONE);
+        fx_free(&g);
+    }
+    fx_free(&f);
+}
+
+static void test_total_bound(void)
+{
+    Fixture f;
+    ColoEngineConfig cfg;
+    uint8_t buf[128];
+    size_t n;
+    int i;
+
+    colo_engine_default_config(&cfg);
+    cfg.max_total_packets = 3;
+    fx_init(&f, &cfg);
+    for (i = 0; i < 3; i++) {
+        n = tf_udp(buf, 1000 + i, 53, "q", 1, 1);
+        g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now,
+                                          NULL), ==, COLO_REASON_NONE);
+    }
+    n = tf_udp(buf, 2000, 53, "q", 1, 1);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_QUEUE_FULL);
+    fx_free(&f);
+}
+
+static void test_table_bound_and_aging(void)
+{
+    Fixture f;
+    ColoEngineConfig cfg;
+    uint8_t buf[128];
+    size_t n;
+    int i;
+
+    colo_engine_default_config(&cfg);
+    cfg.max_connections = 3;
+    cfg.conn_idle_ns = 10000 * MS;
+    fx_init(&f, &cfg);
+    /* three connections with a held packet each: the table is full */
+    for (i = 0; i < 3; i++) {
+        n = tf_udp(buf, 1000 + i, 53, "q", 1, 1);
+        colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    }
+    n = tf_udp(buf, 2000, 53, "q", 1, 1);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_TABLE_FULL);
+    g_assert_cmpuint(st(&f)->table_full, ==, 1);
+    /* once one is idle (matched), it is evicted to make room */
+    n = tf_udp(buf, 1000, 53, "q", 1, 1);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    n = tf_udp(buf, 2000, 53, "q", 1, 1);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(st(&f)->connections, ==, 3);
+    g_assert_cmpuint(st(&f)->connections_aged, ==, 1);
+    /* aging: idle connections without held packets go away */
+    colo_engine_flush(f.e, f.now);
+    n = tf_udp(buf, 3000, 53, "q", 1, 1);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(st(&f)->connections, ==, 1);
+    colo_engine_expire(f.e, f.now + 5000 * MS);
+    g_assert_cmpuint(st(&f)->connections, ==, 1);
+    colo_engine_expire(f.e, f.now + 10000 * MS);
+    g_assert_cmpuint(st(&f)->connections, ==, 0);
+    fx_free(&f);
+}
+
+/* The flush releases primary packets in arrival order, drops secondary. */
+static void test_flush_order(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "a", 1, 1);
+    seg(&f, COLO_SECONDARY, 500, 1, PSH, "zz", 2, 1);
+    seg(&f, COLO_PRIMARY, 101, 1, PSH, "b", 1, 1);
+    seg(&f, COLO_PRIMARY, 102, 1, PSH, "c", 1, 1);
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 0), ==, 100);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 2), ==, 102);
+    g_assert_cmpuint(st(&f)->secondary_dropped, ==, 1);
+    g_assert_cmpuint(st(&f)->flushes, ==, 1);
+    fx_free(&f);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/colo-stream/tcp/identical", test_tcp_identical);
+    g_test_add_func("/colo-stream/tcp/cut-differently",
+                    test_tcp_cut_differently);
+    g_test_add_func("/colo-stream/tcp/secondary-first",
+                    test_tcp_secondary_first);
+    g_test_add_func("/colo-stream/tcp/reordering", test_tcp_reordering);
+    g_test_add_func("/colo-stream/tcp/retransmission",
+                    test_tcp_retransmission);
+    g_test_add_func("/colo-stream/tcp/payload-difference",
+                    test_tcp_payload_difference);
+    g_test_add_func("/colo-stream/tcp/handshake-isn", test_tcp_handshake_isn);
+    g_test_add_func("/colo-stream/tcp/fin-difference",
+                    test_tcp_fin_difference);
+    g_test_add_func("/colo-stream/tcp/rst", test_tcp_rst);
+    g_test_add_func("/colo-stream/tcp/options-differ",
+                    test_tcp_options_differ);
+    g_test_add_func("/colo-stream/tcp/ack-coalescing",
+                    test_tcp_ack_coalescing);
+    g_test_add_func("/colo-stream/tcp/wraparound", test_tcp_wraparound);
+    g_test_add_func("/colo-stream/tcp/two-connections",
+                    test_tcp_two_connections);
+    g_test_add_func("/colo-stream/tcp/random-segmentation",
+                    test_tcp_random_segmentation);
+    g_test_add_func("/colo-stream/udp", test_udp);
+    g_test_add_func("/colo-stream/icmp-and-arp", test_icmp_and_arp);
+    g_test_add_func("/colo-stream/vlan", test_vlan);
+    g_test_add_func("/colo-stream/malformed", test_malformed);
+    g_test_add_func("/colo-stream/vnet-header", test_vnet_header);
+    g_test_add_func("/colo-stream/timeout", test_timeout);
+    g_test_add_func("/colo-stream/bounds/queue", test_queue_bound);
+    g_test_add_func("/colo-stream/bounds/total", test_total_bound);
+    g_test_add_func("/colo-stream/bounds/table-and-aging",
+                    test_table_bound_and_aging);
+    g_test_add_func("/colo-stream/flush-order", test_flush_order);
+    return g_test_run();
+}
