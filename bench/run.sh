@@ -24,3 +24,6 @@ echo "ninja after editing migration/colo.c:    $(secs "$t0")"
 t0=$(date +%s%N); bash "$top/assembly/assemble.sh" >/dev/null
 ninja -C "$OUT/qemu" qemu-system-x86_64 >/dev/null
 echo "re-assembly restoring it + ninja:        $(secs "$t0")"
+
+echo "== disk replication"
+bash "$top/bench/replication.sh"

@@ -724,8 +724,11 @@ static void replication_close(BlockDriverState *bs)
         return;
     }
     if (s->mode == REPLICATION_MODE_SECONDARY) {
-        /* Leave the chain as it is: the data stays in active and hidden. */
-        replication_secondary_release(s, true);
+        /*
+         * Leave the chain as it is: the data stays in active and hidden.
+         * No reopen here: the nodes around us may be closing too.
+         */
+        replication_secondary_release(s, false);
     }
     replication_remove(s->rs);
     s->rs = NULL;
