@@ -1,57 +1,80 @@
 /*
- * COLO failover requests
+ * COLO failover requests: x-colo-lost-heartbeat and the failover API
  *
  * Copyright (c) 2026 The qemu-colo authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Scaffold: without the checkpoint controller nothing is ever in COLO, so a
- * failover request is refused with the same error upstream gives outside COLO
- * mode, plus the reason.
+ * A failover request marks the session, wakes the COLO thread and shuts the
+ * COLO channels down, so a thread blocked on the peer returns at once.  The
+ * COLO thread then leaves COLO at the next safe point: on the primary at
+ * once (the guest runs on alone); on the secondary after finishing a
+ * checkpoint it has fully received (so it never runs a half-applied one),
+ * otherwise from its own current state, which is the last complete
+ * checkpoint plus its own execution since.
  *
- * Locking: called with the big QEMU lock held.
+ * Locking: called from the monitor with the BQL held; takes only
+ * colo_session.lock.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-migration.h"
 #include "migration/failover.h"
-#include "colo-scaffold.h"
+#include "colo-internal.h"
+#include "trace.h"
 
-static FailoverStatus failover_status = FAILOVER_STATUS_NONE;
-
-void failover_init_state(void)
+bool colo_request_failover(Error **errp)
 {
-    failover_status = FAILOVER_STATUS_NONE;
-}
-
-FailoverStatus failover_set_state(FailoverStatus old_state,
-                                  FailoverStatus new_state)
-{
-    FailoverStatus seen = failover_status;
-
-    if (seen == old_state) {
-        failover_status = new_state;
+    qemu_mutex_lock(&colo_session.lock);
+    if (colo_session.mode == COLO_MODE_NONE) {
+        qemu_mutex_unlock(&colo_session.lock);
+        error_setg(errp, "VM is not in COLO mode");
+        return false;
     }
-    return seen;
-}
+    if (colo_session.failover_requested) {
+        qemu_mutex_unlock(&colo_session.lock);
+        error_setg(errp, "COLO failover is already activated");
+        return false;
+    }
+    colo_session.failover_requested = true;
+    trace_colo_failover_requested(COLOMode_str(colo_session.mode));
+    qemu_mutex_unlock(&colo_session.lock);
 
-FailoverStatus failover_get_state(void)
-{
-    return failover_status;
-}
-
-void failover_request_active(Error **errp)
-{
-    error_setg(errp, "VM is not in COLO mode (%s)", COLO_NOT_AVAILABLE_MSG);
-}
-
-bool failover_request_is_active(void)
-{
-    return false;
+    colo_shutdown_channels();
+    qemu_sem_post(&colo_session.wake);
+    return true;
 }
 
 void qmp_x_colo_lost_heartbeat(Error **errp)
 {
-    failover_request_active(errp);
+    colo_request_failover(errp);
+}
+
+/* The failover status of the public API, derived from the session phase. */
+FailoverStatus failover_get_state(void)
+{
+    FailoverStatus status;
+
+    qemu_mutex_lock(&colo_session.lock);
+    if (colo_session.phase == COLO_PHASE_FAILOVER) {
+        status = FAILOVER_STATUS_ACTIVE;
+    } else if (colo_session.failover_requested) {
+        status = colo_session.mode == COLO_MODE_NONE ?
+                 FAILOVER_STATUS_COMPLETED : FAILOVER_STATUS_REQUIRE;
+    } else {
+        status = FAILOVER_STATUS_NONE;
+    }
+    qemu_mutex_unlock(&colo_session.lock);
+    return status;
+}
+
+void failover_request_active(Error **errp)
+{
+    colo_request_failover(errp);
+}
+
+bool failover_request_is_active(void)
+{
+    return failover_get_state() != FAILOVER_STATUS_NONE;
 }

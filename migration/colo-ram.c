@@ -5,29 +5,165 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Scaffold: the cache is not built yet, so incoming COLO is refused when
- * the primary's MIG_CMD_ENABLE_COLO arrives, and the page-load hook in ram.c
- * is an identity.
+ * The secondary keeps a full copy of the primary's RAM as of the last
+ * checkpoint (the cache).  During the initial migration every page is loaded
+ * into both guest RAM and the cache.  In COLO, pages the primary sends go
+ * into the cache only, so the secondary guest keeps running on its own RAM
+ * and a torn checkpoint never reaches it.  At a checkpoint, the pages that
+ * either side changed since the last one are copied from the cache into
+ * guest RAM: those the primary sent (recorded when they arrive) and those the
+ * secondary guest dirtied (from the dirty log).  Both go into each block's
+ * migration bitmap (block->bmap), which is free on the incoming side.
  *
- * Locking: colo_init_ram_cache() runs in the incoming migration coroutine with
- * the big QEMU lock held; colo_ram_load_target() runs wherever ram_load runs.
+ * Threads: colo_init_ram_cache() runs in the incoming migration coroutine;
+ * colo_ram_load_target() wherever ram_load() runs (the incoming coroutine,
+ * then the colo-incoming thread); the rest on the colo-incoming thread.
+ * Locking: the BQL is held by all but colo_ram_load_target(), which only
+ * sets bits atomically while the secondary guest is stopped.
  */
 
 #include "qemu/osdep.h"
+#include "qapi/error.h"
 #include "qemu/error-report.h"
+#include "qemu/bitmap.h"
+#include "qemu/madvise.h"
+#include "qemu/rcu.h"
+#include "qemu/rcu_queue.h"
+#include "exec/ram_addr.h"
 #include "exec/ramblock.h"
+#include "exec/target_page.h"
+#include "exec/memory.h"
+#include "migration/colo.h"
+#include "migration/misc.h"
 #include "ram.h"
-#include "colo-scaffold.h"
+#include "colo-internal.h"
+#include "trace.h"
+
+static unsigned long colo_ram_pages(RAMBlock *block)
+{
+    return block->used_length >> qemu_target_page_bits();
+}
+
+static void colo_ram_free_cache(void)
+{
+    RAMBlock *block;
+
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(block) {
+            if (block->colo_cache) {
+                qemu_anon_ram_free(block->colo_cache, block->used_length);
+                block->colo_cache = NULL;
+            }
+            g_free(block->bmap);
+            block->bmap = NULL;
+        }
+    }
+}
 
 int colo_init_ram_cache(void)
 {
-    error_report("incoming COLO refused: %s", COLO_NOT_AVAILABLE_MSG);
-    return -ENOTSUP;
+    RAMBlock *block;
+
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(block) {
+            block->colo_cache = qemu_anon_ram_alloc(block->used_length, NULL,
+                                                    false, false);
+            if (!block->colo_cache) {
+                error_report("COLO: cannot allocate %" PRIu64 " bytes of "
+                             "RAM cache for block %s",
+                             (uint64_t)block->used_length, block->idstr);
+                colo_ram_free_cache();
+                return -ENOMEM;
+            }
+            /* The cache mirrors guest RAM: keep it out of core dumps too. */
+            qemu_madvise(block->colo_cache, block->used_length,
+                         QEMU_MADV_DONTDUMP);
+            block->bmap = bitmap_new(colo_ram_pages(block));
+        }
+    }
+    trace_colo_ram_cache_init();
+    return 0;
 }
 
 void *colo_ram_load_target(RAMBlock *block, ram_addr_t offset, void *host,
                            void **host_copy)
 {
     *host_copy = NULL;
+    if (!block->colo_cache || !offset_in_ramblock(block, offset)) {
+        return NULL;
+    }
+    if (migration_incoming_in_colo_state()) {
+        set_bit_atomic(offset >> qemu_target_page_bits(), block->bmap);
+        return block->colo_cache + offset;
+    }
+    /* Initial migration: the page goes to guest RAM and to the cache. */
+    *host_copy = block->colo_cache + offset;
     return host;
+}
+
+/* Fold the guest's dirty log into block->bmap.  BQL held. */
+static void colo_ram_sync_dirty_log(void)
+{
+    RAMBlock *block;
+
+    memory_global_dirty_log_sync(false);
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(block) {
+            cpu_physical_memory_sync_dirty_bitmap(block, 0,
+                                                  block->used_length);
+        }
+    }
+}
+
+bool colo_ram_start_dirty_log(Error **errp)
+{
+    RAMBlock *block;
+
+    if (!memory_global_dirty_log_start(GLOBAL_DIRTY_MIGRATION, errp)) {
+        return false;
+    }
+    /* RAM equals the cache now: start from a clean bitmap. */
+    colo_ram_sync_dirty_log();
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(block) {
+            bitmap_zero(block->bmap, colo_ram_pages(block));
+        }
+    }
+    return true;
+}
+
+uint64_t colo_ram_flush(void)
+{
+    size_t page_size = qemu_target_page_size();
+    uint64_t pages = 0;
+    RAMBlock *block;
+
+    colo_ram_sync_dirty_log();
+    WITH_RCU_READ_LOCK_GUARD() {
+        RAMBLOCK_FOREACH_NOT_IGNORED(block) {
+            unsigned long npages = colo_ram_pages(block);
+            unsigned long first = find_first_bit(block->bmap, npages);
+
+            while (first < npages) {
+                unsigned long end = find_next_zero_bit(block->bmap, npages,
+                                                       first);
+                ram_addr_t offset = (ram_addr_t)first * page_size;
+                size_t len = (end - first) * page_size;
+
+                memcpy(block->host + offset, block->colo_cache + offset, len);
+                bitmap_clear(block->bmap, first, end - first);
+                pages += end - first;
+                first = find_next_bit(block->bmap, npages, end);
+            }
+        }
+    }
+    trace_colo_ram_flush(pages);
+    return pages;
+}
+
+void colo_ram_release(void)
+{
+    memory_global_dirty_log_stop(GLOBAL_DIRTY_MIGRATION);
+    colo_ram_free_cache();
+    trace_colo_ram_cache_release();
 }

@@ -1,0 +1,378 @@
+/*
+ * COLO: the secondary side
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * When the initial migration has loaded, the incoming coroutine calls
+ * colo_incoming_co(), which starts the colo-incoming thread and yields until
+ * COLO ends on this side.  The thread starts the secondary guest, says hello
+ * and serves checkpoints (see colo-proto.h).  A checkpoint is all or nothing:
+ * RAM goes into the cache and the device state into a buffer with a length
+ * and a CRC32C; only when all of it arrived intact does the secondary
+ * checkpoint its disks, acknowledge, and apply it.  A torn, corrupt or
+ * interrupted checkpoint is discarded: on failover the secondary runs on from
+ * its own state, which is the last complete checkpoint plus its own
+ * execution since.
+ *
+ * Threads and locks: see colo-internal.h.  The thread holds the BQL only to
+ * stop/start the guest and to apply a checkpoint; it reads from the primary
+ * without it, so the monitor stays responsive and x-colo-lost-heartbeat can
+ * always interrupt a read.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/error-report.h"
+#include "qemu/main-loop.h"
+#include "qemu/rcu.h"
+#include "qemu/coroutine.h"
+#include "io/channel-buffer.h"
+#include "system/runstate.h"
+#include "system/cpus.h"
+#include "block/aio.h"
+#include "block/replication.h"
+#include "net/filter.h"
+#include "migration/colo.h"
+#include "migration.h"
+#include "savevm.h"
+#include "colo-internal.h"
+#include "colo-proto.h"
+#include "trace.h"
+
+typedef struct ColoSecondary {
+    MigrationIncomingState *mis;
+    QEMUFile *from;         /* migration stream from the primary */
+    QEMUFile *to;           /* its return path */
+    uint32_t seq;
+    bool half_applied;      /* a checkpoint failed to apply: never run */
+    QemuThread thread;
+    Coroutine *co;          /* the incoming coroutine, parked meanwhile */
+} ColoSecondary;
+
+static ColoSecondary colo_secondary;
+
+static bool colo_failover_requested(void)
+{
+    bool requested;
+
+    qemu_mutex_lock(&colo_session.lock);
+    requested = colo_session.failover_requested;
+    qemu_mutex_unlock(&colo_session.lock);
+    return requested;
+}
+
+static void colo_arm(const char *what)
+{
+    colo_watchdog_arm(colo_session.watchdog, what, COLO_PEER_TIMEOUT_MS);
+}
+
+static void colo_disarm(void)
+{
+    colo_watchdog_disarm(colo_session.watchdog);
+}
+
+/* Enter COLO: disks active, replication started, dirty log on, guest runs. */
+static bool colo_secondary_start(ColoSecondary *sec, Error **errp)
+{
+    ERRP_GUARD();
+    ColoMsg hello = {
+        .type = COLO_MSG_HELLO, .length = COLO_PROTO_MAGIC,
+        .crc = COLO_PROTO_VERSION,
+    };
+
+    bql_lock();
+    migrate_set_state(&sec->mis->state, MIGRATION_STATUS_ACTIVE,
+                      MIGRATION_STATUS_COLO);
+    if (migration_block_activate(errp)) {
+        replication_start_all(REPLICATION_MODE_SECONDARY, errp);
+    }
+    if (!*errp && colo_ram_start_dirty_log(errp)) {
+        vm_start();
+    }
+    bql_unlock();
+    return !*errp && colo_msg_send(sec->to, &hello, errp);
+}
+
+/* Read the device state that follows @msg into a new buffer and check it. */
+static uint8_t *colo_receive_device_state(ColoSecondary *sec,
+                                          const ColoMsg *msg, Error **errp)
+{
+    g_autofree uint8_t *data = g_try_malloc(MAX(msg->length, 1));
+
+    if (!data) {
+        error_setg(errp, "COLO: cannot allocate %" PRIu64 " bytes for the "
+                   "device state", msg->length);
+        return NULL;
+    }
+    if (qemu_get_buffer(sec->from, data, msg->length) != msg->length ||
+        qemu_file_get_error(sec->from)) {
+        error_setg(errp, "COLO: connection lost while receiving the device "
+                   "state");
+        return NULL;
+    }
+    if (colo_device_state_crc(data, msg->length) != msg->crc) {
+        error_setg(errp, "COLO: corrupt device state (bad checksum); "
+                   "checkpoint discarded");
+        return NULL;
+    }
+    return g_steal_pointer(&data);
+}
+
+/* Load the buffered device state.  BQL held. */
+static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
+{
+    QIOChannelBuffer *bioc = qio_channel_buffer_new(0);
+    QEMUFile *fb;
+    int ret;
+
+    /* The buffer channel takes over @data. */
+    bioc->data = data;
+    bioc->capacity = len;
+    bioc->usage = len;
+    fb = qemu_file_new_input(QIO_CHANNEL(bioc));
+    object_unref(OBJECT(bioc));
+    ret = qemu_load_device_state(fb);
+    qemu_fclose(fb);
+    if (ret < 0) {
+        error_setg(errp, "COLO: loading the device state failed: %s",
+                   strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Serve one checkpoint.  Returns false when COLO must end; *applied tells
+ * whether this checkpoint reached the guest.
+ */
+static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
+{
+    ERRP_GUARD();
+    ColoMsg msg, dev_msg;
+    g_autofree uint8_t *dev_state = NULL;
+    int64_t stop_us, pause_us;
+    ColoTrigger trigger;
+    Error *local_err = NULL;
+    int ret;
+
+    /* Idle: wait as long as the primary likes; failover interrupts. */
+    if (!colo_msg_expect(sec->from, COLO_MSG_CHECKPOINT_REQUEST,
+                         sec->seq + 1, &msg, errp)) {
+        return false;
+    }
+    sec->seq++;
+    trigger = msg.flags < COLO_TRIGGER__MAX ? msg.flags : COLO_TRIGGER_FORCED;
+    colo_set_phase(COLO_PHASE_CHECKPOINT);
+    trace_colo_checkpoint_start(sec->seq, colo_trigger_name(trigger));
+
+    bql_lock();
+    stop_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    if (runstate_is_running()) {
+        vm_stop_force_state(RUN_STATE_COLO);
+    }
+    bql_unlock();
+
+    msg = (ColoMsg) { .type = COLO_MSG_CHECKPOINT_REPLY, .seq = sec->seq };
+    if (!colo_msg_send(sec->to, &msg, errp)) {
+        return false;
+    }
+
+    colo_arm("RAM");
+    if (!colo_msg_expect(sec->from, COLO_MSG_RAM, sec->seq, &msg, errp)) {
+        goto fail;
+    }
+    /* RAM sections into the cache, up to QEMU_VM_EOF.  No BQL needed. */
+    ret = qemu_loadvm_state_main(sec->from, sec->mis);
+    if (ret < 0) {
+        error_setg(errp, "COLO: receiving RAM failed: %s", strerror(-ret));
+        goto fail;
+    }
+
+    colo_arm("device state");
+    if (!colo_msg_expect(sec->from, COLO_MSG_DEVICE_STATE, sec->seq,
+                         &dev_msg, errp)) {
+        goto fail;
+    }
+    dev_state = colo_receive_device_state(sec, &dev_msg, errp);
+    if (!dev_state) {
+        goto fail;
+    }
+    colo_disarm();
+
+    /*
+     * The whole checkpoint is here.  Checkpoint the disks before saying so:
+     * the primary resumes on RECEIVED, and its next writes must land on
+     * top of this checkpoint.
+     */
+    bql_lock();
+    replication_do_checkpoint_all(errp);
+    bql_unlock();
+    if (*errp) {
+        return false;
+    }
+    msg = (ColoMsg) { .type = COLO_MSG_RECEIVED, .seq = sec->seq };
+    if (!colo_msg_send(sec->to, &msg, &local_err)) {
+        /* Keep going: the checkpoint is complete, apply it, then leave. */
+        trace_colo_secondary_send_failed(error_get_pretty(local_err));
+    }
+
+    /* Apply it whatever happens now, so the guest never sees half of it. */
+    bql_lock();
+    colo_ram_flush();
+    if (colo_load_device_state(g_steal_pointer(&dev_state), dev_msg.length,
+                               errp)) {
+        Error *filter_err = NULL;
+
+        colo_notify_filters_event(COLO_EVENT_CHECKPOINT, &filter_err);
+        if (filter_err) {
+            warn_report_err(filter_err);
+        }
+        if (dev_msg.flags & COLO_FLAG_RUN) {
+            vm_start();
+        }
+    }
+    bql_unlock();
+    if (*errp) {
+        /* Half-applied: this VM must not take over.  Leave it stopped. */
+        sec->half_applied = true;
+        error_prepend(errp, "the secondary cannot continue: ");
+        return false;
+    }
+    pause_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME) - stop_us;
+    /* Input files do not count bytes: RAM bytes are the primary's figure. */
+    colo_stats_checkpoint(trigger, pause_us, 0, dev_msg.length);
+
+    if (!local_err) {
+        msg = (ColoMsg) { .type = COLO_MSG_LOADED, .seq = sec->seq };
+        colo_msg_send(sec->to, &msg, &local_err);
+    }
+    if (local_err) {
+        error_propagate(errp, local_err);
+        return false;
+    }
+    colo_set_phase(COLO_PHASE_RUNNING);
+    return true;
+
+fail:
+    colo_disarm();
+    return false;
+}
+
+/* Leave COLO on the secondary: the guest runs on as a normal VM. */
+static void colo_secondary_exit(ColoSecondary *sec, Error *err)
+{
+    Error *local_err = NULL;
+
+    colo_set_phase(COLO_PHASE_FAILOVER);
+    colo_shutdown_channels();
+
+    bql_lock();
+    replication_stop_all(true, &local_err);
+    if (local_err) {
+        warn_report_err(local_err);
+        local_err = NULL;
+    }
+    colo_notify_filters_event(COLO_EVENT_FAILOVER, &local_err);
+    if (local_err) {
+        warn_report_err(local_err);
+    }
+    colo_ram_release();
+    migrate_set_state(&sec->mis->state, MIGRATION_STATUS_COLO,
+                      MIGRATION_STATUS_COMPLETED);
+    if (!sec->half_applied && !runstate_is_running()) {
+        vm_start();
+    }
+    colo_session_end(err);
+    bql_unlock();
+}
+
+/*
+ * The primary is gone or broke the protocol, and nobody asked for a
+ * failover.  The secondary must not decide alone that the primary is dead
+ * (it may still be serving clients): stop the guest and wait for a failover
+ * request (x-colo-lost-heartbeat) or for QEMU to quit.
+ */
+static void colo_secondary_wait_for_decision(Error *err)
+{
+    error_report("COLO secondary: %s; the guest is stopped until "
+                 "x-colo-lost-heartbeat",
+                 err ? error_get_pretty(err) : "COLO stopped");
+    colo_shutdown_channels();
+    bql_lock();
+    if (runstate_is_running()) {
+        vm_stop(RUN_STATE_COLO);
+    }
+    bql_unlock();
+    colo_set_phase(COLO_PHASE_LOST);
+    while (!colo_failover_requested()) {
+        qemu_sem_wait(&colo_session.wake);
+    }
+}
+
+static void *colo_incoming_thread(void *opaque)
+{
+    ColoSecondary *sec = opaque;
+    Error *err = NULL;
+
+    rcu_register_thread();
+    colo_session_begin(COLO_MODE_SECONDARY, sec->from, sec->to);
+    if (colo_secondary_start(sec, &err)) {
+        colo_set_phase(COLO_PHASE_RUNNING);
+        trace_colo_secondary_running();
+        while (colo_secondary_checkpoint(sec, &err)) {
+            /* next checkpoint */
+        }
+    }
+    if (!colo_failover_requested() && !sec->half_applied) {
+        colo_secondary_wait_for_decision(err);
+    }
+    if (colo_failover_requested()) {
+        /* The channel was broken on purpose: not worth an error. */
+        error_free(err);
+        err = NULL;
+    }
+    colo_secondary_exit(sec, err);
+    error_free(err);
+    rcu_unregister_thread();
+
+    /* Let the incoming coroutine finish the migration. */
+    aio_co_schedule(qemu_get_aio_context(), sec->co);
+    return NULL;
+}
+
+void coroutine_fn colo_incoming_co(void)
+{
+    ColoSecondary *sec = &colo_secondary;
+    MigrationIncomingState *mis = migration_incoming_get_current();
+
+    if (!migration_incoming_colo_enabled()) {
+        return;
+    }
+    *sec = (ColoSecondary) {
+        .mis = mis,
+        .from = mis->from_src_file,
+        .co = qemu_coroutine_self(),
+    };
+    if (!mis->to_src_file) {
+        mis->to_src_file = qemu_file_get_return_path(mis->from_src_file);
+    }
+    sec->to = mis->to_src_file;
+    if (!sec->to) {
+        error_report("COLO: the migration channel has no return path; "
+                     "COLO needs a socket channel");
+        return;
+    }
+    /* The COLO thread reads without a coroutine to yield to. */
+    qemu_file_set_blocking(sec->from, true);
+
+    qemu_thread_create(&sec->thread, MIGRATION_THREAD_DST_COLO,
+                       colo_incoming_thread, sec, QEMU_THREAD_JOINABLE);
+    qemu_coroutine_yield();
+
+    /* The thread has nothing left to do but return. */
+    bql_unlock();
+    qemu_thread_join(&sec->thread);
+    bql_lock();
+}

@@ -1,0 +1,108 @@
+/*
+ * COLO: state shared by the controller's files (colo.c, colo-incoming.c,
+ * colo-failover.c, colo-ram.c)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * One COLO session at a time per QEMU process, on one side: the state below
+ * is that session's.  Its phase machine (ColoPhase) is the only state
+ * machine; the failover status of the public API is derived from it.
+ *
+ * Threads: the primary runs its checkpoint loop on the migration thread, the
+ * secondary on the "colo-incoming" thread; both drop the big QEMU lock (BQL)
+ * while they wait on the peer and take it to stop/start the guest, to save
+ * or load state and to call the block, net and replication layers.  The
+ * monitor (main loop, BQL held) and the compare's iothread (no BQL) reach
+ * the session only through colo_request_failover() and
+ * colo_request_checkpoint().
+ *
+ * Locking: colo_session.lock protects every field of ColoSession; it is a
+ * leaf lock, never held across a blocking call or while taking the BQL.
+ */
+
+#ifndef MIGRATION_COLO_INTERNAL_H
+#define MIGRATION_COLO_INTERNAL_H
+
+#include "qapi/qapi-types-migration.h"
+#include "qemu/thread.h"
+#include "qemu-file.h"
+#include "colo-watchdog.h"
+
+/* How long a checkpoint step may wait for the peer before COLO fails over. */
+#define COLO_PEER_TIMEOUT_MS  15000
+
+typedef enum ColoPhase {
+    COLO_PHASE_OFF,         /* no COLO session */
+    COLO_PHASE_STARTING,    /* entering COLO, until the peer's hello */
+    COLO_PHASE_RUNNING,     /* both guests run; waiting for a trigger */
+    COLO_PHASE_CHECKPOINT,  /* a checkpoint is in flight */
+    COLO_PHASE_LOST,        /* secondary: the primary is unreachable; the
+                               guest is stopped until a failover decision */
+    COLO_PHASE_FAILOVER,    /* leaving COLO: failover and cleanup */
+} ColoPhase;
+
+/* Why a checkpoint happens; also carried in the request message. */
+typedef enum ColoTrigger {
+    COLO_TRIGGER_PERIODIC,
+    COLO_TRIGGER_MISMATCH,  /* colo-compare saw different output */
+    COLO_TRIGGER_TIMEOUT,   /* colo-compare held a packet too long */
+    COLO_TRIGGER_FORCED,    /* x-checkpoint-delay changed, or similar */
+    COLO_TRIGGER__MAX,
+} ColoTrigger;
+
+typedef struct ColoStats {
+    uint64_t checkpoints;
+    uint64_t by_trigger[COLO_TRIGGER__MAX];
+    uint64_t last_pause_us;
+    uint64_t max_pause_us;
+    uint64_t ram_bytes;
+    uint64_t device_state_bytes;
+} ColoStats;
+
+typedef struct ColoSession {
+    QemuMutex lock;
+    COLOMode mode;              /* COLO_MODE_NONE when OFF */
+    COLOMode last_mode;
+    COLOExitReason exit_reason; /* of the last session, or PROCESSING */
+    ColoPhase phase;
+    bool failover_requested;    /* by x-colo-lost-heartbeat or shutdown */
+    unsigned pending_triggers;  /* bit (1 << ColoTrigger) */
+    QemuSemaphore wake;         /* wakes the primary's checkpoint loop */
+    QEMUFile *from_peer;        /* shut down to unblock the COLO thread */
+    QEMUFile *to_peer;
+    ColoWatchdog *watchdog;
+    ColoStats stats;
+} ColoSession;
+
+extern ColoSession colo_session;
+
+/* colo.c */
+void colo_set_phase(ColoPhase phase);
+/* Start a session in @mode on the given channels (phase STARTING). */
+void colo_session_begin(COLOMode mode, QEMUFile *from_peer, QEMUFile *to_peer);
+/*
+ * End the session: phase OFF, remember @mode as last mode and why it ended,
+ * emit COLO_EXIT.  Called with the BQL held.
+ */
+void colo_session_end(Error *err);
+/* Record one completed checkpoint. */
+void colo_stats_checkpoint(ColoTrigger trigger, int64_t pause_us,
+                           uint64_t ram_bytes, uint64_t device_state_bytes);
+/* Shut the session's channels down, so blocked reads and writes fail. */
+void colo_shutdown_channels(void);
+void colo_request_checkpoint(ColoTrigger trigger);
+const char *colo_trigger_name(ColoTrigger trigger);
+
+/* colo-failover.c */
+/* Leave COLO on this side; false with @errp set if not possible now. */
+bool colo_request_failover(Error **errp);
+
+/* colo-ram.c (secondary) */
+bool colo_ram_start_dirty_log(Error **errp);
+/* Copy pages the primary sent or the secondary dirtied: cache -> RAM. */
+uint64_t colo_ram_flush(void);
+void colo_ram_release(void);
+
+#endif /* MIGRATION_COLO_INTERNAL_H */

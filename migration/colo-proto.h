@@ -1,0 +1,79 @@
+/*
+ * COLO checkpoint protocol: control messages between primary and secondary
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Control messages travel on the migration stream (primary to secondary) and
+ * on its return path (secondary to primary).  Each is a fixed-size record with
+ * its own CRC32C, so a corrupt or truncated message is detected, never acted
+ * upon.  One checkpoint, numbered by @seq:
+ *
+ *   P -> S  CHECKPOINT_REQUEST    the primary starts a checkpoint
+ *   S -> P  CHECKPOINT_REPLY      the secondary has stopped its guest
+ *   P -> S  RAM                   followed by a migration stream of RAM
+ *                                 sections ending with QEMU_VM_EOF
+ *   P -> S  DEVICE_STATE          @length bytes of device state follow, with
+ *                                 CRC32C @crc; @flags has COLO_FLAG_RUN
+ *                                 when the guest is to run afterwards
+ *   S -> P  RECEIVED              all of it arrived intact; the secondary's
+ *                                 disks are checkpointed; it will apply it
+ *   S -> P  LOADED                the secondary applied it
+ *
+ * Once, when the secondary enters COLO:  S -> P  HELLO (magic, version).
+ * A peer with another version is refused with a clear error.
+ */
+
+#ifndef MIGRATION_COLO_PROTO_H
+#define MIGRATION_COLO_PROTO_H
+
+#define COLO_PROTO_MAGIC    0x434f4c4fu   /* "COLO" */
+#define COLO_PROTO_VERSION  1
+#define COLO_MSG_WIRE_SIZE  28
+/* A device state larger than this is refused as corrupt. */
+#define COLO_DEVICE_STATE_MAX  (256 * 1024 * 1024)
+
+typedef enum ColoMsgType {
+    COLO_MSG_HELLO = 1,
+    COLO_MSG_CHECKPOINT_REQUEST,
+    COLO_MSG_CHECKPOINT_REPLY,
+    COLO_MSG_RAM,
+    COLO_MSG_DEVICE_STATE,
+    COLO_MSG_RECEIVED,
+    COLO_MSG_LOADED,
+    COLO_MSG__MAX,
+} ColoMsgType;
+
+#define COLO_FLAG_RUN  1u
+
+typedef struct ColoMsg {
+    ColoMsgType type;
+    uint32_t seq;
+    uint64_t length;    /* DEVICE_STATE: bytes that follow; HELLO: magic */
+    uint32_t crc;       /* DEVICE_STATE: CRC32C of them; HELLO: version */
+    uint32_t flags;     /* DEVICE_STATE: COLO_FLAG_* */
+} ColoMsg;
+
+const char *colo_msg_name(ColoMsgType type);
+
+/* Pure encoding, testable without a VM. */
+void colo_msg_encode(const ColoMsg *msg, uint8_t buf[COLO_MSG_WIRE_SIZE]);
+bool colo_msg_decode(const uint8_t buf[COLO_MSG_WIRE_SIZE], ColoMsg *msg,
+                     Error **errp);
+/* Check that @msg is a @type for checkpoint @seq (and sane for its type). */
+bool colo_msg_check(const ColoMsg *msg, ColoMsgType type, uint32_t seq,
+                    Error **errp);
+uint32_t colo_device_state_crc(const uint8_t *data, size_t len);
+
+#ifndef COLO_PROTO_NO_QEMUFILE
+#include "qemu-file.h"
+
+/* Write and flush one message; false with @errp set on a stream error. */
+bool colo_msg_send(QEMUFile *f, const ColoMsg *msg, Error **errp);
+/* Read one message of @type for checkpoint @seq; blocks on @f. */
+bool colo_msg_expect(QEMUFile *f, ColoMsgType type, uint32_t seq,
+                     ColoMsg *msg, Error **errp);
+#endif
+
+#endif /* MIGRATION_COLO_PROTO_H */
