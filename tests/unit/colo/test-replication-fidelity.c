@@ -26,6 +26,7 @@
 #include "qapi/error.h"
 #include "qobject/qdict.h"
 #include "qemu/main-loop.h"
+#include "qemu/module.h"
 #include "block/block_int.h"
 #include "block/replication.h"
 #include "system/block-backend.h"
@@ -124,6 +125,7 @@ typedef struct Models {
     uint8_t *primary;           /* what the primary disk holds */
     uint8_t *secondary;         /* what the secondary VM must see */
     uint32_t next_write_id;
+    int64_t primary_end;        /* primary writes stay below this */
     GRand *rand;
 } Models;
 
@@ -132,6 +134,7 @@ static void models_init(Models *m, uint32_t seed)
     m->primary = g_malloc0(DISK_SIZE);
     m->secondary = g_malloc0(DISK_SIZE);
     m->next_write_id = 1;
+    m->primary_end = DISK_SIZE;
     m->rand = g_rand_new_with_seed(seed);
 }
 
@@ -142,14 +145,23 @@ static void models_free(Models *m)
     g_rand_free(m->rand);
 }
 
-/* A random write: 512-byte aligned, 512 B to 192 KiB, may span clusters. */
-static void random_extent(Models *m, int64_t *offset, int64_t *bytes)
+/*
+ * A random write below @end: 512-byte aligned, 512 B to 192 KiB, may span
+ * clusters.
+ */
+static void random_extent_below(Models *m, int64_t end, int64_t *offset,
+                                int64_t *bytes)
 {
     int64_t sectors = g_rand_int_range(m->rand, 1, 385);
-    int64_t start = g_rand_int_range(m->rand, 0, DISK_SIZE / 512 - sectors);
+    int64_t start = g_rand_int_range(m->rand, 0, end / 512 - sectors);
 
     *offset = start * 512;
     *bytes = sectors * 512;
+}
+
+static void random_extent(Models *m, int64_t *offset, int64_t *bytes)
+{
+    random_extent_below(m, DISK_SIZE, offset, bytes);
 }
 
 static void write_blk(BlockBackend *blk, int64_t offset, int64_t bytes,
@@ -165,7 +177,7 @@ static void primary_write(Models *m, BlockBackend *secondary_disk)
 {
     int64_t offset, bytes;
 
-    random_extent(m, &offset, &bytes);
+    random_extent_below(m, m->primary_end, &offset, &bytes);
     fill_pattern(m->primary + offset, offset, bytes, m->next_write_id++);
     write_blk(secondary_disk, offset, bytes, m->primary + offset);
 }
@@ -209,6 +221,17 @@ static void check_image_file(const char *path, const char *fmt,
 
     check_disk(blk, model, what);
     blk_unref(blk);
+}
+
+static void expect_error(Error *err, const char *needle)
+{
+    g_assert(err);
+    if (!strstr(error_get_pretty(err), needle)) {
+        g_test_message("error '%s' lacks '%s'", error_get_pretty(err),
+                       needle);
+        g_assert_not_reached();
+    }
+    error_free(err);
 }
 
 /* ---- the secondary side ---------------------------------------------- */
@@ -371,18 +394,77 @@ static void test_secondary_restart(void)
     models_free(&m);
 }
 
-/* ---- state errors ---------------------------------------------------- */
-
-static void expect_error(Error *err, const char *needle)
+/*
+ * The commit at failover fails (the secondary disk refuses one write): the
+ * error is reported, the survivor still sees its data, and failing over
+ * again completes the commit.  The secondary disk is blkdebug over the raw
+ * image, failing the first write to its last 64 KiB, which only the commit
+ * writes: the primary writes below it.
+ */
+static void test_secondary_failover_commit_fails(void)
 {
-    g_assert(err);
-    if (!strstr(error_get_pretty(err), needle)) {
-        g_test_message("error '%s' lacks '%s'", error_get_pretty(err),
-                       needle);
-        g_assert_not_reached();
-    }
-    error_free(err);
+    Models m;
+    Secondary sec;
+    QDict *opts;
+    Error *err = NULL;
+    const int64_t trap = DISK_SIZE - 65536;
+    g_autofree char *trap_sector = g_strdup_printf("%" PRId64, trap / 512);
+    BlockBackend *blk;
+
+    models_init(&m, 14);
+    m.primary_end = trap;
+    images_create();
+    fill_pattern(m.primary, 0, DISK_SIZE, 0);
+    memcpy(m.secondary, m.primary, DISK_SIZE);
+    blk = open_file_blk(img.secondary, "raw", NULL);
+    write_blk(blk, 0, DISK_SIZE, m.primary);
+    blk_unref(blk);
+
+    opts = qdict_new();
+    qdict_put_str(opts, "driver", "blkdebug");
+    qdict_put_str(opts, "node-name", "secondary-disk");
+    qdict_put_str(opts, "image.driver", "raw");
+    qdict_put_str(opts, "image.file.driver", "file");
+    qdict_put_str(opts, "image.file.filename", img.secondary);
+    qdict_put_str(opts, "image.file.locking", "off");
+    qdict_put_str(opts, "inject-error.0.event", "pwritev");
+    qdict_put_str(opts, "inject-error.0.sector", trap_sector);
+    qdict_put_str(opts, "inject-error.0.errno", "5");
+    qdict_put_str(opts, "inject-error.0.once", "on");
+    qdict_put_str(opts, "inject-error.0.iotype", "write");
+    sec.disk = open_blk(opts, &error_abort);
+    opts = secondary_opts("secondary-disk", TOP_NAME);
+    sec.top = open_blk(opts, &error_abort);
+    monitor_add_blk(sec.top, TOP_NAME, &error_abort);
+
+    replication_start_all(REPLICATION_MODE_SECONDARY, &error_abort);
+    run_epoch(&m, &sec, 20, 20);
+    checkpoint(&m, &sec);
+    run_epoch(&m, &sec, 20, 20);
+    /* The secondary VM writes the trapped region: the commit must copy it. */
+    fill_pattern(m.secondary + trap, trap, 65536, m.next_write_id++);
+    write_blk(sec.top, trap, 65536, m.secondary + trap);
+
+    replication_stop_all(true, &err);
+    expect_error(err, "committing the active disk into the secondary disk "
+                 "failed");
+    err = NULL;
+    replication_get_error_all(&err);
+    expect_error(err, "committing the active disk");
+    err = NULL;
+    /* Nothing lost: the survivor still reads its disk through the chain. */
+    check_disk(sec.top, m.secondary, "survivor's disk after a failed commit");
+
+    replication_stop_all(true, &error_abort);
+    replication_get_error_all(&error_abort);
+    check_disk(sec.top, m.secondary, "survivor's disk after failover");
+    secondary_teardown(&sec);
+    check_image_file(img.secondary, "raw", m.secondary,
+                     "secondary disk file after failover");
+    models_free(&m);
 }
+
+/* ---- state errors ---------------------------------------------------- */
 
 static void test_secondary_state_errors(void)
 {
@@ -670,6 +752,124 @@ static void test_primary_child_error_latched(void)
     models_free(&m);
 }
 
+static char *qemu_nbd_binary;
+static pid_t qemu_nbd_pid;      /* running qemu-nbd, killed if we abort */
+
+static void kill_qemu_nbd_on_abort(int signo)
+{
+    if (qemu_nbd_pid > 0) {
+        kill(qemu_nbd_pid, SIGKILL);
+    }
+}
+
+static bool process_gone(pid_t pid)
+{
+    return kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+/*
+ * The documented primary: its replication child is an NBD client, here to a
+ * qemu-nbd serving the "secondary" image.  qemu-nbd is killed between two
+ * guest writes: the guest sees no error, the error is latched and reported,
+ * the primary fails over and its own disk holds every write.
+ */
+static void test_primary_nbd_connection_dropped(void)
+{
+    Models m;
+    BlockBackend *guest, *blk;
+    g_autofree char *sock = image_path("nbd.sock");
+    g_autofree char *pid_file = image_path("nbd.pid");
+    g_autofree char *pid_text = NULL;
+    g_autofree uint8_t *secondary = g_malloc(DISK_SIZE);
+    const char *argv[] = {
+        qemu_nbd_binary, "--fork", "--persistent", "-f", "raw",
+        "-k", sock, "--pid-file", pid_file, img.secondary, NULL
+    };
+    Error *err = NULL;
+    gint status;
+    pid_t pid;
+    QDict *opts;
+    int i;
+    gint64 deadline;
+
+    models_init(&m, 15);
+    images_create();
+    if (!g_file_test(qemu_nbd_binary, G_FILE_TEST_IS_EXECUTABLE)) {
+        g_test_message("qemu-nbd not found at %s (set QEMU_NBD)",
+                       qemu_nbd_binary);
+        g_assert_not_reached();
+    }
+    /* --fork returns once the server listens. */
+    g_assert(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL,
+                          NULL, NULL, NULL, &status, NULL));
+    g_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_assert(g_file_get_contents(pid_file, &pid_text, NULL, NULL));
+    pid = atoi(pid_text);
+    g_assert_cmpint(pid, >, 0);
+    qemu_nbd_pid = pid;
+
+    opts = qdict_new();
+    qdict_put_str(opts, "driver", "quorum");
+    qdict_put_str(opts, "vote-threshold", "1");
+    qdict_put_str(opts, "read-pattern", "fifo");
+    qdict_put_str(opts, "children.0.driver", "raw");
+    qdict_put_str(opts, "children.0.file.driver", "file");
+    qdict_put_str(opts, "children.0.file.filename", img.primary);
+    qdict_put_str(opts, "children.0.file.locking", "off");
+    qdict_put_str(opts, "children.1.driver", "replication");
+    qdict_put_str(opts, "children.1.mode", "primary");
+    qdict_put_str(opts, "children.1.node-name", "replication-nbd");
+    qdict_put_str(opts, "children.1.file.driver", "nbd");
+    qdict_put_str(opts, "children.1.file.server.type", "unix");
+    qdict_put_str(opts, "children.1.file.server.path", sock);
+    guest = open_blk(opts, &error_abort);
+
+    replication_start_all(REPLICATION_MODE_PRIMARY, &error_abort);
+    for (i = 0; i < 20; i++) {
+        int64_t offset, bytes;
+
+        random_extent(&m, &offset, &bytes);
+        guest_write(&m, guest, offset, bytes);
+    }
+    g_assert_cmpint(blk_flush(guest), ==, 0);
+    replication_do_checkpoint_all(&error_abort);
+    replication_get_error_all(&error_abort);
+
+    /* Up to here the secondary got every write. */
+    blk = open_file_blk(img.secondary, "raw", NULL);
+    g_assert_cmpint(blk_pread(blk, 0, DISK_SIZE, secondary, 0), ==, 0);
+    blk_unref(blk);
+    g_assert(!memcmp(secondary, m.primary, DISK_SIZE));
+
+    /* The secondary's host dies. */
+    g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
+    qemu_nbd_pid = 0;
+    deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (!process_gone(pid)) {
+        g_assert(g_get_monotonic_time() < deadline);
+        g_usleep(10000);
+    }
+    for (i = 0; i < 20; i++) {
+        int64_t offset, bytes;
+
+        random_extent(&m, &offset, &bytes);
+        guest_write(&m, guest, offset, bytes);
+    }
+    check_disk(guest, m.primary, "primary's disk after the secondary died");
+    replication_get_error_all(&err);
+    expect_error(err, "writing to the secondary disk through node "
+                 "'replication-nbd' failed");
+    err = NULL;
+    replication_stop_all(true, &error_abort);
+    guest_write(&m, guest, 0, 65536);
+    check_disk(guest, m.primary, "primary's disk after failover");
+    blk_unref(guest);
+    check_image_file(img.primary, "raw", m.primary, "primary disk file");
+    unlink(sock);
+    unlink(pid_file);
+    models_free(&m);
+}
+
 static void test_primary_refuses_reads(void)
 {
     Models m;
@@ -701,9 +901,21 @@ int main(int argc, char **argv)
 {
     int ret;
 
+    module_call_init(MODULE_INIT_QOM);  /* QIOChannel types, for NBD */
     qemu_init_main_loop(&error_fatal);
     bdrv_init();
     g_test_init(&argc, &argv, NULL);
+    /* A dead NBD peer must give EPIPE, not kill the test. */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGABRT, kill_qemu_nbd_on_abort);
+    qemu_nbd_binary = g_strdup(g_getenv("QEMU_NBD"));
+    if (!qemu_nbd_binary) {
+        g_autofree char *dir = g_path_get_dirname(argv[0]);
+
+        /* The build tree: tests/unit/colo/ is three levels below. */
+        qemu_nbd_binary = g_build_filename(dir, "..", "..", "..", "qemu-nbd",
+                                           NULL);
+    }
 
     img.dir = g_dir_make_tmp("colo-replication-XXXXXX", NULL);
     g_assert(img.dir);
@@ -724,6 +936,8 @@ int main(int argc, char **argv)
                     test_secondary_failover_only_primary_wrote);
     g_test_add_func("/replication-fidelity/secondary/restart",
                     test_secondary_restart);
+    g_test_add_func("/replication-fidelity/secondary/failover-commit-fails",
+                    test_secondary_failover_commit_fails);
     g_test_add_func("/replication-fidelity/secondary/state-errors",
                     test_secondary_state_errors);
     g_test_add_func("/replication-fidelity/secondary/bad-top-id",
@@ -732,6 +946,8 @@ int main(int argc, char **argv)
                     test_primary_forwards_writes);
     g_test_add_func("/replication-fidelity/primary/child-error-latched",
                     test_primary_child_error_latched);
+    g_test_add_func("/replication-fidelity/primary/nbd-connection-dropped",
+                    test_primary_nbd_connection_dropped);
     g_test_add_func("/replication-fidelity/primary/refuses-reads",
                     test_primary_refuses_reads);
 
@@ -742,5 +958,6 @@ int main(int argc, char **argv)
     unlink(img.hidden);
     unlink(img.primary);
     rmdir(img.dir);
+    g_free(qemu_nbd_binary);
     return ret;
 }
