@@ -45,6 +45,7 @@
 #include "block/aio-wait.h"
 #include "system/iothread.h"
 #include "migration/colo.h"
+#include "net/colo.h"
 #include "net/colo-compare.h"
 #include "net/colo-frame.h"
 #include "net/colo-stream.h"
@@ -445,21 +446,8 @@ void colo_compare_cleanup(void)
 static bool attach_chardev(ColoCompare *s, CharBackend *be, const char *prop,
                            const char *id, Error **errp)
 {
-    Chardev *chr = qemu_chr_find(id);
-
-    if (!chr) {
-        error_setg(errp, "colo-compare '%s': chardev '%s' given as '%s' "
-                   "not found", compare_id(s), id, prop);
-        return false;
-    }
-    if (be != &s->chr_out &&
-        !qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT)) {
-        error_setg(errp, "colo-compare '%s': chardev '%s' given as '%s' "
-                   "cannot be read from an iothread; use a socket chardev",
-                   compare_id(s), id, prop);
-        return false;
-    }
-    return qemu_chr_fe_init(be, chr, errp);
+    return colo_proxy_attach_chardev(be, OBJECT(s), prop, id,
+                                     be != &s->chr_out, errp);
 }
 
 static void input_start(ColoCompare *s, ColoCompareInput *in, bool vnet_hdr,

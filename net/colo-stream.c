@@ -67,8 +67,8 @@ struct ColoConn {
     bool diverged;              /* mismatch: hold all until the flush */
 
     /* TCP */
-    bool base_known[2];
-    uint32_t base[2];           /* sequence number of relative position 0 */
+    bool base_known;
+    uint32_t base;              /* sequence number of stream position 0 */
     uint32_t matched;           /* both sides agree on [0, matched) */
     bool sec_ack_known;
     uint32_t sec_max_ack;       /* highest ACK the secondary sent */
@@ -400,9 +400,8 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
 
 static void tcp_place(ColoConn *c, ColoHeld *h)
 {
-    ColoSide side = h->side;
-    ColoSide other = side == COLO_PRIMARY ? COLO_SECONDARY : COLO_PRIMARY;
     uint32_t seq = h->info.tcp_seq;
+    bool idle = !c->nheld[COLO_PRIMARY] && !c->nheld[COLO_SECONDARY];
 
     h->syn = h->info.tcp_flags & COLO_TCP_SYN;
     h->fin = h->info.tcp_flags & COLO_TCP_FIN;
@@ -410,27 +409,28 @@ static void tcp_place(ColoConn *c, ColoHeld *h)
     h->has_ack = h->info.tcp_flags & COLO_TCP_ACK;
     h->ack = h->info.tcp_ack;
 
-    if (h->syn && c->base_known[side] && seq != c->base[side] &&
-        !c->nheld[COLO_PRIMARY] && !c->nheld[COLO_SECONDARY]) {
+    if (h->syn && idle &&
+        ((h->side == COLO_PRIMARY && c->base_known && seq != c->base) ||
+         (h->side == COLO_SECONDARY && c->matched > 1))) {
         /* A new connection on the same addresses and ports. */
-        c->base_known[COLO_PRIMARY] = c->base_known[COLO_SECONDARY] = false;
+        c->base_known = false;
         c->matched = 0;
         c->sec_ack_known = false;
     }
-    if (!c->base_known[side]) {
-        if (h->syn) {
-            c->base[side] = seq;
-        } else if (c->base_known[other]) {
-            /* Mid-stream: both guests use the same sequence numbers. */
-            c->base[side] = c->base[other];
-        } else {
-            c->base[side] = c->base[other] = seq;
-            c->base_known[other] = true;
-            c->matched = 0;
+    if (h->side == COLO_SECONDARY && h->syn) {
+        /*
+         * The secondary's SYN carries its own ISN: filter-rewriter learns
+         * the offset to the primary's only later.  Everything else the
+         * secondary sends is in the primary's numbering.
+         */
+        h->rel_start = 0;
+    } else {
+        if (!c->base_known) {
+            c->base = seq;
+            c->base_known = true;
         }
-        c->base_known[side] = true;
+        h->rel_start = seq - c->base;
     }
-    h->rel_start = seq - c->base[side];
     h->span = (h->syn ? 1 : 0) + h->info.payload_len + (h->fin ? 1 : 0);
 }
 

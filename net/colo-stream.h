@@ -12,12 +12,14 @@
  *
  * What is compared (the engine only sees what the two guests send out):
  *
- *  - TCP, per connection, as a byte stream in sequence order.  Each side's
- *    sequence numbers are taken relative to its own SYN (or, for a
- *    connection first seen mid-stream, relative to the first sequence
- *    number seen, the same for both sides).  SYN and FIN each occupy one
- *    position of the stream and must sit at the same position on both
- *    sides; data bytes must be equal.  Segmentation, retransmissions,
+ *  - TCP, per connection, as a byte stream in sequence order.  Positions
+ *    are taken relative to the primary's SYN (or, for a connection first
+ *    seen mid-stream, to the first sequence number seen).  The secondary's
+ *    output is expected in the primary's numbering (filter-rewriter on the
+ *    secondary does that), except for its SYN, which carries the
+ *    secondary's own ISN and is taken as position 0.  SYN and FIN each
+ *    occupy one position of the stream and must sit at the same position on
+ *    both sides; data bytes must be equal.  Segmentation, retransmissions,
  *    reordering, window and options (timestamps, SACK...) are not
  *    compared.  A primary segment is released once the secondary produced
  *    the same bytes for its whole range; a primary segment wholly below the

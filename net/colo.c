@@ -4,26 +4,35 @@
  * Copyright (c) 2026 The qemu-colo authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Threads: called from the main loop with the big QEMU lock held.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qom/object.h"
+#include "chardev/char.h"
 #include "net/colo.h"
 
-static void colo_proxy_ignore_str(Object *obj, const char *value, Error **errp)
+bool colo_proxy_attach_chardev(CharBackend *be, Object *owner,
+                               const char *prop, const char *id,
+                               bool from_iothread, Error **errp)
 {
-}
+    Chardev *chr = qemu_chr_find(id);
+    const char *type = object_get_typename(owner);
+    const char *name = object_get_canonical_path_component(owner) ?: "?";
 
-void colo_proxy_add_scaffold_properties(ObjectClass *oc,
-                                        const char *const *names)
-{
-    for (; *names; names++) {
-        object_class_property_add_str(oc, *names, NULL, colo_proxy_ignore_str);
+    if (!chr) {
+        error_setg(errp, "%s '%s': chardev '%s' given as '%s' not found",
+                   type, name, id, prop);
+        return false;
     }
-}
-
-void colo_proxy_refuse(const char *type_name, Error **errp)
-{
-    error_setg(errp, COLO_PROXY_NOT_AVAILABLE_FMT, type_name);
+    if (from_iothread &&
+        !qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT)) {
+        error_setg(errp, "%s '%s': chardev '%s' given as '%s' cannot be "
+                   "read from an iothread; use a socket chardev",
+                   type, name, id, prop);
+        return false;
+    }
+    return qemu_chr_fe_init(be, chr, errp);
 }

@@ -1,5 +1,5 @@
 /*
- * COLO proxy: declarations shared by colo-compare and the COLO filters
+ * COLO proxy: helpers shared by colo-compare and the COLO filters
  *
  * Copyright (c) 2026 The qemu-colo authors
  *
@@ -9,21 +9,16 @@
 #ifndef NET_COLO_H
 #define NET_COLO_H
 
-#define COLO_PROXY_NOT_AVAILABLE_FMT \
-    "'%s' is not available in this build yet"
+#include "chardev/char-fe.h"
 
 /*
- * Scaffold: fail the creation of a COLO proxy object of type @type_name with
- * a clear error.  Removed component by component as the proxy lands.
+ * Attach @be to the chardev @id that @owner was given as property @prop.
+ * @from_iothread: the chardev will be read from an iothread, which needs a
+ * chardev that supports other main contexts (sockets do).  On failure sets
+ * @errp with a message naming the owner, the property and the chardev.
  */
-void colo_proxy_refuse(const char *type_name, Error **errp);
-
-/*
- * Scaffold: accept the chardev/iothread id properties a user passes, so that
- * creation reaches colo_proxy_refuse() and its clear error.  @names ends
- * with NULL.
- */
-void colo_proxy_add_scaffold_properties(ObjectClass *oc,
-                                        const char *const *names);
+bool colo_proxy_attach_chardev(CharBackend *be, Object *owner,
+                               const char *prop, const char *id,
+                               bool from_iothread, Error **errp);
 
 #endif /* NET_COLO_H */

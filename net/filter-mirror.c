@@ -24,6 +24,7 @@
 #include "chardev/char-fe.h"
 #include "net/filter.h"
 #include "net/net.h"
+#include "net/colo.h"
 #include "net/colo-frame.h"
 #include "trace.h"
 
@@ -170,15 +171,7 @@ static void redirector_set_handlers(ColoMirrorState *s, bool on)
 static bool attach_chardev(ColoMirrorState *s, CharBackend *be,
                            const char *prop, const char *id, Error **errp)
 {
-    Chardev *chr = qemu_chr_find(id);
-
-    if (!chr) {
-        error_setg(errp, "%s '%s': chardev '%s' given as '%s' not found",
-                   object_get_typename(OBJECT(s)),
-                   object_get_canonical_path_component(OBJECT(s)), id, prop);
-        return false;
-    }
-    return qemu_chr_fe_init(be, chr, errp);
+    return colo_proxy_attach_chardev(be, OBJECT(s), prop, id, false, errp);
 }
 
 static void mirror_setup(NetFilterState *nf, Error **errp)

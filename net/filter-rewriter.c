@@ -5,43 +5,225 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Scaffold: the type exists so that its name is known, and creating one
- * fails with a clear error.
+ * On the secondary, keeps the secondary guest's TCP numbering consistent
+ * with what the client saw from the primary; the logic lives in
+ * net/colo-rewriter.c.  Packets the netdev sends to the guest are
+ * COLO_TO_GUEST, packets the guest sends are COLO_FROM_GUEST.  A packet
+ * that needs no change goes on untouched; a changed copy is passed to the
+ * next filter instead of the original.
+ *
+ * COLO events: a checkpoint sets every offset to 0 (the secondary guest is
+ * now a copy of the primary); failover keeps rewriting the connections it
+ * knows (the filter stays on) and leaves new ones alone.
+ *
+ * Threads and locking: main loop, big QEMU lock (netfilter callbacks and
+ * COLO events); no state shared between filters.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "qemu/iov.h"
+#include "qemu/timer.h"
 #include "net/filter.h"
-#include "net/colo.h"
+#include "net/net.h"
+#include "migration/colo.h"
+#include "net/colo-rewriter.h"
+#include "trace.h"
 
 #define TYPE_FILTER_REWRITER "filter-rewriter"
+OBJECT_DECLARE_SIMPLE_TYPE(ColoRewriterFilter, FILTER_REWRITER)
 
-static void filter_rewriter_setup(NetFilterState *nf, Error **errp)
+#define REWRITER_MAX_CONNECTIONS    65536
+#define REWRITER_IDLE_NS            (300 * NANOSECONDS_PER_SECOND)
+#define REWRITER_CLOSED_NS          (30 * NANOSECONDS_PER_SECOND)
+#define REWRITER_EXPIRE_EVERY_NS    NANOSECONDS_PER_SECOND
+
+/* virtio_net_hdr.flags: the checksum is left for the device to finish */
+#define VNET_HDR_F_NEEDS_CSUM       1
+
+struct ColoRewriterFilter {
+    NetFilterState parent_obj;
+
+    bool vnet_hdr;
+    ColoRewriter *engine;
+    int64_t last_expire_ns;
+};
+
+static const char *rewriter_id(ColoRewriterFilter *s)
 {
-    colo_proxy_refuse(object_get_typename(OBJECT(nf)), errp);
+    return object_get_canonical_path_component(OBJECT(s)) ?: "?";
 }
 
-static ssize_t filter_rewriter_receive_iov(NetFilterState *nf,
-                                         NetClientState *sender,
-                                         unsigned flags,
-                                         const struct iovec *iov,
-                                         int iovcnt,
-                                         NetPacketSent *sent_cb)
+static ssize_t rewriter_receive_iov(NetFilterState *nf,
+                                    NetClientState *sender,
+                                    unsigned flags,
+                                    const struct iovec *iov,
+                                    int iovcnt,
+                                    NetPacketSent *sent_cb)
 {
-    return 0;
+    ColoRewriterFilter *s = FILTER_REWRITER(nf);
+    size_t size = iov_size(iov, iovcnt);
+    size_t vnet_len = s->vnet_hdr ? nf->netdev->vnet_hdr_len : 0;
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+    ColoRewriteDir dir;
+    g_autofree uint8_t *buf = NULL;
+    struct iovec out;
+    ColoParseError err;
+    bool csum_partial;
+
+    if (!s->engine || size <= vnet_len) {
+        return 0;
+    }
+    if (now - s->last_expire_ns >= REWRITER_EXPIRE_EVERY_NS) {
+        colo_rewriter_expire(s->engine, now);
+        s->last_expire_ns = now;
+    }
+    dir = sender == nf->netdev ? COLO_TO_GUEST : COLO_FROM_GUEST;
+    buf = g_malloc(size);
+    iov_to_buf(iov, iovcnt, 0, buf, size);
+    csum_partial = vnet_len && (buf[0] & VNET_HDR_F_NEEDS_CSUM);
+    if (!colo_rewriter_packet(s->engine, dir, buf + vnet_len, size - vnet_len,
+                              csum_partial, now, &err)) {
+        if (err != COLO_PARSE_OK) {
+            trace_colo_rewriter_malformed(rewriter_id(s),
+                                          colo_parse_error_name(err));
+        }
+        return 0;
+    }
+    out.iov_base = buf;
+    out.iov_len = size;
+    qemu_netfilter_pass_to_next(sender, flags, &out, 1, nf);
+    return size;
+}
+
+static void rewriter_handle_event(NetFilterState *nf, int event, Error **errp)
+{
+    ColoRewriterFilter *s = FILTER_REWRITER(nf);
+
+    if (!s->engine) {
+        return;
+    }
+    switch (event) {
+    case COLO_EVENT_CHECKPOINT:
+        colo_rewriter_checkpoint(s->engine);
+        trace_colo_rewriter_conn(rewriter_id(s), "checkpoint: offsets reset",
+                                 0);
+        break;
+    case COLO_EVENT_FAILOVER:
+        colo_rewriter_failover(s->engine);
+        trace_colo_rewriter_conn(rewriter_id(s),
+                                 "failover: new connections untracked", 0);
+        break;
+    default:
+        break;
+    }
+}
+
+static void rewriter_setup(NetFilterState *nf, Error **errp)
+{
+    ColoRewriterFilter *s = FILTER_REWRITER(nf);
+
+    s->engine = colo_rewriter_new(REWRITER_MAX_CONNECTIONS, REWRITER_IDLE_NS,
+                                  REWRITER_CLOSED_NS);
+    s->last_expire_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+}
+
+static void rewriter_cleanup(NetFilterState *nf)
+{
+    ColoRewriterFilter *s = FILTER_REWRITER(nf);
+
+    colo_rewriter_free(s->engine);
+    s->engine = NULL;
+}
+
+static bool rewriter_get_vnet_hdr(Object *obj, Error **errp)
+{
+    return FILTER_REWRITER(obj)->vnet_hdr;
+}
+
+static void rewriter_set_vnet_hdr(Object *obj, bool value, Error **errp)
+{
+    FILTER_REWRITER(obj)->vnet_hdr = value;
+}
+
+typedef enum {
+    RW_STAT_CONNECTIONS,
+    RW_STAT_PACKETS,
+    RW_STAT_REWRITTEN,
+    RW_STAT_OFFSETS_LEARNED,
+    RW_STAT_MALFORMED,
+    RW_STAT_UNTRACKED,
+    RW_STAT__MAX,
+} RewriterStat;
+
+static const char *const rw_stat_names[RW_STAT__MAX] = {
+    [RW_STAT_CONNECTIONS] = "stat-connections",
+    [RW_STAT_PACKETS] = "stat-packets",
+    [RW_STAT_REWRITTEN] = "stat-rewritten",
+    [RW_STAT_OFFSETS_LEARNED] = "stat-offsets-learned",
+    [RW_STAT_MALFORMED] = "stat-malformed-packets",
+    [RW_STAT_UNTRACKED] = "stat-untracked-after-failover",
+};
+
+static void rewriter_get_stat(Object *obj, Visitor *v, const char *name,
+                              void *opaque, Error **errp)
+{
+    ColoRewriterFilter *s = FILTER_REWRITER(obj);
+    const ColoRewriterStats *st;
+    uint64_t value = 0;
+
+    if (s->engine) {
+        st = colo_rewriter_stats(s->engine);
+        switch ((RewriterStat)(uintptr_t)opaque) {
+        case RW_STAT_CONNECTIONS:
+            value = st->connections;
+            break;
+        case RW_STAT_PACKETS:
+            value = st->packets;
+            break;
+        case RW_STAT_REWRITTEN:
+            value = st->rewritten;
+            break;
+        case RW_STAT_OFFSETS_LEARNED:
+            value = st->offsets_learned;
+            break;
+        case RW_STAT_MALFORMED:
+            value = st->malformed;
+            break;
+        case RW_STAT_UNTRACKED:
+            value = st->untracked_after_failover;
+            break;
+        default:
+            break;
+        }
+    }
+    visit_type_uint64(v, name, &value, errp);
 }
 
 static void filter_rewriter_class_init(ObjectClass *oc, void *data)
 {
     NetFilterClass *nfc = NETFILTER_CLASS(oc);
+    int i;
 
-    nfc->setup = filter_rewriter_setup;
-    nfc->receive_iov = filter_rewriter_receive_iov;
+    object_class_property_add_bool(oc, "vnet_hdr_support",
+                                   rewriter_get_vnet_hdr,
+                                   rewriter_set_vnet_hdr);
+    for (i = 0; i < RW_STAT__MAX; i++) {
+        object_class_property_add(oc, rw_stat_names[i], "uint64",
+                                  rewriter_get_stat, NULL, NULL,
+                                  (void *)(uintptr_t)i);
+    }
+    nfc->setup = rewriter_setup;
+    nfc->cleanup = rewriter_cleanup;
+    nfc->handle_event = rewriter_handle_event;
+    nfc->receive_iov = rewriter_receive_iov;
 }
 
 static const TypeInfo filter_rewriter_info = {
     .name = TYPE_FILTER_REWRITER,
     .parent = TYPE_NETFILTER,
+    .instance_size = sizeof(ColoRewriterFilter),
     .class_init = filter_rewriter_class_init,
 };
 

@@ -40,13 +40,13 @@ def ipv4(proto, l4, ip_id=1, src="10.0.0.2", dst="10.0.0.1"):
 
 
 def tcp(seq, data=b"", ack=1, flags=0x18, sport=80, dport=40000, window=512,
-        ts=None, ip_id=1):
+        ts=None, ip_id=1, src="10.0.0.2", dst="10.0.0.1"):
     opts = b""
     if ts is not None:
         opts = b"\x01\x01\x08\x0a" + struct.pack("!II", ts, 0)
     hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xffffffff, ack,
                       (20 + len(opts)) // 4 << 4, flags, window, 0, 0)
-    return eth(ipv4(6, hdr + opts + data, ip_id=ip_id))
+    return eth(ipv4(6, hdr + opts + data, ip_id=ip_id, src=src, dst=dst))
 
 
 def udp(data, sport=53, dport=4444, ip_id=1):
@@ -425,7 +425,7 @@ def redirector_rx_inject_and_mirror_vnet():
     net_srv.listen(1)
     vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
              "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s" % net_path,
-             "-device", "e1000,netdev=hn0"], name="filters")
+             "-device", "e1000,netdev=hn0,romfile="], name="filters")
     peers = []
     try:
         vm.start()
@@ -462,6 +462,103 @@ def redirector_rx_inject_and_mirror_vnet():
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def tcp_csum_ok(f):
+    ip = f[14:34]
+    seg = f[34:14 + struct.unpack("!H", ip[2:4])[0]]
+    data = ip[12:20] + struct.pack("!HH", 6, len(seg)) + seg
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return total == 0xffff
+
+
+def with_csum(f):
+    """Fill in the TCP checksum of an IPv4/TCP frame built by tcp()."""
+    f = bytearray(f)
+    ip = bytes(f[14:34])
+    seg = bytes(f[34:])
+    data = ip[12:20] + struct.pack("!HH", 6, len(seg)) + seg
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    f[34 + 16:34 + 18] = struct.pack("!H", ~total & 0xffff)
+    return bytes(f)
+
+
+def seq_ack(f):
+    return struct.unpack("!II", f[38:46])
+
+
+def rewriter_keeps_numbering():
+    """filter-rewriter between a NIC and a stream netdev: frames injected as
+    the guest's output (redirector, queue=rx) leave in the primary's
+    numbering; the client's frames reach the guest (seen by a mirror,
+    queue=tx) with ACKs in the secondary's numbering."""
+    tmpdir = tempfile.mkdtemp(prefix="colo-proxy-rw-")
+    net_path = os.path.join(tmpdir, "net.sock")
+    net_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    net_srv.bind(net_path)
+    net_srv.listen(1)
+    vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
+             "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s" % net_path,
+             "-device", "e1000,netdev=hn0,romfile="], name="rewriter")
+    peers = []
+    sec_isn, pri_isn = 0x20000000, 0xfffffff0
+    try:
+        vm.start()
+        net_srv.settimeout(IO_TIMEOUT)
+        net_sock, _ = net_srv.accept()
+        net = Peer.__new__(Peer)
+        net.sock, net.buf, net.path, net.srv = net_sock, b"", net_path, None
+        peers.append(net)
+        for role in ("rin", "mout"):
+            p = Peer(vm.path(role + ".sock"))
+            vm.cmd("chardev-add", id=role, backend={"type": "socket", "data": {
+                "addr": {"type": "unix", "data": {"path": p.path}},
+                "server": False}})
+            peers.append(p.accept())
+        rin, mout = peers[1], peers[2]
+        vm.cmd("object-add", **{"qom-type": "filter-rewriter", "id": "rw0",
+                                "netdev": "hn0"})
+        vm.cmd("object-add", **{"qom-type": "filter-mirror", "id": "m0",
+                                "netdev": "hn0", "queue": "tx", "outdev": "mout"})
+        vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
+                                "netdev": "hn0", "queue": "rx", "indev": "rin"})
+        # the secondary guest answers the client's SYN with its own ISN
+        synack = with_csum(tcp(sec_isn, ack=5001, flags=0x12))
+        rin.send(frame(synack))
+        got, _ = net.recv_frame()
+        assert got == synack
+        # the client acknowledges the primary's SYN-ACK
+        net.sock.sendall(frame(with_csum(tcp(5001, ack=pri_isn + 1, flags=0x10,
+                                             sport=40000, dport=80,
+                                             src="10.0.0.1", dst="10.0.0.2"))))
+        got, _ = mout.recv_frame()
+        assert seq_ack(got) == (5001, sec_isn + 1), seq_ack(got)
+        assert tcp_csum_ok(got)
+        # the guest's data leaves in the primary's numbering
+        data = with_csum(tcp(sec_isn + 1, b"HTTP/1.1 200 OK", ack=5001))
+        rin.send(frame(data))
+        got, _ = net.recv_frame()
+        assert seq_ack(got) == ((pri_isn + 1) & 0xffffffff, 5001), seq_ack(got)
+        assert got[54:] == b"HTTP/1.1 200 OK"
+        assert tcp_csum_ok(got)
+        stat = lambda n: vm.cmd("qom-get", path="/objects/rw0", property="stat-" + n)
+        assert stat("offsets-learned") == 1
+        assert stat("connections") == 1
+        assert stat("rewritten") == 2
+    finally:
+        for p in peers:
+            p.close()
+        net_srv.close()
+        vm.shutdown()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def main():
     vm = new_vm()
     try:
@@ -487,6 +584,8 @@ def main():
         vm.shutdown()
     t.check("filters: redirector rx injection and mirror with vnet header via a NIC",
             redirector_rx_inject_and_mirror_vnet)
+    t.check("rewriter: guest output in the primary's numbering, client ACKs in the secondary's",
+            rewriter_keeps_numbering)
     return t.finish()
 
 

@@ -90,18 +90,6 @@ def colo_migration_fails_cleanly():
                 vm.shutdown()
 
 
-# ---- proxy (issue 4) ------------------------------------------------------
-# colo-compare, filter-mirror and filter-redirector work: tests/colo/
-# test_colo_proxy.py (suite "proxy").  filter-rewriter is still refused.
-
-def proxy_rewriter_refused(vm):
-    vm.cmd("netdev_add", type="user", id="hn0")
-    expect_error(lambda: vm.cmd("object-add", **{
-        "qom-type": "filter-rewriter", "id": "rew0", "netdev": "hn0"}),
-        "'filter-rewriter' is not available in this build yet")
-    assert vm.cmd("query-status")["status"] == "running"
-
-
 # ---- disk replication (issue 5) -------------------------------------------
 # The driver works; its data fidelity is tested without a VM in
 # tests/unit/colo/test-replication-fidelity.c (suite "unit").  Here: the QMP
@@ -175,8 +163,6 @@ def main():
                 interface_names_registered, vm)
         t.check("controller: COLO commands answer 'not available in this build yet'",
                 controller_commands_refused, vm)
-        t.check("proxy: filter-rewriter refuses creation with a clear error",
-                proxy_rewriter_refused, vm)
         t.check("disk: blockdev-add replication refuses bad options clearly, "
                 "accepts good ones", replication_blockdev_add, vm)
     finally:

@@ -245,14 +245,44 @@ static void test_tcp_handshake_isn(void)
     g_assert_cmpuint(released(&f), ==, 0);
     seg(&f, COLO_SECONDARY, 90000, 101, COLO_TCP_SYN | ACK, NULL, 0, 9);
     g_assert_cmpuint(released(&f), ==, 1);
+    /* after the SYN, filter-rewriter gives the secondary our numbering */
     seg(&f, COLO_PRIMARY, 5001, 120, PSH, text, 10, 1);
-    seg(&f, COLO_SECONDARY, 90001, 120, PSH, text, 10, 9);
+    seg(&f, COLO_SECONDARY, 5001, 120, PSH, text, 10, 9);
     g_assert_cmpuint(released(&f), ==, 2);
     /* FIN on both */
     seg(&f, COLO_PRIMARY, 5011, 120, COLO_TCP_FIN | ACK, NULL, 0, 1);
-    g_assert_cmpint(seg(&f, COLO_SECONDARY, 90011, 120, COLO_TCP_FIN | ACK,
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 5011, 120, COLO_TCP_FIN | ACK,
                         NULL, 0, 9), ==, COLO_REASON_NONE);
     g_assert_cmpuint(released(&f), ==, 3);
+    fx_free(&f);
+
+    /* the secondary's SYN may come first */
+    fx_init(&f, NULL);
+    seg(&f, COLO_SECONDARY, 777, 0, COLO_TCP_SYN, NULL, 0, 9);
+    seg(&f, COLO_PRIMARY, 123456, 0, COLO_TCP_SYN, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_SECONDARY, 123457, 55, PSH, "GET /", 5, 9);
+    seg(&f, COLO_PRIMARY, 123457, 55, PSH, "GET /", 5, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    /* a second connection on the same ports: a new handshake */
+    seg(&f, COLO_PRIMARY, 999000, 0, COLO_TCP_SYN, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 4242, 0, COLO_TCP_SYN, NULL, 0, 9);
+    g_assert_cmpuint(released(&f), ==, 3);
+    seg(&f, COLO_SECONDARY, 999001, 55, PSH, "x", 1, 9);
+    seg(&f, COLO_PRIMARY, 999001, 55, PSH, "x", 1, 1);
+    g_assert_cmpuint(released(&f), ==, 4);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
+    fx_free(&f);
+
+    /* without filter-rewriter the secondary's data is out of place */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 5000, 101, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 90000, 101, COLO_TCP_SYN | ACK, NULL, 0, 9);
+    seg(&f, COLO_PRIMARY, 5001, 120, PSH, text, 10, 1);
+    seg(&f, COLO_SECONDARY, 90001, 120, PSH, text, 10, 9);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 3001 * MS), ==,
+                    COLO_REASON_TIMEOUT);
     fx_free(&f);
 }
 
@@ -362,13 +392,13 @@ static void test_tcp_wraparound(void)
         1);
     g_assert_cmpuint(released(&f), ==, 1);
     seg(&f, COLO_PRIMARY, isn_p + 1, 0xfffffffeu, PSH, text, 30, 1);
-    seg(&f, COLO_SECONDARY, isn_s + 1, 0xfffffffeu, PSH, text, 10, 1);
-    seg(&f, COLO_SECONDARY, isn_s + 11, 0xfffffffeu, PSH, text + 10, 20, 1);
+    seg(&f, COLO_SECONDARY, isn_p + 1, 0xfffffffeu, PSH, text, 10, 1);
+    seg(&f, COLO_SECONDARY, isn_p + 11, 0xfffffffeu, PSH, text + 10, 20, 1);
     g_assert_cmpuint(released(&f), ==, 2);
     /* ACK wraps: 0xfffffffe -> 0x10 */
     seg(&f, COLO_PRIMARY, isn_p + 31, 0x10, ACK, NULL, 0, 1);
     g_assert_cmpuint(released(&f), ==, 2);
-    seg(&f, COLO_SECONDARY, isn_s + 31, 0x20, ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, isn_p + 31, 0x20, ACK, NULL, 0, 1);
     g_assert_cmpuint(released(&f), ==, 3);
     g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
     fx_free(&f);

@@ -1,0 +1,348 @@
+/*
+ * COLO proxy: the filter-rewriter engine (TCP sequence number offsets)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Threads and locking: none inside; an engine is used by one thread.
+ */
+
+#include "qemu/osdep.h"
+#include "net/colo-rewriter.h"
+
+typedef struct RwKey {
+    uint32_t guest_ip;
+    uint32_t peer_ip;
+    uint32_t vlan_key;
+    uint16_t guest_port;
+    uint16_t peer_port;
+} RwKey;
+
+typedef struct RwConn {
+    RwKey key;
+    bool isn_known;
+    uint32_t sec_isn;           /* the secondary guest's ISN */
+    bool offset_known;
+    uint32_t offset;            /* primary ISN - secondary ISN */
+    bool fin_guest;
+    bool fin_peer;
+    bool closed;
+    int64_t last_ns;
+} RwConn;
+
+struct ColoRewriter {
+    GHashTable *conns;          /* RwKey -> RwConn */
+    uint32_t max_connections;
+    int64_t idle_ns;
+    int64_t closed_ns;
+    bool failed_over;
+    ColoRewriterStats stats;
+};
+
+static guint rw_key_hash(gconstpointer p)
+{
+    const RwKey *k = p;
+
+    return k->guest_ip * 31u + k->peer_ip * 17u + k->vlan_key +
+           ((uint32_t)k->guest_port << 16 | k->peer_port);
+}
+
+static gboolean rw_key_equal(gconstpointer a, gconstpointer b)
+{
+    return memcmp(a, b, sizeof(RwKey)) == 0;
+}
+
+ColoRewriter *colo_rewriter_new(uint32_t max_connections,
+                                int64_t idle_ns, int64_t closed_ns)
+{
+    ColoRewriter *r = g_new0(ColoRewriter, 1);
+
+    r->conns = g_hash_table_new_full(rw_key_hash, rw_key_equal, NULL,
+                                     g_free);
+    r->max_connections = max_connections;
+    r->idle_ns = idle_ns;
+    r->closed_ns = closed_ns;
+    return r;
+}
+
+void colo_rewriter_free(ColoRewriter *r)
+{
+    if (r) {
+        g_hash_table_destroy(r->conns);
+        g_free(r);
+    }
+}
+
+static uint16_t rd16(const uint8_t *p)
+{
+    return ((uint16_t)p[0] << 8) | p[1];
+}
+
+static void wr16(uint8_t *p, uint16_t v)
+{
+    p[0] = v >> 8;
+    p[1] = v;
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return ((uint32_t)rd16(p) << 16) | rd16(p + 2);
+}
+
+/* RFC 1624: HC' = ~(~HC + ~m + m') */
+static uint16_t csum_replace16(uint16_t check, uint16_t old, uint16_t new)
+{
+    uint32_t sum = (uint16_t)~check + (uint16_t)~old + (uint32_t)new;
+
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return ~sum;
+}
+
+static void set32(uint8_t *field, uint32_t value, uint8_t *csum,
+                  bool csum_partial)
+{
+    uint32_t old = rd32(field);
+
+    if (!csum_partial) {
+        uint16_t c = rd16(csum);
+
+        c = csum_replace16(c, old >> 16, value >> 16);
+        c = csum_replace16(c, old & 0xffff, value & 0xffff);
+        wr16(csum, c);
+    }
+    wr16(field, value >> 16);
+    wr16(field + 2, value);
+}
+
+/* Subtract @offset from both edges of every SACK block. */
+static bool rewrite_sack(uint8_t *opt, size_t opt_len, uint32_t offset,
+                         uint8_t *csum, bool csum_partial)
+{
+    bool changed = false;
+    size_t i = 0;
+
+    while (i < opt_len) {
+        uint8_t kind = opt[i];
+        size_t len;
+
+        if (kind == 0) {
+            break;
+        }
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= opt_len) {
+            break;
+        }
+        len = opt[i + 1];
+        if (len < 2 || i + len > opt_len) {
+            break;
+        }
+        if (kind == 5) {
+            size_t b;
+
+            for (b = i + 2; b + 8 <= i + len; b += 8) {
+                set32(opt + b, rd32(opt + b) - offset, csum, csum_partial);
+                set32(opt + b + 4, rd32(opt + b + 4) - offset, csum,
+                      csum_partial);
+                changed = true;
+            }
+        }
+        i += len;
+    }
+    return changed;
+}
+
+static RwConn *conn_new(ColoRewriter *r, const RwKey *key, int64_t now_ns)
+{
+    RwConn *c;
+
+    if (g_hash_table_size(r->conns) >= r->max_connections) {
+        colo_rewriter_expire(r, now_ns);
+    }
+    if (g_hash_table_size(r->conns) >= r->max_connections) {
+        return NULL;
+    }
+    c = g_new0(RwConn, 1);
+    c->key = *key;
+    c->last_ns = now_ns;
+    g_hash_table_insert(r->conns, &c->key, c);
+    r->stats.connections_opened++;
+    r->stats.connections = g_hash_table_size(r->conns);
+    return c;
+}
+
+bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
+                          uint8_t *frame, size_t len, bool csum_partial,
+                          int64_t now_ns, ColoParseError *parse_err)
+{
+    ColoPacketInfo info;
+    ColoParseError err = colo_packet_parse(frame, len, &info);
+    uint8_t *th, *csum;
+    RwKey key;
+    RwConn *c;
+    bool syn, changed = false;
+
+    if (parse_err) {
+        *parse_err = err;
+    }
+    r->stats.packets++;
+    if (err != COLO_PARSE_OK) {
+        r->stats.malformed++;
+        return false;
+    }
+    if (info.kind != COLO_PKT_TCP) {
+        return false;
+    }
+    th = frame + info.l3_offset + info.ip_hdr_len;
+    csum = th + 16;
+    memset(&key, 0, sizeof(key));
+    key.vlan_key = info.vlan_key;
+    if (dir == COLO_FROM_GUEST) {
+        key.guest_ip = info.ip_src;
+        key.guest_port = info.src_port;
+        key.peer_ip = info.ip_dst;
+        key.peer_port = info.dst_port;
+    } else {
+        key.guest_ip = info.ip_dst;
+        key.guest_port = info.dst_port;
+        key.peer_ip = info.ip_src;
+        key.peer_port = info.src_port;
+    }
+    c = g_hash_table_lookup(r->conns, &key);
+    syn = info.tcp_flags & COLO_TCP_SYN;
+
+    if (dir == COLO_FROM_GUEST && syn) {
+        if (c && (!c->isn_known || c->sec_isn != info.tcp_seq)) {
+            /* a new connection on the same addresses and ports */
+            g_hash_table_remove(r->conns, &key);
+            r->stats.connections_closed++;
+            c = NULL;
+        }
+        if (!c) {
+            if (r->failed_over) {
+                r->stats.untracked_after_failover++;
+                r->stats.connections = g_hash_table_size(r->conns);
+                return false;
+            }
+            c = conn_new(r, &key, now_ns);
+            if (!c) {
+                return false;
+            }
+            c->isn_known = true;
+            c->sec_isn = info.tcp_seq;
+        }
+    }
+    if (!c) {
+        /* not opened while we watched: same numbering on both guests */
+        return false;
+    }
+    c->last_ns = now_ns;
+
+    if (dir == COLO_TO_GUEST) {
+        if (!c->offset_known && c->isn_known &&
+            (info.tcp_flags & COLO_TCP_ACK) && !(info.tcp_flags &
+                                                 COLO_TCP_RST)) {
+            c->offset = info.tcp_ack - 1 - c->sec_isn;
+            c->offset_known = true;
+            r->stats.offsets_learned++;
+        }
+        if (c->offset_known && c->offset) {
+            if (info.tcp_flags & COLO_TCP_ACK) {
+                set32(th + 8, info.tcp_ack - c->offset, csum, csum_partial);
+                changed = true;
+            }
+            if (info.tcp_hdr_len > 20 &&
+                rewrite_sack(th + 20, info.tcp_hdr_len - 20, c->offset, csum,
+                             csum_partial)) {
+                changed = true;
+            }
+        }
+        if (info.tcp_flags & COLO_TCP_FIN) {
+            c->fin_peer = true;
+        }
+    } else {
+        if (c->offset_known && c->offset) {
+            set32(th + 4, info.tcp_seq + c->offset, csum, csum_partial);
+            changed = true;
+        }
+        if (info.tcp_flags & COLO_TCP_FIN) {
+            c->fin_guest = true;
+        }
+    }
+    if ((info.tcp_flags & COLO_TCP_RST) || (c->fin_guest && c->fin_peer)) {
+        c->closed = true;
+    }
+    if (changed) {
+        r->stats.rewritten++;
+    }
+    return changed;
+}
+
+void colo_rewriter_checkpoint(ColoRewriter *r)
+{
+    GHashTableIter it;
+    RwConn *c;
+
+    g_hash_table_iter_init(&it, r->conns);
+    while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
+        /* The secondary guest now numbers like the primary. */
+        c->offset = 0;
+        c->offset_known = true;
+    }
+}
+
+void colo_rewriter_failover(ColoRewriter *r)
+{
+    r->failed_over = true;
+}
+
+void colo_rewriter_expire(ColoRewriter *r, int64_t now_ns)
+{
+    GHashTableIter it;
+    RwConn *c;
+
+    g_hash_table_iter_init(&it, r->conns);
+    while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
+        int64_t idle = now_ns - c->last_ns;
+
+        if ((c->closed && idle >= r->closed_ns) || idle >= r->idle_ns) {
+            if (c->closed) {
+                r->stats.connections_closed++;
+            } else {
+                r->stats.connections_aged++;
+            }
+            g_hash_table_iter_remove(&it);
+        }
+    }
+    r->stats.connections = g_hash_table_size(r->conns);
+}
+
+const ColoRewriterStats *colo_rewriter_stats(ColoRewriter *r)
+{
+    r->stats.connections = g_hash_table_size(r->conns);
+    return &r->stats;
+}
+
+bool colo_rewriter_offset(ColoRewriter *r, uint32_t guest_ip,
+                          uint16_t guest_port, uint32_t peer_ip,
+                          uint16_t peer_port, uint32_t *offset)
+{
+    RwKey key;
+    RwConn *c;
+
+    memset(&key, 0, sizeof(key));
+    key.guest_ip = guest_ip;
+    key.guest_port = guest_port;
+    key.peer_ip = peer_ip;
+    key.peer_port = peer_port;
+    c = g_hash_table_lookup(r->conns, &key);
+    if (!c || !c->offset_known) {
+        return false;
+    }
+    *offset = c->offset;
+    return true;
+}

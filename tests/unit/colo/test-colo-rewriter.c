@@ -1,0 +1,358 @@
+/*
+ * COLO proxy: the filter-rewriter engine, unit tests (no VM)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "net/colo-rewriter.h"
+#include "colo-test-frames.h"
+
+#define MS 1000000LL
+#define SEC 1000000000LL
+
+#define GUEST_PORT 80
+#define CLIENT_PORT 40000
+
+static uint32_t sum16(const uint8_t *p, size_t len, uint32_t sum)
+{
+    size_t i;
+
+    for (i = 0; i + 1 < len; i += 2) {
+        sum += (p[i] << 8) | p[i + 1];
+    }
+    if (len & 1) {
+        sum += p[len - 1] << 8;
+    }
+    return sum;
+}
+
+/* The full TCP checksum of an untagged IPv4/TCP frame. */
+static uint16_t tcp_csum(const uint8_t *frame, size_t len)
+{
+    const uint8_t *ip = frame + 14;
+    size_t tcp_len = lduw_be_p(ip + 2) - 20;
+    uint32_t sum = 0;
+
+    sum = sum16(ip + 12, 8, sum);
+    sum += 6 + tcp_len;
+    sum = sum16(ip + 20, tcp_len, sum);
+    while (sum >> 16) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    return ~sum;
+}
+
+static void set_csum(uint8_t *frame, size_t len)
+{
+    stw_be_p(frame + 34 + 16, 0);
+    stw_be_p(frame + 34 + 16, tcp_csum(frame, len));
+}
+
+static bool csum_ok(const uint8_t *frame, size_t len)
+{
+    return tcp_csum(frame, len) == 0;
+}
+
+typedef struct Pkt {
+    uint8_t buf[512];
+    size_t len;
+} Pkt;
+
+/* A segment from the guest (port 80) or from the client (to port 80). */
+static void mk(Pkt *p, bool from_guest, uint32_t seq, uint32_t ack,
+               uint8_t flags, const char *data)
+{
+    TfTcp t = { .seq = seq, .ack = ack, .flags = flags };
+
+    if (from_guest) {
+        t.src_ip = TF_GUEST_IP;
+        t.dst_ip = TF_CLIENT_IP;
+        t.sport = GUEST_PORT;
+        t.dport = CLIENT_PORT;
+    } else {
+        t.src_ip = TF_CLIENT_IP;
+        t.dst_ip = TF_GUEST_IP;
+        t.sport = CLIENT_PORT;
+        t.dport = GUEST_PORT;
+    }
+    p->len = tf_tcp(p->buf, &t, data, data ? strlen(data) : 0);
+    set_csum(p->buf, p->len);
+}
+
+static uint32_t seq_of(Pkt *p)
+{
+    return ldl_be_p(p->buf + 34 + 4);
+}
+
+static uint32_t ack_of(Pkt *p)
+{
+    return ldl_be_p(p->buf + 34 + 8);
+}
+
+static bool run(ColoRewriter *r, ColoRewriteDir dir, Pkt *p, int64_t now)
+{
+    bool changed = colo_rewriter_packet(r, dir, p->buf, p->len, false, now,
+                                        NULL);
+
+    g_assert(csum_ok(p->buf, p->len));
+    return changed;
+}
+
+#define SYN COLO_TCP_SYN
+#define ACK COLO_TCP_ACK
+#define FIN COLO_TCP_FIN
+#define RST COLO_TCP_RST
+
+static const uint32_t primary_isn = 0x10000000;
+static const uint32_t secondary_isn = 0x20000000;
+
+/* The guest is the server: client SYN, guest SYN-ACK, client ACK. */
+static void handshake_server(ColoRewriter *r)
+{
+    Pkt p;
+
+    mk(&p, false, 5000, 0, SYN, NULL);
+    g_assert_false(run(r, COLO_TO_GUEST, &p, 0));
+    mk(&p, true, secondary_isn, 5001, SYN | ACK, NULL);
+    g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, secondary_isn);
+    /* the client acknowledges the primary's SYN-ACK */
+    mk(&p, false, 5001, primary_isn + 1, ACK, NULL);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, secondary_isn + 1);
+}
+
+static void test_server_connection(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    uint32_t offset;
+    Pkt p;
+
+    handshake_server(r);
+    g_assert_true(colo_rewriter_offset(r, TF_GUEST_IP, GUEST_PORT,
+                                       TF_CLIENT_IP, CLIENT_PORT, &offset));
+    g_assert_cmpuint(offset, ==, primary_isn - secondary_isn);
+    /* request in, answer out in the primary's numbering */
+    mk(&p, false, 5001, primary_isn + 1, ACK | COLO_TCP_PSH, "GET /");
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, secondary_isn + 1);
+    mk(&p, true, secondary_isn + 1, 5006, ACK | COLO_TCP_PSH, "200 OK");
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    g_assert_cmpuint(ack_of(&p), ==, 5006);
+    g_assert_cmpuint(colo_rewriter_stats(r)->offsets_learned, ==, 1);
+    colo_rewriter_free(r);
+}
+
+/* The guest opens the connection: guest SYN, client SYN-ACK. */
+static void test_client_connection(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    Pkt p;
+    TfTcp t = { .seq = secondary_isn, .flags = SYN, .sport = 50000,
+                .dport = 443 };
+
+    p.len = tf_tcp(p.buf, &t, NULL, 0);
+    set_csum(p.buf, p.len);
+    g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
+    t = (TfTcp) { .src_ip = TF_CLIENT_IP, .dst_ip = TF_GUEST_IP,
+                  .sport = 443, .dport = 50000, .seq = 7000,
+                  .ack = primary_isn + 1, .flags = SYN | ACK };
+    p.len = tf_tcp(p.buf, &t, NULL, 0);
+    set_csum(p.buf, p.len);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, secondary_isn + 1);
+    t = (TfTcp) { .seq = secondary_isn + 1, .ack = 7001, .flags = ACK,
+                  .sport = 50000, .dport = 443 };
+    p.len = tf_tcp(p.buf, &t, NULL, 0);
+    set_csum(p.buf, p.len);
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    colo_rewriter_free(r);
+}
+
+/* Offsets across the 2^32 wrap, and SACK blocks from the client. */
+static void test_wrap_and_sack(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    TfTcp t = { .src_ip = TF_CLIENT_IP, .dst_ip = TF_GUEST_IP,
+                .sport = CLIENT_PORT, .dport = GUEST_PORT, .seq = 5001,
+                .ack = 10, .flags = ACK, .opt_len = 12 };
+    uint32_t sec = 0xfffffff0u;
+    Pkt p;
+
+    mk(&p, true, sec, 5001, SYN | ACK, NULL);
+    run(r, COLO_FROM_GUEST, &p, 0);
+    mk(&p, false, 5001, 10, ACK, NULL);         /* primary ISN 9 */
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, sec + 1);
+    mk(&p, true, sec + 100, 5001, ACK, "x");    /* wraps: 0x54 */
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, 109);
+    /* client SACK: NOP NOP SACK(len 10) one block, in our numbering */
+    p.len = tf_tcp(p.buf, &t, NULL, 0);
+    p.buf[54] = 1;
+    p.buf[55] = 1;
+    p.buf[56] = 5;
+    p.buf[57] = 10;
+    stl_be_p(p.buf + 58, 200);
+    stl_be_p(p.buf + 62, 300);
+    set_csum(p.buf, p.len);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, sec + 1);
+    g_assert_cmpuint(ldl_be_p(p.buf + 58), ==, 200 - 9 + sec);
+    g_assert_cmpuint(ldl_be_p(p.buf + 62), ==, 300 - 9 + sec);
+    colo_rewriter_free(r);
+}
+
+/* After a checkpoint the secondary numbers like the primary. */
+static void test_checkpoint_resets_offset(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    Pkt p;
+
+    handshake_server(r);
+    colo_rewriter_checkpoint(r);
+    mk(&p, true, primary_isn + 1, 5001, ACK | COLO_TCP_PSH, "data");
+    g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    mk(&p, false, 5001, primary_isn + 5, ACK, NULL);
+    g_assert_false(run(r, COLO_TO_GUEST, &p, 0));
+    colo_rewriter_free(r);
+}
+
+/* After failover, new connections are left alone, old ones continue. */
+static void test_failover(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    TfTcp t = { .seq = 123, .flags = SYN, .sport = 50001, .dport = 22 };
+    Pkt p;
+
+    handshake_server(r);
+    colo_rewriter_failover(r);
+    mk(&p, true, secondary_isn + 1, 5001, ACK, "still");
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    p.len = tf_tcp(p.buf, &t, NULL, 0);
+    set_csum(p.buf, p.len);
+    g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
+    t = (TfTcp) { .src_ip = TF_CLIENT_IP, .dst_ip = TF_GUEST_IP,
+                  .sport = 22, .dport = 50001, .seq = 1, .ack = 124,
+                  .flags = SYN | ACK };
+    p.len = tf_tcp(p.buf, &t, NULL, 0);
+    set_csum(p.buf, p.len);
+    g_assert_false(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, 124);
+    g_assert_cmpuint(colo_rewriter_stats(r)->untracked_after_failover, ==, 1);
+    colo_rewriter_free(r);
+}
+
+/* FIN both ways or RST: closed, aged out after closed_ns; idle aging. */
+static void test_close_and_aging(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    Pkt p;
+
+    handshake_server(r);
+    mk(&p, true, secondary_isn + 1, 5001, FIN | ACK, NULL);
+    run(r, COLO_FROM_GUEST, &p, 1 * SEC);
+    mk(&p, false, 5001, primary_isn + 2, FIN | ACK, NULL);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 1 * SEC));
+    g_assert_cmpuint(ack_of(&p), ==, secondary_isn + 2);
+    colo_rewriter_expire(r, 3 * SEC);
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections, ==, 1);
+    colo_rewriter_expire(r, 6 * SEC);
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections, ==, 0);
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections_closed, ==, 1);
+
+    handshake_server(r);
+    mk(&p, false, 5001, primary_isn + 1, RST | ACK, NULL);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 1 * SEC));
+    colo_rewriter_expire(r, 7 * SEC);
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections, ==, 0);
+
+    handshake_server(r);
+    colo_rewriter_expire(r, 59 * SEC);
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections, ==, 1);
+    colo_rewriter_expire(r, 60 * SEC);
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections, ==, 0);
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections_aged, ==, 1);
+    colo_rewriter_free(r);
+}
+
+/* A bounded table: connections beyond it are not tracked. */
+static void test_table_bound(void)
+{
+    ColoRewriter *r = colo_rewriter_new(2, 60 * SEC, 5 * SEC);
+    TfTcp t = { .seq = 1, .flags = SYN, .dport = 1 };
+    Pkt p;
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        t.sport = 1000 + i;
+        p.len = tf_tcp(p.buf, &t, NULL, 0);
+        colo_rewriter_packet(r, COLO_FROM_GUEST, p.buf, p.len, false, 0,
+                             NULL);
+    }
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections, ==, 2);
+    g_assert_cmpuint(colo_rewriter_stats(r)->connections_opened, ==, 2);
+    colo_rewriter_free(r);
+}
+
+/* Malformed, non-TCP and unknown-connection frames pass unchanged. */
+static void test_passthrough(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    ColoParseError err;
+    Pkt p, copy;
+
+    p.len = tf_udp(p.buf, 53, 53, "dns", 3, 1);
+    copy = p;
+    g_assert_false(colo_rewriter_packet(r, COLO_FROM_GUEST, p.buf, p.len,
+                                        false, 0, &err));
+    g_assert(memcmp(p.buf, copy.buf, p.len) == 0);
+    g_assert_false(colo_rewriter_packet(r, COLO_FROM_GUEST, p.buf, 20, false,
+                                        0, &err));
+    g_assert_cmpint(err, ==, COLO_PARSE_SHORT_IP);
+    mk(&p, true, 42, 1, ACK, "mid-stream");
+    g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, 42);
+    g_assert_cmpuint(colo_rewriter_stats(r)->malformed, ==, 1);
+    colo_rewriter_free(r);
+}
+
+/* Checksum offload: the checksum field is left for the device. */
+static void test_csum_partial(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    Pkt p;
+
+    handshake_server(r);
+    mk(&p, true, secondary_isn + 1, 5001, ACK, "abc");
+    stw_be_p(p.buf + 34 + 16, 0x1234);
+    g_assert_true(colo_rewriter_packet(r, COLO_FROM_GUEST, p.buf, p.len, true,
+                                       0, NULL));
+    g_assert_cmpuint(lduw_be_p(p.buf + 34 + 16), ==, 0x1234);
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    colo_rewriter_free(r);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/colo-rewriter/server-connection",
+                    test_server_connection);
+    g_test_add_func("/colo-rewriter/client-connection",
+                    test_client_connection);
+    g_test_add_func("/colo-rewriter/wrap-and-sack", test_wrap_and_sack);
+    g_test_add_func("/colo-rewriter/checkpoint", test_checkpoint_resets_offset);
+    g_test_add_func("/colo-rewriter/failover", test_failover);
+    g_test_add_func("/colo-rewriter/close-and-aging", test_close_and_aging);
+    g_test_add_func("/colo-rewriter/table-bound", test_table_bound);
+    g_test_add_func("/colo-rewriter/passthrough", test_passthrough);
+    g_test_add_func("/colo-rewriter/csum-partial", test_csum_partial);
+    return g_test_run();
+}
