@@ -230,7 +230,7 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
             warn_report_err(filter_err);
         }
         if (dev_msg.flags & COLO_FLAG_RUN) {
-            vm_start();
+            colo_resume_guest();
         }
     }
     bql_unlock();
@@ -281,8 +281,8 @@ static void colo_secondary_exit(ColoSecondary *sec, Error *err)
     colo_ram_release();
     migrate_set_state(&sec->mis->state, MIGRATION_STATUS_COLO,
                       MIGRATION_STATUS_COMPLETED);
-    if (!sec->half_applied && !runstate_is_running()) {
-        vm_start();
+    if (!sec->half_applied) {
+        colo_resume_guest();
     }
     colo_session_end(err);
     bql_unlock();
@@ -315,6 +315,7 @@ static void *colo_incoming_thread(void *opaque)
 {
     ColoSecondary *sec = opaque;
     Error *err = NULL;
+    bool quitting;
 
     rcu_register_thread();
     colo_session_begin(COLO_MODE_SECONDARY, sec->from, sec->to);
@@ -337,8 +338,16 @@ static void *colo_incoming_thread(void *opaque)
     error_free(err);
     rcu_unregister_thread();
 
-    /* Let the incoming coroutine finish the migration. */
-    aio_co_schedule(qemu_get_aio_context(), sec->co);
+    /*
+     * Let the incoming coroutine finish the migration, unless QEMU is
+     * exiting: then it must not restart anything.
+     */
+    qemu_mutex_lock(&colo_session.lock);
+    quitting = colo_session.quitting;
+    qemu_mutex_unlock(&colo_session.lock);
+    if (!quitting) {
+        aio_co_schedule(qemu_get_aio_context(), sec->co);
+    }
     return NULL;
 }
 

@@ -68,6 +68,7 @@ typedef struct ColoSession {
     COLOExitReason exit_reason; /* of the last session, or PROCESSING */
     ColoPhase phase;
     bool failover_requested;    /* by x-colo-lost-heartbeat or shutdown */
+    bool quitting;              /* QEMU is exiting: never restart a guest */
     unsigned pending_triggers;  /* bit (1 << ColoTrigger) */
     QemuSemaphore wake;         /* wakes the primary's checkpoint loop */
     QEMUFile *from_peer;        /* shut down to unblock the COLO thread */
@@ -93,6 +94,8 @@ void colo_stats_checkpoint(ColoTrigger trigger, int64_t pause_us,
 /* Shut the session's channels down, so blocked reads and writes fail. */
 void colo_shutdown_channels(void);
 void colo_request_checkpoint(ColoTrigger trigger);
+/* Leaving COLO: run the guest again if COLO stopped it.  BQL held. */
+void colo_resume_guest(void);
 const char *colo_trigger_name(ColoTrigger trigger);
 
 /* colo-failover.c */

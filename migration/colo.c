@@ -245,10 +245,23 @@ void colo_do_failover(void)
     colo_request_failover(NULL);
 }
 
+void colo_resume_guest(void)
+{
+    bool quitting;
+
+    qemu_mutex_lock(&colo_session.lock);
+    quitting = colo_session.quitting;
+    qemu_mutex_unlock(&colo_session.lock);
+    if (!quitting && runstate_check(RUN_STATE_COLO)) {
+        vm_start();
+    }
+}
+
 /* QEMU is exiting: let the COLO thread leave its loop; do not wait for it. */
 void colo_shutdown(void)
 {
     qemu_mutex_lock(&colo_session.lock);
+    colo_session.quitting = true;
     if (colo_session.mode != COLO_MODE_NONE) {
         colo_session.failover_requested = true;
     }
@@ -561,7 +574,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     /* The secondary has the whole checkpoint: the primary may run again. */
     bql_lock();
     if (was_running) {
-        vm_start();
+        colo_resume_guest();
     }
     bql_unlock();
     pause_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME) - stop_us;
@@ -603,9 +616,7 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
     if (local_err) {
         warn_report_err(local_err);
     }
-    if (runstate_check(RUN_STATE_COLO)) {
-        vm_start();
-    }
+    colo_resume_guest();
     if (colo_session.stats.checkpoints == 0 && err &&
         !colo_session.failover_requested) {
         /* COLO never worked: say so, as a failed migration. */

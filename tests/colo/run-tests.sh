@@ -19,6 +19,7 @@ SUITES_TABLE=(
     "unit|colo-unit-tests tests/unit/test-replication|bash $top/tests/colo/run-unit-tests.sh"
     "guest||$PYTHON $top/tests/colo/test_guest_boot.py"
     "qmp||$PYTHON $top/tests/colo/test_scaffold.py"
+    "controller||$PYTHON $top/tests/colo/test_colo_controller.py"
     "disk||$PYTHON $top/tests/colo/test_disk_replication.py"
     "proxy||$PYTHON $top/tests/colo/test_colo_proxy.py"
     "upstream-qtest|qemu-system-x86_64 tests/qtest/test-filter-mirror tests/qtest/test-filter-redirector|bash $top/tests/colo/run-upstream-qtests.sh"

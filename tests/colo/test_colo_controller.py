@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""COLO checkpoint/failover controller, end to end with two QEMUs (no network
+proxy, no disk replication): the boot-sector guest keeps dirtying RAM and
+prints 'B' to its serial console once per pass, so "the guest runs" is
+something the test can see.
+
+Each case starts its own pair and tears it down; nothing is shared.
+"""
+
+import hashlib
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from colo_pair import (bootsect_guest_args, checkpoints, colo_status,  # noqa: E402
+                       start_pair, wait_checkpoints)
+from colo_vm import wait_for  # noqa: E402
+from stream_proxy import StreamProxy  # noqa: E402
+from tap import Tap, expect_error  # noqa: E402
+
+MEM_MB = 128
+t = Tap()
+
+
+def guest_runs(vm, timeout=60):
+    """The guest executes: new 'B' markers keep arriving on its console."""
+    vm.serial_mark()
+    vm.serial_wait("BBB", timeout)
+
+
+def run_state(vm):
+    return vm.cmd("query-status")["status"]
+
+
+def make_idle(pri):
+    """Long delay (forces one checkpoint), then wait for that one: after it,
+    no checkpoint is in flight for a long time."""
+    n = checkpoints(pri)
+    pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
+    wait_checkpoints(pri, n + 1)
+
+
+class Pair:
+    def __init__(self, **kw):
+        self.pri, self.sec = start_pair(bootsect_guest_args(MEM_MB), **kw)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for vm in (self.pri, self.sec):
+            if vm.proc and vm.proc.poll() is None:
+                try:
+                    vm.proc.send_signal(signal.SIGCONT)
+                except OSError:
+                    pass
+            vm.shutdown()
+
+
+def assert_exit(vm, mode, reason):
+    ev = vm.wait_event("COLO_EXIT", 60)
+    assert ev["data"] == {"mode": mode, "reason": reason}, ev
+    st = colo_status(vm)
+    assert (st["mode"], st["last-mode"], st["reason"]) == ("none", mode, reason), st
+
+
+def case_checkpoints_and_statistics():
+    with Pair() as p:
+        wait_checkpoints(p.pri, 3)
+        assert p.pri.cmd("query-migrate")["status"] == "colo"
+        make_idle(p.pri)
+        sp, ss = colo_status(p.pri), colo_status(p.sec)
+        assert sp["mode"] == "primary" and ss["mode"] == "secondary", (sp, ss)
+        assert sp["checkpoints"] == ss["checkpoints"] >= 4, (sp, ss)
+        assert sp["checkpoints-periodic"] >= 3, sp
+        assert sp["checkpoints-forced"] == ss["checkpoints-forced"] == 1, (sp, ss)
+        assert sp["checkpoints"] == (sp["checkpoints-periodic"] + sp["checkpoints-forced"] +
+                                     sp["checkpoints-mismatch"] + sp["checkpoints-timeout"])
+        assert 0 < sp["last-pause-us"] <= sp["max-pause-us"], sp
+        assert sp["ram-bytes"] > 0, sp
+        assert sp["device-state-bytes"] == ss["device-state-bytes"] > 0, (sp, ss)
+        guest_runs(p.pri)
+        guest_runs(p.sec)
+
+
+def guest_ram_digest(vm, path):
+    """SHA-256 of the guest's RAM below 640 KiB and from 1 MiB up (the
+    holes between hold ROM and VGA, not RAM)."""
+    h = hashlib.sha256()
+    for start, size in ((0, 0xA0000), (0x100000, (MEM_MB << 20) - 0x100000)):
+        vm.cmd("pmemsave", val=start, size=size, filename=path)
+        with open(path, "rb") as f:
+            h.update(f.read())
+        os.unlink(path)
+    return h.hexdigest()
+
+
+def case_replica_fidelity():
+    """After a checkpoint taken with the primary paused, both guests are
+    stopped at the same state: their RAM must be identical, repeatedly, for a
+    guest that keeps dirtying memory between checkpoints."""
+    with Pair() as p:
+        wait_checkpoints(p.pri, 2)
+        for round_ in range(3):
+            p.pri.cmd("stop")
+            n = checkpoints(p.pri)
+            # Changing the delay forces a checkpoint, taken of the paused guest.
+            p.pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
+            wait_checkpoints(p.pri, n + 1)
+            wait_checkpoints(p.sec, n + 1)
+            assert run_state(p.pri) == "paused", run_state(p.pri)
+            assert run_state(p.sec) != "running", run_state(p.sec)
+            dp = guest_ram_digest(p.pri, p.pri.path("ram.bin"))
+            ds = guest_ram_digest(p.sec, p.sec.path("ram.bin"))
+            assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+            # Let both run and dirty memory again for a few checkpoints.
+            p.pri.cmd("cont")
+            p.pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 200})
+            wait_checkpoints(p.pri, n + 3)
+            guest_runs(p.sec)
+
+
+def case_primary_failover_idle():
+    with Pair() as p:
+        wait_checkpoints(p.pri, 3)
+        make_idle(p.pri)
+        p.sec.kill(signal.SIGKILL)
+        p.pri.cmd("x-colo-lost-heartbeat")
+        assert_exit(p.pri, "primary", "request")
+        assert p.pri.cmd("query-migrate")["status"] == "completed"
+        assert run_state(p.pri) == "running"
+        guest_runs(p.pri)
+        expect_error(lambda: p.pri.cmd("x-colo-lost-heartbeat"), "VM is not in COLO mode")
+
+
+def case_primary_failover_during_checkpoint():
+    """The secondary hangs; a checkpoint is started and cannot finish; the
+    failover request must end it at once (well before the watchdog)."""
+    with Pair() as p:
+        wait_checkpoints(p.pri, 3)
+        make_idle(p.pri)
+        n = checkpoints(p.pri)
+        p.sec.kill(signal.SIGSTOP)
+        p.pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
+        start = time.monotonic()
+        p.pri.cmd("x-colo-lost-heartbeat")
+        assert_exit(p.pri, "primary", "request")
+        assert time.monotonic() - start < 10, "failover waited for the watchdog"
+        assert checkpoints(p.pri) == n
+        assert run_state(p.pri) == "running"
+        guest_runs(p.pri)
+
+
+def case_secondary_failover_idle():
+    with Pair() as p:
+        wait_checkpoints(p.pri, 3)
+        make_idle(p.pri)
+        p.pri.kill(signal.SIGKILL)
+        p.sec.cmd("x-colo-lost-heartbeat")
+        assert_exit(p.sec, "secondary", "request")
+        assert run_state(p.sec) == "running"
+        guest_runs(p.sec)
+
+
+def catch_in_checkpoint(vm, timeout=60):
+    """Poll until vm's guest is stopped for a checkpoint (run state 'colo')."""
+    wait_for(lambda: run_state(vm) == "colo", timeout,
+             "%s stopped for a checkpoint" % vm.name, interval=0.002)
+
+
+def case_secondary_failover_during_checkpoint():
+    with Pair(delay_ms=100) as p:
+        wait_checkpoints(p.pri, 3)
+        catch_in_checkpoint(p.sec)
+        p.pri.kill(signal.SIGSTOP)
+        p.sec.cmd("x-colo-lost-heartbeat")
+        assert_exit(p.sec, "secondary", "request")
+        assert run_state(p.sec) == "running"
+        guest_runs(p.sec)
+
+
+def case_secondary_killed_during_checkpoint():
+    """The primary notices by itself, leaves COLO with reason 'error' and runs on."""
+    with Pair(delay_ms=100) as p:
+        wait_checkpoints(p.pri, 3)
+        catch_in_checkpoint(p.pri)
+        p.sec.kill(signal.SIGKILL)
+        assert_exit(p.pri, "primary", "error")
+        assert run_state(p.pri) == "running"
+        guest_runs(p.pri)
+
+
+def case_primary_killed_during_checkpoint():
+    """The secondary must not take over alone (the primary might still serve
+    clients): its guest stops until x-colo-lost-heartbeat, then runs."""
+    with Pair(delay_ms=100) as p:
+        wait_checkpoints(p.pri, 3)
+        catch_in_checkpoint(p.sec)
+        p.pri.kill(signal.SIGKILL)
+        p.sec.wait_for(lambda: colo_status(p.sec)["reason"] == "error", 60,
+                       "secondary to notice the primary is gone")
+        st = colo_status(p.sec)
+        assert st["mode"] == "secondary", st
+        assert run_state(p.sec) != "running"
+        p.sec.cmd("x-colo-lost-heartbeat")
+        assert_exit(p.sec, "secondary", "request")
+        guest_runs(p.sec)
+
+
+def tampered_stream_case(mode):
+    """The device state of checkpoint 3 is corrupted or cut on its way: the
+    secondary discards it and waits for a decision; the primary leaves COLO
+    with an error and runs on; after failover the secondary runs from its
+    last complete checkpoint."""
+    proxies = []
+
+    def proxy(sec_path):
+        px = StreamProxy(os.path.dirname(sec_path), mode, seq=3)
+        proxies.append(px)
+        return px.start(sec_path)
+
+    with Pair(proxy=proxy) as p:
+        try:
+            assert proxies[0].acted.wait(120), "the proxy never saw checkpoint 3"
+            assert_exit(p.pri, "primary", "error")
+            assert run_state(p.pri) == "running"
+            guest_runs(p.pri)
+            p.sec.wait_for(lambda: colo_status(p.sec)["reason"] == "error", 60,
+                           "secondary to discard the checkpoint")
+            assert colo_status(p.sec)["checkpoints"] == 2
+            log = p.sec.qemu_log()
+            expected = "bad checksum" if mode == "corrupt" else "connection lost"
+            assert expected in log, log
+            p.sec.cmd("x-colo-lost-heartbeat")
+            assert_exit(p.sec, "secondary", "request")
+            guest_runs(p.sec)
+        finally:
+            proxies[0].close()
+
+
+def case_quit_primary():
+    with Pair() as p:
+        wait_checkpoints(p.pri, 2)
+        p.pri.cmd("quit")
+        assert p.pri.wait_exit(30) == 0
+        p.sec.wait_for(lambda: colo_status(p.sec)["reason"] == "error", 60,
+                       "secondary to notice the primary quit")
+        p.sec.cmd("quit")
+        assert p.sec.wait_exit(30) == 0
+
+
+def case_quit_secondary():
+    with Pair() as p:
+        wait_checkpoints(p.pri, 2)
+        p.sec.cmd("quit")
+        assert p.sec.wait_exit(30) == 0
+        assert_exit(p.pri, "primary", "error")
+        guest_runs(p.pri)
+
+
+def main():
+    t.check("pair enters COLO, checkpoints periodically and on request; statistics agree",
+            case_checkpoints_and_statistics)
+    t.check("replica fidelity: guest RAM identical on both sides after checkpoints",
+            case_replica_fidelity)
+    t.check("failover matrix: primary failover while idle", case_primary_failover_idle)
+    t.check("failover matrix: primary failover during a checkpoint",
+            case_primary_failover_during_checkpoint)
+    t.check("failover matrix: secondary failover while idle", case_secondary_failover_idle)
+    t.check("failover matrix: secondary failover during a checkpoint",
+            case_secondary_failover_during_checkpoint)
+    t.check("fault: secondary SIGKILLed during a checkpoint, primary runs on",
+            case_secondary_killed_during_checkpoint)
+    t.check("fault: primary SIGKILLed during a checkpoint, secondary waits, then takes over",
+            case_primary_killed_during_checkpoint)
+    t.check("fault: corrupt device state is detected and discarded",
+            tampered_stream_case, "corrupt")
+    t.check("fault: stream cut inside the device state is discarded",
+            tampered_stream_case, "cut")
+    t.check("quit on the primary during COLO: clean exit, secondary waits",
+            case_quit_primary)
+    t.check("quit on the secondary during COLO: primary runs on", case_quit_secondary)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
