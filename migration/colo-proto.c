@@ -112,6 +112,7 @@ uint32_t colo_device_state_crc(const uint8_t *data, size_t len)
     return crc32c(0xffffffff, data, len);
 }
 
+#ifndef COLO_PROTO_NO_QEMUFILE
 bool colo_msg_send(QEMUFile *f, const ColoMsg *msg, Error **errp)
 {
     uint8_t buf[COLO_MSG_WIRE_SIZE];
@@ -141,3 +142,4 @@ bool colo_msg_expect(QEMUFile *f, ColoMsgType type, uint32_t seq,
     return colo_msg_decode(buf, msg, errp) &&
            colo_msg_check(msg, type, seq, errp);
 }
+#endif /* COLO_PROTO_NO_QEMUFILE */
