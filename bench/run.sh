@@ -27,3 +27,6 @@ echo "re-assembly restoring it + ninja:        $(secs "$t0")"
 
 echo "== disk replication"
 bash "$top/bench/replication.sh"
+
+echo "== COLO proxy"
+bash "$top/bench/compare.sh"
