@@ -559,6 +559,82 @@ def rewriter_keeps_numbering():
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def primary_topology_documented_command_line():
+    """The primary side of the documented setup, on unix sockets: mirror of
+    the client's packets to the secondary, the guest's packets through a
+    redirector into colo-compare, the released ones through a second
+    redirector out of the netdev.  The guest's output is injected by one
+    more redirector at the tail (there is no guest OS here)."""
+    tmpdir = tempfile.mkdtemp(prefix="colo-proxy-topo-")
+    p = lambda name: os.path.join(tmpdir, name)
+    net_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    net_srv.bind(p("net.sock"))
+    net_srv.listen(1)
+    sec_mirror = Peer(p("mirror.sock"))         # the secondary's red0
+    sec_out = Peer(p("secout.sock"))            # the secondary's red1 (f2)
+    fake_guest = Peer(p("guest.sock"))
+    sock = lambda cid, path, server: [
+        "-chardev", "socket,id=%s,path=%s%s" % (cid, path,
+                                                ",server=on,wait=off" if server else "")]
+    args = ["-M", "pc", "-m", "64", "-nodefaults",
+            "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s"
+            % p("net.sock"),
+            "-device", "e1000,netdev=hn0,romfile="]
+    args += sock("mirror0", sec_mirror.path, False)
+    args += sock("compare1", sec_out.path, False)
+    args += sock("compare0", p("c0.sock"), True)
+    args += sock("compare0-0", p("c0.sock"), False)
+    args += sock("compare_out", p("co.sock"), True)
+    args += sock("compare_out0", p("co.sock"), False)
+    args += sock("guest", fake_guest.path, False)
+    args += ["-object", "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0",
+             "-object", "filter-redirector,netdev=hn0,id=redire0,queue=rx,"
+                        "indev=compare_out",
+             "-object", "filter-redirector,netdev=hn0,id=redire1,queue=rx,"
+                        "outdev=compare0",
+             "-object", "iothread,id=iothread1",
+             "-object", "colo-compare,id=comp0,primary_in=compare0-0,"
+                        "secondary_in=compare1,outdev=compare_out0,"
+                        "iothread=iothread1",
+             "-object", "filter-redirector,netdev=hn0,id=fakeguest,queue=rx,"
+                        "indev=guest"]
+    vm = Vm(args, name="topology")
+    net = None
+    try:
+        vm.start()
+        net_srv.settimeout(IO_TIMEOUT)
+        net, _ = net_srv.accept()
+        netpeer = Peer.__new__(Peer)
+        netpeer.sock, netpeer.buf, netpeer.path, netpeer.srv = net, b"", "net", None
+        for peer in (sec_mirror, sec_out, fake_guest):
+            peer.accept()
+        # client -> guest: mirrored to the secondary
+        request = tcp(5001, b"GET / HTTP/1.1\r\n\r\n", ack=9001, sport=40000,
+                      dport=80, src="10.0.0.1", dst="10.0.0.2")
+        net.sendall(frame(request))
+        assert sec_mirror.recv_frame()[0] == request
+        # guest -> client: held until the secondary said the same
+        answer = tcp(9001, b"HTTP/1.1 200 OK\r\n\r\n", ack=5021)
+        fake_guest.send(frame(answer))
+        stat = lambda n: vm.cmd("qom-get", path="/objects/comp0",
+                                property="stat-" + n)
+        vm.wait_for(lambda: stat("primary-packets") >= 1, IO_TIMEOUT,
+                    "the compare to see the primary's answer")
+        assert netpeer.pending() == 0
+        sec_out.send(frame(tcp(9001, b"HTTP/1.1 200 ", ack=5021, ts=3)))
+        sec_out.send(frame(tcp(9014, b"OK\r\n\r\n", ack=5021, ts=3)))
+        assert netpeer.recv_frame()[0] == answer
+        assert stat("bytes-compared") == len(b"HTTP/1.1 200 OK\r\n\r\n")
+    finally:
+        if net:
+            net.close()
+        for peer in (sec_mirror, sec_out, fake_guest):
+            peer.close()
+        net_srv.close()
+        vm.shutdown()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def main():
     vm = new_vm()
     try:
@@ -586,6 +662,8 @@ def main():
             redirector_rx_inject_and_mirror_vnet)
     t.check("rewriter: guest output in the primary's numbering, client ACKs in the secondary's",
             rewriter_keeps_numbering)
+    t.check("topology: the documented primary-side command line works end to end",
+            primary_topology_documented_command_line)
     return t.finish()
 
 
