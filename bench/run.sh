@@ -30,3 +30,6 @@ bash "$top/bench/replication.sh"
 
 echo "== COLO proxy"
 bash "$top/bench/compare.sh"
+
+echo "== COLO checkpoint pause"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/colo_pause.py"
