@@ -16,8 +16,7 @@
  *
  * Threads and locking:
  *  - main loop (big QEMU lock): QOM properties, complete, finalize,
- *    request_bh (runs the checkpoint notifiers), colo_compare_cleanup,
- *    colo_compare_{un,}register_notifier.
+ *    request_bh (runs the checkpoint notifiers), colo_compare_cleanup.
  *  - the compare's iothread: chardev read/event handlers, the scan timer,
  *    event_bh; the engine, the frame readers, checkpoint_wanted,
  *    failed_over and last_request_ns are only touched there (complete and
@@ -28,7 +27,10 @@
  *  - compare_list_lock protects compare_list, the event generation fields
  *    of every instance, and goes with compare_list_cond.
  *  - stats_lock protects the statistics snapshot read by QOM getters.
- *  - checkpoint_notifiers is only used in the main loop.
+ *  - notifier_lock protects checkpoint_notifiers: the controller
+ *    registers and unregisters from its own thread, request_bh runs the
+ *    notifiers in the main loop (a notifier must not register or
+ *    unregister from inside its callback).
  */
 
 #include "qemu/osdep.h"
@@ -112,7 +114,6 @@ struct ColoCompare {
 
     /* main loop */
     QEMUBH *request_bh;
-    const char *request_reason;     /* atomic: set by the iothread */
 
     /* compare_list_lock */
     QTAILQ_ENTRY(ColoCompare) next;
@@ -131,6 +132,7 @@ static QemuCond compare_list_cond;
 static QTAILQ_HEAD(, ColoCompare) compare_list =
     QTAILQ_HEAD_INITIALIZER(compare_list);
 static uint64_t compare_event_gen;
+static QemuMutex notifier_lock;
 static NotifierList checkpoint_notifiers =
     NOTIFIER_LIST_INITIALIZER(checkpoint_notifiers);
 
@@ -188,7 +190,6 @@ static void request_checkpoint(ColoCompare *s, ColoCheckpointReason reason)
                    strlen(XEN_MSG_DO_CHECKPOINT), 0);
         return;
     }
-    qatomic_set(&s->request_reason, why);
     qemu_bh_schedule(s->request_bh);
 }
 
@@ -372,20 +373,24 @@ static void input_detach(ColoCompareInput *in);
 
 static void request_bh_cb(void *opaque)
 {
-    ColoCompare *s = opaque;
-    const char *why = qatomic_read(&s->request_reason);
-
-    notifier_list_notify(&checkpoint_notifiers, (void *)why);
+    /* The reason is in the trace and the statistics; data stays NULL. */
+    qemu_mutex_lock(&notifier_lock);
+    notifier_list_notify(&checkpoint_notifiers, NULL);
+    qemu_mutex_unlock(&notifier_lock);
 }
 
 void colo_compare_register_notifier(Notifier *notify)
 {
+    qemu_mutex_lock(&notifier_lock);
     notifier_list_add(&checkpoint_notifiers, notify);
+    qemu_mutex_unlock(&notifier_lock);
 }
 
 void colo_compare_unregister_notifier(Notifier *notify)
 {
+    qemu_mutex_lock(&notifier_lock);
     notifier_remove(notify);
+    qemu_mutex_unlock(&notifier_lock);
 }
 
 void colo_notify_compares_event(void *opaque, int event, Error **errp)
@@ -890,6 +895,7 @@ static const TypeInfo colo_compare_info = {
 static void colo_compare_register_types(void)
 {
     qemu_mutex_init(&compare_list_lock);
+    qemu_mutex_init(&notifier_lock);
     qemu_cond_init(&compare_list_cond);
     type_register_static(&colo_compare_info);
 }

@@ -13,7 +13,10 @@
 
 /* Tell every colo-compare of a COLO_EVENT_CHECKPOINT or COLO_EVENT_FAILOVER. */
 void colo_notify_compares_event(void *opaque, int event, Error **errp);
-/* @notify is called when a compare wants a checkpoint. */
+/*
+ * @notify is called, in the main loop with data == NULL, when a compare
+ * wants a checkpoint.  May be called from any thread.
+ */
 void colo_compare_register_notifier(Notifier *notify);
 void colo_compare_unregister_notifier(Notifier *notify);
 /* Called from net_cleanup() at exit. */
