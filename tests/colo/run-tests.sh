@@ -23,6 +23,7 @@ SUITES_TABLE=(
     "disk||$PYTHON $top/tests/colo/test_disk_replication.py"
     "proxy||$PYTHON $top/tests/colo/test_colo_proxy.py"
     "proxy-asan||bash $top/tests/colo/run-asan-unit-tests.sh"
+    "proxy-colo||$PYTHON $top/tests/colo/test_proxy_colo.py"
     "upstream-qtest|qemu-system-x86_64 tests/qtest/test-filter-mirror tests/qtest/test-filter-redirector|bash $top/tests/colo/run-upstream-qtests.sh"
 )
 

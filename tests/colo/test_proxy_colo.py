@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""colo-compare with the real COLO controller: a COLO pair (the boot-sector
+guest), a colo-compare on the primary whose chardevs are test sockets.
+
+- a mismatch makes the compare ask the controller for a checkpoint through
+  its notifier; the checkpoint flushes the compare (the held primary packet
+  goes out on outdev, the secondary's is dropped);
+- after failover (x-colo-lost-heartbeat on the primary) the compare passes
+  primary packets straight through.
+
+x-checkpoint-delay is large, so a checkpoint that happens was asked for.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from colo_pair import bootsect_guest_args, checkpoints, start_pair  # noqa: E402
+from tap import Tap  # noqa: E402
+from test_colo_proxy import Compare, tcp, udp  # noqa: E402
+
+t = Tap()
+
+
+def compare_drives_checkpoints_and_failover():
+    pri, sec = start_pair(bootsect_guest_args(), delay_ms=600000)
+    c = None
+    try:
+        pri.cmd("object-add", **{"qom-type": "iothread", "id": "iot0"})
+        c = Compare(pri, "cmp0", notify=False)
+        before = checkpoints(pri)
+        held = tcp(100, b"primary says this")
+        c.primary(held)
+        c.secondary(tcp(100, b"secondary says that"))
+        c.wait_stat("mismatches-tcp", 1)
+        # the controller checkpoints; the checkpoint flushes the compare
+        assert c.out() == held
+        pri.wait_for(lambda: checkpoints(pri) > before, 120,
+                     "a checkpoint asked for by colo-compare")
+        c.wait_stat("flushes", 1)
+        assert c.stat("queue-depth-secondary") == 0
+        assert c.stat("checkpoint-requests") == 1
+        # matching traffic needs no checkpoint
+        n = checkpoints(pri)
+        c.primary(udp(b"same"))
+        c.secondary(udp(b"same"))
+        assert c.out() == udp(b"same")
+        assert checkpoints(pri) == n
+        # failover on the primary: from now on, straight through
+        pri.cmd("x-colo-lost-heartbeat")
+        pri.wait_for(lambda: pri.cmd("query-colo-status")["mode"] == "none", 60,
+                     "the primary to leave COLO")
+        c.wait_stat("flushes", 2)
+        c.primary(udp(b"alone now"))
+        assert c.out() == udp(b"alone now")
+        assert c.stat("passed-through") == 1
+    finally:
+        if c:
+            c.close()
+        for vm in (pri, sec):
+            vm.shutdown()
+
+
+def main():
+    t.check("proxy+controller: a mismatch triggers a checkpoint that flushes the "
+            "compare; after failover packets pass straight through",
+            compare_drives_checkpoints_and_failover)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
