@@ -23,10 +23,14 @@
  * the secondary disk over NBD; a copy-before-write filter inserted above the
  * secondary disk at start saves the old content of every region into the
  * hidden disk first, so the secondary VM keeps seeing the disk as of the last
- * checkpoint.  A checkpoint empties active and hidden and re-arms the
- * copy-before-write bitmap.  Failover commits the active disk (with the
- * hidden disk below it) into the secondary disk and the node becomes a plain
- * pass-through over the secondary disk.
+ * checkpoint.  Because the hidden disk (the copy target) is backed by the
+ * secondary disk (the copy source), block-copy writes into it as serialising
+ * requests: a secondary VM read in flight through the hidden disk finishes
+ * on the old data before the primary's write may proceed.  A checkpoint
+ * empties active and hidden and re-arms the copy-before-write bitmap.
+ * Failover commits the active disk (with the hidden disk below it) into the
+ * secondary disk and the node becomes a plain pass-through over the
+ * secondary disk.
  *
  * States (one enum, every change through replication_set_stage()):
  *

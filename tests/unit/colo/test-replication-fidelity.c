@@ -464,6 +464,115 @@ static void test_secondary_failover_commit_fails(void)
     models_free(&m);
 }
 
+/*
+ * A secondary VM read and a primary write of the same region race: the read
+ * is suspended while it reads the secondary disk (blkdebug breakpoint), the
+ * primary write is issued, then the read resumes.  The read must return the
+ * old data, whatever the interleaving: the secondary VM sees the last
+ * checkpoint, never half of the primary's next epoch.
+ */
+typedef struct AioResult {
+    bool done;
+    int ret;
+} AioResult;
+
+static void aio_result_cb(void *opaque, int ret)
+{
+    AioResult *r = opaque;
+
+    r->ret = ret;
+    r->done = true;
+}
+
+static void poll_until(AioResult *r, gint64 timeout_us)
+{
+    gint64 deadline = g_get_monotonic_time() + timeout_us;
+
+    while (!r->done && g_get_monotonic_time() < deadline) {
+        if (!aio_poll(qemu_get_aio_context(), false)) {
+            g_usleep(1000);
+        }
+    }
+}
+
+static void test_secondary_read_races_primary_write(void)
+{
+    Models m;
+    Secondary sec;
+    QDict *opts;
+    BlockDriverState *disk_bs;
+    const int64_t offset = 1024 * 1024, bytes = 65536;
+    g_autofree uint8_t *read_buf = g_malloc(bytes);
+    g_autofree uint8_t *write_buf = g_malloc(bytes);
+    QEMUIOVector read_qiov, write_qiov;
+    AioResult read_res = { 0 }, write_res = { 0 };
+    gint64 deadline;
+
+    models_init(&m, 16);
+    images_create();
+    fill_pattern(m.primary, 0, DISK_SIZE, 0);
+    memcpy(m.secondary, m.primary, DISK_SIZE);
+    sec.disk = open_file_blk(img.secondary, "raw", NULL);
+    write_blk(sec.disk, 0, DISK_SIZE, m.primary);
+    blk_unref(sec.disk);
+
+    /* raw over blkdebug: raw's reads raise read_aio on blkdebug. */
+    opts = qdict_new();
+    qdict_put_str(opts, "driver", "raw");
+    qdict_put_str(opts, "node-name", "secondary-disk");
+    qdict_put_str(opts, "file.driver", "blkdebug");
+    qdict_put_str(opts, "file.image.driver", "file");
+    qdict_put_str(opts, "file.image.filename", img.secondary);
+    qdict_put_str(opts, "file.image.locking", "off");
+    sec.disk = open_blk(opts, &error_abort);
+    sec.top = open_blk(secondary_opts("secondary-disk", TOP_NAME),
+                       &error_abort);
+    monitor_add_blk(sec.top, TOP_NAME, &error_abort);
+    replication_start_all(REPLICATION_MODE_SECONDARY, &error_abort);
+
+    disk_bs = bdrv_find_node("secondary-disk");
+    g_assert(disk_bs);
+    g_assert_cmpint(bdrv_debug_breakpoint(disk_bs, "read_aio", "svm-read"),
+                    ==, 0);
+    qemu_iovec_init_buf(&read_qiov, read_buf, bytes);
+    blk_aio_preadv(sec.top, offset, &read_qiov, 0, aio_result_cb, &read_res);
+    deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (!bdrv_debug_is_suspended(disk_bs, "svm-read")) {
+        g_assert(!read_res.done);
+        g_assert(g_get_monotonic_time() < deadline);
+        aio_poll(qemu_get_aio_context(), false);
+    }
+
+    /* The primary overwrites the region the secondary VM is reading. */
+    fill_pattern(write_buf, offset, bytes, m.next_write_id++);
+    qemu_iovec_init_buf(&write_qiov, write_buf, bytes);
+    blk_aio_pwritev(sec.disk, offset, &write_qiov, 0, aio_result_cb,
+                    &write_res);
+    /* Let it go as far as it can (it may have to wait for the read). */
+    poll_until(&write_res, 300 * 1000);
+    g_test_message("primary write %s before the read resumed",
+                   write_res.done ? "completed" : "still waiting");
+    g_assert_cmpint(bdrv_debug_resume(disk_bs, "svm-read"), ==, 0);
+    poll_until(&read_res, 10 * G_USEC_PER_SEC);
+    poll_until(&write_res, 10 * G_USEC_PER_SEC);
+    g_assert(read_res.done && write_res.done);
+    g_assert_cmpint(read_res.ret, ==, 0);
+    g_assert_cmpint(write_res.ret, ==, 0);
+    if (memcmp(read_buf, m.secondary + offset, bytes)) {
+        g_test_message("the secondary VM read the primary's new data");
+        g_assert_not_reached();
+    }
+    memcpy(m.primary + offset, write_buf, bytes);
+    check_disk(sec.top, m.secondary, "secondary VM's view after the race");
+    check_disk(sec.disk, m.primary, "secondary disk after the race");
+
+    replication_stop_all(true, &error_abort);
+    secondary_teardown(&sec);
+    check_image_file(img.secondary, "raw", m.secondary,
+                     "secondary disk file after failover");
+    models_free(&m);
+}
+
 /* ---- state errors ---------------------------------------------------- */
 
 static void test_secondary_state_errors(void)
@@ -899,6 +1008,7 @@ static void test_primary_refuses_reads(void)
 
 int main(int argc, char **argv)
 {
+    struct sigaction sigact;
     int ret;
 
     module_call_init(MODULE_INIT_QOM);  /* QIOChannel types, for NBD */
@@ -906,8 +1016,13 @@ int main(int argc, char **argv)
     bdrv_init();
     g_test_init(&argc, &argv, NULL);
     /* A dead NBD peer must give EPIPE, not kill the test. */
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGABRT, kill_qemu_nbd_on_abort);
+    sigact = (struct sigaction) { .sa_handler = SIG_IGN };
+    sigaction(SIGPIPE, &sigact, NULL);
+    sigact = (struct sigaction) {
+        .sa_handler = kill_qemu_nbd_on_abort,
+        .sa_flags = SA_RESETHAND,
+    };
+    sigaction(SIGABRT, &sigact, NULL);
     qemu_nbd_binary = g_strdup(g_getenv("QEMU_NBD"));
     if (!qemu_nbd_binary) {
         g_autofree char *dir = g_path_get_dirname(argv[0]);
@@ -938,6 +1053,9 @@ int main(int argc, char **argv)
                     test_secondary_restart);
     g_test_add_func("/replication-fidelity/secondary/failover-commit-fails",
                     test_secondary_failover_commit_fails);
+    g_test_add_func("/replication-fidelity/secondary/"
+                    "read-races-primary-write",
+                    test_secondary_read_races_primary_write);
     g_test_add_func("/replication-fidelity/secondary/state-errors",
                     test_secondary_state_errors);
     g_test_add_func("/replication-fidelity/secondary/bad-top-id",
