@@ -12,8 +12,9 @@
  *    active and hidden, re-arming copy-before-write).
  * 2. Block-layer write throughput on the primary, sequential 4 KiB and
  *    64 KiB writes: a raw image alone, and the documented quorum of that
- *    image plus a replication node in primary mode (over a second raw image
- *    instead of an NBD client).  No guest: this is the block layer's cost.
+ *    image plus a replication node in primary mode, over a second raw image
+ *    and over an NBD client to qemu-nbd on this host (-1: no qemu-nbd).
+ *    No guest: this is the block layer's cost.
  *
  * Images live in $TMPDIR (default /tmp); run by bench/replication.sh.
  */
@@ -22,6 +23,8 @@
 #include "qapi/error.h"
 #include "qobject/qdict.h"
 #include "qemu/main-loop.h"
+#include "qemu/module.h"
+#include "qobject/qstring.h"
 #include "block/block_int.h"
 #include "block/replication.h"
 #include "system/block-backend.h"
@@ -168,7 +171,81 @@ static double write_throughput(BlockBackend *blk, int64_t block, int64_t total)
     return (total / (double)MiB) / ((now_ms() - t0) / 1000.0);
 }
 
-static void bench_primary_throughput(void)
+static BlockBackend *open_replicated(const char *local, QDict *child_file)
+{
+    QDict *opts = qdict_new();
+    const QDictEntry *e;
+
+    qdict_put_str(opts, "driver", "quorum");
+    qdict_put_str(opts, "vote-threshold", "1");
+    qdict_put_str(opts, "read-pattern", "fifo");
+    put_file(opts, "children.0.", "raw", local);
+    qdict_put_str(opts, "children.1.driver", "replication");
+    qdict_put_str(opts, "children.1.mode", "primary");
+    for (e = qdict_first(child_file); e; e = qdict_next(child_file, e)) {
+        g_autofree char *key = g_strdup_printf("children.1.file.%s", e->key);
+
+        qdict_put_str(opts, key, qstring_get_str(qobject_to(QString,
+                                                            e->value)));
+    }
+    qobject_unref(child_file);
+    return open_blk(opts);
+}
+
+/* Start qemu-nbd on @image (unix socket @sock); returns its pid or -1. */
+static pid_t start_qemu_nbd(const char *binary, const char *image,
+                            const char *sock, const char *pid_file)
+{
+    const char *argv[] = {
+        binary, "--fork", "-f", "raw", "--cache=writeback", "-k", sock,
+        "--pid-file", pid_file, image, NULL
+    };
+    g_autofree char *pid_text = NULL;
+    gint status;
+
+    if (!g_file_test(binary, G_FILE_TEST_IS_EXECUTABLE) ||
+        !g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL,
+                      NULL, NULL, &status, NULL) ||
+        !WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+        !g_file_get_contents(pid_file, &pid_text, NULL, NULL)) {
+        return -1;
+    }
+    return atoi(pid_text);
+}
+
+/* Quorum + replication over an NBD client to qemu-nbd; -1 if unavailable. */
+static double primary_nbd_throughput(const char *qemu_nbd, const char *local,
+                                     const char *remote, int64_t block,
+                                     int64_t total)
+{
+    g_autofree char *sock = image("bench-nbd.sock");
+    g_autofree char *pid_file = image("bench-nbd.pid");
+    BlockBackend *blk;
+    QDict *file;
+    double result;
+    pid_t pid;
+
+    pid = start_qemu_nbd(qemu_nbd, remote, sock, pid_file);
+    if (pid <= 0) {
+        return -1;
+    }
+    file = qdict_new();
+    qdict_put_str(file, "driver", "nbd");
+    qdict_put_str(file, "server.type", "unix");
+    qdict_put_str(file, "server.path", sock);
+    blk = open_replicated(local, file);
+    replication_start_all(REPLICATION_MODE_PRIMARY, &error_abort);
+    result = write_throughput(blk, block, total);
+    replication_get_error_all(&error_abort);
+    replication_stop_all(false, &error_abort);
+    blk_unref(blk);
+    /* qemu-nbd exits when its only client disconnects (no --persistent). */
+    kill(pid, SIGTERM);
+    unlink(pid_file);
+    return result;
+}
+
+static void bench_primary_throughput(const char *qemu_nbd)
 {
     g_autofree char *local = image("bench-primary.raw");
     g_autofree char *remote = image("bench-remote.raw");
@@ -183,12 +260,12 @@ static void bench_primary_throughput(void)
 
     printf("== primary sequential write throughput, block layer only, "
            "%" PRId64 " MiB, flush at end\n", total / MiB);
-    printf("%-10s %18s %26s\n", "block", "plain raw MiB/s",
-           "quorum + replication MiB/s");
+    printf("%-8s %16s %20s %20s\n", "block", "plain raw MiB/s",
+           "+ replication(raw)", "+ replication(NBD)");
     for (i = 0; i < ARRAY_SIZE(blocks); i++) {
         BlockBackend *blk;
         QDict *opts;
-        double plain, replicated;
+        double plain, replicated, over_nbd;
 
         opts = qdict_new();
         put_file(opts, "", "raw", local);
@@ -197,22 +274,21 @@ static void bench_primary_throughput(void)
         blk_unref(blk);
 
         opts = qdict_new();
-        qdict_put_str(opts, "driver", "quorum");
-        qdict_put_str(opts, "vote-threshold", "1");
-        qdict_put_str(opts, "read-pattern", "fifo");
-        put_file(opts, "children.0.", "raw", local);
-        qdict_put_str(opts, "children.1.driver", "replication");
-        qdict_put_str(opts, "children.1.mode", "primary");
-        put_file(opts, "children.1.file.", "raw", remote);
-        blk = open_blk(opts);
+        qdict_put_str(opts, "driver", "raw");
+        qdict_put_str(opts, "file.driver", "file");
+        qdict_put_str(opts, "file.filename", remote);
+        qdict_put_str(opts, "file.locking", "off");
+        blk = open_replicated(local, opts);
         replication_start_all(REPLICATION_MODE_PRIMARY, &error_abort);
         replicated = write_throughput(blk, blocks[i], total);
         replication_get_error_all(&error_abort);
         replication_stop_all(false, &error_abort);
         blk_unref(blk);
 
-        printf("%-10" PRId64 " %18.1f %26.1f\n", blocks[i], plain,
-               replicated);
+        over_nbd = primary_nbd_throughput(qemu_nbd, local, remote,
+                                          blocks[i], total);
+        printf("%-8" PRId64 " %16.1f %20.1f %20.1f\n", blocks[i], plain,
+               replicated, over_nbd);
     }
     unlink(local);
     unlink(remote);
@@ -220,13 +296,23 @@ static void bench_primary_throughput(void)
 
 int main(int argc, char **argv)
 {
+    g_autofree char *dir = g_path_get_dirname(argv[0]);
+    g_autofree char *qemu_nbd = g_strdup(g_getenv("QEMU_NBD"));
+    struct sigaction sigact = { .sa_handler = SIG_IGN };
+
+    if (!qemu_nbd) {
+        /* The build tree: tests/unit/colo/ is three levels below. */
+        qemu_nbd = g_build_filename(dir, "..", "..", "..", "qemu-nbd", NULL);
+    }
+    sigaction(SIGPIPE, &sigact, NULL);
+    module_call_init(MODULE_INIT_QOM);  /* QIOChannel types, for NBD */
     qemu_init_main_loop(&error_fatal);
     bdrv_init();
     tmp_dir = g_dir_make_tmp("colo-bench-XXXXXX", NULL);
     g_assert(tmp_dir);
 
     bench_checkpoint();
-    bench_primary_throughput();
+    bench_primary_throughput(qemu_nbd);
 
     rmdir(tmp_dir);
     g_free(tmp_dir);
