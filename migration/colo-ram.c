@@ -35,6 +35,7 @@
 #include "exec/memory.h"
 #include "migration/colo.h"
 #include "migration/misc.h"
+#include "options.h"
 #include "ram.h"
 #include "colo-internal.h"
 #include "trace.h"
@@ -63,6 +64,12 @@ static void colo_ram_free_cache(void)
 int colo_init_ram_cache(void)
 {
     RAMBlock *block;
+
+    if (migrate_multifd() &&
+        migrate_multifd_compression() != MULTIFD_COMPRESSION_NONE) {
+        error_report("COLO: multifd is supported without compression only");
+        return -ENOTSUP;
+    }
 
     WITH_RCU_READ_LOCK_GUARD() {
         RAMBLOCK_FOREACH_NOT_IGNORED(block) {
@@ -99,6 +106,47 @@ void *colo_ram_load_target(RAMBlock *block, ram_addr_t offset, void *host,
     /* Initial migration: the page goes to guest RAM and to the cache. */
     *host_copy = block->colo_cache + offset;
     return host;
+}
+
+/*
+ * Multifd: where the pages of one packet go.  In COLO they go into the cache
+ * and are recorded; before, into guest RAM (colo_ram_multifd_received()
+ * copies them to the cache).  Runs on the multifd receive threads.
+ */
+void *colo_ram_multifd_target(RAMBlock *block,
+                              const ram_addr_t *normal, uint32_t normal_num,
+                              const ram_addr_t *zero, uint32_t zero_num)
+{
+    int bits = qemu_target_page_bits();
+
+    if (!block->colo_cache || !migration_incoming_in_colo_state()) {
+        return block->host;
+    }
+    for (uint32_t i = 0; i < normal_num; i++) {
+        set_bit_atomic(normal[i] >> bits, block->bmap);
+    }
+    for (uint32_t i = 0; i < zero_num; i++) {
+        set_bit_atomic(zero[i] >> bits, block->bmap);
+    }
+    return block->colo_cache;
+}
+
+void colo_ram_multifd_received(RAMBlock *block,
+                               const ram_addr_t *normal, uint32_t normal_num,
+                               const ram_addr_t *zero, uint32_t zero_num)
+{
+    size_t page_size = qemu_target_page_size();
+
+    if (!block->colo_cache || migration_incoming_in_colo_state()) {
+        return;
+    }
+    for (uint32_t i = 0; i < normal_num; i++) {
+        memcpy(block->colo_cache + normal[i], block->host + normal[i],
+               page_size);
+    }
+    for (uint32_t i = 0; i < zero_num; i++) {
+        memcpy(block->colo_cache + zero[i], block->host + zero[i], page_size);
+    }
 }
 
 /* Fold the guest's dirty log into block->bmap.  BQL held. */

@@ -42,9 +42,19 @@ def make_idle(pri):
     wait_checkpoints(pri, n + 1)
 
 
+MULTIFD = [{"capability": "multifd", "state": True}]
+
+
 class Pair:
-    def __init__(self, **kw):
+    def __init__(self, multifd=False, **kw):
+        if multifd:
+            kw["extra_caps"] = MULTIFD
+        self.multifd = multifd
         self.pri, self.sec = start_pair(bootsect_guest_args(MEM_MB), **kw)
+        # The checkpoints' RAM travels on the multifd channels, or not at all.
+        wait_checkpoints(self.pri, 1)
+        ram = self.pri.cmd("query-migrate")["ram"]
+        assert (ram["multifd-bytes"] > 0) == multifd, ram
 
     def __enter__(self):
         return self
@@ -97,11 +107,11 @@ def guest_ram_digest(vm, path):
     return h.hexdigest()
 
 
-def case_replica_fidelity():
+def case_replica_fidelity(multifd=False):
     """After a checkpoint taken with the primary paused, both guests are
     stopped at the same state: their RAM must be identical, repeatedly, for a
     guest that keeps dirtying memory between checkpoints."""
-    with Pair() as p:
+    with Pair(multifd) as p:
         wait_checkpoints(p.pri, 2)
         for round_ in range(3):
             p.pri.cmd("stop")
@@ -122,8 +132,8 @@ def case_replica_fidelity():
             guest_runs(p.sec)
 
 
-def case_primary_failover_idle():
-    with Pair() as p:
+def case_primary_failover_idle(multifd=False):
+    with Pair(multifd) as p:
         wait_checkpoints(p.pri, 3)
         make_idle(p.pri)
         p.sec.kill(signal.SIGKILL)
@@ -135,10 +145,10 @@ def case_primary_failover_idle():
         expect_error(lambda: p.pri.cmd("x-colo-lost-heartbeat"), "VM is not in COLO mode")
 
 
-def case_primary_failover_during_checkpoint():
+def case_primary_failover_during_checkpoint(multifd=False):
     """The secondary hangs; a checkpoint is started and cannot finish; the
     failover request must end it at once (well before the watchdog)."""
-    with Pair() as p:
+    with Pair(multifd) as p:
         wait_checkpoints(p.pri, 3)
         make_idle(p.pri)
         n = checkpoints(p.pri)
@@ -153,8 +163,8 @@ def case_primary_failover_during_checkpoint():
         guest_runs(p.pri)
 
 
-def case_secondary_failover_idle():
-    with Pair() as p:
+def case_secondary_failover_idle(multifd=False):
+    with Pair(multifd) as p:
         wait_checkpoints(p.pri, 3)
         make_idle(p.pri)
         p.pri.kill(signal.SIGKILL)
@@ -170,8 +180,8 @@ def catch_in_checkpoint(vm, timeout=60):
              "%s stopped for a checkpoint" % vm.name, interval=0.002)
 
 
-def case_secondary_failover_during_checkpoint():
-    with Pair(delay_ms=100) as p:
+def case_secondary_failover_during_checkpoint(multifd=False):
+    with Pair(multifd, delay_ms=100) as p:
         wait_checkpoints(p.pri, 3)
         catch_in_checkpoint(p.sec)
         p.pri.kill(signal.SIGSTOP)
@@ -263,14 +273,18 @@ def case_quit_secondary():
 def main():
     t.check("pair enters COLO, checkpoints periodically and on request; statistics agree",
             case_checkpoints_and_statistics)
-    t.check("replica fidelity: guest RAM identical on both sides after checkpoints",
-            case_replica_fidelity)
-    t.check("failover matrix: primary failover while idle", case_primary_failover_idle)
-    t.check("failover matrix: primary failover during a checkpoint",
-            case_primary_failover_during_checkpoint)
-    t.check("failover matrix: secondary failover while idle", case_secondary_failover_idle)
-    t.check("failover matrix: secondary failover during a checkpoint",
-            case_secondary_failover_during_checkpoint)
+    for multifd in (False, True):
+        kind = "multifd" if multifd else "plain"
+        t.check("%s: replica fidelity: guest RAM identical on both sides after checkpoints"
+                % kind, case_replica_fidelity, multifd)
+        t.check("%s: failover matrix: primary failover while idle" % kind,
+                case_primary_failover_idle, multifd)
+        t.check("%s: failover matrix: primary failover during a checkpoint" % kind,
+                case_primary_failover_during_checkpoint, multifd)
+        t.check("%s: failover matrix: secondary failover while idle" % kind,
+                case_secondary_failover_idle, multifd)
+        t.check("%s: failover matrix: secondary failover during a checkpoint" % kind,
+                case_secondary_failover_during_checkpoint, multifd)
     t.check("fault: secondary SIGKILLed during a checkpoint, primary runs on",
             case_secondary_killed_during_checkpoint)
     t.check("fault: primary SIGKILLed during a checkpoint, secondary waits, then takes over",
