@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from colo_pair import (bootsect_guest_args, checkpoints, colo_status,  # noqa: E402
                        start_pair, wait_checkpoints)
-from colo_vm import wait_for  # noqa: E402
+from colo_vm import guest_files, wait_for  # noqa: E402
 from stream_proxy import StreamProxy  # noqa: E402
 from tap import Tap, expect_error  # noqa: E402
 
@@ -270,6 +270,55 @@ def case_quit_secondary():
         guest_runs(p.pri)
 
 
+def linux_guest_args(*append):
+    g = guest_files()
+    return ["-M", "pc", "-m", "256", "-nic", "none", "-kernel", g["vmlinuz"],
+            "-initrd", g["initrd"], "-append", " ".join(("console=ttyS0", "quiet") + append)]
+
+
+def case_guest_reset():
+    with Pair() as p:
+        wait_checkpoints(p.pri, 2)
+        p.pri.cmd("system_reset")
+        n = checkpoints(p.pri)
+        wait_checkpoints(p.pri, n + 3)
+        guest_runs(p.pri)
+        guest_runs(p.sec)
+
+
+def case_guest_poweroff(no_shutdown):
+    """The guest powers itself off in COLO (both sides run it).  With
+    -no-shutdown both QEMUs stay, checkpointing a stopped guest, and quit
+    cleanly; without it both exit cleanly.  Never an abort."""
+    extra = ["-no-shutdown"] if no_shutdown else []
+    pri, sec = start_pair(linux_guest_args() + extra, delay_ms=300)
+    try:
+        pri.serial_wait("COLO-GUEST: ready", 120)
+        wait_checkpoints(pri, 2)
+        pri.serial_send("poweroff -f")
+        if no_shutdown:
+            pri.wait_for(lambda: run_state(pri) == "shutdown", 60, "guest shut down")
+            n = checkpoints(pri)
+            wait_checkpoints(pri, n + 2)
+            assert run_state(pri) == "shutdown", run_state(pri)
+            assert colo_status(sec)["mode"] == "secondary"
+            for vm in (pri, sec):
+                vm.cmd("quit")
+                assert vm.wait_exit(30) == 0
+        else:
+            assert pri.wait_exit(60) == 0
+            # The secondary ran the same poweroff, or lost its primary first.
+            wait_for(lambda: not sec.is_running() or
+                     colo_status(sec)["reason"] == "error", 60,
+                     "the secondary to exit or to notice")
+            if sec.is_running():
+                sec.cmd("quit")
+            assert sec.wait_exit(30) == 0, sec.qemu_log()
+    finally:
+        pri.shutdown()
+        sec.shutdown()
+
+
 def main():
     t.check("pair enters COLO, checkpoints periodically and on request; statistics agree",
             case_checkpoints_and_statistics)
@@ -296,6 +345,10 @@ def main():
     t.check("quit on the primary during COLO: clean exit, secondary waits",
             case_quit_primary)
     t.check("quit on the secondary during COLO: primary runs on", case_quit_secondary)
+    t.check("guest reset during COLO: checkpoints go on", case_guest_reset)
+    t.check("guest poweroff during COLO with -no-shutdown: both stay, then quit cleanly",
+            case_guest_poweroff, True)
+    t.check("guest poweroff during COLO: both QEMUs exit cleanly", case_guest_poweroff, False)
     return t.finish()
 
 
