@@ -38,8 +38,8 @@ typedef enum ColoPhase {
     COLO_PHASE_STARTING,    /* entering COLO, until the peer's hello */
     COLO_PHASE_RUNNING,     /* both guests run; waiting for a trigger */
     COLO_PHASE_CHECKPOINT,  /* a checkpoint is in flight */
-    COLO_PHASE_LOST,        /* secondary: the primary is unreachable; the
-                               guest is stopped until a failover decision */
+    /* secondary: primary unreachable, guest stopped until a decision */
+    COLO_PHASE_LOST,
     COLO_PHASE_FAILOVER,    /* leaving COLO: failover and cleanup */
 } ColoPhase;
 

@@ -32,8 +32,10 @@ const char *colo_msg_name(ColoMsgType type)
     return colo_msg_names[type];
 }
 
-/* Wire layout: be32 type, be32 seq, be64 length, be32 crc, be32 flags,
- * be32 CRC32C of the 24 bytes before it. */
+/*
+ * Wire layout: be32 type, be32 seq, be64 length, be32 crc, be32 flags,
+ * be32 CRC32C of the 24 bytes before it.
+ */
 void colo_msg_encode(const ColoMsg *msg, uint8_t buf[COLO_MSG_WIRE_SIZE])
 {
     stl_be_p(buf, msg->type);

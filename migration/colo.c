@@ -585,7 +585,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     }
 
 out:
-    /* On failure the guest may still be stopped: colo_primary_exit() runs it. */
+    /* On failure the guest may be stopped: colo_primary_exit() runs it. */
     return !*errp;
 }
 

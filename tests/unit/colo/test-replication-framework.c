@@ -85,7 +85,7 @@ static const ReplicationOps fake_ops = {
 
 static FakeParticipant fakes[3];
 
-/* Registers a, b, c.  The framework keeps no order promise beyond "each once". */
+/* Registers a, b, c; the framework promises no order, only "each once". */
 static void setup(void)
 {
     static const char *names[] = { "a", "b", "c" };
