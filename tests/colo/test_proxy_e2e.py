@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""End to end: a client's TCP connection to a COLO-protected Linux guest,
+through the whole COLO proxy, survives the death of the primary.
+
+Topology (one host, unix sockets only):
+  client (this script: a minimal TCP client speaking Ethernet frames on a
+  unix datagram socket) <-> netdev dgram of the primary; the secondary's
+  netdev dgram talks to the same client socket, which switches to it after
+  failover (what a bridge relearning the MAC would do).
+  Primary: filter-mirror (client -> secondary), filter-redirectors into and
+  out of colo-compare, as in the documented command line.
+  Secondary: filter-redirectors (from the mirror, to the compare) and
+  filter-rewriter.
+The guest serves "nc -ll -p 7777": each line gets "<n> <line>" back, n
+counting lines since boot (guest state).
+"""
+
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from colo_pair import checkpoints, colo_status, start_pair  # noqa: E402
+from colo_vm import guest_files, wait_for  # noqa: E402
+from tap import Tap  # noqa: E402
+
+t = Tap()
+
+CLIENT_MAC = bytes.fromhex("525400000001")
+GUEST_MAC = bytes.fromhex("525400123456")
+CLIENT_IP = socket.inet_aton("10.0.0.1")
+GUEST_IP = socket.inet_aton("10.0.0.2")
+PORT = 7777
+
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+
+
+class Client:
+    """Just enough TCP for one connection, with retransmission of our data."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.peer = None                # the netdev we talk to
+        self.sport = random.randint(20000, 60000)
+        self.snd_una = self.snd_nxt = random.randint(0, 2**32 - 1)
+        self.rcv_nxt = None
+        self.data = b""
+        self.unacked = None             # (seq, payload) not yet acknowledged
+
+    def frame(self, flags, payload=b""):
+        tcp = struct.pack("!HHIIBBHHH", self.sport, PORT, self.snd_nxt,
+                          self.rcv_nxt or 0, 5 << 4, flags, 65535, 0, 0) + payload
+        pseudo = CLIENT_IP + GUEST_IP + struct.pack("!HH", 6, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64,
+                         6, 0, CLIENT_IP, GUEST_IP)
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        return GUEST_MAC + CLIENT_MAC + b"\x08\x00" + ip + tcp
+
+    def send(self, frame):
+        self.sock.sendto(frame, self.peer)
+
+    def handle(self, f):
+        if len(f) < 14:
+            return
+        etype = struct.unpack("!H", f[12:14])[0]
+        if etype == 0x0806 and len(f) >= 42 and f[38:42] == CLIENT_IP:
+            # ARP request for us: answer
+            reply = (f[6:12] + CLIENT_MAC + b"\x08\x06" +
+                     struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) +
+                     CLIENT_MAC + CLIENT_IP + f[22:28] + f[28:32])
+            self.send(reply)
+            return
+        if etype != 0x0800 or len(f) < 34 or f[23] != 6 or f[30:34] != CLIENT_IP:
+            return
+        ihl = (f[14] & 0xf) * 4
+        total = struct.unpack("!H", f[16:18])[0]
+        tcp = f[14 + ihl:14 + total]
+        sport, dport, seq, ack, off, flags = struct.unpack("!HHIIBB", tcp[:14])
+        if sport != PORT or dport != self.sport:
+            return
+        payload = tcp[(off >> 4) * 4:]
+        if flags & 0x10 and (ack - self.snd_una) % 2**32 < 2**31:
+            self.snd_una = ack
+            if self.unacked and (ack - self.snd_nxt) % 2**32 < 2**31:
+                self.unacked = None
+        if flags & 0x02:                # SYN-ACK
+            if self.rcv_nxt is None:
+                self.rcv_nxt = (seq + 1) % 2**32
+            self.send(self.frame(0x10))
+            return
+        if self.rcv_nxt is None:
+            return
+        if payload and seq == self.rcv_nxt:
+            self.data += payload
+            self.rcv_nxt = (seq + len(payload)) % 2**32
+        if payload or flags & 0x01:
+            self.send(self.frame(0x10))
+
+    def pump(self, until, timeout, what):
+        deadline = time.monotonic() + timeout
+        last_tx = time.monotonic()
+        while not until():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("client: timed out waiting for %s" % what)
+            if time.monotonic() - last_tx > 1.0:
+                self.retransmit()
+                last_tx = time.monotonic()
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                f, addr = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            if addr == self.peer:
+                self.handle(f)
+
+    def retransmit(self):
+        if self.rcv_nxt is None:
+            nxt = self.snd_nxt
+            self.snd_nxt = self.iss         # the same SYN again
+            self.send(self.frame(0x02))
+            self.snd_nxt = nxt
+        elif self.unacked:
+            seq, payload = self.unacked
+            nxt = self.snd_nxt
+            self.snd_nxt = seq
+            self.send(self.frame(0x18, payload))
+            self.snd_nxt = nxt
+
+    def connect(self, timeout):
+        self.iss = self.snd_nxt
+        self.send(self.frame(0x02))
+        self.snd_nxt = (self.snd_nxt + 1) % 2**32
+        self.snd_una = self.snd_nxt - 1
+        self.pump(lambda: self.rcv_nxt is not None, timeout, "the SYN-ACK")
+
+    def request(self, line, timeout):
+        payload = line.encode() + b"\n"
+        self.unacked = (self.snd_nxt, payload)
+        self.send(self.frame(0x18, payload))
+        self.snd_nxt = (self.snd_nxt + len(payload)) % 2**32
+        pat = re.compile(rb"(\d+) " + re.escape(line.encode()) + rb"\r?\n")
+        self.pump(lambda: pat.search(self.data), timeout,
+                  "the answer to %r" % line)
+        m = pat.search(self.data)
+        self.data = self.data[m.end():]
+        return int(m.group(1))
+
+    def close(self):
+        self.sock.close()
+
+
+def client_connection_survives_failover():
+    g = guest_files()
+    tmp = tempfile.mkdtemp(prefix="colo-e2e-")
+    p = lambda name: os.path.join(tmp, name)
+    client = Client(p("client.sock"))
+    guest = ["-M", "pc", "-m", "256", "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
+             "-append", "console=ttyS0 quiet colo.ip=10.0.0.2/24 colo.serve=1",
+             "-device", "virtio-net-pci,netdev=hn0,mac=52:54:00:12:34:56,romfile="]
+
+    def netdev(local):
+        return ["-netdev", "dgram,id=hn0,local.type=unix,local.path=%s,"
+                "remote.type=unix,remote.path=%s" % (p(local), p("client.sock"))]
+
+    def chardev(cid, path, server):
+        return ["-chardev", "socket,id=%s,path=%s,%s" % (
+            cid, p(path), "server=on,wait=off" if server else "reconnect-ms=200")]
+
+    primary = (netdev("pri-net.sock") +
+               chardev("mirror0", "mirror.sock", True) +
+               chardev("compare1", "sec-out.sock", True) +
+               chardev("compare0", "c0.sock", True) +
+               chardev("compare0-0", "c0.sock", False) +
+               chardev("compare_out", "co.sock", True) +
+               chardev("compare_out0", "co.sock", False) +
+               ["-object", "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0",
+                "-object", "filter-redirector,netdev=hn0,id=redire0,queue=rx,"
+                           "indev=compare_out",
+                "-object", "filter-redirector,netdev=hn0,id=redire1,queue=rx,"
+                           "outdev=compare0",
+                "-object", "iothread,id=iothread1",
+                "-object", "colo-compare,id=comp0,primary_in=compare0-0,"
+                           "secondary_in=compare1,outdev=compare_out0,"
+                           "iothread=iothread1"])
+    secondary = (netdev("sec-net.sock") +
+                 chardev("red0", "mirror.sock", False) +
+                 chardev("red1", "sec-out.sock", False) +
+                 ["-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0",
+                  "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,outdev=red1",
+                  "-object", "filter-rewriter,id=rew0,netdev=hn0,queue=all"])
+    pri = sec = None
+
+    def diagnose():
+        """What the proxy saw, for a failure message."""
+        out = ["client: rcv_nxt=%s snd_una=%s snd_nxt=%s data=%r"
+               % (client.rcv_nxt, client.snd_una, client.snd_nxt, client.data)]
+        for vm, path, names in ((pri, "/objects/comp0", (
+                "primary-packets", "secondary-packets", "packets-released",
+                "packets-compared", "mismatches-tcp", "timeouts",
+                "queue-depth-primary", "queue-depth-secondary",
+                "checkpoint-requests", "flushes", "malformed-packets")),
+                (sec, "/objects/rew0", ("packets", "rewritten",
+                                        "offsets-learned", "connections"))):
+            try:
+                out.append("%s %s" % (path, " ".join(
+                    "%s=%s" % (n, vm.cmd("qom-get", path=path,
+                                         property="stat-" + n))
+                    for n in names)))
+            except Exception as e:      # the VM may be gone
+                out.append("%s: %s" % (path, e))
+        return "\n".join(out)
+
+    try:
+        pri, sec = start_pair(guest, delay_ms=3000, primary_extra=primary,
+                              secondary_extra=secondary)
+        pri.serial_wait("COLO-GUEST: ready", 240)
+        client.peer = p("pri-net.sock")
+        client.connect(120)
+        first = client.request("hello", 60)
+        n = client.request("second", 120)
+        assert n == first + 1, (first, n)
+        stat = lambda n: pri.cmd("qom-get", path="/objects/comp0",
+                                 property="stat-" + n)
+        assert stat("packets-compared") > 0
+        # let a checkpoint pass with the connection open, then one more line
+        c = checkpoints(pri)
+        wait_for(lambda: checkpoints(pri) > c, 120, "a checkpoint")
+        n = client.request("third", 120)
+        assert n == first + 2
+        sys.stdout.write("# compare: %d packets compared, %d TCP mismatches, "
+                         "%d checkpoints, rewriter offsets learned %d\n"
+                         % (stat("packets-compared"), stat("mismatches-tcp"),
+                            checkpoints(pri),
+                            sec.cmd("qom-get", path="/objects/rew0",
+                                    property="stat-offsets-learned")))
+        # the primary host dies
+        pri.kill(signal.SIGKILL)
+        pri.wait_exit(30)
+        wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
+                 "the secondary to notice")
+        sec.cmd("x-colo-lost-heartbeat")
+        sec.wait_event("COLO_EXIT", 60)
+        client.peer = p("sec-net.sock")
+        n = client.request("after failover", 120)
+        assert n == first + 3, (first, n)
+        n = client.request("and on", 60)
+        assert n == first + 4, (first, n)
+    except Exception as e:
+        raise AssertionError("%s\n%s" % (e, diagnose())) from e
+    finally:
+        client.close()
+        for vm in (pri, sec):
+            if vm:
+                vm.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    if not os.path.exists(guest_files()["initrd"]):
+        print("not ok - no test guest (run make guest)")
+        return 1
+    t.check("end to end: a client's TCP connection through the COLO proxy "
+            "survives the primary's death", client_connection_survives_failover)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
