@@ -731,6 +731,7 @@ typedef enum {
     STAT_CHECKPOINT_REQUESTS,
     STAT_FLUSHES,
     STAT_PASSED_THROUGH,
+    STAT_WRITE_ERRORS,
     STAT__MAX,
 } CompareStat;
 
@@ -760,6 +761,7 @@ static const char *const stat_names[STAT__MAX] = {
     [STAT_CHECKPOINT_REQUESTS] = "stat-checkpoint-requests",
     [STAT_FLUSHES] = "stat-flushes",
     [STAT_PASSED_THROUGH] = "stat-passed-through",
+    [STAT_WRITE_ERRORS] = "stat-write-errors",
 };
 
 static uint64_t stat_value(const ColoEngineStats *st,
@@ -816,6 +818,8 @@ static uint64_t stat_value(const ColoEngineStats *st,
         return st->flushes;
     case STAT_PASSED_THROUGH:
         return c->passed_through;
+    case STAT_WRITE_ERRORS:
+        return c->write_errors;
     default:
         return 0;
     }

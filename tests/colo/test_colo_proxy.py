@@ -205,6 +205,7 @@ def compare_same_stream_cut_differently(vm):
         assert c.stat("queue-depth-primary") == 0
         assert c.stat("queue-depth-secondary") == 0
         assert c.stat("checkpoint-requests") == 0
+        assert c.stat("write-errors") == 0
     finally:
         c.close()
         vm.cmd("object-del", id="cmp-cut")
