@@ -242,7 +242,8 @@ typedef struct Secondary {
 } Secondary;
 
 /* Secondary disk with random content; primary and secondary agree on it. */
-static void secondary_setup(Secondary *sec, Models *m)
+/* @no_flush: active and hidden with cache.no-flush=on, as documented. */
+static void secondary_setup_flush(Secondary *sec, Models *m, bool no_flush)
 {
     QDict *opts;
 
@@ -254,8 +255,17 @@ static void secondary_setup(Secondary *sec, Models *m)
 
     opts = secondary_opts("secondary-disk", TOP_NAME);
     qdict_put_str(opts, "node-name", "replication0");
+    if (no_flush) {
+        qdict_put_str(opts, "file.cache.no-flush", "on");
+        qdict_put_str(opts, "file.backing.cache.no-flush", "on");
+    }
     sec->top = open_blk(opts, &error_abort);
     monitor_add_blk(sec->top, TOP_NAME, &error_abort);
+}
+
+static void secondary_setup(Secondary *sec, Models *m)
+{
+    secondary_setup_flush(sec, m, false);
 }
 
 static void secondary_teardown(Secondary *sec)
@@ -291,14 +301,14 @@ static void checkpoint(Models *m, Secondary *sec)
     check_disk(sec->top, m->secondary, "secondary VM's view after checkpoint");
 }
 
-static void test_secondary_failover_after_epochs(void)
+static void test_secondary_failover_after_epochs(gconstpointer no_flush)
 {
     Models m;
     Secondary sec;
     int epoch;
 
-    models_init(&m, 5);
-    secondary_setup(&sec, &m);
+    models_init(&m, no_flush ? 17 : 5);
+    secondary_setup_flush(&sec, &m, no_flush != NULL);
     replication_start_all(REPLICATION_MODE_SECONDARY, &error_abort);
     check_disk(sec.top, m.secondary, "secondary VM's view after start");
 
@@ -1041,8 +1051,12 @@ int main(int argc, char **argv)
 
     g_test_add_func("/replication-fidelity/options/invalid",
                     test_invalid_options);
-    g_test_add_func("/replication-fidelity/secondary/failover-after-epochs",
-                    test_secondary_failover_after_epochs);
+    g_test_add_data_func("/replication-fidelity/secondary/"
+                         "failover-after-epochs",
+                         NULL, test_secondary_failover_after_epochs);
+    g_test_add_data_func("/replication-fidelity/secondary/"
+                         "failover-after-epochs-no-flush",
+                         "no-flush", test_secondary_failover_after_epochs);
     g_test_add_func("/replication-fidelity/secondary/"
                     "failover-right-after-checkpoint",
                     test_secondary_failover_right_after_checkpoint);
