@@ -166,11 +166,11 @@ class Client:
         self.sock.close()
 
 
-def client_connection_survives_failover():
+def proxy_pair_args(tmp):
+    """(guest args, primary extra args, secondary extra args, path of the
+    primary's netdev socket, of the secondary's, of the client's)."""
     g = guest_files()
-    tmp = tempfile.mkdtemp(prefix="colo-e2e-")
     p = lambda name: os.path.join(tmp, name)
-    client = Client(p("client.sock"))
     guest = ["-M", "pc", "-m", "256", "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
              "-append", "console=ttyS0 quiet colo.ip=10.0.0.2/24 colo.serve=1",
              "-device", "virtio-net-pci,netdev=hn0,mac=52:54:00:12:34:56,romfile="]
@@ -205,6 +205,15 @@ def client_connection_survives_failover():
                  ["-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0",
                   "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,outdev=red1",
                   "-object", "filter-rewriter,id=rew0,netdev=hn0,queue=all"])
+    return (guest, primary, secondary, p("pri-net.sock"), p("sec-net.sock"),
+            p("client.sock"))
+
+
+def client_connection_survives_failover():
+    tmp = tempfile.mkdtemp(prefix="colo-e2e-")
+    p = lambda name: os.path.join(tmp, name)
+    guest, primary, secondary, _, _, client_path = proxy_pair_args(tmp)
+    client = Client(client_path)
     pri = sec = None
 
     def diagnose():
