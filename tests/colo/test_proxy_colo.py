@@ -61,10 +61,45 @@ def compare_drives_checkpoints_and_failover():
             vm.shutdown()
 
 
+def two_compares_one_deleted_then_checkpoint_and_failover():
+    """Two compares (two NICs); one is deleted while COLO runs; checkpoints
+    and failover afterwards reach the other and nothing crashes."""
+    pri, sec = start_pair(bootsect_guest_args(), delay_ms=600000)
+    a = b = None
+    try:
+        pri.cmd("object-add", **{"qom-type": "iothread", "id": "iot0"})
+        pri.cmd("object-add", **{"qom-type": "iothread", "id": "iot1"})
+        a = Compare(pri, "cmp-a", notify=False)
+        b = Compare(pri, "cmp-b", notify=False, iothread="iot1")
+        a.primary(udp(b"held by a"))
+        a.wait_stat("primary-packets", 1)
+        pri.cmd("object-del", id="cmp-a")
+        before = checkpoints(pri)
+        b.primary(udp(b"b says this"))
+        b.secondary(udp(b"b says that"))
+        assert b.out() == udp(b"b says this")
+        pri.wait_for(lambda: checkpoints(pri) > before, 120,
+                     "a checkpoint asked for by cmp-b")
+        pri.cmd("x-colo-lost-heartbeat")
+        pri.wait_for(lambda: pri.cmd("query-colo-status")["mode"] == "none", 60,
+                     "the primary to leave COLO")
+        b.primary(udp(b"alone"))
+        assert b.out() == udp(b"alone")
+        assert pri.cmd("query-status")["status"] == "running"
+    finally:
+        for c in (a, b):
+            if c:
+                c.close()
+        for vm in (pri, sec):
+            vm.shutdown()
+
+
 def main():
     t.check("proxy+controller: a mismatch triggers a checkpoint that flushes the "
             "compare; after failover packets pass straight through",
             compare_drives_checkpoints_and_failover)
+    t.check("proxy+controller: two compares, one deleted during COLO; checkpoint "
+            "and failover afterwards", two_compares_one_deleted_then_checkpoint_and_failover)
     return t.finish()
 
 
