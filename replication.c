@@ -4,14 +4,39 @@
  * Copyright (c) 2026 The qemu-colo authors
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * The participants live in an array in registration order: start and
+ * checkpoint walk it forwards, stop backwards (the reverse of start), and
+ * every walk that may call back into replication_remove() works on a
+ * snapshot, so a participant can unregister itself from any callback.
+ *
+ * Locking: the BQL (see the header).
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "block/replication.h"
 
-static QLIST_HEAD(, ReplicationState) replication_participants =
-    QLIST_HEAD_INITIALIZER(replication_participants);
+static GPtrArray *participants;
+
+static GPtrArray *participants_get(void)
+{
+    if (!participants) {
+        participants = g_ptr_array_new();
+    }
+    return participants;
+}
+
+/* A copy of the current list, safe against removal during the walk. */
+static GPtrArray *participants_snapshot(void)
+{
+    return g_ptr_array_copy(participants_get(), NULL, NULL);
+}
+
+static bool still_registered(ReplicationState *rs)
+{
+    return g_ptr_array_find(participants_get(), rs, NULL);
+}
 
 ReplicationState *replication_new(void *opaque, const ReplicationOps *ops)
 {
@@ -19,14 +44,13 @@ ReplicationState *replication_new(void *opaque, const ReplicationOps *ops)
 
     rs->opaque = opaque;
     rs->ops = ops;
-    QLIST_INSERT_HEAD(&replication_participants, rs, node);
+    g_ptr_array_add(participants_get(), rs);
     return rs;
 }
 
 void replication_remove(ReplicationState *rs)
 {
-    if (rs) {
-        QLIST_REMOVE(rs, node);
+    if (rs && g_ptr_array_remove(participants_get(), rs)) {
         g_free(rs);
     }
 }
@@ -34,27 +58,28 @@ void replication_remove(ReplicationState *rs)
 void replication_start_all(ReplicationMode mode, Error **errp)
 {
     ERRP_GUARD();
-    ReplicationState *rs, *undo;
+    g_autoptr(GPtrArray) all = participants_snapshot();
+    guint started;
 
-    QLIST_FOREACH(rs, &replication_participants, node) {
-        if (!rs->ops->start) {
-            continue;
-        }
-        rs->ops->start(rs, mode, errp);
-        if (*errp) {
-            goto rollback;
+    for (started = 0; started < all->len; started++) {
+        ReplicationState *rs = g_ptr_array_index(all, started);
+
+        if (rs->ops->start && still_registered(rs)) {
+            rs->ops->start(rs, mode, errp);
+            if (*errp) {
+                break;
+            }
         }
     }
-    return;
+    if (!*errp) {
+        return;
+    }
+    /* Roll back: stop those started before the failure, newest first. */
+    while (started-- > 0) {
+        ReplicationState *rs = g_ptr_array_index(all, started);
 
-rollback:
-    /* Stop what was started before @rs, so no participant is half-set-up. */
-    QLIST_FOREACH(undo, &replication_participants, node) {
-        if (undo == rs) {
-            break;
-        }
-        if (undo->ops->stop) {
-            undo->ops->stop(undo, false, NULL);
+        if (rs->ops->stop && still_registered(rs)) {
+            rs->ops->stop(rs, false, NULL);
         }
     }
 }
@@ -62,14 +87,13 @@ rollback:
 void replication_do_checkpoint_all(Error **errp)
 {
     ERRP_GUARD();
-    ReplicationState *rs;
+    g_autoptr(GPtrArray) all = participants_snapshot();
 
-    QLIST_FOREACH(rs, &replication_participants, node) {
-        if (rs->ops->do_checkpoint) {
+    for (guint i = 0; i < all->len && !*errp; i++) {
+        ReplicationState *rs = g_ptr_array_index(all, i);
+
+        if (rs->ops->do_checkpoint && still_registered(rs)) {
             rs->ops->do_checkpoint(rs, errp);
-            if (*errp) {
-                return;
-            }
         }
     }
 }
@@ -77,35 +101,38 @@ void replication_do_checkpoint_all(Error **errp)
 void replication_get_error_all(Error **errp)
 {
     ERRP_GUARD();
-    ReplicationState *rs;
+    g_autoptr(GPtrArray) all = participants_snapshot();
 
-    QLIST_FOREACH(rs, &replication_participants, node) {
-        if (rs->ops->get_error) {
+    for (guint i = 0; i < all->len && !*errp; i++) {
+        ReplicationState *rs = g_ptr_array_index(all, i);
+
+        if (rs->ops->get_error && still_registered(rs)) {
             rs->ops->get_error(rs, errp);
-            if (*errp) {
-                return;
-            }
         }
     }
 }
 
 void replication_stop_all(bool failover, Error **errp)
 {
-    ReplicationState *rs, *next;
+    g_autoptr(GPtrArray) all = participants_snapshot();
+    Error *first_err = NULL;
 
-    /* Safe iteration: a participant may unregister itself when it stops. */
-    QLIST_FOREACH_SAFE(rs, &replication_participants, node, next) {
-        Error *local_err = NULL;
+    /* Everyone is asked to stop, whatever earlier ones answer. */
+    for (guint i = all->len; i-- > 0;) {
+        ReplicationState *rs = g_ptr_array_index(all, i);
+        Error *err = NULL;
 
-        if (rs->ops->stop) {
-            rs->ops->stop(rs, failover, &local_err);
+        if (!rs->ops->stop || !still_registered(rs)) {
+            continue;
         }
-        if (local_err) {
-            if (errp && !*errp) {
-                error_propagate(errp, local_err);
-            } else {
-                error_free(local_err);
-            }
+        rs->ops->stop(rs, failover, &err);
+        if (err && !first_err) {
+            first_err = err;
+        } else {
+            error_free(err);
         }
+    }
+    if (first_err) {
+        error_propagate(errp, first_err);
     }
 }

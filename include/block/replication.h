@@ -15,7 +15,6 @@
 #define BLOCK_REPLICATION_H
 
 #include "qapi/qapi-types-block-core.h"
-#include "qemu/queue.h"
 
 typedef struct ReplicationState ReplicationState;
 
@@ -31,10 +30,12 @@ typedef struct ReplicationOps {
 struct ReplicationState {
     void *opaque;
     const ReplicationOps *ops;
-    QLIST_ENTRY(ReplicationState) node;
 };
 
-/* Register a participant; @opaque is handed back through rs->opaque. */
+/*
+ * Register a participant; @opaque is handed back through rs->opaque.
+ * Participants are called in the order they registered (stop: reverse).
+ */
 ReplicationState *replication_new(void *opaque, const ReplicationOps *ops);
 /* Unregister and free @rs (NULL is allowed). */
 void replication_remove(ReplicationState *rs);

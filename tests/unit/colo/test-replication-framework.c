@@ -85,7 +85,7 @@ static const ReplicationOps fake_ops = {
 
 static FakeParticipant fakes[3];
 
-/* Registers a, b, c; the framework promises no order, only "each once". */
+/* Registers a, b, c, in that order. */
 static void setup(void)
 {
     static const char *names[] = { "a", "b", "c" };
@@ -166,6 +166,26 @@ static void test_start_failure_rolls_back(void)
     g_assert_cmpint(count_calls("start-primary"), ==, failed_at + 1);
     g_assert_cmpint(count_calls("stop"), ==, failed_at);
     g_assert_false(called("b", "stop"));
+    teardown();
+}
+
+static void test_order(void)
+{
+    setup();
+    replication_start_all(REPLICATION_MODE_PRIMARY, &error_abort);
+    replication_do_checkpoint_all(&error_abort);
+    replication_stop_all(false, &error_abort);
+    /* Registration order, and stop in reverse, like a stack. */
+    g_assert_cmpstr(call_log->str, ==,
+                    "a:start-primary b:start-primary c:start-primary "
+                    "a:checkpoint b:checkpoint c:checkpoint "
+                    "c:stop b:stop a:stop");
+    g_string_truncate(call_log, 0);
+    fakes[2].fail_start = true;
+    replication_start_all(REPLICATION_MODE_SECONDARY, NULL);
+    g_assert_cmpstr(call_log->str, ==,
+                    "a:start-secondary b:start-secondary c:start-secondary "
+                    "b:stop a:stop");
     teardown();
 }
 
@@ -271,6 +291,7 @@ int main(int argc, char **argv)
     g_test_add_func("/replication-framework/start-all", test_start_all);
     g_test_add_func("/replication-framework/start-failure-rolls-back",
                     test_start_failure_rolls_back);
+    g_test_add_func("/replication-framework/order", test_order);
     g_test_add_func("/replication-framework/start-without-errp",
                     test_start_without_errp_is_safe);
     g_test_add_func("/replication-framework/checkpoint-all",
