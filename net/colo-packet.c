@@ -66,6 +66,55 @@ static ColoParseError parse_udp(const uint8_t *l4, size_t l4_len,
     return COLO_PARSE_OK;
 }
 
+/* TCP, UDP or ICMP in @l4_len bytes at @l4_offset; sets kind. */
+static ColoParseError parse_l4(const uint8_t *data, size_t l4_offset,
+                               size_t l4_len, uint8_t icmp_proto,
+                               ColoPacketInfo *info)
+{
+    info->kind = COLO_PKT_IP_OTHER;
+    info->payload_offset = l4_offset;
+    info->payload_len = l4_len;
+    if (info->ip_proto == 6) {
+        return parse_tcp(data + l4_offset, l4_len, l4_offset, info);
+    }
+    if (info->ip_proto == 17) {
+        return parse_udp(data + l4_offset, l4_len, l4_offset, info);
+    }
+    if (info->ip_proto == icmp_proto) {
+        if (l4_len < 8) {
+            return COLO_PARSE_SHORT_ICMP;
+        }
+        info->kind = COLO_PKT_ICMP;
+    }
+    return COLO_PARSE_OK;
+}
+
+static ColoParseError parse_ipv6(const uint8_t *data, size_t len,
+                                 ColoPacketInfo *info)
+{
+    const uint8_t *ip = data + info->l3_offset;
+    size_t avail = len - info->l3_offset;
+    size_t payload;
+
+    if (avail < 40) {
+        return COLO_PARSE_SHORT_IP;
+    }
+    if ((ip[0] >> 4) != 6) {
+        return COLO_PARSE_BAD_IP_VERSION;
+    }
+    payload = rd16(ip + 4);
+    if (40 + payload > avail) {
+        return COLO_PARSE_BAD_IP_LEN;
+    }
+    info->ipv6 = true;
+    info->ip_hdr_len = 40;
+    info->ip_total_len = 40 + payload;
+    info->ip_proto = ip[6];
+    memcpy(info->src_addr, ip + 8, 16);
+    memcpy(info->dst_addr, ip + 24, 16);
+    return parse_l4(data, info->l3_offset + 40, payload, 58, info);
+}
+
 static ColoParseError parse_ipv4(const uint8_t *data, size_t len,
                                  ColoPacketInfo *info)
 {
@@ -94,30 +143,21 @@ static ColoParseError parse_ipv4(const uint8_t *data, size_t len,
     info->ip_proto = ip[9];
     info->ip_src = rd32(ip + 12);
     info->ip_dst = rd32(ip + 16);
+    info->src_addr[10] = info->src_addr[11] = 0xff;
+    memcpy(info->src_addr + 12, ip + 12, 4);
+    info->dst_addr[10] = info->dst_addr[11] = 0xff;
+    memcpy(info->dst_addr + 12, ip + 16, 4);
     /* More-fragments set or a non-zero offset: no L4 header to trust. */
     info->ip_fragment = (frag & 0x3fff) != 0;
 
     l4_offset = info->l3_offset + ihl;
-    info->kind = COLO_PKT_IP_OTHER;
-    info->payload_offset = l4_offset;
-    info->payload_len = total - ihl;
     if (info->ip_fragment) {
+        info->kind = COLO_PKT_IP_OTHER;
+        info->payload_offset = l4_offset;
+        info->payload_len = total - ihl;
         return COLO_PARSE_OK;
     }
-    switch (info->ip_proto) {
-    case 6:
-        return parse_tcp(data + l4_offset, total - ihl, l4_offset, info);
-    case 17:
-        return parse_udp(data + l4_offset, total - ihl, l4_offset, info);
-    case 1:
-        if (total - ihl < 8) {
-            return COLO_PARSE_SHORT_ICMP;
-        }
-        info->kind = COLO_PKT_ICMP;
-        return COLO_PARSE_OK;
-    default:
-        return COLO_PARSE_OK;
-    }
+    return parse_l4(data, l4_offset, total - ihl, 1, info);
 }
 
 ColoParseError colo_packet_parse(const uint8_t *data, size_t len,
@@ -145,13 +185,16 @@ ColoParseError colo_packet_parse(const uint8_t *data, size_t len,
     }
     info->ethertype = type;
     info->l3_offset = off;
-    if (type != COLO_ETHERTYPE_IPV4) {
-        info->kind = COLO_PKT_NON_IP;
-        info->payload_offset = 0;
-        info->payload_len = len;
-        return COLO_PARSE_OK;
+    if (type == COLO_ETHERTYPE_IPV4) {
+        return parse_ipv4(data, len, info);
     }
-    return parse_ipv4(data, len, info);
+    if (type == COLO_ETHERTYPE_IPV6) {
+        return parse_ipv6(data, len, info);
+    }
+    info->kind = COLO_PKT_NON_IP;
+    info->payload_offset = 0;
+    info->payload_len = len;
+    return COLO_PARSE_OK;
 }
 
 const char *colo_parse_error_name(ColoParseError err)

@@ -10,9 +10,10 @@
  * checked against the bytes available before it is used.
  *
  * Accepted frames: Ethernet II, optionally with up to two 802.1Q/802.1ad
- * tags.  IPv4 is decoded down to TCP, UDP and ICMP; everything else
- * (ARP, IPv6, ...) is classified as non-IP and not looked into.
- * Ethernet padding after the IPv4 total length is allowed and ignored.
+ * tags.  IPv4 and IPv6 are decoded down to TCP, UDP and ICMP/ICMPv6 (IPv6
+ * extension headers are not walked: such packets count as other IP);
+ * everything else (ARP, ...) is classified as non-IP and not looked into.
+ * Ethernet padding after the IP total length is allowed and ignored.
  */
 
 #ifndef NET_COLO_PACKET_H
@@ -22,6 +23,7 @@
 #define COLO_VLAN_HLEN          4
 #define COLO_VLAN_MAX_TAGS      2
 #define COLO_ETHERTYPE_IPV4     0x0800
+#define COLO_ETHERTYPE_IPV6     0x86dd
 #define COLO_ETHERTYPE_VLAN     0x8100
 #define COLO_ETHERTYPE_QINQ     0x88a8
 
@@ -32,11 +34,11 @@
 #define COLO_TCP_ACK            0x10
 
 typedef enum ColoPacketKind {
-    COLO_PKT_NON_IP,        /* not IPv4: compared as a whole frame */
+    COLO_PKT_NON_IP,        /* not IP: compared as a whole frame */
     COLO_PKT_TCP,
     COLO_PKT_UDP,
-    COLO_PKT_ICMP,
-    COLO_PKT_IP_OTHER,      /* other IPv4 protocols and IPv4 fragments */
+    COLO_PKT_ICMP,          /* ICMP and ICMPv6 */
+    COLO_PKT_IP_OTHER,      /* other protocols, fragments, IPv6 ext. headers */
     COLO_PKT__MAX,
 } ColoPacketKind;
 
@@ -45,10 +47,10 @@ typedef enum ColoParseError {
     COLO_PARSE_SHORT_ETH,       /* shorter than an Ethernet header */
     COLO_PARSE_SHORT_VLAN,      /* VLAN tag cut off */
     COLO_PARSE_TOO_MANY_TAGS,   /* more than COLO_VLAN_MAX_TAGS tags */
-    COLO_PARSE_SHORT_IP,        /* shorter than a minimal IPv4 header */
-    COLO_PARSE_BAD_IP_VERSION,  /* EtherType IPv4 but version != 4 */
+    COLO_PARSE_SHORT_IP,        /* shorter than a minimal IP header */
+    COLO_PARSE_BAD_IP_VERSION,  /* IP version does not match the EtherType */
     COLO_PARSE_BAD_IHL,         /* header length < 20 or beyond the frame */
-    COLO_PARSE_BAD_IP_LEN,      /* total length < header or > frame */
+    COLO_PARSE_BAD_IP_LEN,      /* total/payload length beyond the frame */
     COLO_PARSE_SHORT_TCP,       /* TCP header cut off */
     COLO_PARSE_BAD_TCP_OFF,     /* TCP data offset < 5 or beyond IP data */
     COLO_PARSE_SHORT_UDP,       /* UDP header cut off */
@@ -64,10 +66,13 @@ typedef struct ColoPacketInfo {
     uint32_t vlan_key;          /* VLAN ids (12 bits each), outer first */
     size_t l3_offset;           /* start of the IPv4 header / EtherType data */
 
-    /* IPv4 (kind != COLO_PKT_NON_IP), host byte order */
-    uint32_t ip_src;
+    /* IP (kind != COLO_PKT_NON_IP) */
+    bool ipv6;
+    uint32_t ip_src;            /* IPv4 only, host byte order */
     uint32_t ip_dst;
-    uint8_t ip_proto;
+    uint8_t src_addr[16];       /* both families; IPv4 as ::ffff:a.b.c.d */
+    uint8_t dst_addr[16];
+    uint8_t ip_proto;           /* IPv6: the next header */
     bool ip_fragment;
     size_t ip_hdr_len;
     size_t ip_total_len;
@@ -83,7 +88,7 @@ typedef struct ColoPacketInfo {
     size_t tcp_hdr_len;
 
     /*
-     * What is compared: TCP and UDP data, the whole ICMP message, the IPv4
+     * What is compared: TCP and UDP data, the whole ICMP message, the IP
      * payload of other protocols and fragments, the whole frame for non-IP.
      */
     size_t payload_offset;

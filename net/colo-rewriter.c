@@ -9,11 +9,12 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/bswap.h"
 #include "net/colo-rewriter.h"
 
 typedef struct RwKey {
-    uint32_t guest_ip;
-    uint32_t peer_ip;
+    uint8_t guest_ip[16];       /* IPv4 as ::ffff:a.b.c.d */
+    uint8_t peer_ip[16];
     uint32_t vlan_key;
     uint16_t guest_port;
     uint16_t peer_port;
@@ -42,10 +43,14 @@ struct ColoRewriter {
 
 static guint rw_key_hash(gconstpointer p)
 {
-    const RwKey *k = p;
+    const uint8_t *b = p;
+    uint32_t h = 2166136261u;
+    size_t i;
 
-    return k->guest_ip * 31u + k->peer_ip * 17u + k->vlan_key +
-           ((uint32_t)k->guest_port << 16 | k->peer_port);
+    for (i = 0; i < sizeof(RwKey); i++) {
+        h = (h ^ b[i]) * 16777619u;
+    }
+    return h;
 }
 
 static gboolean rw_key_equal(gconstpointer a, gconstpointer b)
@@ -202,14 +207,14 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
     memset(&key, 0, sizeof(key));
     key.vlan_key = info.vlan_key;
     if (dir == COLO_FROM_GUEST) {
-        key.guest_ip = info.ip_src;
+        memcpy(key.guest_ip, info.src_addr, 16);
         key.guest_port = info.src_port;
-        key.peer_ip = info.ip_dst;
+        memcpy(key.peer_ip, info.dst_addr, 16);
         key.peer_port = info.dst_port;
     } else {
-        key.guest_ip = info.ip_dst;
+        memcpy(key.guest_ip, info.dst_addr, 16);
         key.guest_port = info.dst_port;
-        key.peer_ip = info.ip_src;
+        memcpy(key.peer_ip, info.src_addr, 16);
         key.peer_port = info.src_port;
     }
     c = g_hash_table_lookup(r->conns, &key);
@@ -335,9 +340,11 @@ bool colo_rewriter_offset(ColoRewriter *r, uint32_t guest_ip,
     RwConn *c;
 
     memset(&key, 0, sizeof(key));
-    key.guest_ip = guest_ip;
+    key.guest_ip[10] = key.guest_ip[11] = 0xff;
+    stl_be_p(key.guest_ip + 12, guest_ip);
     key.guest_port = guest_port;
-    key.peer_ip = peer_ip;
+    key.peer_ip[10] = key.peer_ip[11] = 0xff;
+    stl_be_p(key.peer_ip + 12, peer_ip);
     key.peer_port = peer_port;
     c = g_hash_table_lookup(r->conns, &key);
     if (!c || !c->offset_known) {

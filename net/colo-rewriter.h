@@ -71,7 +71,10 @@ void colo_rewriter_checkpoint(ColoRewriter *r);
 void colo_rewriter_failover(ColoRewriter *r);
 void colo_rewriter_expire(ColoRewriter *r, int64_t now_ns);
 const ColoRewriterStats *colo_rewriter_stats(ColoRewriter *r);
-/* The offset of a connection, from the guest's side; false if unknown. */
+/*
+ * The offset of an IPv4 connection (addresses in host byte order), from
+ * the guest's side; false if unknown.
+ */
 bool colo_rewriter_offset(ColoRewriter *r, uint32_t guest_ip,
                           uint16_t guest_port, uint32_t peer_ip,
                           uint16_t peer_port, uint32_t *offset);

@@ -23,8 +23,8 @@
 
 typedef struct ColoConnKey {
     uint32_t vlan_key;
-    uint32_t addr_a;
-    uint32_t addr_b;
+    uint8_t addr_a[16];
+    uint8_t addr_b[16];
     uint16_t port_a;            /* non-IP: the EtherType */
     uint16_t port_b;
     uint8_t kind;
@@ -225,8 +225,8 @@ static void make_key(const ColoPacketInfo *info, ColoConnKey *key)
         key->port_a = info->ethertype;
         return;
     }
-    key->addr_a = info->ip_src;
-    key->addr_b = info->ip_dst;
+    memcpy(key->addr_a, info->src_addr, 16);
+    memcpy(key->addr_b, info->dst_addr, 16);
     key->ip_proto = info->ip_proto;
     if (info->kind == COLO_PKT_TCP || info->kind == COLO_PKT_UDP) {
         key->port_a = info->src_port;

@@ -30,9 +30,10 @@
  *  - UDP per flow (addresses and ports), ICMP per address pair: the n-th
  *    primary datagram is compared with the n-th secondary datagram, by
  *    payload (UDP data; the whole ICMP message).
- *  - Other IPv4 protocols and IPv4 fragments: by IP payload, in order, per
- *    address pair and protocol.
- *  - Non-IPv4 frames (ARP, IPv6...): whole frames, in order, per EtherType.
+ *  - Other IP protocols, IPv4 fragments, IPv6 packets with extension
+ *    headers: by IP payload, in order, per address pair and protocol.
+ *  - IPv4 and IPv6 alike (addresses are keyed as 128 bits).
+ *  - Non-IP frames (ARP...): whole frames, in order, per EtherType.
  *  - VLAN-tagged frames are compared like untagged ones by their inner
  *    protocol; the VLAN ids are part of the connection key.
  *

@@ -92,6 +92,35 @@ static inline size_t tf_tcp(uint8_t *buf, const TfTcp *t, const void *data,
     return off + thl + len;
 }
 
+/* IPv6 TCP from fe80::2 (the guest) to fe80::1, or the reverse. */
+static inline size_t tf_tcp6(uint8_t *buf, const TfTcp *t, bool to_guest,
+                             const void *data, size_t len)
+{
+    size_t off = tf_eth(buf, t->vlan, 0x86dd);
+    uint8_t *ip = buf + off, *th = ip + 40;
+
+    memset(ip, 0, 40 + 20);
+    ip[0] = 0x60;
+    stw_be_p(ip + 4, 20 + len);
+    ip[6] = 6;
+    ip[7] = 64;
+    ip[8] = ip[24] = 0xfe;
+    ip[9] = ip[25] = 0x80;
+    ip[23] = to_guest ? 1 : 2;
+    ip[39] = to_guest ? 2 : 1;
+    stw_be_p(th, t->sport ? t->sport : 80);
+    stw_be_p(th + 2, t->dport ? t->dport : 40000);
+    stl_be_p(th + 4, t->seq);
+    stl_be_p(th + 8, t->ack);
+    th[12] = 5 << 4;
+    th[13] = t->flags;
+    stw_be_p(th + 14, t->window ? t->window : 512);
+    if (len) {
+        memcpy(th + 20, data, len);
+    }
+    return off + 40 + 20 + len;
+}
+
 static inline size_t tf_udp(uint8_t *buf, uint16_t sport, uint16_t dport,
                             const void *data, size_t len, uint16_t ip_id)
 {

@@ -77,6 +77,45 @@ static void test_parse_udp_icmp_arp_vlan(void)
     g_assert_cmpuint(info.payload_len, ==, 1);
 }
 
+static void test_parse_ipv6(void)
+{
+    TfTcp t = { .seq = 77, .ack = 5, .flags = COLO_TCP_ACK };
+    size_t len = tf_tcp6(buf, &t, false, "six", 3);
+    ColoPacketInfo info;
+
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
+    g_assert_cmpint(info.kind, ==, COLO_PKT_TCP);
+    g_assert_true(info.ipv6);
+    g_assert_cmpuint(info.tcp_seq, ==, 77);
+    g_assert_cmpuint(info.payload_len, ==, 3);
+    g_assert_cmpuint(info.src_addr[15], ==, 2);
+    g_assert_cmpuint(info.dst_addr[0], ==, 0xfe);
+    g_assert(memcmp(buf + info.payload_offset, "six", 3) == 0);
+    /* truncated header, payload length beyond the frame, wrong version */
+    g_assert_cmpint(colo_packet_parse(buf, 14 + 39, &info), ==,
+                    COLO_PARSE_SHORT_IP);
+    g_assert_cmpint(colo_packet_parse(buf, len - 1, &info), ==,
+                    COLO_PARSE_BAD_IP_LEN);
+    buf[14] = 0x40;
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==,
+                    COLO_PARSE_BAD_IP_VERSION);
+    buf[14] = 0x60;
+    /* ICMPv6, and an extension header (not walked) */
+    buf[14 + 6] = 58;
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
+    g_assert_cmpint(info.kind, ==, COLO_PKT_ICMP);
+    buf[14 + 6] = 0;
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
+    g_assert_cmpint(info.kind, ==, COLO_PKT_IP_OTHER);
+    g_assert_cmpuint(info.payload_len, ==, 23);
+    /* IPv4 addresses appear v4-mapped */
+    len = tf_udp(buf, 1, 2, "x", 1, 1);
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
+    g_assert_false(info.ipv6);
+    g_assert_cmpuint(info.src_addr[10], ==, 0xff);
+    g_assert_cmpuint(ldl_be_p(info.src_addr + 12), ==, TF_GUEST_IP);
+}
+
 static void test_parse_fragment(void)
 {
     size_t len = tf_udp(buf, 1, 2, "abcdefgh", 8, 3);
@@ -385,6 +424,7 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-packet/parse/padding", test_parse_padding_allowed);
     g_test_add_func("/colo-packet/parse/udp-icmp-arp-vlan",
                     test_parse_udp_icmp_arp_vlan);
+    g_test_add_func("/colo-packet/parse/ipv6", test_parse_ipv6);
     g_test_add_func("/colo-packet/parse/fragment", test_parse_fragment);
     g_test_add_func("/colo-packet/parse/every-truncation",
                     test_parse_every_truncation);

@@ -283,6 +283,45 @@ static void test_close_and_aging(void)
     colo_rewriter_free(r);
 }
 
+/* IPv6: the same, with the IPv6 pseudo-header in the checksum. */
+static void test_ipv6(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    TfTcp t = { .seq = secondary_isn, .ack = 5001, .flags = SYN | ACK };
+    uint8_t buf[256];
+    size_t len;
+    uint32_t sum;
+
+    len = tf_tcp6(buf, &t, false, NULL, 0);
+    g_assert_false(colo_rewriter_packet(r, COLO_FROM_GUEST, buf, len, false,
+                                        0, NULL));
+    t = (TfTcp) { .seq = 5001, .ack = primary_isn + 1, .flags = ACK,
+                  .sport = CLIENT_PORT, .dport = GUEST_PORT };
+    len = tf_tcp6(buf, &t, true, NULL, 0);
+    g_assert_true(colo_rewriter_packet(r, COLO_TO_GUEST, buf, len, false, 0,
+                                       NULL));
+    g_assert_cmpuint(ldl_be_p(buf + 54 + 8), ==, secondary_isn + 1);
+    t = (TfTcp) { .seq = secondary_isn + 1, .ack = 5001, .flags = ACK };
+    len = tf_tcp6(buf, &t, false, "v6 data", 7);
+    /* a correct checksum first: pseudo-header + segment */
+    sum = sum16(buf + 22, 32, 0) + 6 + 27;
+    sum = sum16(buf + 54, 27, sum);
+    while (sum >> 16) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    stw_be_p(buf + 54 + 16, ~sum);
+    g_assert_true(colo_rewriter_packet(r, COLO_FROM_GUEST, buf, len, false,
+                                       0, NULL));
+    g_assert_cmpuint(ldl_be_p(buf + 54 + 4), ==, primary_isn + 1);
+    sum = sum16(buf + 22, 32, 0) + 6 + 27;
+    sum = sum16(buf + 54, 27, sum);
+    while (sum >> 16) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    g_assert_cmpuint(sum, ==, 0xffff);
+    colo_rewriter_free(r);
+}
+
 /* A bounded table: connections beyond it are not tracked. */
 static void test_table_bound(void)
 {
@@ -351,6 +390,7 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-rewriter/checkpoint", test_checkpoint_resets_offset);
     g_test_add_func("/colo-rewriter/failover", test_failover);
     g_test_add_func("/colo-rewriter/close-and-aging", test_close_and_aging);
+    g_test_add_func("/colo-rewriter/ipv6", test_ipv6);
     g_test_add_func("/colo-rewriter/table-bound", test_table_bound);
     g_test_add_func("/colo-rewriter/passthrough", test_passthrough);
     g_test_add_func("/colo-rewriter/csum-partial", test_csum_partial);

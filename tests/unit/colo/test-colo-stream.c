@@ -475,6 +475,39 @@ static void test_tcp_random_segmentation(void)
     g_rand_free(rand);
 }
 
+/* IPv6 TCP: a byte stream like IPv4; the families never mix. */
+static void test_tcp_ipv6(void)
+{
+    Fixture f;
+    uint8_t buf[512];
+    TfTcp t = { .ack = 1, .flags = PSH };
+    size_t n;
+
+    fx_init(&f, NULL);
+    t.seq = 500;
+    n = tf_tcp6(buf, &t, false, text, 30);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    /* the same ports over IPv4 are another connection */
+    seg(&f, COLO_SECONDARY, 500, 1, PSH, text, 30, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(st(&f)->connections, ==, 2);
+    n = tf_tcp6(buf, &t, false, text, 12);
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    t.seq = 512;
+    n = tf_tcp6(buf, &t, false, text + 12, 18);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 1);
+    /* and a difference is a TCP mismatch */
+    t.seq = 530;
+    n = tf_tcp6(buf, &t, false, "abc", 3);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    n = tf_tcp6(buf, &t, false, "abd", 3);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_MISMATCH);
+    fx_free(&f);
+}
+
 /* ---- UDP, ICMP, other IP, non-IP ---------------------------------------- */
 
 static void test_udp(void)
@@ -784,6 +817,7 @@ int main(int argc, char **argv)
                     test_tcp_two_connections);
     g_test_add_func("/colo-stream/tcp/random-segmentation",
                     test_tcp_random_segmentation);
+    g_test_add_func("/colo-stream/tcp/ipv6", test_tcp_ipv6);
     g_test_add_func("/colo-stream/udp", test_udp);
     g_test_add_func("/colo-stream/icmp-and-arp", test_icmp_and_arp);
     g_test_add_func("/colo-stream/vlan", test_vlan);
