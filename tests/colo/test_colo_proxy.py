@@ -124,7 +124,8 @@ class Peer:
 class Compare:
     """A colo-compare with its four chardevs connected to test peers."""
 
-    def __init__(self, vm, name, notify=True, iothread="iot0", **props):
+    def __init__(self, vm, name, notify=True, iothread="iot0", reconnect=False,
+                 **props):
         self.vm = vm
         self.name = name
         self.peers = {}
@@ -132,9 +133,11 @@ class Compare:
         for role in roles:
             cid = "%s-%s" % (name, role)
             peer = Peer(vm.path(cid + ".sock"))
-            vm.cmd("chardev-add", id=cid, backend={"type": "socket", "data": {
-                "addr": {"type": "unix", "data": {"path": peer.path}},
-                "server": False}})
+            data = {"addr": {"type": "unix", "data": {"path": peer.path}},
+                    "server": False}
+            if reconnect:
+                data["reconnect-ms"] = 100
+            vm.cmd("chardev-add", id=cid, backend={"type": "socket", "data": data})
             self.peers[role] = peer.accept()
         args = {"qom-type": "colo-compare", "id": name,
                 "primary_in": name + "-pin", "secondary_in": name + "-sin",
@@ -295,6 +298,26 @@ def compare_malformed_input(vm):
     finally:
         c.close()
         vm.cmd("object-del", id="cmp-bad")
+
+
+def compare_chardev_reconnect(vm):
+    """A peer that goes away in the middle of a frame: after the chardev
+    reconnects, reading starts with a new frame and comparing goes on."""
+    c = Compare(vm, "cmp-rc", reconnect=True)
+    try:
+        pin = c.peers["pin"]
+        good = udp(b"after reconnect")
+        pin.send(frame(good)[:10])          # half a frame, then the peer dies
+        pin.sock.close()
+        pin.accept()                        # QEMU reconnects
+        c.primary(good)
+        c.secondary(good)
+        assert c.out() == good
+        assert c.stat("malformed-packets") == 0
+        assert c.stat("mismatches-udp") == 0
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-rc")
 
 
 def compare_vnet_header(vm):
@@ -651,6 +674,8 @@ def main():
                 compare_malformed_input, vm)
         t.check("compare: vnet_hdr_support frames pass with their vnet header",
                 compare_vnet_header, vm)
+        t.check("compare: a chardev that reconnects mid-frame starts with a new frame",
+                compare_chardev_reconnect, vm)
         t.check("compare: two instances have their own bounds; deleting one is safe",
                 compare_two_instances_and_delete, vm)
         t.check("compare: property validation with clear errors, defaults",
