@@ -91,8 +91,8 @@ struct ColoCompare {
     char *notify_dev_id;
     char *iothread_id;
     uint64_t compare_timeout_ms;
-    uint32_t expired_scan_cycle_ms;
-    uint32_t max_queue_size;
+    uint64_t expired_scan_cycle_ms;
+    uint64_t max_queue_size;
     bool vnet_hdr;
 
     bool completed;
@@ -632,60 +632,54 @@ STR_PROP(outdev_id)
 STR_PROP(notify_dev_id)
 STR_PROP(iothread_id)
 
-static void get_u64_field(Object *obj, Visitor *v, const char *name,
-                          void *opaque, Error **errp)
-{
-    uint64_t value = *(uint64_t *)((char *)obj + (uintptr_t)opaque);
+/* The numeric properties: where each lives and how large it may be. */
+typedef struct NumProp {
+    const char *name;
+    const char *type;
+    size_t offset;
+    uint64_t max;
+} NumProp;
 
-    visit_type_uint64(v, name, &value, errp);
+static const NumProp num_props[] = {
+    { "compare_timeout", "uint64", offsetof(ColoCompare, compare_timeout_ms),
+      UINT32_MAX },
+    { "expired_scan_cycle", "uint32",
+      offsetof(ColoCompare, expired_scan_cycle_ms), UINT32_MAX },
+    { "max_queue_size", "uint32", offsetof(ColoCompare, max_queue_size),
+      UINT32_MAX },
+};
+
+static uint64_t *num_field(Object *obj, const NumProp *prop)
+{
+    return (uint64_t *)((char *)obj + prop->offset);
 }
 
-static void set_positive_u64(Object *obj, Visitor *v, const char *name,
-                             void *opaque, Error **errp)
+static void num_prop_get(Object *obj, Visitor *v, const char *name,
+                         void *opaque, Error **errp)
 {
-    uint64_t value;
+    visit_type_uint64(v, name, num_field(obj, opaque), errp);
+}
 
-    if (!visit_type_uint64(v, name, &value, errp)) {
-        return;
-    }
-    if (!value) {
-        error_setg(errp, "colo-compare: '%s' must be greater than 0", name);
-        return;
-    }
+static void num_prop_set(Object *obj, Visitor *v, const char *name,
+                         void *opaque, Error **errp)
+{
+    const NumProp *prop = opaque;
+    uint64_t value = 0;
+
     if (COLO_COMPARE(obj)->completed) {
         error_setg(errp, "colo-compare: '%s' cannot change while running",
                    name);
-        return;
+    } else if (visit_type_uint64(v, name, &value, errp)) {
+        if (value == 0) {
+            error_setg(errp, "colo-compare: '%s' must be greater than 0",
+                       name);
+        } else if (value > prop->max) {
+            error_setg(errp, "colo-compare: '%s' must be at most %" PRIu64,
+                       name, prop->max);
+        } else {
+            *num_field(obj, prop) = value;
+        }
     }
-    *(uint64_t *)((char *)obj + (uintptr_t)opaque) = value;
-}
-
-static void get_u32_field(Object *obj, Visitor *v, const char *name,
-                          void *opaque, Error **errp)
-{
-    uint32_t value = *(uint32_t *)((char *)obj + (uintptr_t)opaque);
-
-    visit_type_uint32(v, name, &value, errp);
-}
-
-static void set_positive_u32(Object *obj, Visitor *v, const char *name,
-                             void *opaque, Error **errp)
-{
-    uint32_t value;
-
-    if (!visit_type_uint32(v, name, &value, errp)) {
-        return;
-    }
-    if (!value) {
-        error_setg(errp, "colo-compare: '%s' must be greater than 0", name);
-        return;
-    }
-    if (COLO_COMPARE(obj)->completed) {
-        error_setg(errp, "colo-compare: '%s' cannot change while running",
-                   name);
-        return;
-    }
-    *(uint32_t *)((char *)obj + (uintptr_t)opaque) = value;
 }
 
 static bool get_vnet_hdr(Object *obj, Error **errp)
@@ -863,17 +857,11 @@ static void colo_compare_class_init(ObjectClass *oc, void *data)
                                   set_notify_dev_id);
     object_class_property_add_str(oc, "iothread", get_iothread_id,
                                   set_iothread_id);
-    object_class_property_add(oc, "compare_timeout", "uint64",
-                              get_u64_field, set_positive_u64, NULL,
-                              (void *)offsetof(ColoCompare,
-                                               compare_timeout_ms));
-    object_class_property_add(oc, "expired_scan_cycle", "uint32",
-                              get_u32_field, set_positive_u32, NULL,
-                              (void *)offsetof(ColoCompare,
-                                               expired_scan_cycle_ms));
-    object_class_property_add(oc, "max_queue_size", "uint32",
-                              get_u32_field, set_positive_u32, NULL,
-                              (void *)offsetof(ColoCompare, max_queue_size));
+    for (i = 0; i < ARRAY_SIZE(num_props); i++) {
+        object_class_property_add(oc, num_props[i].name, num_props[i].type,
+                                  num_prop_get, num_prop_set, NULL,
+                                  (void *)&num_props[i]);
+    }
     object_class_property_add_bool(oc, "vnet_hdr_support", get_vnet_hdr,
                                    set_vnet_hdr);
     for (i = 0; i < STAT__MAX; i++) {
@@ -883,25 +871,27 @@ static void colo_compare_class_init(ObjectClass *oc, void *data)
     ucc->complete = colo_compare_complete;
 }
 
-static const TypeInfo colo_compare_info = {
-    .name = TYPE_COLO_COMPARE,
-    .parent = TYPE_OBJECT,
-    .instance_size = sizeof(ColoCompare),
-    .instance_init = colo_compare_init,
-    .instance_finalize = colo_compare_finalize,
-    .class_init = colo_compare_class_init,
-    .interfaces = (InterfaceInfo[]) {
-        { TYPE_USER_CREATABLE },
-        { }
-    },
-};
-
-static void colo_compare_register_types(void)
+static void colo_compare_globals_init(void)
 {
     qemu_mutex_init(&compare_list_lock);
     qemu_mutex_init(&notifier_lock);
     qemu_cond_init(&compare_list_cond);
-    type_register_static(&colo_compare_info);
 }
 
-type_init(colo_compare_register_types);
+static const TypeInfo colo_compare_types[] = {
+    {
+        .name = TYPE_COLO_COMPARE,
+        .parent = TYPE_OBJECT,
+        .instance_size = sizeof(ColoCompare),
+        .instance_init = colo_compare_init,
+        .instance_finalize = colo_compare_finalize,
+        .class_init = colo_compare_class_init,
+        .interfaces = (InterfaceInfo[]) {
+            { TYPE_USER_CREATABLE },
+            { }
+        },
+    },
+};
+
+DEFINE_TYPES(colo_compare_types)
+type_init(colo_compare_globals_init);

@@ -307,26 +307,20 @@ static void filter_redirector_class_init(ObjectClass *oc, void *data)
                                   mirror_set_indev);
 }
 
-static const TypeInfo filter_mirror_info = {
-    .name = TYPE_FILTER_MIRROR,
-    .parent = TYPE_NETFILTER,
-    .instance_size = sizeof(ColoMirrorState),
-    .instance_finalize = mirror_finalize,
-    .class_init = filter_mirror_class_init,
+static const TypeInfo colo_mirror_types[] = {
+    {
+        .name = TYPE_FILTER_MIRROR,
+        .parent = TYPE_NETFILTER,
+        .instance_size = sizeof(ColoMirrorState),
+        .instance_finalize = mirror_finalize,
+        .class_init = filter_mirror_class_init,
+    }, {
+        .name = TYPE_FILTER_REDIRECTOR,
+        .parent = TYPE_NETFILTER,
+        .instance_size = sizeof(ColoMirrorState),
+        .instance_finalize = mirror_finalize,
+        .class_init = filter_redirector_class_init,
+    },
 };
 
-static const TypeInfo filter_redirector_info = {
-    .name = TYPE_FILTER_REDIRECTOR,
-    .parent = TYPE_NETFILTER,
-    .instance_size = sizeof(ColoMirrorState),
-    .instance_finalize = mirror_finalize,
-    .class_init = filter_redirector_class_init,
-};
-
-static void filter_mirror_register_types(void)
-{
-    type_register_static(&filter_mirror_info);
-    type_register_static(&filter_redirector_info);
-}
-
-type_init(filter_mirror_register_types);
+DEFINE_TYPES(colo_mirror_types)

@@ -220,16 +220,13 @@ static void filter_rewriter_class_init(ObjectClass *oc, void *data)
     nfc->receive_iov = rewriter_receive_iov;
 }
 
-static const TypeInfo filter_rewriter_info = {
-    .name = TYPE_FILTER_REWRITER,
-    .parent = TYPE_NETFILTER,
-    .instance_size = sizeof(ColoRewriterFilter),
-    .class_init = filter_rewriter_class_init,
+static const TypeInfo colo_rewriter_types[] = {
+    {
+        .name = TYPE_FILTER_REWRITER,
+        .parent = TYPE_NETFILTER,
+        .instance_size = sizeof(ColoRewriterFilter),
+        .class_init = filter_rewriter_class_init,
+    },
 };
 
-static void filter_rewriter_register_types(void)
-{
-    type_register_static(&filter_rewriter_info);
-}
-
-type_init(filter_rewriter_register_types);
+DEFINE_TYPES(colo_rewriter_types)
