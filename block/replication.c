@@ -890,34 +890,31 @@ replication_co_flush(BlockDriverState *bs)
     return bdrv_co_flush(bs->file->bs);
 }
 
-static const char *const replication_strong_runtime_opts[] = {
-    REPLICATION_OPT_MODE,
-    REPLICATION_OPT_TOP_ID,
-
-    NULL
+/* Options that may not change on reopen: they define what the node is. */
+static const char *const replication_runtime_opts[] = {
+    REPLICATION_OPT_MODE, REPLICATION_OPT_TOP_ID, NULL
 };
 
-static BlockDriver bdrv_replication = {
-    .format_name                = "replication",
-    .instance_size              = sizeof(BDRVReplicationState),
-
-    .bdrv_open                  = replication_open,
-    .bdrv_close                 = replication_close,
-    .bdrv_child_perm            = replication_child_perm,
-
-    .bdrv_co_getlength          = replication_co_getlength,
-    .bdrv_co_preadv_part        = replication_co_preadv_part,
-    .bdrv_co_pwritev_part       = replication_co_pwritev_part,
-    .bdrv_co_pwrite_zeroes      = replication_co_pwrite_zeroes,
-    .bdrv_co_flush              = replication_co_flush,
-
-    .is_filter                  = true,
-    .strong_runtime_opts        = replication_strong_runtime_opts,
+static BlockDriver replication_driver = {
+    .format_name = "replication",
+    .is_filter = true,
+    .strong_runtime_opts = replication_runtime_opts,
+    .instance_size = sizeof(BDRVReplicationState),
+    /* node life cycle */
+    .bdrv_child_perm = replication_child_perm,
+    .bdrv_open = replication_open,
+    .bdrv_close = replication_close,
+    /* I/O */
+    .bdrv_co_preadv_part = replication_co_preadv_part,
+    .bdrv_co_pwritev_part = replication_co_pwritev_part,
+    .bdrv_co_pwrite_zeroes = replication_co_pwrite_zeroes,
+    .bdrv_co_flush = replication_co_flush,
+    .bdrv_co_getlength = replication_co_getlength,
 };
 
-static void bdrv_replication_init(void)
+static void replication_driver_register(void)
 {
-    bdrv_register(&bdrv_replication);
+    bdrv_register(&replication_driver);
 }
 
-block_init(bdrv_replication_init);
+block_init(replication_driver_register);
