@@ -891,14 +891,14 @@ replication_co_flush(BlockDriverState *bs)
 }
 
 /* Options that may not change on reopen: they define what the node is. */
-static const char *const replication_runtime_opts[] = {
+static const char *const replication_fixed_opts[] = {
     REPLICATION_OPT_MODE, REPLICATION_OPT_TOP_ID, NULL
 };
 
 static BlockDriver replication_driver = {
     .format_name = "replication",
     .is_filter = true,
-    .strong_runtime_opts = replication_runtime_opts,
+    .strong_runtime_opts = replication_fixed_opts,
     .instance_size = sizeof(BDRVReplicationState),
     /* node life cycle */
     .bdrv_child_perm = replication_child_perm,
