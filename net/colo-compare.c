@@ -255,11 +255,6 @@ static void compare_frame_rejected(void *opaque, ColoFrameError err,
     stats_publish(s);
 }
 
-static int compare_can_read(void *opaque)
-{
-    return COLO_FRAME_DEFAULT_MAX;
-}
-
 static void compare_read(void *opaque, const uint8_t *buf, int size)
 {
     ColoCompareInput *in = opaque;
@@ -462,7 +457,7 @@ static void input_start(ColoCompare *s, ColoCompareInput *in, bool vnet_hdr,
     colo_frame_reader_init(&in->reader, vnet_hdr, max_len, on_frame,
                            compare_frame_rejected, in);
     in->reader_ready = true;
-    qemu_chr_fe_set_handlers(&in->chr, compare_can_read, compare_read,
+    qemu_chr_fe_set_handlers(&in->chr, colo_proxy_can_read, compare_read,
                              compare_chr_event, NULL, in,
                              iothread_get_g_main_context(s->iothread), true);
 }

@@ -13,6 +13,7 @@
 #include "qom/object.h"
 #include "chardev/char.h"
 #include "net/colo.h"
+#include "net/colo-frame.h"
 
 bool colo_proxy_attach_chardev(CharBackend *be, Object *owner,
                                const char *prop, const char *id,
@@ -35,4 +36,9 @@ bool colo_proxy_attach_chardev(CharBackend *be, Object *owner,
         return false;
     }
     return qemu_chr_fe_init(be, chr, errp);
+}
+
+int colo_proxy_can_read(void *opaque)
+{
+    return COLO_FRAME_DEFAULT_MAX;
 }

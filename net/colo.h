@@ -21,4 +21,10 @@ bool colo_proxy_attach_chardev(CharBackend *be, Object *owner,
                                const char *prop, const char *id,
                                bool from_iothread, Error **errp);
 
+/*
+ * IOCanReadHandler for proxy chardevs: the frame readers take any amount,
+ * offer room for one whole frame at a time.
+ */
+int colo_proxy_can_read(void *opaque);
+
 #endif /* NET_COLO_H */

@@ -130,11 +130,6 @@ static void redirector_reject(void *opaque, ColoFrameError err, uint32_t len,
         colo_frame_error_name(err), len);
 }
 
-static int redirector_can_read(void *opaque)
-{
-    return COLO_FRAME_DEFAULT_MAX;
-}
-
 static void redirector_read(void *opaque, const uint8_t *buf, int size)
 {
     ColoMirrorState *s = opaque;
@@ -158,7 +153,7 @@ static void redirector_set_handlers(ColoMirrorState *s, bool on)
         return;
     }
     if (on) {
-        qemu_chr_fe_set_handlers(&s->indev, redirector_can_read,
+        qemu_chr_fe_set_handlers(&s->indev, colo_proxy_can_read,
                                  redirector_read, redirector_chr_event,
                                  NULL, s, NULL, true);
     } else {
@@ -242,25 +237,21 @@ static char *mirror_get_indev(Object *obj, Error **errp)
     return g_strdup(COLO_MIRROR(obj)->indev_id);
 }
 
-static void mirror_set_indev(Object *obj, const char *value, Error **errp)
-{
-    ColoMirrorState *s = COLO_MIRROR(obj);
-
-    g_free(s->indev_id);
-    s->indev_id = g_strdup(value);
-}
-
 static char *mirror_get_outdev(Object *obj, Error **errp)
 {
     return g_strdup(COLO_MIRROR(obj)->outdev_id);
 }
 
+static void mirror_set_indev(Object *obj, const char *value, Error **errp)
+{
+    g_free(COLO_MIRROR(obj)->indev_id);
+    COLO_MIRROR(obj)->indev_id = g_strdup(value);
+}
+
 static void mirror_set_outdev(Object *obj, const char *value, Error **errp)
 {
-    ColoMirrorState *s = COLO_MIRROR(obj);
-
-    g_free(s->outdev_id);
-    s->outdev_id = g_strdup(value);
+    g_free(COLO_MIRROR(obj)->outdev_id);
+    COLO_MIRROR(obj)->outdev_id = g_strdup(value);
 }
 
 static bool mirror_get_vnet_hdr(Object *obj, Error **errp)

@@ -55,12 +55,9 @@ static const char *rewriter_id(ColoRewriterFilter *s)
     return object_get_canonical_path_component(OBJECT(s)) ?: "?";
 }
 
-static ssize_t rewriter_receive_iov(NetFilterState *nf,
-                                    NetClientState *sender,
-                                    unsigned flags,
-                                    const struct iovec *iov,
-                                    int iovcnt,
-                                    NetPacketSent *sent_cb)
+static ssize_t rewriter_receive_iov(NetFilterState *nf, NetClientState *sender,
+                                    unsigned flags, const struct iovec *iov,
+                                    int iovcnt, NetPacketSent *sent_cb)
 {
     ColoRewriterFilter *s = FILTER_REWRITER(nf);
     size_t size = iov_size(iov, iovcnt);
