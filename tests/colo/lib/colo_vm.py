@@ -136,11 +136,16 @@ class Vm:
                    serial output is lost before its reader connects; with
                    -incoming, "cont" only means "run when migration ends",
                    exactly QEMU's behaviour without -S).
+    prefix:        words put before the binary on the command line, e.g.
+                   ["ip", "netns", "exec", "NS"] to run QEMU in a network
+                   namespace (the prefix must exec QEMU, so that the pid,
+                   kill() and the exit status are QEMU's own).
     """
 
     def __init__(self, args=(), binary=None, name="vm", firmware_dirs=None,
-                 start_paused=False):
+                 start_paused=False, prefix=()):
         self.name = name
+        self.prefix = list(prefix)
         self.binary = binary or os.environ.get("QEMU_COLO_BINARY") or DEFAULT_BINARY
         self.args = list(args)
         self.firmware_dirs = (default_firmware_dirs(self.binary) if firmware_dirs is None
@@ -177,7 +182,7 @@ class Vm:
         self.args.extend(args)
 
     def command_line(self):
-        cmd = [self.binary]
+        cmd = self.prefix + [self.binary]
         for d in self.firmware_dirs:
             cmd += ["-L", d]
         cmd += ["-S", "-display", "none",

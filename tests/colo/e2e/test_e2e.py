@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""End to end: a COLO pair of Linux guests on a real (namespaced) network, a
+client with one TCP connection, and a host that dies.
+
+The topology (topology.py) has a client namespace, a switch, and two "host"
+namespaces whose VMs use tap devices on the switch (same guest IP and MAC on
+both); the COLO link between the hosts carries migration, the proxy chardevs
+(TCP) and NBD.  The pair is started with the procedure of
+docs/system/qemu-colo.rst ("End-to-end procedure").  For each scenario a
+fresh pair is started, the client (client.py) runs requests all along, the
+failure is injected, the documented failover sequence is sent, and the test
+checks that the client's connection stayed open with every answer right.
+
+Scenarios (TAP line each):
+  1  kill -9 the primary while idle, fail over to the secondary
+  2  kill -9 the primary during a checkpoint (the secondary's run state is
+     'colo'), fail over to the secondary
+  3  kill -9 the secondary: the primary leaves COLO by itself and runs on
+  4  SIGSTOP the primary (hung host), fail over to the secondary, then the
+     hung primary is killed (fencing)
+
+Usage: test_e2e.py [scenario numbers...]  (default: all)
+Environment: E2E_DISKS=0 runs without disk replication.
+"""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+from colo_vm import Vm, guest_files, wait_for  # noqa: E402
+from tap import Tap  # noqa: E402
+from topology import (GUEST_IP, GUEST_MAC, PRI_LINK_IP, SEC_LINK_IP,  # noqa: E402
+                      Topology, TopologyError, missing_requirements)
+from client import Client  # noqa: E402
+
+PORT = 7777
+CHECKPOINT_DELAY_MS = 2000
+t = Tap()
+
+
+def log(msg):
+    sys.stdout.write("# %s\n" % msg)
+    sys.stdout.flush()
+
+
+def guest_args():
+    g = guest_files()
+    return ["-M", "pc", "-m", "256", "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
+            "-append", "console=ttyS0 quiet ipv6.disable=1 colo.ip=%s/24 colo.serve=1"
+            % GUEST_IP,
+            "-netdev", "tap,id=hn0,ifname=tap0,script=no,downscript=no,vhost=off",
+            "-device", "virtio-net-pci,netdev=hn0,mac=%s,romfile=" % GUEST_MAC]
+
+
+def primary_args():
+    """The primary's proxy, as in the documentation (addresses adapted)."""
+    def server(cid, host, port):
+        return ["-chardev", "socket,id=%s,host=%s,port=%d,server=on,wait=off"
+                % (cid, host, port)]
+
+    def client(cid, host, port):
+        return ["-chardev", "socket,id=%s,host=%s,port=%d,reconnect-ms=200"
+                % (cid, host, port)]
+    return (server("mirror0", PRI_LINK_IP, 9003) +
+            server("compare1", PRI_LINK_IP, 9004) +
+            server("compare0", "127.0.0.1", 9001) +
+            client("compare0-0", "127.0.0.1", 9001) +
+            server("compare_out", "127.0.0.1", 9005) +
+            client("compare_out0", "127.0.0.1", 9005) +
+            ["-object", "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0",
+             "-object", "filter-redirector,netdev=hn0,id=redire0,queue=rx,"
+                        "indev=compare_out",
+             "-object", "filter-redirector,netdev=hn0,id=redire1,queue=rx,"
+                        "outdev=compare0",
+             "-object", "iothread,id=iothread1",
+             "-object", "colo-compare,id=comp0,primary_in=compare0-0,"
+                        "secondary_in=compare1,outdev=compare_out0,"
+                        "iothread=iothread1"])
+
+
+def secondary_args():
+    return (["-chardev", "socket,id=red0,host=%s,port=9003,reconnect-ms=200" % PRI_LINK_IP,
+             "-chardev", "socket,id=red1,host=%s,port=9004,reconnect-ms=200" % PRI_LINK_IP,
+             "-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0",
+             "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,outdev=red1",
+             "-object", "filter-rewriter,id=rew0,netdev=hn0,queue=all",
+             "-incoming", "defer"])
+
+
+CAPS = [{"capability": "x-colo", "state": True},
+        {"capability": "events", "state": True}]
+
+
+def chardevs_connected(vm, ids):
+    info = {c["label"]: c["filename"] for c in vm.cmd("query-chardev")}
+    return all(i in info and not info[i].startswith("disconnected") for i in ids)
+
+
+class Pair:
+    """One protected pair over a topology; stop() ends whatever is left."""
+
+    def __init__(self, topo):
+        self.topo = topo
+        self.pri = Vm(guest_args() + primary_args(), name="primary",
+                      prefix=topo.exec_prefix(topo.pri))
+        self.sec = Vm(guest_args() + secondary_args(), name="secondary",
+                      prefix=topo.exec_prefix(topo.sec))
+
+    def start(self):
+        pri, sec = self.pri, self.sec
+        pri.start()
+        sec.start()
+        sec.cmd("migrate-set-capabilities", capabilities=CAPS)
+        sec.cmd("migrate-incoming", uri="tcp:%s:9998" % SEC_LINK_IP)
+        pri.cmd("migrate-set-capabilities", capabilities=CAPS)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": CHECKPOINT_DELAY_MS,
+                                             "max-bandwidth": 8 << 30,
+                                             "downtime-limit": 2000})
+        pri.cmd("migrate", uri="tcp:%s:9998" % SEC_LINK_IP)
+        pri.wait_for(lambda: pri.cmd("query-migrate").get("status") == "colo", 240,
+                     "migration status 'colo'")
+        sec.wait_for(lambda: sec.cmd("query-colo-status")["mode"] == "secondary", 60,
+                     "COLO mode 'secondary'")
+        sec.wait_for(lambda: chardevs_connected(sec, ("red0", "red1")), 30,
+                     "red0 and red1 connected to the primary")
+        pri.serial_wait("COLO-GUEST: ready", 240)
+
+    def stop(self):
+        for vm in (self.pri, self.sec):
+            vm.kill(signal.SIGCONT)     # a hung (SIGSTOPped) QEMU can quit
+            vm.shutdown(timeout=5)
+
+
+def checkpoints(vm):
+    return vm.cmd("query-colo-status").get("checkpoints", 0)
+
+
+def secondary_failover(sec):
+    """The documented failover sequence on the secondary."""
+    sec.cmd("x-colo-lost-heartbeat")
+    sec.wait_event("COLO_EXIT", 60)
+    for fid in ("f2", "f1"):
+        sec.cmd("object-del", id=fid)
+    for cid in ("red1", "red0"):
+        sec.cmd("chardev-remove", id=cid)
+    sec.cmd("announce-self", initial=50, max=550, rounds=5, step=50)
+
+
+def primary_alone(pri):
+    """The documented clean-up on a primary that lost its secondary."""
+    for oid in ("m0", "redire1", "redire0", "comp0", "iothread1"):
+        pri.cmd("object-del", id=oid)
+    for cid in ("mirror0", "compare1", "compare0", "compare0-0", "compare_out",
+                "compare_out0"):
+        pri.cmd("chardev-remove", id=cid)
+
+
+def diagnose(topo, pair, client):
+    """What the network and the VMs saw, for a failure message."""
+    out = []
+
+    def add(what, fn):
+        try:
+            out.append("%s:\n%s" % (what, fn()))
+        except Exception as e:      # the VM or namespace may be gone
+            out.append("%s: %s" % (what, e))
+    if client:
+        add("client", lambda: "%d answers, error %s, last %s" % (
+            client.answers(), client.error, client.records[-1:]))
+    add("client sockets", lambda: topo.run_in(topo.client, "ss", "-tni"))
+    add("switch fdb", lambda: topo.run_in(topo.bridge, "bridge", "fdb", "show",
+                                          "br", "br0"))
+    add("switch ports", lambda: topo.ip(topo.bridge, "-s", "link", "show",
+                                        "master", "br0"))
+    if pair:
+        add("secondary rewriter", lambda: " ".join(
+            "%s=%s" % (n, pair.sec.cmd("qom-get", path="/objects/rew0",
+                                       property="stat-" + n))
+            for n in ("packets", "rewritten", "offsets-learned", "connections",
+                      "untracked-after-failover")))
+        add("primary compare", lambda: " ".join(
+            "%s=%s" % (n, pair.pri.cmd("qom-get", path="/objects/comp0",
+                                       property="stat-" + n))
+            for n in ("primary-packets", "secondary-packets", "packets-released",
+                      "mismatches-tcp", "timeouts", "checkpoint-requests",
+                      "queue-depth-primary", "queue-depth-secondary")))
+        for vm in (pair.sec, pair.pri):
+            add("%s colo status" % vm.name, lambda: vm.cmd("query-colo-status"))
+            add("%s qemu log" % vm.name, lambda: vm.qemu_log()[-2000:])
+            add("%s console" % vm.name, lambda: vm.serial_output()[-1500:])
+    return "\n".join(out)
+
+
+def run_scenario(number):
+    topo = Topology()
+    pair = None
+    client = None
+    try:
+        topo.setup()
+        pair = Pair(topo)
+        t0 = time.monotonic()
+        pair.start()
+        pri, sec = pair.pri, pair.sec
+        log("scenario %d: pair protected, guest ready after %.1fs"
+            % (number, time.monotonic() - t0))
+        sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+        client = Client(sock)
+        client.connect((GUEST_IP, PORT), 60)
+        client.start()
+        client.wait_answers(5, 120)
+        # protection is real: checkpoints happen with the connection open
+        c0 = checkpoints(pri)
+        pri.wait_for(lambda: checkpoints(pri) >= c0 + 2, 60, "two more checkpoints")
+        client.wait_answers(client.answers() + 5, 120)
+        ck = checkpoints(pri)
+        log("scenario %d: %d answers, %d checkpoints, guest MAC on switch port %s"
+            % (number, client.answers(), ck, topo.port_of_guest()))
+
+        if number in (1, 2, 4):
+            if number == 2:
+                sec.wait_for(lambda: sec.cmd("query-status")["status"] == "colo",
+                             60, "a checkpoint in flight (run state 'colo')",
+                             interval=0.005)
+            t_kill = time.monotonic()
+            if number == 4:
+                pri.kill(signal.SIGSTOP)
+            else:
+                pri.kill(signal.SIGKILL)
+                pri.wait_exit(30)
+                sec.wait_for(lambda: sec.cmd("query-colo-status")["reason"] == "error",
+                             60, "the secondary to notice the primary's death")
+            secondary_failover(sec)
+            t_done = time.monotonic()
+            survivor = sec
+            wait_for(lambda: topo.port_of_guest() == "to-sec", 30,
+                     "the switch to learn the guest on to-sec")
+        else:
+            t_kill = time.monotonic()
+            sec.kill(signal.SIGKILL)
+            sec.wait_exit(30)
+            ev = pri.wait_event("COLO_EXIT", 60)
+            t_done = time.monotonic()
+            assert ev["data"]["mode"] == "primary", ev
+            primary_alone(pri)
+            survivor = pri
+        n = client.answers()
+        client.wait_answers(n + 20, 180)
+        st = survivor.cmd("query-colo-status")
+        assert st["mode"] == "none", st
+        if number == 4:
+            pri.kill(signal.SIGKILL)    # fencing the hung host
+            pri.wait_exit(30)
+        client.stop()
+        f = client.figures(t_kill)
+        log("scenario %d: failover sequence took %.2fs after the failure; "
+            "first answer from the survivor %.2fs after the failure; "
+            "%d checkpoints; longest request latency %.2fs, longest gap between "
+            "answers %.2fs, median latency %.1f ms; %d answers in all, all right"
+            % (number, t_done - t_kill, f["first_answer_s"], st.get("checkpoints", ck),
+               f["max_stall_s"], f["max_gap_s"], f["median_latency_ms"],
+               f["answers"]))
+        # the connection is still open: a last request on it, by hand
+        sock.settimeout(60)
+        sock.sendall(b"last\n")
+        buf = b""
+        while b"\n" not in buf:
+            data = sock.recv(4096)
+            assert data, "connection closed"
+            buf += data
+        assert buf.decode().split() == [str(client.base + f["answers"] + 1), "last"], buf
+    except Exception as e:
+        raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, client))) from e
+    finally:
+        if client:
+            try:
+                client.stop()
+            except Exception:
+                pass
+            client.close()
+        if pair:
+            pair.stop()
+        topo.teardown()
+        left = topo.leftovers()
+        assert not left, "namespaces left behind: %s" % left
+
+
+NAMES = {1: "kill -9 the primary while idle; the secondary takes over",
+         2: "kill -9 the primary during a checkpoint; the secondary takes over",
+         3: "kill -9 the secondary; the primary runs on alone",
+         4: "SIGSTOP the primary (hung host); the secondary takes over"}
+
+
+def main():
+    wanted = [int(a) for a in sys.argv[1:]] or sorted(NAMES)
+    why = missing_requirements()
+    if why is None and not os.path.exists(guest_files()["initrd"]):
+        why = "no test guest (run make guest)"
+    for n in wanted:
+        what = "e2e scenario %d: %s; the client's connection survives" % (n, NAMES[n])
+        if why:
+            print("not ok - %s (cannot run: %s)" % (what, why))
+            t.failed += 1
+            continue
+        t.check(what, run_scenario, n)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
