@@ -270,6 +270,20 @@ def case_quit_secondary():
         guest_runs(p.pri)
 
 
+def case_yank():
+    """QMP yank of the migration channels breaks COLO on purpose, without a
+    failover request: the primary runs on alone; the secondary waits."""
+    with Pair() as p:
+        wait_checkpoints(p.pri, 2)
+        p.sec.cmd("yank", instances=[{"type": "migration"}])
+        p.sec.wait_for(lambda: colo_status(p.sec)["reason"] == "error", 60,
+                       "secondary to notice the yank")
+        assert colo_status(p.sec)["mode"] == "secondary"
+        assert run_state(p.sec) != "running"
+        assert_exit(p.pri, "primary", "error")
+        guest_runs(p.pri)
+
+
 def linux_guest_args(*append):
     g = guest_files()
     return ["-M", "pc", "-m", "256", "-nic", "none", "-kernel", g["vmlinuz"],
@@ -345,6 +359,7 @@ def main():
     t.check("quit on the primary during COLO: clean exit, secondary waits",
             case_quit_primary)
     t.check("quit on the secondary during COLO: primary runs on", case_quit_secondary)
+    t.check("yank of the migration channels: primary runs on, secondary waits", case_yank)
     t.check("guest reset during COLO: checkpoints go on", case_guest_reset)
     t.check("guest poweroff during COLO with -no-shutdown: both stay, then quit cleanly",
             case_guest_poweroff, True)
