@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from colo_pair import (bootsect_guest_args, checkpoints, colo_status,  # noqa: E402
                        start_pair, wait_checkpoints)
 from colo_vm import guest_files, wait_for  # noqa: E402
-from stream_proxy import StreamProxy  # noqa: E402
+from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
 from tap import Tap, expect_error  # noqa: E402
 
 MEM_MB = 128
@@ -250,6 +250,53 @@ def tampered_stream_case(mode):
             proxies[0].close()
 
 
+def held_stream_case(victim, phase):
+    """The proxy holds checkpoint 3 in the RAM phase or in the device-state
+    phase; then one side is SIGKILLed.  The survivor must not hang: the
+    primary runs on alone; the secondary discards the checkpoint and, once
+    told, runs on from checkpoint 2."""
+    proxies = []
+
+    def proxy(sec_path):
+        px = StreamProxy(os.path.dirname(sec_path), "hold", seq=3, phase=phase)
+        proxies.append(px)
+        return px.start(sec_path)
+
+    with Pair(proxy=proxy) as p:
+        try:
+            assert proxies[0].acted.wait(120), "the proxy never saw checkpoint 3"
+            if victim == "secondary":
+                p.sec.kill(signal.SIGKILL)
+                assert_exit(p.pri, "primary", "error")
+                assert run_state(p.pri) == "running"
+                guest_runs(p.pri)
+            else:
+                p.pri.kill(signal.SIGKILL)
+                p.sec.wait_for(lambda: colo_status(p.sec)["reason"] == "error", 60,
+                               "secondary to notice the primary is gone")
+                assert colo_status(p.sec)["checkpoints"] == 2
+                p.sec.cmd("x-colo-lost-heartbeat")
+                assert_exit(p.sec, "secondary", "request")
+                guest_runs(p.sec)
+        finally:
+            proxies[0].close()
+
+
+def case_primary_watchdog():
+    """The secondary stops answering in the middle of a checkpoint and nobody
+    asks for a failover: the primary's watchdog ends COLO by itself."""
+    with Pair() as p:
+        wait_checkpoints(p.pri, 2)
+        make_idle(p.pri)
+        p.sec.kill(signal.SIGSTOP)
+        p.pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
+        ev = p.pri.wait_event("COLO_EXIT", 90)
+        assert ev["data"] == {"mode": "primary", "reason": "error"}, ev
+        assert "did not answer" in p.pri.qemu_log(), p.pri.qemu_log()
+        assert run_state(p.pri) == "running"
+        guest_runs(p.pri)
+
+
 def case_quit_primary():
     with Pair() as p:
         wait_checkpoints(p.pri, 2)
@@ -356,6 +403,12 @@ def main():
             tampered_stream_case, "corrupt")
     t.check("fault: stream cut inside the device state is discarded",
             tampered_stream_case, "cut")
+    for victim in ("secondary", "primary"):
+        for phase, name in ((COLO_MSG_RAM, "RAM"), (COLO_MSG_DEVICE_STATE, "device-state")):
+            t.check("fault: %s SIGKILLed during the %s phase of a checkpoint" % (victim, name),
+                    held_stream_case, victim, phase)
+    t.check("fault: the secondary stops answering mid-checkpoint: the primary's "
+            "watchdog ends COLO", case_primary_watchdog)
     t.check("quit on the primary during COLO: clean exit, secondary waits",
             case_quit_primary)
     t.check("quit on the secondary during COLO: primary runs on", case_quit_secondary)

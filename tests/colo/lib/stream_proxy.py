@@ -7,10 +7,12 @@ device state of a given checkpoint.
 """
 
 import os
+import select
 import socket
 import struct
 import threading
 
+COLO_MSG_RAM = 4
 COLO_MSG_DEVICE_STATE = 5
 MSG_SIZE = 28
 
@@ -46,13 +48,18 @@ def parse_msg(buf):
 
 class StreamProxy:
     """mode 'corrupt': flip one byte inside the device state of checkpoint
-    `seq`; mode 'cut': close both connections halfway through it."""
+    `seq`; mode 'cut': close both connections halfway through it; mode
+    'hold': stop forwarding there (the checkpoint stays in flight) until one
+    side goes away, then close both.  `phase` picks the device state
+    (COLO_MSG_DEVICE_STATE) or, for 'hold', the RAM stream (COLO_MSG_RAM)."""
 
-    def __init__(self, workdir, mode, seq):
+    def __init__(self, workdir, mode, seq, phase=COLO_MSG_DEVICE_STATE):
         self.path = os.path.join(workdir, "proxy.sock")
         self.mode = mode
         self.seq = seq
+        self.phase = phase
         self.acted = threading.Event()
+        self._closed = threading.Event()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self.path)
         self._listener.listen(1)
@@ -66,6 +73,7 @@ class StreamProxy:
         return self.path
 
     def close(self):
+        self._closed.set()
         for c in self._conns + [self._listener]:
             try:
                 c.close()
@@ -95,6 +103,13 @@ class StreamProxy:
                     if pending is None:
                         pending = self._find_target(window + data, len(window))
                     if pending is not None and pending < len(data):
+                        if self.mode == "hold":
+                            dst.sendall(data[:pending])
+                            self.acted.set()
+                            # Hold the rest, unread, until a side goes away.
+                            self._hold_until_hangup(src)
+                            self.close()
+                            return
                         if self.mode == "cut":
                             dst.sendall(data[:pending])
                             self.acted.set()
@@ -116,11 +131,24 @@ class StreamProxy:
                     c.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            if not inspect:
+                # The secondary side ended: nothing more can flow.
+                self._closed.set()
+
+    def _hold_until_hangup(self, src):
+        """Wait, without reading (so the sender stays blocked where it is),
+        until src hangs up or the other direction ended."""
+        poller = select.poll()
+        poller.register(src, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        while not self._closed.is_set():
+            if poller.poll(100):
+                return
 
     def _find_target(self, buf, window_len):
-        """Offset, relative to the new data, of the middle of the target
-        device state, or None if its header is not in buf."""
-        head = struct.pack(">II", COLO_MSG_DEVICE_STATE, self.seq)
+        """Offset, relative to the new data, of the byte to act on: the middle
+        of the target device state, or for the RAM stream just after its
+        header; None if the header is not in buf."""
+        head = struct.pack(">II", self.phase, self.seq)
         i = buf.find(head)
         while i >= 0:
             msg = parse_msg(buf[i:i + MSG_SIZE])
