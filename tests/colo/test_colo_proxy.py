@@ -468,6 +468,8 @@ def redirector_rx_inject_and_mirror_vnet():
                                 "netdev": "hn0", "queue": "tx", "outdev": "mout",
                                 "vnet_hdr_support": True})
         pkt = udp(b"injected by the redirector")
+        # zero-length and oversized frames first: rejected, skipped
+        rin.send(struct.pack("!I", 0) + struct.pack("!I", 100000) + b"\xee" * 100000)
         rin.send(frame(pkt))
         netpeer = Peer.__new__(Peer)
         netpeer.sock, netpeer.buf, netpeer.path, netpeer.srv = net, b"", net_path, None
