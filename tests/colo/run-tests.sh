@@ -25,6 +25,7 @@ SUITES_TABLE=(
     "proxy-asan||bash $top/tests/colo/run-asan-unit-tests.sh"
     "proxy-colo||$PYTHON $top/tests/colo/test_proxy_colo.py"
     "proxy-e2e||$PYTHON $top/tests/colo/test_proxy_e2e.py"
+    "e2e|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py"
     "upstream-qtest|qemu-system-x86_64 tests/qtest/test-filter-mirror tests/qtest/test-filter-redirector|bash $top/tests/colo/run-upstream-qtests.sh"
 )
 

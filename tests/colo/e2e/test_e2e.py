@@ -24,15 +24,18 @@ Environment: E2E_DISKS=0 runs without disk replication.
 """
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
-from colo_vm import Vm, guest_files, wait_for  # noqa: E402
+from colo_vm import REPO_ROOT, Vm, guest_files, wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import (GUEST_IP, GUEST_MAC, PRI_LINK_IP, SEC_LINK_IP,  # noqa: E402
                       Topology, TopologyError, missing_requirements)
@@ -40,6 +43,11 @@ from client import Client  # noqa: E402
 
 PORT = 7777
 CHECKPOINT_DELAY_MS = 2000
+DISKS = os.environ.get("E2E_DISKS", "1") != "0"
+DISK_SIZE = 16 << 20
+RECORD = 512
+QEMU_IMG = os.environ.get("QEMU_COLO_IMG") or os.path.join(REPO_ROOT, "build", "qemu",
+                                                            "qemu-img")
 t = Tap()
 
 
@@ -51,10 +59,57 @@ def log(msg):
 def guest_args():
     g = guest_files()
     return ["-M", "pc", "-m", "256", "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
-            "-append", "console=ttyS0 quiet ipv6.disable=1 colo.ip=%s/24 colo.serve=1"
-            % GUEST_IP,
+            "-append", "console=ttyS0 quiet ipv6.disable=1 colo.ip=%s/24 colo.serve=1%s"
+            % (GUEST_IP, " colo.records=/dev/vda" if DISKS else ""),
             "-netdev", "tap,id=hn0,ifname=tap0,script=no,downscript=no,vhost=off",
             "-device", "virtio-net-pci,netdev=hn0,mac=%s,romfile=" % GUEST_MAC]
+
+
+def make_disks(d):
+    """The images of the documented disk setup: the two copies of the disk
+    (identical: all zeros) and the secondary's empty active/hidden overlays."""
+    for name in ("primary.raw", "secondary.raw"):
+        with open(os.path.join(d, name), "wb") as f:
+            f.truncate(DISK_SIZE)
+    for name in ("active.qcow2", "hidden.qcow2"):
+        subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", os.path.join(d, name),
+                        str(DISK_SIZE)], check=True)
+
+
+def primary_disk_args(d):
+    return ["-drive", "if=none,id=colo-disk0,driver=quorum,read-pattern=fifo,"
+                      "vote-threshold=1,children.0.file.filename=%s,"
+                      "children.0.driver=raw" % os.path.join(d, "primary.raw"),
+            "-device", "virtio-blk-pci,drive=colo-disk0"]
+
+
+def secondary_disk_args(d):
+    p = lambda name: os.path.join(d, name)
+    return ["-drive", "if=none,id=colo-disk0,file.filename=%s,driver=raw,"
+                      "node-name=sec0" % p("secondary.raw"),
+            "-drive", "if=none,id=childs0,driver=replication,mode=secondary,"
+                      "top-id=top-disk0,file.driver=qcow2,file.file.filename=%s,"
+                      "file.backing.driver=qcow2,file.backing.file.filename=%s,"
+                      "file.backing.backing=colo-disk0,"
+                      "file.cache.no-flush=on,file.backing.cache.no-flush=on"
+                      % (p("active.qcow2"), p("hidden.qcow2")),
+            "-drive", "if=none,id=top-disk0,driver=quorum,read-pattern=fifo,"
+                      "vote-threshold=1,children.0=childs0",
+            "-device", "virtio-blk-pci,drive=top-disk0"]
+
+
+def read_records(path, first, last):
+    """Check that sectors first..last of the image hold "<n> req-<k>"
+    records; return the number checked."""
+    with open(path, "rb") as f:
+        data = f.read()
+    for n in range(first, last + 1):
+        rec = data[n * RECORD:(n + 1) * RECORD]
+        text = rec.decode("latin-1").rstrip(" \n\0")
+        if not text.startswith("%d " % n):
+            raise AssertionError("%s: acknowledged record %d missing: sector holds %r"
+                                 % (os.path.basename(path), n, text[:40]))
+    return last - first + 1
 
 
 def primary_args():
@@ -106,18 +161,39 @@ class Pair:
 
     def __init__(self, topo):
         self.topo = topo
-        self.pri = Vm(guest_args() + primary_args(), name="primary",
+        self.disk_dir = None
+        pdisk = sdisk = []
+        if DISKS:
+            self.disk_dir = tempfile.mkdtemp(prefix="colo-e2e-disks-")
+            make_disks(self.disk_dir)
+            pdisk = primary_disk_args(self.disk_dir)
+            sdisk = secondary_disk_args(self.disk_dir)
+        self.pri = Vm(guest_args() + pdisk + primary_args(), name="primary",
                       prefix=topo.exec_prefix(topo.pri))
-        self.sec = Vm(guest_args() + secondary_args(), name="secondary",
+        self.sec = Vm(guest_args() + sdisk + secondary_args(), name="secondary",
                       prefix=topo.exec_prefix(topo.sec))
+
+    def disk(self, name):
+        return os.path.join(self.disk_dir, name)
 
     def start(self):
         pri, sec = self.pri, self.sec
         pri.start()
         sec.start()
         sec.cmd("migrate-set-capabilities", capabilities=CAPS)
+        if DISKS:
+            sec.cmd("nbd-server-start", addr={"type": "inet", "data": {
+                "host": SEC_LINK_IP, "port": "9999"}})
+            sec.cmd("nbd-server-add", device="colo-disk0", writable=True)
         sec.cmd("migrate-incoming", uri="tcp:%s:9998" % SEC_LINK_IP)
         pri.cmd("migrate-set-capabilities", capabilities=CAPS)
+        if DISKS:
+            pri.cmd("blockdev-add", driver="replication", mode="primary", **{
+                "node-name": "rep0",
+                "file": {"driver": "nbd", "export": "colo-disk0",
+                         "server": {"type": "inet", "host": SEC_LINK_IP,
+                                    "port": "9999"}}})
+            pri.cmd("x-blockdev-change", parent="colo-disk0", node="rep0")
         pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": CHECKPOINT_DELAY_MS,
                                              "max-bandwidth": 8 << 30,
                                              "downtime-limit": 2000})
@@ -134,6 +210,8 @@ class Pair:
         for vm in (self.pri, self.sec):
             vm.kill(signal.SIGCONT)     # a hung (SIGSTOPped) QEMU can quit
             vm.shutdown(timeout=5)
+        if self.disk_dir:
+            shutil.rmtree(self.disk_dir, ignore_errors=True)
 
 
 def checkpoints(vm):
@@ -142,6 +220,8 @@ def checkpoints(vm):
 
 def secondary_failover(sec):
     """The documented failover sequence on the secondary."""
+    if DISKS:
+        sec.cmd("nbd-server-stop")
     sec.cmd("x-colo-lost-heartbeat")
     sec.wait_event("COLO_EXIT", 60)
     for fid in ("f2", "f1"):
@@ -153,6 +233,9 @@ def secondary_failover(sec):
 
 def primary_alone(pri):
     """The documented clean-up on a primary that lost its secondary."""
+    if DISKS:
+        pri.cmd("x-blockdev-change", parent="colo-disk0", child="children.1")
+        pri.cmd("blockdev-del", **{"node-name": "rep0"})
     for oid in ("m0", "redire1", "redire0", "comp0", "iothread1"):
         pri.cmd("object-del", id=oid)
     for cid in ("mirror0", "compare1", "compare0", "compare0-0", "compare_out",
@@ -264,6 +347,9 @@ def run_scenario(number):
             % (number, t_done - t_kill, f["first_answer_s"], st.get("checkpoints", ck),
                f["max_stall_s"], f["max_gap_s"], f["median_latency_ms"],
                f["answers"]))
+        for vm in (pri, sec):
+            for line in vm.qemu_log().splitlines():
+                log("%s QEMU said: %s" % (vm.name, line))
         # the connection is still open: a last request on it, by hand
         sock.settimeout(60)
         sock.sendall(b"last\n")
@@ -273,6 +359,16 @@ def run_scenario(number):
             assert data, "connection closed"
             buf += data
         assert buf.decode().split() == [str(client.base + f["answers"] + 1), "last"], buf
+        if DISKS:
+            # every answer the client got is a record on the survivor's disk
+            last = client.base + f["answers"] + 1
+            survivor.cmd("quit")
+            survivor.wait_exit(30)
+            image = pair.disk("secondary.raw" if survivor is sec else "primary.raw")
+            checked = read_records(image, client.base + 1, last)
+            log("scenario %d: %d acknowledged records (%d..%d) on the survivor's "
+                "disk image %s" % (number, checked, client.base + 1, last,
+                                   os.path.basename(image)))
     except Exception as e:
         raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, client))) from e
     finally:

@@ -20,6 +20,12 @@
 #                       "<n> <line>", where n counts lines served since boot
 #                       (guest state, so it shows whether state survived a
 #                       failover).
+#   colo.records=DEV    with colo.serve=1: before answering line n, write the
+#                       record "<n> <line>" (padded with spaces to 511 bytes
+#                       and a newline) at sector n of block device DEV (e.g.
+#                       /dev/vda, a virtio-blk disk), with fsync: every
+#                       answer the client got is an acknowledged record on
+#                       the disk.
 # /init prints "COLO-GUEST: ready" on the console once everything requested is
 # running, then runs an interactive shell on ttyS0 (use "poweroff -f": /init is
 # a shell script, not busybox init, so plain poweroff has no one to signal).
@@ -116,10 +122,17 @@ cat >"$root/bin/colo-serve" <<'EOF'
 #!/bin/sh
 # One connection of the port 7777 service: answer each line with
 # "<n> <line>", n being a boot-wide count of lines served.
+rec=$(cat /run/colo-records 2>/dev/null)
 while IFS= read -r line; do
     n=$(cat /run/colo-served 2>/dev/null || echo 0)
     n=$((n + 1))
     echo "$n" >/run/colo-served
+    if [ -n "$rec" ]; then
+        # the record is on the disk (fsync) before the answer leaves
+        printf '%-511.511s\n' "$n $line" |
+            dd of="$rec" bs=512 seek="$n" conv=notrunc,fsync 2>/dev/null ||
+            { echo "COLO-GUEST: record $n not written" >/dev/console; exit 1; }
+    fi
     echo "$n $line"
 done
 EOF
@@ -154,6 +167,7 @@ for opt in $(cat /proc/cmdline); do
         colo.dirty=*) dirty="${opt#colo.dirty=}" ;;
         colo.ip=*)    ipaddr="${opt#colo.ip=}" ;;
         colo.serve=*) serve="${opt#colo.serve=}" ;;
+        colo.records=*) records="${opt#colo.records=}" ;;
     esac
 done
 
@@ -161,6 +175,17 @@ ip link set lo up
 if [ -n "$ipaddr" ]; then
     ip link set eth0 up
     ip addr add "$ipaddr" dev eth0 && echo "COLO-GUEST: eth0 $ipaddr"
+fi
+if [ -n "$records" ]; then
+    # the disk's driver (virtio_blk) was loaded above; wait (bounded) for
+    # its device node
+    i=0
+    until [ -b "$records" ]; do
+        i=$((i + 1))
+        [ $i -gt 200 ] && { echo "COLO-GUEST: no $records"; break; }
+        sleep 0.05
+    done
+    echo "$records" >/run/colo-records && echo "COLO-GUEST: records on $records"
 fi
 if [ "$serve" = 1 ]; then
     nc -ll -p 7777 -e /bin/colo-serve &
