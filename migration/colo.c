@@ -197,13 +197,15 @@ void colo_request_checkpoint(ColoTrigger trigger)
     }
 }
 
-/* colo-compare asks for a checkpoint; @data may point to a ColoTrigger. */
+/* colo-compare asks for a checkpoint; @data points to a ColoCompareRequest. */
 static void colo_compare_wants_checkpoint(Notifier *notifier, void *data)
 {
-    ColoTrigger trigger = data ? *(ColoTrigger *)data : COLO_TRIGGER_MISMATCH;
+    const ColoCompareRequest *request = data;
 
-    colo_request_checkpoint(trigger < COLO_TRIGGER__MAX ?
-                            trigger : COLO_TRIGGER_MISMATCH);
+    bool timeout = request && *request == COLO_COMPARE_REQUEST_TIMEOUT;
+
+    colo_request_checkpoint(timeout ? COLO_TRIGGER_TIMEOUT
+                                    : COLO_TRIGGER_MISMATCH);
 }
 
 static Notifier colo_compare_notifier = {

@@ -114,6 +114,8 @@ struct ColoCompare {
 
     /* main loop */
     QEMUBH *request_bh;
+    /* Why request_bh runs: written before it is scheduled (iothread). */
+    ColoCompareRequest request;
 
     /* compare_list_lock */
     QTAILQ_ENTRY(ColoCompare) next;
@@ -190,6 +192,8 @@ static void request_checkpoint(ColoCompare *s, ColoCheckpointReason reason)
                    strlen(XEN_MSG_DO_CHECKPOINT), 0);
         return;
     }
+    qatomic_set(&s->request, reason == COLO_REASON_TIMEOUT ?
+                COLO_COMPARE_REQUEST_TIMEOUT : COLO_COMPARE_REQUEST_MISMATCH);
     qemu_bh_schedule(s->request_bh);
 }
 
@@ -368,9 +372,11 @@ static void input_detach(ColoCompareInput *in);
 
 static void request_bh_cb(void *opaque)
 {
-    /* The reason is in the trace and the statistics; data stays NULL. */
+    ColoCompare *s = opaque;
+    ColoCompareRequest request = qatomic_read(&s->request);
+
     qemu_mutex_lock(&notifier_lock);
-    notifier_list_notify(&checkpoint_notifiers, NULL);
+    notifier_list_notify(&checkpoint_notifiers, &request);
     qemu_mutex_unlock(&notifier_lock);
 }
 

@@ -12,6 +12,15 @@
 #include "qemu/notify.h"
 
 /* Tell every colo-compare of a COLO_EVENT_CHECKPOINT or COLO_EVENT_FAILOVER. */
+/*
+ * colo-compare asks for a checkpoint by calling the registered notifiers
+ * with @data pointing to one of these.
+ */
+typedef enum ColoCompareRequest {
+    COLO_COMPARE_REQUEST_MISMATCH,  /* different output, or a bound hit */
+    COLO_COMPARE_REQUEST_TIMEOUT,   /* output left unmatched too long */
+} ColoCompareRequest;
+
 void colo_notify_compares_event(void *opaque, int event, Error **errp);
 /*
  * @notify is called, in the main loop with data == NULL, when a compare

@@ -22,6 +22,28 @@ from test_colo_proxy import Compare, tcp, udp  # noqa: E402
 t = Tap()
 
 
+def compare_timeout_is_counted_as_timeout():
+    """Output only the primary produced waits compare_timeout, then the
+    controller checkpoints and counts it as a timeout checkpoint."""
+    pri, sec = start_pair(bootsect_guest_args(), delay_ms=600000)
+    c = None
+    try:
+        pri.cmd("object-add", **{"qom-type": "iothread", "id": "iot0"})
+        c = Compare(pri, "cmp0", notify=False, compare_timeout=200,
+                    expired_scan_cycle=50)
+        before = checkpoints(pri)
+        c.primary(udp(b"nobody answers this"))
+        pri.wait_for(lambda: checkpoints(pri) > before, 120,
+                     "a checkpoint after compare_timeout")
+        st = pri.cmd("query-colo-status")
+        assert st["checkpoints-timeout"] == 1 and st["checkpoints-mismatch"] == 0, st
+    finally:
+        if c:
+            c.close()
+        for vm in (pri, sec):
+            vm.shutdown()
+
+
 def compare_drives_checkpoints_and_failover():
     pri, sec = start_pair(bootsect_guest_args(), delay_ms=600000)
     c = None
@@ -40,6 +62,8 @@ def compare_drives_checkpoints_and_failover():
         c.wait_stat("flushes", 1)
         assert c.stat("queue-depth-secondary") == 0
         assert c.stat("checkpoint-requests") == 1
+        st = pri.cmd("query-colo-status")
+        assert st["checkpoints-mismatch"] == 1 and st["checkpoints-timeout"] == 0, st
         # matching traffic needs no checkpoint
         n = checkpoints(pri)
         c.primary(udp(b"same"))
@@ -95,6 +119,8 @@ def two_compares_one_deleted_then_checkpoint_and_failover():
 
 
 def main():
+    t.check("proxy+controller: a compare timeout is counted as a timeout checkpoint",
+            compare_timeout_is_counted_as_timeout)
     t.check("proxy+controller: a mismatch triggers a checkpoint that flushes the "
             "compare; after failover packets pass straight through",
             compare_drives_checkpoints_and_failover)
