@@ -195,6 +195,15 @@ class Topology:
                     return dev
         return None
 
+    def pids(self):
+        """Processes still running in our namespaces."""
+        out = []
+        for ns in self._created:
+            r = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+            out += ["%s:%s" % (ns, p) for p in r.stdout.decode().split()]
+        return out
+
     def leftovers(self):
         """Our namespaces that still exist (for the no-leak check)."""
         return [ns for ns in self.namespaces if os.path.exists("/run/netns/" + ns)]
