@@ -13,13 +13,19 @@
  * otherwise from its own current state, which is the last complete
  * checkpoint plus its own execution since.
  *
- * Locking: called from the monitor with the BQL held; takes only
- * colo_session.lock.
+ * Locking: requests come from the monitor with the BQL held and take only
+ * colo_session.lock; colo_failover_release() runs on the COLO thread with
+ * the BQL held.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/qapi-commands-migration.h"
+#include "qemu/error-report.h"
+#include "block/replication.h"
+#include "net/filter.h"
+#include "net/colo-compare.h"
+#include "migration/colo.h"
 #include "migration/failover.h"
 #include "colo-internal.h"
 #include "trace.h"
@@ -44,6 +50,29 @@ bool colo_request_failover(Error **errp)
     colo_shutdown_channels();
     qemu_sem_post(&colo_session.wake);
     return true;
+}
+
+static void colo_warn_failed(Error *err, const char *what)
+{
+    if (err) {
+        warn_reportf_err(err, "COLO failover: %s: ", what);
+    }
+}
+
+void colo_failover_release(COLOMode mode)
+{
+    Error *err = NULL;
+
+    replication_stop_all(true, &err);
+    colo_warn_failed(err, "stopping disk replication");
+    err = NULL;
+    if (mode == COLO_MODE_PRIMARY) {
+        colo_notify_compares_event(NULL, COLO_EVENT_FAILOVER, &err);
+        colo_warn_failed(err, "colo-compare");
+        err = NULL;
+    }
+    colo_notify_filters_event(COLO_EVENT_FAILOVER, &err);
+    colo_warn_failed(err, "network filters");
 }
 
 void qmp_x_colo_lost_heartbeat(Error **errp)

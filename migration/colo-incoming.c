@@ -263,21 +263,12 @@ fail:
 /* Leave COLO on the secondary: the guest runs on as a normal VM. */
 static void colo_secondary_exit(ColoSecondary *sec, Error *err)
 {
-    Error *local_err = NULL;
 
     colo_set_phase(COLO_PHASE_FAILOVER);
     colo_shutdown_channels();
 
     bql_lock();
-    replication_stop_all(true, &local_err);
-    if (local_err) {
-        warn_report_err(local_err);
-        local_err = NULL;
-    }
-    colo_notify_filters_event(COLO_EVENT_FAILOVER, &local_err);
-    if (local_err) {
-        warn_report_err(local_err);
-    }
+    colo_failover_release(COLO_MODE_SECONDARY);
     colo_ram_release();
     migrate_set_state(&sec->mis->state, MIGRATION_STATUS_COLO,
                       MIGRATION_STATUS_COMPLETED);

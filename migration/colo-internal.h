@@ -99,6 +99,12 @@ void colo_resume_guest(void);
 const char *colo_trigger_name(ColoTrigger trigger);
 
 /* colo-failover.c */
+/*
+ * Leaving COLO in @mode: stop disk replication (on the secondary this
+ * commits the active disk) and tell the proxy objects.  Failures are
+ * reported, not fatal: the guest must run on.  BQL held.
+ */
+void colo_failover_release(COLOMode mode);
 /* Leave COLO on this side; false with @errp set if not possible now. */
 bool colo_request_failover(Error **errp);
 

@@ -595,7 +595,6 @@ out:
 static void colo_primary_exit(ColoPrimary *p, Error *err)
 {
     MigrationState *s = p->s;
-    Error *local_err = NULL;
     QEMUFile *rp;
 
     colo_set_phase(COLO_PHASE_FAILOVER);
@@ -604,20 +603,7 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
     colo_shutdown_channels();
 
     bql_lock();
-    replication_stop_all(true, &local_err);
-    if (local_err) {
-        warn_report_err(local_err);
-        local_err = NULL;
-    }
-    colo_notify_compares_event(NULL, COLO_EVENT_FAILOVER, &local_err);
-    if (local_err) {
-        warn_report_err(local_err);
-        local_err = NULL;
-    }
-    colo_notify_filters_event(COLO_EVENT_FAILOVER, &local_err);
-    if (local_err) {
-        warn_report_err(local_err);
-    }
+    colo_failover_release(COLO_MODE_PRIMARY);
     colo_resume_guest();
     if (colo_session.stats.checkpoints == 0 && err &&
         !colo_session.failover_requested) {
