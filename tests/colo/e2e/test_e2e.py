@@ -311,6 +311,14 @@ def run_scenario(number):
             % (number, client.answers(), ck, (ck - c0) / (time.monotonic() - t_c0),
                topo.port_of_guest()))
 
+        stat = lambda vm, path, n: vm.cmd("qom-get", path=path, property="stat-" + n)
+        log("scenario %d: colo-compare: %d packets compared, %d TCP and %d non-IP "
+            "mismatches; filter-rewriter: %d offsets learned, %d packets rewritten"
+            % (number, stat(pri, "/objects/comp0", "packets-compared"),
+               stat(pri, "/objects/comp0", "mismatches-tcp"),
+               stat(pri, "/objects/comp0", "mismatches-non-ip"),
+               stat(sec, "/objects/rew0", "offsets-learned"),
+               stat(sec, "/objects/rew0", "rewritten")))
         if number in (1, 2, 4):
             if number == 2:
                 sec.wait_for(lambda: sec.cmd("query-status")["status"] == "colo",

@@ -37,6 +37,7 @@ Processes run inside a namespace with exec_prefix(ns) ("ip netns exec NS");
 import atexit
 import ctypes
 import os
+import shutil
 import subprocess
 
 GUEST_MAC = "52:54:00:12:34:56"
@@ -67,10 +68,9 @@ def missing_requirements():
         return "needs root (network namespaces, tap devices)"
     if not os.path.exists("/dev/net/tun"):
         return "no /dev/net/tun (tap devices)"
-    for tool in ("ip",):
-        if subprocess.run(["sh", "-c", "command -v %s" % tool],
-                          stdout=subprocess.DEVNULL).returncode != 0:
-            return "no '%s' command (iproute2)" % tool
+    for tool in ("ip", "bridge"):
+        if not shutil.which(tool):
+            return "no '%s' command (iproute2) in PATH" % tool
     return None
 
 
@@ -147,8 +147,10 @@ class Topology:
                 raise TopologyError("namespace %s exists already" % ns)
             _run("ip", "netns", "add", ns)
             self._created.append(ns)
-            self.run_in(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                        "net.ipv6.conf.default.disable_ipv6=1")
+            # /proc/sys/net shows the namespace of the process reading it
+            self.run_in(ns, "sh", "-c", "for c in all default; do "
+                        "p=/proc/sys/net/ipv6/conf/$c/disable_ipv6; "
+                        "[ ! -e $p ] || echo 1 >$p || exit 1; done")
             self.ip(ns, "link", "set", "lo", "up")
 
         br = self.bridge
