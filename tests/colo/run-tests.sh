@@ -20,6 +20,7 @@ SUITES_TABLE=(
     "guest||$PYTHON $top/tests/colo/test_guest_boot.py"
     "qmp||$PYTHON $top/tests/colo/test_scaffold.py"
     "controller||$PYTHON $top/tests/colo/test_colo_controller.py"
+    "tools||$PYTHON $top/tests/colo/test_colo_ctl.py"
     "disk||$PYTHON $top/tests/colo/test_disk_replication.py"
     "proxy||$PYTHON $top/tests/colo/test_colo_proxy.py"
     "proxy-asan||bash $top/tests/colo/run-asan-unit-tests.sh"

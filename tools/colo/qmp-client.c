@@ -1,0 +1,251 @@
+/*
+ * A small synchronous QMP client for the COLO tools (see qmp-client.h)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include <sys/un.h>
+#include <poll.h>
+#include "qapi/error.h"
+#include "qobject/qjson.h"
+#include "qobject/qstring.h"
+#include "qemu/timer.h"
+#include "qmp-client.h"
+
+/* A QMP message larger than this is refused as garbage. */
+#define QMP_MAX_MESSAGE  (16 * 1024 * 1024)
+
+struct QmpClient {
+    int fd;
+    GString *inbuf;         /* bytes read, not yet parsed */
+    GQueue events;          /* QDict * */
+};
+
+static int64_t deadline_after(int timeout_ms)
+{
+    return qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + timeout_ms;
+}
+
+/* Read one newline-terminated JSON object before @deadline. */
+static QDict *qmp_client_read(QmpClient *c, int64_t deadline, Error **errp)
+{
+    for (;;) {
+        char *nl = memchr(c->inbuf->str, '\n', c->inbuf->len);
+        struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+        char buf[65536];
+        int64_t left;
+        ssize_t n;
+
+        if (nl) {
+            size_t len = nl - c->inbuf->str + 1;
+            g_autofree char *line = g_strndup(c->inbuf->str, len);
+            QObject *obj;
+            QDict *dict;
+
+            g_string_erase(c->inbuf, 0, len);
+            if (!*g_strstrip(line)) {
+                continue;
+            }
+            obj = qobject_from_json(line, errp);
+            if (!obj) {
+                return NULL;
+            }
+            dict = qobject_to(QDict, obj);
+            if (!dict) {
+                qobject_unref(obj);
+                error_setg(errp, "QMP: expected a JSON object");
+                return NULL;
+            }
+            return dict;
+        }
+        if (c->inbuf->len > QMP_MAX_MESSAGE) {
+            error_setg(errp, "QMP: message too long");
+            return NULL;
+        }
+        left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+        if (left <= 0) {
+            error_setg(errp, "QMP: no answer in time");
+            return NULL;
+        }
+        n = poll(&pfd, 1, MIN(left, INT_MAX));
+        if (n < 0 && errno != EINTR) {
+            error_setg_errno(errp, errno, "QMP: poll failed");
+            return NULL;
+        }
+        if (n <= 0) {
+            continue;
+        }
+        n = read(c->fd, buf, sizeof(buf));
+        if (n == 0) {
+            error_setg(errp, "QMP: the monitor closed the connection");
+            return NULL;
+        }
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN) {
+                continue;
+            }
+            error_setg_errno(errp, errno, "QMP: read failed");
+            return NULL;
+        }
+        g_string_append_len(c->inbuf, buf, n);
+    }
+}
+
+static bool qmp_client_send(QmpClient *c, QDict *msg, Error **errp)
+{
+    g_autoptr(GString) json = qobject_to_json(QOBJECT(msg));
+    size_t done = 0;
+
+    g_string_append_c(json, '\n');
+    while (done < json->len) {
+        ssize_t n = write(c->fd, json->str + done, json->len - done);
+
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            error_setg_errno(errp, errno, "QMP: write failed");
+            return false;
+        }
+        done += n;
+    }
+    return true;
+}
+
+QObject *qmp_client_cmd(QmpClient *c, const char *command, QDict *args,
+                        int timeout_ms, Error **errp)
+{
+    int64_t deadline = deadline_after(timeout_ms);
+    g_autoptr(QDict) msg = qdict_new();
+
+    qdict_put_str(msg, "execute", command);
+    if (args) {
+        qdict_put(msg, "arguments", qobject_ref(args));
+    }
+    if (!qmp_client_send(c, msg, errp)) {
+        return NULL;
+    }
+    for (;;) {
+        g_autoptr(QDict) reply = qmp_client_read(c, deadline, errp);
+        QDict *error;
+
+        if (!reply) {
+            error_prepend(errp, "%s: ", command);
+            return NULL;
+        }
+        if (qdict_haskey(reply, "event")) {
+            g_queue_push_tail(&c->events, g_steal_pointer(&reply));
+            continue;
+        }
+        error = qdict_get_qdict(reply, "error");
+        if (error) {
+            error_setg(errp, "%s: %s", command,
+                       qdict_get_try_str(error, "desc") ?: "error");
+            return NULL;
+        }
+        if (qdict_haskey(reply, "return")) {
+            return qobject_ref(qdict_get(reply, "return"));
+        }
+        /* Anything else (a stray greeting) is not ours: skip it. */
+    }
+}
+
+QDict *qmp_client_cmd_dict(QmpClient *c, const char *command, QDict *args,
+                           int timeout_ms, Error **errp)
+{
+    QObject *ret = qmp_client_cmd(c, command, args, timeout_ms, errp);
+    QDict *dict = qobject_to(QDict, ret);
+
+    if (ret && !dict) {
+        qobject_unref(ret);
+        error_setg(errp, "%s: expected an object in the reply", command);
+    }
+    return dict;
+}
+
+QDict *qmp_client_wait_event(QmpClient *c, const char *name, int timeout_ms,
+                             Error **errp)
+{
+    int64_t deadline = deadline_after(timeout_ms);
+
+    for (;;) {
+        QDict *ev = g_queue_pop_head(&c->events);
+
+        if (!ev) {
+            ev = qmp_client_read(c, deadline, errp);
+            if (!ev) {
+                error_prepend(errp, "waiting for event %s: ",
+                              name ? name : "(any)");
+                return NULL;
+            }
+            if (!qdict_haskey(ev, "event")) {
+                qobject_unref(ev);     /* a late reply: nobody waits for it */
+                continue;
+            }
+        }
+        if (!name || g_str_equal(qdict_get_try_str(ev, "event") ?: "", name)) {
+            return ev;
+        }
+        qobject_unref(ev);
+    }
+}
+
+QmpClient *qmp_client_connect(const char *path, int timeout_ms, Error **errp)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    QmpClient *c;
+    g_autoptr(QDict) greeting = NULL;
+    QObject *ret;
+
+    if (strlen(path) >= sizeof(addr.sun_path)) {
+        error_setg(errp, "QMP socket path too long: %s", path);
+        return NULL;
+    }
+    strcpy(addr.sun_path, path);
+    c = g_new0(QmpClient, 1);
+    c->inbuf = g_string_new(NULL);
+    g_queue_init(&c->events);
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0 ||
+        connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        error_setg_errno(errp, errno, "cannot connect to QMP socket %s",
+                         path);
+        qmp_client_free(c);
+        return NULL;
+    }
+    greeting = qmp_client_read(c, deadline_after(timeout_ms), errp);
+    if (!greeting || !qdict_haskey(greeting, "QMP")) {
+        if (greeting) {
+            error_setg(errp, "%s does not speak QMP", path);
+        }
+        qmp_client_free(c);
+        return NULL;
+    }
+    ret = qmp_client_cmd(c, "qmp_capabilities", NULL, timeout_ms, errp);
+    if (!ret) {
+        qmp_client_free(c);
+        return NULL;
+    }
+    qobject_unref(ret);
+    return c;
+}
+
+void qmp_client_free(QmpClient *c)
+{
+    QDict *ev;
+
+    if (!c) {
+        return;
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    while ((ev = g_queue_pop_head(&c->events))) {
+        qobject_unref(ev);
+    }
+    g_string_free(c->inbuf, true);
+    g_free(c);
+}
