@@ -1,7 +1,9 @@
 # qemu-colo: COLO for QEMU 10.0.13, built from pristine upstream + our files + our patches.
 #
 #   make          set up the machine (once), assemble the tree, build QEMU
-#   make demo     the main job: a primary/secondary pair with a small Linux guest
+#   make demo     the main job: a protected Linux guest on a namespaced network,
+#                 a client on one TCP connection, the primary killed, failover
+#   make demo-basic  the pair without network or disks (no root features needed)
 #   make check    all our tests; prints "N passed, N failed"
 #   make bench    benchmark figures
 #
@@ -12,7 +14,7 @@
 PYTHON ?= /usr/bin/python3
 export PYTHON
 
-.PHONY: all setup assemble build guest check demo bench clean distclean
+.PHONY: all setup assemble build guest check demo demo-basic bench clean distclean
 
 all: build
 
@@ -32,6 +34,9 @@ check: build guest
 	@bash tests/colo/run-tests.sh $(SUITES)
 
 demo: build guest
+	@$(PYTHON) tests/colo/e2e/test_e2e.py --demo 1
+
+demo-basic: build guest
 	@$(PYTHON) tests/colo/demo.py
 
 bench: build
