@@ -27,6 +27,7 @@ echo "re-assembly restoring it + ninja:        $(secs "$t0")"
 
 echo "== disk replication"
 bash "$top/bench/replication.sh"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/replication_guest.py"
 
 echo "== COLO proxy"
 bash "$top/bench/compare.sh"
