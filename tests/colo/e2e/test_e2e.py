@@ -318,6 +318,10 @@ def run_scenario(number):
         t0 = time.monotonic()
         pair.start()
         pri, sec = pair.pri, pair.sec
+        for vm, ns in ((pri, topo.pri), (sec, topo.sec)):
+            # the Vm prefix put QEMU itself (same pid) in its host namespace
+            assert (os.stat("/proc/%d/ns/net" % vm.proc.pid).st_ino ==
+                    os.stat("/run/netns/" + ns).st_ino), "%s not in %s" % (vm.name, ns)
         log("scenario %d: guest service up, then pair protected, after %.1fs"
             % (number, time.monotonic() - t0))
         sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
@@ -327,7 +331,7 @@ def run_scenario(number):
         client.wait_answers(5, 120)
         # protection is real: checkpoints happen with the connection open
         c0, t_c0 = checkpoints(pri), time.monotonic()
-        pri.wait_for(lambda: checkpoints(pri) >= c0 + 2, 60, "two more checkpoints")
+        pri.wait_for(lambda: checkpoints(pri) >= c0 + 4, 60, "four more checkpoints")
         client.wait_answers(client.answers() + 5, 120)
         ck = checkpoints(pri)
         log("scenario %d: %d answers, %d checkpoints (%.1f/s with the client "
@@ -360,6 +364,8 @@ def run_scenario(number):
                 sec.wait_for(lambda: sec.cmd("query-status")["status"] == "colo",
                              60, "a checkpoint in flight (run state 'colo')",
                              interval=0.005)
+                log("scenario 2: a checkpoint is in flight (secondary run state "
+                    "'colo'): kill")
             t_kill = time.monotonic()
             if number == 4:
                 pri.kill(signal.SIGSTOP)
