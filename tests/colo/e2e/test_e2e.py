@@ -163,9 +163,9 @@ def primary_args():
                         "iothread=iothread1," + VNET])
 
 
-def secondary_args():
-    return (["-chardev", "socket,id=red0,host=%s,port=9003,reconnect-ms=200" % PRI_LINK_IP,
-             "-chardev", "socket,id=red1,host=%s,port=9004,reconnect-ms=200" % PRI_LINK_IP,
+def secondary_args(primary_ip=PRI_LINK_IP):
+    return (["-chardev", "socket,id=red0,host=%s,port=9003,reconnect-ms=200" % primary_ip,
+             "-chardev", "socket,id=red1,host=%s,port=9004,reconnect-ms=200" % primary_ip,
              "-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0," + VNET,
              "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,outdev=red1," + VNET,
              "-object", "filter-rewriter,id=rew0,netdev=hn0,queue=all," + VNET,
@@ -186,6 +186,8 @@ class Pair:
 
     def __init__(self, topo):
         self.topo = topo
+        self.new = None                 # the fresh secondary of a re-protection
+        self.new_dir = None
         self.disk_dir = None
         pdisk = sdisk = []
         if DISKS:
@@ -235,11 +237,13 @@ class Pair:
                      "red0 and red1 connected to the primary")
 
     def stop(self):
-        for vm in (self.pri, self.sec):
-            vm.kill(signal.SIGCONT)     # a hung (SIGSTOPped) QEMU can quit
-            vm.shutdown(timeout=5)
-        if self.disk_dir:
-            shutil.rmtree(self.disk_dir, ignore_errors=True)
+        for vm in (self.pri, self.sec, self.new):
+            if vm:
+                vm.kill(signal.SIGCONT)     # a hung (SIGSTOPped) QEMU can quit
+                vm.shutdown(timeout=5)
+        for d in (self.disk_dir, self.new_dir):
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def checkpoints(vm):
@@ -308,6 +312,91 @@ def diagnose(topo, pair, client):
     return "\n".join(out)
 
 
+def add_primary_proxy(vm, link_ip):
+    """The primary's proxy of primary_args(), added at run time (QMP)."""
+    def chardev(cid, host, port, server):
+        data = {"addr": {"type": "inet", "data": {"host": host, "port": str(port)}},
+                "server": server}
+        if server:
+            data["wait"] = False
+        else:
+            data["reconnect-ms"] = 200
+        vm.cmd("chardev-add", id=cid, backend={"type": "socket", "data": data})
+    chardev("mirror0", link_ip, 9003, True)
+    chardev("compare1", link_ip, 9004, True)
+    chardev("compare0", "127.0.0.1", 9001, True)
+    chardev("compare0-0", "127.0.0.1", 9001, False)
+    chardev("compare_out", "127.0.0.1", 9005, True)
+    chardev("compare_out0", "127.0.0.1", 9005, False)
+    for qom_type, oid, props in (
+            ("filter-mirror", "m0", {"netdev": "hn0", "queue": "tx",
+                                     "outdev": "mirror0"}),
+            ("filter-redirector", "redire0", {"netdev": "hn0", "queue": "rx",
+                                              "indev": "compare_out"}),
+            ("filter-redirector", "redire1", {"netdev": "hn0", "queue": "rx",
+                                              "outdev": "compare0"}),
+            ("iothread", "iothread1", {}),
+            ("colo-compare", "comp0", {"primary_in": "compare0-0",
+                                       "secondary_in": "compare1",
+                                       "outdev": "compare_out0",
+                                       "iothread": "iothread1"})):
+        if qom_type != "iothread":
+            props["vnet_hdr_support"] = True
+        vm.cmd("object-add", **dict(props, **{"qom-type": qom_type, "id": oid}))
+
+
+def reprotect(topo, pair, survivor):
+    """The documented re-protection: a fresh secondary on the dead host, the
+    survivor's disk copied to it, the survivor's proxy and replication child
+    added, COLO started again.  Returns the new secondary."""
+    if survivor is pair.sec:
+        s_ip, new_ns, new_ip, top = SEC_LINK_IP, topo.pri, PRI_LINK_IP, "top-disk0"
+        topo.standby_port("to-pri")
+    else:
+        s_ip, new_ns, new_ip, top = PRI_LINK_IP, topo.sec, SEC_LINK_IP, "colo-disk0"
+    pair.new_dir = tempfile.mkdtemp(prefix="colo-e2e-disks-")
+    make_disks(pair.new_dir)
+    new = pair.new = Vm(guest_args() + secondary_disk_args(pair.new_dir) +
+                        secondary_args(s_ip), name="new-secondary",
+                        prefix=topo.exec_prefix(new_ns))
+    new.start()
+    new.cmd("migrate-set-capabilities", capabilities=CAPS)
+    new.cmd("nbd-server-start", addr={"type": "inet", "data": {
+        "host": new_ip, "port": "9999"}})
+    new.cmd("nbd-server-add", device="colo-disk0", writable=True)
+    new.cmd("migrate-incoming", uri="tcp:%s:9998" % new_ip)
+    nbd = {"driver": "nbd", "export": "colo-disk0",
+           "server": {"type": "inet", "host": new_ip, "port": "9999"}}
+    S = survivor
+    S.cmd("blockdev-add", **dict(nbd, **{"node-name": "resync0"}))
+    S.cmd("blockdev-mirror", **{"job-id": "resync", "device": top,
+                                "target": "resync0", "sync": "full"})
+    S.wait_event("BLOCK_JOB_READY", 300)
+    # the guest stops from here until COLO runs: no write escapes the copy
+    S.cmd("stop")
+    S.cmd("block-job-cancel", device="resync")
+    S.wait_event("BLOCK_JOB_COMPLETED", 60)
+    S.cmd("blockdev-del", **{"node-name": "resync0"})
+    S.cmd("blockdev-add", driver="replication", mode="primary",
+          **{"node-name": "rep0", "file": nbd})
+    S.cmd("x-blockdev-change", parent=top, node="rep0")
+    add_primary_proxy(S, s_ip)
+    S.cmd("migrate-set-capabilities", capabilities=CAPS)
+    S.cmd("migrate-set-parameters", **{"x-checkpoint-delay": CHECKPOINT_DELAY_MS,
+                                       "max-bandwidth": 8 << 30,
+                                       "downtime-limit": 2000})
+    S.cmd("migrate", uri="tcp:%s:9998" % new_ip)
+    S.wait_for(lambda: S.cmd("query-migrate").get("status") == "colo", 240,
+               "migration status 'colo' (re-protection)")
+    new.wait_for(lambda: new.cmd("query-colo-status")["mode"] == "secondary", 60,
+                 "COLO mode 'secondary'")
+    new.wait_for(lambda: chardevs_connected(new, ("red0", "red1")), 30,
+                 "red0 and red1 connected")
+    S.wait_for(lambda: S.cmd("query-status")["status"] == "running", 60,
+               "the guest running again")
+    return new
+
+
 def run_scenario(number):
     topo = Topology()
     pair = None
@@ -359,15 +448,16 @@ def run_scenario(number):
             demo_progress(pri, client, 3)
             log("now killing the primary QEMU (pid %d) with SIGKILL, as if its host "
                 "died" % pri.proc.pid)
-        if number in (1, 2, 4):
-            if number == 2:
+        kind = {5: 1, 6: 3}.get(number, number)
+        if kind in (1, 2, 4):
+            if kind == 2:
                 sec.wait_for(lambda: sec.cmd("query-status")["status"] == "colo",
                              60, "a checkpoint in flight (run state 'colo')",
                              interval=0.005)
                 log("scenario 2: a checkpoint is in flight (secondary run state "
                     "'colo'): kill")
             t_kill = time.monotonic()
-            if number == 4:
+            if kind == 4:
                 pri.kill(signal.SIGSTOP)
             else:
                 pri.kill(signal.SIGKILL)
@@ -403,9 +493,50 @@ def run_scenario(number):
         client.wait_answers(n + 20, 180)
         st = survivor.cmd("query-colo-status")
         assert st["mode"] == "none", st
-        if number == 4:
+        if kind == 4:
             pri.kill(signal.SIGKILL)    # fencing the hung host
             pri.wait_exit(30)
+        image = pair.disk("secondary.raw" if survivor is sec else "primary.raw")
+        if number in (5, 6):
+            f = client.figures(t_kill)
+            log("scenario %d: first failover: first answer from the survivor %.2fs "
+                "after the failure, longest gap %.2fs"
+                % (number, f["first_answer_s"], f["max_gap_s"]))
+            t_r0 = time.monotonic()
+            new = reprotect(topo, pair, survivor)
+            t_r1 = time.monotonic()
+            client.wait_answers(client.answers() + 10, 120)
+            c0 = checkpoints(survivor)
+            survivor.wait_for(lambda: checkpoints(survivor) >= c0 + 2, 60,
+                              "two checkpoints of the new pair")
+            comp = lambda n: stat(survivor, "/objects/comp0", n)
+            assert comp("packets-compared") > 0 and comp("secondary-packets") > 0, \
+                "the new pair does not compare"
+            with client.lock:
+                during = [r for r in client.records if r[2] >= t_r0]
+            log("scenario %d: re-protected in %.2fs (the guest stopped for the "
+                "last disk copy and the COLO start; longest client gap around it "
+                "%.2fs); new pair: %d checkpoints, %d packets compared"
+                % (number, t_r1 - t_r0,
+                   max(b[2] - a[2] for a, b in zip(during, during[1:])),
+                   checkpoints(survivor), comp("packets-compared")))
+            # the second failure: the survivor's host dies
+            t_kill = time.monotonic()
+            survivor.kill(signal.SIGKILL)
+            survivor.wait_exit(30)
+            new.wait_for(lambda: new.cmd("query-colo-status")["reason"] == "error",
+                         60, "the new secondary to notice")
+            secondary_failover(new)
+            t_done = time.monotonic()
+            port = "to-pri" if survivor is sec else "to-sec"
+            wait_for(lambda: topo.port_of_guest() == port, 30,
+                     "the switch to learn the guest on %s" % port)
+            n = client.answers()
+            client.wait_answers(n + 20, 180)
+            st = new.cmd("query-colo-status")
+            assert st["mode"] == "none", st
+            survivor = new
+            image = os.path.join(pair.new_dir, "secondary.raw")
         client.stop()
         f = client.figures(t_kill)
         log("scenario %d: failover sequence took %.2fs after the failure; "
@@ -415,8 +546,8 @@ def run_scenario(number):
             % (number, t_done - t_kill, f["first_answer_s"], st.get("checkpoints", ck),
                f["max_stall_s"], f["max_gap_s"], f["median_latency_ms"],
                f["answers"]))
-        for vm in (pri, sec):
-            for line in vm.qemu_log().splitlines():
+        for vm in (pri, sec, pair.new):
+            for line in (vm.qemu_log() if vm else "").splitlines():
                 log("%s QEMU said: %s" % (vm.name, line))
         # the connection is still open: a last request on it, by hand
         sock.settimeout(60)
@@ -432,7 +563,6 @@ def run_scenario(number):
             last = client.base + f["answers"] + 1
             survivor.cmd("quit")
             survivor.wait_exit(30)
-            image = pair.disk("secondary.raw" if survivor is sec else "primary.raw")
             checked = read_records(image, client.base + 1, last)
             log("scenario %d: %d acknowledged records (%d..%d) on the survivor's "
                 "disk image %s" % (number, checked, client.base + 1, last,
@@ -459,7 +589,11 @@ def run_scenario(number):
 NAMES = {1: "kill -9 the primary while idle; the secondary takes over",
          2: "kill -9 the primary during a checkpoint; the secondary takes over",
          3: "kill -9 the secondary; the primary runs on alone",
-         4: "SIGSTOP the primary (hung host); the secondary takes over"}
+         4: "SIGSTOP the primary (hung host); the secondary takes over",
+         5: "as 1, then protection resumed with a fresh secondary and the "
+            "survivor killed in turn",
+         6: "as 3, then protection resumed with a fresh secondary and the "
+            "primary killed in turn"}
 
 
 def main():

@@ -183,6 +183,14 @@ class Topology:
             self.ip(ns, "addr", "add", "%s/24" % addr, "dev", "colo0")
             self.ip(ns, "link", "set", "colo0", "up")
 
+    def standby_port(self, port):
+        """Make port (to-pri or to-sec) the switch port that floods nothing
+        (the secondary's), and let the other host's port flood again."""
+        for p in ("to-pri", "to-sec"):
+            flag = "off" if p == port else "on"
+            self.ip(self.bridge, "link", "set", p, "type", "bridge_slave",
+                    "flood", flag, "mcast_flood", flag, "bcast_flood", flag)
+
     def port_of_guest(self):
         """The switch port where the bridge has learnt the guest's MAC, or
         None."""
