@@ -354,32 +354,36 @@ def reprotect(topo, pair, survivor):
         topo.standby_port("to-pri")
     else:
         s_ip, new_ns, new_ip, top = PRI_LINK_IP, topo.sec, SEC_LINK_IP, "colo-disk0"
-    pair.new_dir = tempfile.mkdtemp(prefix="colo-e2e-disks-")
-    make_disks(pair.new_dir)
-    new = pair.new = Vm(guest_args() + secondary_disk_args(pair.new_dir) +
-                        secondary_args(s_ip), name="new-secondary",
-                        prefix=topo.exec_prefix(new_ns))
+    disk = []
+    if DISKS:
+        pair.new_dir = tempfile.mkdtemp(prefix="colo-e2e-disks-")
+        make_disks(pair.new_dir)
+        disk = secondary_disk_args(pair.new_dir)
+    new = pair.new = Vm(guest_args() + disk + secondary_args(s_ip),
+                        name="new-secondary", prefix=topo.exec_prefix(new_ns))
     new.start()
     new.cmd("migrate-set-capabilities", capabilities=CAPS)
-    new.cmd("nbd-server-start", addr={"type": "inet", "data": {
-        "host": new_ip, "port": "9999"}})
-    new.cmd("nbd-server-add", device="colo-disk0", writable=True)
-    new.cmd("migrate-incoming", uri="tcp:%s:9998" % new_ip)
-    nbd = {"driver": "nbd", "export": "colo-disk0",
-           "server": {"type": "inet", "host": new_ip, "port": "9999"}}
     S = survivor
-    S.cmd("blockdev-add", **dict(nbd, **{"node-name": "resync0"}))
-    S.cmd("blockdev-mirror", **{"job-id": "resync", "device": top,
-                                "target": "resync0", "sync": "full"})
-    S.wait_event("BLOCK_JOB_READY", 300)
-    # the guest stops from here until COLO runs: no write escapes the copy
-    S.cmd("stop")
-    S.cmd("block-job-cancel", device="resync")
-    S.wait_event("BLOCK_JOB_COMPLETED", 60)
-    S.cmd("blockdev-del", **{"node-name": "resync0"})
-    S.cmd("blockdev-add", driver="replication", mode="primary",
-          **{"node-name": "rep0", "file": nbd})
-    S.cmd("x-blockdev-change", parent=top, node="rep0")
+    if DISKS:
+        new.cmd("nbd-server-start", addr={"type": "inet", "data": {
+            "host": new_ip, "port": "9999"}})
+        new.cmd("nbd-server-add", device="colo-disk0", writable=True)
+    new.cmd("migrate-incoming", uri="tcp:%s:9998" % new_ip)
+    if DISKS:
+        nbd = {"driver": "nbd", "export": "colo-disk0",
+               "server": {"type": "inet", "host": new_ip, "port": "9999"}}
+        S.cmd("blockdev-add", **dict(nbd, **{"node-name": "resync0"}))
+        S.cmd("blockdev-mirror", **{"job-id": "resync", "device": top,
+                                    "target": "resync0", "sync": "full"})
+        S.wait_event("BLOCK_JOB_READY", 300)
+        # the guest stops from here until COLO runs: no write escapes the copy
+        S.cmd("stop")
+        S.cmd("block-job-cancel", device="resync")
+        S.wait_event("BLOCK_JOB_COMPLETED", 60)
+        S.cmd("blockdev-del", **{"node-name": "resync0"})
+        S.cmd("blockdev-add", driver="replication", mode="primary",
+              **{"node-name": "rep0", "file": nbd})
+        S.cmd("x-blockdev-change", parent=top, node="rep0")
     add_primary_proxy(S, s_ip)
     S.cmd("migrate-set-capabilities", capabilities=CAPS)
     S.cmd("migrate-set-parameters", **{"x-checkpoint-delay": CHECKPOINT_DELAY_MS,
@@ -496,7 +500,8 @@ def run_scenario(number):
         if kind == 4:
             pri.kill(signal.SIGKILL)    # fencing the hung host
             pri.wait_exit(30)
-        image = pair.disk("secondary.raw" if survivor is sec else "primary.raw")
+        image = DISKS and pair.disk("secondary.raw" if survivor is sec
+                                    else "primary.raw")
         if number in (5, 6):
             f = client.figures(t_kill)
             log("scenario %d: first failover: first answer from the survivor %.2fs "
@@ -536,7 +541,8 @@ def run_scenario(number):
             st = new.cmd("query-colo-status")
             assert st["mode"] == "none", st
             survivor = new
-            image = os.path.join(pair.new_dir, "secondary.raw")
+            if DISKS:
+                image = os.path.join(pair.new_dir, "secondary.raw")
         client.stop()
         f = client.figures(t_kill)
         log("scenario %d: failover sequence took %.2fs after the failure; "
