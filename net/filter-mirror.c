@@ -97,16 +97,43 @@ static ssize_t mirror_receive_iov(NetFilterState *nf, NetClientState *sender,
 
 /* ---- indev (filter-redirector) ------------------------------------------ */
 
+/* Large enough for every virtio-net header layout. */
+#define REDIRECTOR_VNET_HDR_MAX 64
+
 static void redirector_inject(void *opaque, const uint8_t *buf, size_t len,
                               uint32_t vnet_hdr_len)
 {
     ColoMirrorState *s = opaque;
     NetFilterState *nf = NETFILTER(s);
-    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    uint8_t hdr[REDIRECTOR_VNET_HDR_MAX] = { 0 };
+    struct iovec iov[2] = {
+        { .iov_base = (void *)buf, .iov_len = len },
+    };
+    int iovcnt = 1;
     NetClientState *sender;
+    uint32_t local_len;
 
     if (!nf->netdev || !nf->on) {
         return;
+    }
+    /*
+     * The frame's virtio-net header has the layout of the sender's netdev
+     * (e.g. 10 bytes, or 12 with mergeable rx buffers); the guest behind
+     * this netdev may use another one, for instance while the two guests'
+     * drivers are not at the same point.  Re-frame it: the common part is
+     * kept, a longer local header is zero-padded, a shorter one truncated.
+     */
+    local_len = nf->netdev->vnet_hdr_len;
+    if (s->vnet_hdr && vnet_hdr_len != local_len && vnet_hdr_len <= len &&
+        local_len <= sizeof(hdr)) {
+        memcpy(hdr, buf, MIN(vnet_hdr_len, local_len));
+        iov[0] = (struct iovec) { .iov_base = hdr, .iov_len = local_len };
+        iov[1] = (struct iovec) { .iov_base = (void *)(buf + vnet_hdr_len),
+                                  .iov_len = len - vnet_hdr_len };
+        iovcnt = 2;
+        trace_colo_filter_vnet_hdr_reframed(
+            object_get_canonical_path_component(OBJECT(s)), vnet_hdr_len,
+            local_len);
     }
     if (nf->direction == NET_FILTER_DIRECTION_RX) {
         sender = nf->netdev->peer;      /* on its way to the netdev */
@@ -116,7 +143,7 @@ static void redirector_inject(void *opaque, const uint8_t *buf, size_t len,
     if (!sender) {
         return;
     }
-    qemu_netfilter_pass_to_next(sender, 0, &iov, 1, nf);
+    qemu_netfilter_pass_to_next(sender, 0, iov, iovcnt, nf);
 }
 
 static void redirector_reject(void *opaque, ColoFrameError err, uint32_t len,

@@ -488,6 +488,45 @@ def redirector_rx_inject_and_mirror_vnet():
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def redirector_reframes_vnet_header():
+    """A frame whose virtio-net header layout differs from the netdev's
+    (10 bytes in the frame, none on this stream netdev) is re-framed to the
+    netdev's layout before it is injected: the packet arrives intact."""
+    tmpdir = tempfile.mkdtemp(prefix="colo-proxy-net-")
+    net_path = os.path.join(tmpdir, "net.sock")
+    net_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    net_srv.bind(net_path)
+    net_srv.listen(1)
+    vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
+             "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s" % net_path,
+             "-device", "e1000,netdev=hn0,romfile="], name="filters")
+    rin = None
+    try:
+        vm.start()
+        net_srv.settimeout(IO_TIMEOUT)
+        net, _ = net_srv.accept()
+        p = Peer(vm.path("rin.sock"))
+        vm.cmd("chardev-add", id="rin", backend={"type": "socket", "data": {
+            "addr": {"type": "unix", "data": {"path": p.path}}, "server": False}})
+        rin = p.accept()
+        vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
+                                "netdev": "hn0", "queue": "rx", "indev": "rin",
+                                "vnet_hdr_support": True})
+        pkt = udp(b"sent with a 10-byte virtio-net header")
+        rin.send(frame(b"\x01" + b"\x00" * 9 + pkt, vnet_len=10))
+        netpeer = Peer.__new__(Peer)
+        netpeer.sock, netpeer.buf, netpeer.path, netpeer.srv = net, b"", net_path, None
+        got, _ = netpeer.recv_frame()
+        assert got == pkt, got
+        net.close()
+    finally:
+        if rin:
+            rin.close()
+        net_srv.close()
+        vm.shutdown()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def tcp_csum_ok(f):
     ip = f[14:34]
     seg = f[34:14 + struct.unpack("!H", ip[2:4])[0]]
@@ -688,6 +727,8 @@ def main():
         vm.shutdown()
     t.check("filters: redirector rx injection and mirror with vnet header via a NIC",
             redirector_rx_inject_and_mirror_vnet)
+    t.check("filter-redirector re-frames a virtio-net header of another layout "
+            "for its netdev", redirector_reframes_vnet_header)
     t.check("rewriter: guest output in the primary's numbering, client ACKs in the secondary's",
             rewriter_keeps_numbering)
     t.check("topology: the documented primary-side command line works end to end",
