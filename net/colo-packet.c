@@ -230,3 +230,14 @@ const char *colo_packet_kind_name(ColoPacketKind kind)
 
     return (unsigned)kind < COLO_PKT__MAX ? names[kind] : "unknown";
 }
+
+uint32_t colo_key_hash(const void *key, size_t len)
+{
+    const uint8_t *b = key;
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ b[i]) * 16777619u;
+    }
+    return h;
+}

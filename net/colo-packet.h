@@ -103,4 +103,10 @@ ColoParseError colo_packet_parse(const uint8_t *data, size_t len,
 const char *colo_parse_error_name(ColoParseError err);
 const char *colo_packet_kind_name(ColoPacketKind kind);
 
+/*
+ * FNV-1a over the @len bytes of a connection key (a zero-initialised,
+ * fixed-size struct), for the connection tables.
+ */
+uint32_t colo_key_hash(const void *key, size_t len);
+
 #endif /* NET_COLO_PACKET_H */

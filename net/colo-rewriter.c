@@ -43,14 +43,7 @@ struct ColoRewriter {
 
 static guint rw_key_hash(gconstpointer p)
 {
-    const uint8_t *b = p;
-    uint32_t h = 2166136261u;
-    size_t i;
-
-    for (i = 0; i < sizeof(RwKey); i++) {
-        h = (h ^ b[i]) * 16777619u;
-    }
-    return h;
+    return colo_key_hash(p, sizeof(RwKey));
 }
 
 static gboolean rw_key_equal(gconstpointer a, gconstpointer b)

@@ -102,14 +102,7 @@ static bool seq_le(uint32_t a, uint32_t b)
 
 static guint conn_key_hash(gconstpointer p)
 {
-    const uint8_t *b = p;
-    uint32_t h = 2166136261u;
-    size_t i;
-
-    for (i = 0; i < sizeof(ColoConnKey); i++) {
-        h = (h ^ b[i]) * 16777619u;
-    }
-    return h;
+    return colo_key_hash(p, sizeof(ColoConnKey));
 }
 
 static gboolean conn_key_equal(gconstpointer a, gconstpointer b)
