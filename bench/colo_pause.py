@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from colo_pair import colo_status, start_pair  # noqa: E402
-from colo_vm import guest_files, wait_for  # noqa: E402
+from colo_vm import guest_files  # noqa: E402
 
 
 def guest_args():

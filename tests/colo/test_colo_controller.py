@@ -11,7 +11,6 @@ import hashlib
 import os
 import signal
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from colo_pair import (bootsect_guest_args, checkpoints, colo_status,  # noqa: E402
@@ -154,10 +153,10 @@ def case_primary_failover_during_checkpoint(multifd=False):
         n = checkpoints(p.pri)
         p.sec.kill(signal.SIGSTOP)
         p.pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
-        start = time.monotonic()
         p.pri.cmd("x-colo-lost-heartbeat")
         assert_exit(p.pri, "primary", "request")
-        assert time.monotonic() - start < 10, "failover waited for the watchdog"
+        # The request ended the checkpoint, not the watchdog.
+        assert "did not answer" not in p.pri.qemu_log(), p.pri.qemu_log()
         assert checkpoints(p.pri) == n
         assert run_state(p.pri) == "running"
         guest_runs(p.pri)

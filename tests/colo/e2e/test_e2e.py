@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from colo_vm import REPO_ROOT, Vm, guest_files, wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import (GUEST_IP, GUEST_MAC, PRI_LINK_IP, SEC_LINK_IP,  # noqa: E402
-                      Topology, TopologyError, missing_requirements)
+                      Topology, missing_requirements)
 from client import Client  # noqa: E402
 
 PORT = 7777

@@ -8,7 +8,6 @@ sides are in COLO (migration status 'colo' on the primary, COLO mode
 'secondary' on the secondary).  The caller shuts both VMs down.
 """
 
-import os
 
 from colo_vm import Vm, guest_files
 
