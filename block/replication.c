@@ -165,6 +165,30 @@ static bool replication_can_empty(BlockDriverState *disk, const char *what,
 }
 
 /*
+ * The @what disk is an overlay the checkpoints empty: it must be emptiable
+ * and backed by the @below disk, which is returned.  Graph lock held.
+ */
+static BlockDriverState *replication_overlay_backing(BlockDriverState *disk,
+                                                     const char *what,
+                                                     const char *below,
+                                                     Error **errp)
+{
+    BlockDriverState *backing;
+
+    /* Emptiability first: a format without it cannot have a backing. */
+    if (!replication_can_empty(disk, what, errp)) {
+        return NULL;
+    }
+    backing = bdrv_cow_bs(disk);
+    if (!backing) {
+        error_setg(errp, "replication: the %s disk '%s' must have a "
+                   "backing file (the %s disk)", what,
+                   bdrv_get_device_or_node_name(disk), below);
+    }
+    return backing;
+}
+
+/*
  * Find hidden and secondary disks below @active and check what the secondary
  * mode needs from them.  Called at open and again at start, since the graph
  * may have changed in between.
@@ -179,25 +203,13 @@ static bool replication_check_chain(BlockDriverState *active,
 
     GRAPH_RDLOCK_GUARD_MAINLOOP();
 
-    /* Emptiability first: a format without it cannot have a backing. */
-    if (!replication_can_empty(active, "active", errp)) {
-        return false;
-    }
-    hidden = bdrv_cow_bs(active);
+    hidden = replication_overlay_backing(active, "active", "hidden", errp);
     if (!hidden) {
-        error_setg(errp, "replication: the active disk '%s' must have a "
-                   "backing file (the hidden disk)",
-                   bdrv_get_device_or_node_name(active));
         return false;
     }
-    if (!replication_can_empty(hidden, "hidden", errp)) {
-        return false;
-    }
-    secondary = bdrv_cow_bs(hidden);
+    secondary = replication_overlay_backing(hidden, "hidden", "secondary",
+                                            errp);
     if (!secondary) {
-        error_setg(errp, "replication: the hidden disk '%s' must have a "
-                   "backing file (the secondary disk)",
-                   bdrv_get_device_or_node_name(hidden));
         return false;
     }
 

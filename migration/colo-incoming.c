@@ -53,26 +53,6 @@ typedef struct ColoSecondary {
 
 static ColoSecondary colo_secondary;
 
-static bool colo_failover_requested(void)
-{
-    bool requested;
-
-    qemu_mutex_lock(&colo_session.lock);
-    requested = colo_session.failover_requested;
-    qemu_mutex_unlock(&colo_session.lock);
-    return requested;
-}
-
-static void colo_arm(const char *what)
-{
-    colo_watchdog_arm(colo_session.watchdog, what, COLO_PEER_TIMEOUT_MS);
-}
-
-static void colo_disarm(void)
-{
-    colo_watchdog_disarm(colo_session.watchdog);
-}
-
 /* Enter COLO: disks active, replication started, dirty log on, guest runs. */
 static bool colo_secondary_start(ColoSecondary *sec, Error **errp)
 {
@@ -306,7 +286,6 @@ static void *colo_incoming_thread(void *opaque)
 {
     ColoSecondary *sec = opaque;
     Error *err = NULL;
-    bool quitting;
 
     rcu_register_thread();
     colo_session_begin(COLO_MODE_SECONDARY, sec->from, sec->to);
@@ -333,10 +312,7 @@ static void *colo_incoming_thread(void *opaque)
      * Let the incoming coroutine finish the migration, unless QEMU is
      * exiting: then it must not restart anything.
      */
-    qemu_mutex_lock(&colo_session.lock);
-    quitting = colo_session.quitting;
-    qemu_mutex_unlock(&colo_session.lock);
-    if (!quitting) {
+    if (!colo_quitting()) {
         aio_co_schedule(qemu_get_aio_context(), sec->co);
     }
     return NULL;

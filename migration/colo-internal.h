@@ -93,6 +93,11 @@ void colo_stats_checkpoint(ColoTrigger trigger, int64_t pause_us,
                            uint64_t ram_bytes, uint64_t device_state_bytes);
 /* Shut the session's channels down, so blocked reads and writes fail. */
 void colo_shutdown_channels(void);
+/* Bound the next wait on the peer by COLO_PEER_TIMEOUT_MS / lift it. */
+void colo_arm(const char *what);
+void colo_disarm(void);
+bool colo_failover_requested(void);
+bool colo_quitting(void);
 void colo_request_checkpoint(ColoTrigger trigger);
 /* Leaving COLO: run the guest again if COLO stopped it.  BQL held. */
 void colo_resume_guest(void);

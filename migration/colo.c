@@ -180,6 +180,36 @@ void colo_shutdown_channels(void)
     qemu_mutex_unlock(&colo_session.lock);
 }
 
+void colo_arm(const char *what)
+{
+    colo_watchdog_arm(colo_session.watchdog, what, COLO_PEER_TIMEOUT_MS);
+}
+
+void colo_disarm(void)
+{
+    colo_watchdog_disarm(colo_session.watchdog);
+}
+
+bool colo_failover_requested(void)
+{
+    bool requested;
+
+    qemu_mutex_lock(&colo_session.lock);
+    requested = colo_session.failover_requested;
+    qemu_mutex_unlock(&colo_session.lock);
+    return requested;
+}
+
+bool colo_quitting(void)
+{
+    bool quitting;
+
+    qemu_mutex_lock(&colo_session.lock);
+    quitting = colo_session.quitting;
+    qemu_mutex_unlock(&colo_session.lock);
+    return quitting;
+}
+
 /* Thread-safe: called from the main loop and from colo-compare's iothread. */
 void colo_request_checkpoint(ColoTrigger trigger)
 {
@@ -249,12 +279,7 @@ void colo_do_failover(void)
 
 void colo_resume_guest(void)
 {
-    bool quitting;
-
-    qemu_mutex_lock(&colo_session.lock);
-    quitting = colo_session.quitting;
-    qemu_mutex_unlock(&colo_session.lock);
-    if (!quitting && runstate_check(RUN_STATE_COLO)) {
+    if (!colo_quitting() && runstate_check(RUN_STATE_COLO)) {
         vm_start();
     }
 }
@@ -369,16 +394,6 @@ typedef struct ColoPrimary {
     uint32_t seq;
     int64_t next_periodic_ms;
 } ColoPrimary;
-
-static void colo_arm(const char *what)
-{
-    colo_watchdog_arm(colo_session.watchdog, what, COLO_PEER_TIMEOUT_MS);
-}
-
-static void colo_disarm(void)
-{
-    colo_watchdog_disarm(colo_session.watchdog);
-}
 
 static bool colo_primary_expect(ColoPrimary *p, ColoMsgType type,
                                 ColoMsg *msg, Error **errp)
@@ -606,7 +621,7 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
     colo_failover_release(COLO_MODE_PRIMARY);
     colo_resume_guest();
     if (colo_session.stats.checkpoints == 0 && err &&
-        !colo_session.failover_requested) {
+        !colo_failover_requested()) {
         /* COLO never worked: say so, as a failed migration. */
         migrate_set_error(s, err);
         migrate_set_state(&s->state, MIGRATION_STATUS_COLO,
