@@ -20,15 +20,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
-from colo_pair import colo_status, start_pair  # noqa: E402
-from colo_vm import guest_files  # noqa: E402
-
-
-def guest_args():
-    g = guest_files()
-    return ["-M", "pc", "-m", "512", "-nic", "none",
-            "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
-            "-append", "console=ttyS0 quiet"]
+from colo_pair import colo_status, linux_guest_args, start_pair  # noqa: E402
 
 
 def memcpy_ms(nbytes, repeat=5):
@@ -52,7 +44,7 @@ def percentile(values, p):
 
 
 def run_one(delay_ms, n_checkpoints):
-    pri, sec = start_pair(guest_args(), delay_ms=delay_ms)
+    pri, sec = start_pair(linux_guest_args(512), delay_ms=delay_ms)
     try:
         pri.serial_wait("COLO-GUEST: ready", 120)
         # 64 MiB of random data once, then rewrite a copy of it every second.

@@ -21,7 +21,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from colo_pair import checkpoints, colo_status, start_pair  # noqa: E402
+from colo_pair import (checkpoints, colo_status, linux_guest_args,  # noqa: E402
+                       start_pair)
 from colo_vm import guest_files, wait_for  # noqa: E402
 
 START = time.monotonic()
@@ -36,9 +37,7 @@ def guest_args():
     for f in ("vmlinuz", "initrd"):
         if not os.path.exists(g[f]):
             sys.exit("demo: no test guest in %s; run 'make guest'" % g[f])
-    return ["-M", "pc", "-m", "256", "-nic", "none",
-            "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
-            "-append", "console=ttyS0 quiet colo.dirty=8"]
+    return linux_guest_args(256, "colo.dirty=8")
 
 
 def read_counter(vm, tag):

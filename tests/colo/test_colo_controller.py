@@ -14,8 +14,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from colo_pair import (bootsect_guest_args, checkpoints, colo_status,  # noqa: E402
-                       start_pair, wait_checkpoints)
-from colo_vm import guest_files, wait_for  # noqa: E402
+                       linux_guest_args, start_pair, wait_checkpoints)
+from colo_vm import wait_for  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
 from tap import Tap, expect_error  # noqa: E402
 
@@ -328,12 +328,6 @@ def case_yank():
         assert run_state(p.sec) != "running"
         assert_exit(p.pri, "primary", "error")
         guest_runs(p.pri)
-
-
-def linux_guest_args(*append):
-    g = guest_files()
-    return ["-M", "pc", "-m", "256", "-nic", "none", "-kernel", g["vmlinuz"],
-            "-initrd", g["initrd"], "-append", " ".join(("console=ttyS0", "quiet") + append)]
 
 
 def case_guest_reset():

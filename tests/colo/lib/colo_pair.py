@@ -21,6 +21,14 @@ def bootsect_guest_args(mem_mb=128):
             "-drive", "file=%s,format=raw,snapshot=on,if=ide" % guest_files()["bootsect"]]
 
 
+def linux_guest_args(mem_mb=256, *append):
+    """The Linux test guest without a NIC; @append: extra kernel options."""
+    g = guest_files()
+    return ["-M", "pc", "-m", str(mem_mb), "-nic", "none",
+            "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
+            "-append", " ".join(("console=ttyS0", "quiet") + append)]
+
+
 def colo_status(vm):
     return vm.cmd("query-colo-status")
 
