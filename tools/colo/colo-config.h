@@ -1,0 +1,62 @@
+/*
+ * The COLO pair configuration file shared by qemu-colo-ctl and
+ * qemu-colo-agent
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * A GKeyFile ("ini") with one [pair] group and two [node NAME] groups.
+ * Roles change with every failover, so nodes are named, not called
+ * primary and secondary; "initial-role" only says how `start` begins.
+ * The object and chardev ids of the documented procedure (m0, redire0,
+ * comp0, f1, rew0, ...) are fixed: the actions rely on them.
+ * The full key list with defaults is in docs/system/qemu-colo.rst
+ * ("The pair configuration file").
+ */
+
+#ifndef TOOLS_COLO_CONFIG_H
+#define TOOLS_COLO_CONFIG_H
+
+typedef enum ColoRole {
+    COLO_ROLE_PRIMARY,
+    COLO_ROLE_SECONDARY,
+} ColoRole;
+
+typedef struct ColoNodeConfig {
+    char *name;             /* from the group name [node NAME] */
+    ColoRole initial_role;
+    char *qmp;              /* QMP unix socket the tools use */
+    char *link_addr;        /* replication link: proxy, migration, NBD */
+    char *heartbeat_addr;   /* the agent's own channel (default link_addr) */
+    char *launcher;         /* optional command prefix to run QEMU */
+    char *disk;             /* the guest disk image (raw) */
+    char *active;           /* overlays used while secondary (qcow2) */
+    char *hidden;
+    char *workdir;          /* pid file, logs, serial output */
+} ColoNodeConfig;
+
+typedef struct ColoConfig {
+    char *path;
+    char *name;
+    char *qemu_binary;
+    char **guest_args;      /* machine, memory, kernel..., shared by both */
+    char *netdev;           /* -netdev options of hn0, without the id */
+    char *mac;
+    int64_t disk_size;
+    int64_t checkpoint_delay_ms;
+    int port_mirror, port_compare, port_migrate, port_nbd;
+    int port_local_compare, port_local_out;
+    int64_t heartbeat_interval_ms;
+    int64_t heartbeat_timeout_ms;
+    bool use_corosync;      /* act only on quorate decisions */
+    ColoNodeConfig nodes[2];
+} ColoConfig;
+
+bool colo_config_load(const char *path, ColoConfig *cfg, Error **errp);
+void colo_config_free(ColoConfig *cfg);
+ColoNodeConfig *colo_config_node(ColoConfig *cfg, const char *name,
+                                 Error **errp);
+ColoNodeConfig *colo_config_peer(ColoConfig *cfg, const ColoNodeConfig *node);
+
+#endif /* TOOLS_COLO_CONFIG_H */
