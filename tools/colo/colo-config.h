@@ -26,7 +26,11 @@ typedef enum ColoRole {
 typedef struct ColoNodeConfig {
     char *name;             /* from the group name [node NAME] */
     ColoRole initial_role;
-    char *qmp;              /* QMP unix socket the tools use */
+    char *qmp;              /* QMP unix socket qemu-colo-ctl uses */
+    char *agent_qmp;        /* a second QMP socket, the agent's own
+                             * (default WORKDIR/agent-qmp.sock) */
+    char *agent_socket;     /* the agent's status socket
+                             * (default WORKDIR/agent.sock) */
     char *link_addr;        /* replication link: proxy, migration, NBD */
     char *heartbeat_addr;   /* the agent's own channel (default link_addr) */
     char *launcher;         /* optional command prefix to run QEMU */
@@ -47,6 +51,7 @@ typedef struct ColoConfig {
     int64_t checkpoint_delay_ms;
     int port_mirror, port_compare, port_migrate, port_nbd;
     int port_local_compare, port_local_out;
+    int heartbeat_port;     /* UDP, on each node's heartbeat_addr */
     int64_t heartbeat_interval_ms;
     int64_t heartbeat_timeout_ms;
     bool use_corosync;      /* act only on quorate decisions */
