@@ -18,6 +18,10 @@ BUILD_PKGS="build-essential ninja-build pkg-config flex bison libglib2.0-dev
  libpixman-1-dev libslirp-dev libfdt-dev python3-venv dpkg-dev xz-utils rsync"
 BACKPORT_PKGS="meson python3-pycotap qemu-system-data"
 RUNTIME_PKGS="seabios ipxe-qemu busybox-static cpio iproute2 socat"
+# HeartBeat agent: corosync membership/quorum with a qnetd witness (the tests run
+# them inside network namespaces), the OCF shell library and ocf-tester, xmllint.
+CLUSTER_PKGS="corosync corosync-qdevice corosync-qnetd libquorum-dev libvotequorum-dev
+ libcmap-dev resource-agents libxml2-utils"
 
 log() { echo "setup: $*"; }
 die() { echo "setup: error: $*" >&2; exit 1; }
@@ -73,14 +77,33 @@ missing_pkgs() {
     done
 }
 
+# Installing corosync/qnetd must not start cluster daemons on this machine (the
+# tests start their own in namespaces): without a policy-rc.d, put one in place
+# that denies every start (honoured by invoke-rc.d and deb-systemd-invoke) for
+# the duration of the install (an existing policy-rc.d is the admin's choice).
+no_daemon_starts() {
+    local policy=/usr/sbin/policy-rc.d rc=0
+    if [ -e "$policy" ]; then
+        "$@" || rc=$?
+        return $rc
+    fi
+    printf '#!/bin/sh\n# qemu-colo setup: no daemon starts while installing\nexit 101\n' \
+        | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    "$@" || rc=$?
+    as_root rm -f "$policy"
+    return $rc
+}
+
 install_pkgs() {
     local miss
     # shellcheck disable=SC2086
-    miss=$(missing_pkgs $BUILD_PKGS $RUNTIME_PKGS)
+    miss=$(missing_pkgs $BUILD_PKGS $RUNTIME_PKGS $CLUSTER_PKGS)
     if [ -n "$miss" ]; then
         log "installing:" $miss
         # shellcheck disable=SC2086
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $miss
+        no_daemon_starts as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends $miss
     fi
     # shellcheck disable=SC2086
     miss=$(missing_pkgs $BACKPORT_PKGS)
