@@ -18,6 +18,11 @@
 #include "qmp-client.h"
 #include "colo-config.h"
 
+/* Block node and job names the actions add (besides the documented ids). */
+#define COLO_REPLICATION_NODE "rep0"     /* the primary's replication child */
+#define COLO_RESYNC_NODE      "resync0"  /* NBD target of the disk resync */
+#define COLO_RESYNC_JOB       "resync"   /* the blockdev-mirror job */
+
 /*
  * Make the VM behind @qmp the only one serving: if it is a COLO secondary,
  * fail over (x-colo-lost-heartbeat, await COLO_EXIT), remove the

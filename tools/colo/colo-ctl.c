@@ -8,6 +8,8 @@
  *   qemu-colo-ctl status MONITOR...     one line per side
  *   qemu-colo-ctl failover MONITOR      x-colo-lost-heartbeat, await COLO_EXIT
  *   qemu-colo-ctl watch MONITOR [N]     print COLO-related events (N of them)
+ *   qemu-colo-ctl failover CONFIG --node NAME
+ *                                       make node NAME the one serving
  *
  * MONITOR is the path of a QMP unix socket (-qmp unix:PATH,server=on).
  * Exit status: 0 on success, 1 on a failed request, 2 on bad usage.
@@ -21,6 +23,8 @@
 #include "qobject/qjson.h"
 #include "qobject/qstring.h"
 #include "qmp-client.h"
+#include "colo-config.h"
+#include "colo-actions.h"
 
 #define CMD_TIMEOUT_MS      10000
 #define FAILOVER_TIMEOUT_MS 60000
@@ -122,6 +126,50 @@ static int cmd_failover(const char *path)
     return 0;
 }
 
+static bool load_config(const char *path, ColoConfig *cfg)
+{
+    Error *err = NULL;
+
+    if (!colo_config_load(path, cfg, &err)) {
+        error_report_err(err);
+        return false;
+    }
+    return true;
+}
+
+/* failover CONFIG --node NAME: colo_action_take_over() on node NAME. */
+static int cmd_failover_node(const char *config, const char *name)
+{
+    ColoConfig cfg;
+    ColoNodeConfig *node;
+    QmpClient *c;
+    Error *err = NULL;
+    const char *what = NULL;
+    int rc = 1;
+
+    if (!load_config(config, &cfg)) {
+        return 2;
+    }
+    node = colo_config_node(&cfg, name, &err);
+    if (!node) {
+        error_report_err(err);
+        colo_config_free(&cfg);
+        return 2;
+    }
+    c = connect_or_report(node->qmp);
+    if (c) {
+        if (colo_action_take_over(c, &cfg, &what, &err)) {
+            printf("%s: %s\n", node->name, what);
+            rc = 0;
+        } else {
+            error_reportf_err(err, "%s: failover: ", node->name);
+        }
+        qmp_client_free(c);
+    }
+    colo_config_free(&cfg);
+    return rc;
+}
+
 static bool colo_related_event(const char *name)
 {
     static const char *const names[] = {
@@ -172,6 +220,7 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: qemu-colo-ctl status MONITOR...\n"
             "       qemu-colo-ctl failover MONITOR\n"
+            "       qemu-colo-ctl failover CONFIG --node NAME\n"
             "       qemu-colo-ctl watch MONITOR [COUNT]\n"
             "MONITOR is the path of a QEMU QMP unix socket.\n");
 }
@@ -188,6 +237,10 @@ int main(int argc, char **argv)
     }
     if (argc >= 3 && g_str_equal(argv[1], "status")) {
         return cmd_status(argc - 2, argv + 2);
+    }
+    if (argc == 5 && g_str_equal(argv[1], "failover") &&
+        g_str_equal(argv[3], "--node")) {
+        return cmd_failover_node(argv[2], argv[4]);
     }
     if (argc == 3 && g_str_equal(argv[1], "failover")) {
         return cmd_failover(argv[2]);
