@@ -24,6 +24,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qapi/qapi-events-migration.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
 #include "qemu/rcu.h"
@@ -267,9 +268,12 @@ static void colo_secondary_exit(ColoSecondary *sec, Error *err)
  */
 static void colo_secondary_wait_for_decision(Error *err)
 {
+    const char *why = err ? error_get_pretty(err) : "COLO stopped";
+
     error_report("COLO secondary: %s; the guest is stopped until "
-                 "x-colo-lost-heartbeat",
-                 err ? error_get_pretty(err) : "COLO stopped");
+                 "x-colo-lost-heartbeat", why);
+    /* Tell a manager at once: it decides whether the primary is gone. */
+    qapi_event_send_colo_link_lost(COLO_MODE_SECONDARY, why);
     colo_shutdown_channels();
     bql_lock();
     if (runstate_is_running()) {

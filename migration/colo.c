@@ -613,6 +613,12 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
     QEMUFile *rp;
 
     colo_set_phase(COLO_PHASE_FAILOVER);
+    if (!colo_failover_requested()) {
+        /* The secondary vanished or broke the protocol: we run alone. */
+        qapi_event_send_colo_link_lost(COLO_MODE_PRIMARY,
+                                       err ? error_get_pretty(err)
+                                           : "COLO stopped");
+    }
     colo_compare_unregister_notifier(&colo_compare_notifier);
     /* Nothing more on these channels; make sure the secondary notices. */
     colo_shutdown_channels();

@@ -1,0 +1,381 @@
+/*
+ * Unit tests of the HeartBeat engine (tools/colo/colo-heartbeat.c)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ *
+ * Time is an input of the engine: the tests pass milliseconds, no sleeps.
+ */
+
+#include "qemu/osdep.h"
+#include "../../../tools/colo/colo-heartbeat.h"
+
+#define INTERVAL 100
+#define TIMEOUT  1000
+
+static void setup(ColoHeartbeat *hb, bool quorum)
+{
+    ColoHbConfig cfg = {
+        .pair = "pair1", .peer = "nodeB",
+        .interval_ms = INTERVAL, .timeout_ms = TIMEOUT,
+        .use_quorum = quorum,
+    };
+
+    colo_hb_init(hb, &cfg, 0);
+    colo_hb_set_local_health(hb, 0, COLO_HEALTH_RUNNING);
+}
+
+/* A heartbeat from the peer at @now. */
+static bool beat(ColoHeartbeat *hb, int64_t now, uint32_t seq,
+                 ColoHealth health, ColoHbMode mode)
+{
+    ColoHbMsg msg = {
+        .seq = seq, .boot_id = 0x1234, .health = health, .mode = mode,
+        .pair = "pair1", .node = "nodeB",
+    };
+    uint8_t buf[COLO_HB_WIRE_LEN];
+
+    colo_hb_encode(&msg, buf);
+    return colo_hb_receive(hb, now, buf, sizeof(buf));
+}
+
+static void test_wire_roundtrip(void)
+{
+    ColoHbMsg in = {
+        .seq = 0xdeadbeef, .boot_id = 0x0102030405060708ULL,
+        .health = COLO_HEALTH_STOPPED, .mode = COLO_HB_MODE_SECONDARY,
+        .pair = "a-pair", .node = "n1",
+    }, out;
+    uint8_t buf[COLO_HB_WIRE_LEN];
+    const char *why = NULL;
+
+    colo_hb_encode(&in, buf);
+    g_assert_true(colo_hb_decode(buf, sizeof(buf), &out, &why));
+    g_assert_cmpuint(out.seq, ==, in.seq);
+    g_assert_cmpuint(out.boot_id, ==, in.boot_id);
+    g_assert_cmpint(out.health, ==, in.health);
+    g_assert_cmpint(out.mode, ==, in.mode);
+    g_assert_cmpstr(out.pair, ==, "a-pair");
+    g_assert_cmpstr(out.node, ==, "n1");
+    /* network byte order */
+    g_assert_cmpuint(buf[8], ==, 0xde);
+    g_assert_cmpuint(buf[11], ==, 0xef);
+}
+
+static void test_wire_garbage(void)
+{
+    ColoHbMsg in = {
+        .seq = 1, .boot_id = 1, .health = COLO_HEALTH_RUNNING,
+        .mode = COLO_HB_MODE_PRIMARY, .pair = "pair1", .node = "nodeB",
+    }, out;
+    uint8_t good[COLO_HB_WIRE_LEN], buf[COLO_HB_WIRE_LEN + 1];
+    const char *why;
+
+    colo_hb_encode(&in, good);
+    g_assert_false(colo_hb_decode(good, sizeof(good) - 1, &out, &why));
+    g_assert_cmpstr(why, ==, "wrong length");
+    memcpy(buf, good, sizeof(good));
+    g_assert_false(colo_hb_decode(buf, sizeof(good) + 1, &out, &why));
+
+    memcpy(buf, good, sizeof(good));
+    buf[0] = 'X';
+    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    g_assert_cmpstr(why, ==, "bad magic");
+
+    memcpy(buf, good, sizeof(good));
+    buf[4] = 2;
+    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    g_assert_cmpstr(why, ==, "unknown version");
+
+    memcpy(buf, good, sizeof(good));
+    buf[5] = COLO_HEALTH__MAX;
+    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    memcpy(buf, good, sizeof(good));
+    buf[7] = 1;
+    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+
+    /* a name that fills its field (no NUL), an empty one, a control char */
+    memcpy(buf, good, sizeof(good));
+    memset(buf + 20, 'a', COLO_HB_NAME_MAX + 1);
+    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    g_assert_cmpstr(why, ==, "bad pair or node name");
+    memcpy(buf, good, sizeof(good));
+    buf[20 + COLO_HB_NAME_MAX + 1] = 0;
+    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    memcpy(buf, good, sizeof(good));
+    buf[21] = '\n';
+    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+}
+
+/* Random datagrams of every length are refused and counted. */
+static void test_receive_random(void)
+{
+    ColoHeartbeat hb;
+    uint8_t buf[200];
+    GRand *r = g_rand_new_with_seed(42);
+
+    setup(&hb, false);
+    for (int i = 0; i < 20000; i++) {
+        size_t len = g_rand_int_range(r, 0, sizeof(buf));
+
+        for (size_t j = 0; j < len; j++) {
+            buf[j] = g_rand_int(r);
+        }
+        if (i % 2 && len >= 8) {
+            /* get past the first checks now and then */
+            memcpy(buf, COLO_HB_MAGIC, 4);
+            buf[4] = COLO_HB_VERSION;
+            len = COLO_HB_WIRE_LEN;
+        }
+        g_assert_false(colo_hb_receive(&hb, 10, buf, len));
+    }
+    g_assert_cmpuint(hb.rx_bad, ==, 20000);
+    g_assert_cmpuint(hb.rx_ok, ==, 0);
+    g_assert_false(hb.peer_seen);
+    g_rand_free(r);
+}
+
+static void test_receive_filters(void)
+{
+    ColoHeartbeat hb;
+    ColoHbMsg msg = {
+        .seq = 1, .boot_id = 7, .health = COLO_HEALTH_GONE,
+        .mode = COLO_HB_MODE_PRIMARY, .pair = "other", .node = "nodeB",
+    };
+    uint8_t buf[COLO_HB_WIRE_LEN];
+
+    setup(&hb, false);
+    colo_hb_encode(&msg, buf);
+    g_assert_false(colo_hb_receive(&hb, 1, buf, sizeof(buf)));
+    g_assert_cmpstr(hb.last_bad, ==, "from another pair");
+    strcpy(msg.pair, "pair1");
+    strcpy(msg.node, "nodeA");      /* our own name: a loop, not the peer */
+    colo_hb_encode(&msg, buf);
+    g_assert_false(colo_hb_receive(&hb, 1, buf, sizeof(buf)));
+    g_assert_cmpstr(hb.last_bad, ==, "not from the peer node");
+    g_assert_cmpuint(hb.rx_bad, ==, 2);
+    g_assert_false(hb.peer_seen);
+
+    /* in order, then a duplicate and an old one are stale */
+    g_assert_true(beat(&hb, 10, 5, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY));
+    g_assert_false(beat(&hb, 20, 5, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY));
+    g_assert_false(beat(&hb, 20, 4, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY));
+    g_assert_cmpuint(hb.rx_stale, ==, 2);
+    g_assert_cmpint(hb.peer_health, ==, COLO_HEALTH_RUNNING);
+    g_assert_cmpint(colo_hb_silence_ms(&hb, 30), ==, 20);
+
+    /* a restarted agent (new boot id) starts again at 1 */
+    msg.seq = 1;
+    msg.boot_id = 8;
+    msg.health = COLO_HEALTH_RUNNING;
+    strcpy(msg.node, "nodeB");
+    colo_hb_encode(&msg, buf);
+    g_assert_true(colo_hb_receive(&hb, 40, buf, sizeof(buf)));
+    g_assert_cmpuint(hb.rx_ok, ==, 2);
+}
+
+static void test_peer_states(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, false);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 0), ==, COLO_PEER_SILENT);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 150), ==, COLO_PEER_ALIVE);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 100 + 2 * INTERVAL), ==,
+                    COLO_PEER_ALIVE);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 101 + 2 * INTERVAL), ==,
+                    COLO_PEER_SILENT);
+    /* silence alone never makes it gone without corosync */
+    g_assert_cmpint(colo_hb_peer_state(&hb, 100 + 100 * TIMEOUT), ==,
+                    COLO_PEER_SILENT);
+    beat(&hb, 500, 2, COLO_HEALTH_STOPPED, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 510), ==, COLO_PEER_SILENT);
+    beat(&hb, 600, 3, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 610), ==, COLO_PEER_GONE);
+    beat(&hb, 700, 4, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 710), ==, COLO_PEER_ALIVE);
+}
+
+/* Without corosync the secondary waits for proof: a silent primary is not. */
+static void test_secondary_no_quorum(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 150), ==, COLO_HB_NOTHING);
+    g_assert_cmpstr(hb.reason, ==, "protecting");
+    colo_hb_link_lost(&hb);
+    g_assert_cmpint(colo_hb_decide(&hb, 100 + 10 * TIMEOUT), ==,
+                    COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "not provably gone"));
+
+    /* the primary's agent says its QEMU is gone: take over, once */
+    beat(&hb, 20000, 2, COLO_HEALTH_GONE, COLO_HB_MODE_UNKNOWN);
+    g_assert_cmpint(colo_hb_decide(&hb, 20000), ==, COLO_HB_TAKE_OVER);
+    g_assert_nonnull(strstr(hb.reason, "reports its QEMU gone"));
+    g_assert_cmpint(colo_hb_decide(&hb, 20001), ==, COLO_HB_NOTHING);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
+    colo_hb_action_done(&hb, COLO_HB_TAKE_OVER, true, 20100);
+    g_assert_cmpint(colo_hb_decide(&hb, 20200), ==, COLO_HB_NOTHING);
+    g_assert_cmpint(colo_hb_decide(&hb, 90000), ==, COLO_HB_NOTHING);
+
+    /* re-protected: a new session, and the same rules again */
+    beat(&hb, 90000, 3, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 90010), ==, COLO_HB_NOTHING);
+    beat(&hb, 90020, 4, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 90020), ==, COLO_HB_TAKE_OVER);
+}
+
+static void test_secondary_quorum(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, true);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, true);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    /* silent, still a member: wait */
+    g_assert_cmpint(colo_hb_decide(&hb, 100 + 2 * TIMEOUT), ==,
+                    COLO_HB_NOTHING);
+    /* inquorate and the peer gone from our view: never */
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, false);
+    g_assert_cmpint(colo_hb_decide(&hb, 100 + 3 * TIMEOUT), ==,
+                    COLO_HB_NOTHING);
+    /* quorate without the peer, but it spoke just now: not yet */
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false);
+    beat(&hb, 5000, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 5000 + TIMEOUT - 1), ==,
+                    COLO_HB_NOTHING);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 5000 + TIMEOUT), ==,
+                    COLO_PEER_GONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 5000 + TIMEOUT), ==,
+                    COLO_HB_TAKE_OVER);
+    g_assert_nonnull(strstr(hb.reason, "quorate membership"));
+}
+
+static void test_primary(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
+    /* a secondary never heard from is no reason to drop protection */
+    g_assert_cmpint(colo_hb_decide(&hb, 10 * TIMEOUT), ==, COLO_HB_NOTHING);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 99 + TIMEOUT), ==, COLO_HB_NOTHING);
+    g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==,
+                    COLO_HB_TAKE_OVER);
+    /* it failed (QMP error): retried after the timeout */
+    colo_hb_action_done(&hb, COLO_HB_TAKE_OVER, false, 1200);
+    g_assert_cmpint(colo_hb_decide(&hb, 1300), ==, COLO_HB_NOTHING);
+    g_assert_cmpint(colo_hb_decide(&hb, 1200 + TIMEOUT), ==,
+                    COLO_HB_TAKE_OVER);
+    colo_hb_action_done(&hb, COLO_HB_TAKE_OVER, true, 2300);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 5000), ==, COLO_HB_NOTHING);
+
+    /* the link breaks (QEMU left COLO by itself): clean up at once */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    colo_hb_link_lost(&hb);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 110), ==, COLO_HB_TAKE_OVER);
+    g_assert_nonnull(strstr(hb.reason, "link"));
+
+    /* the secondary's QEMU is gone */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 100, 1, COLO_HEALTH_GONE, COLO_HB_MODE_SECONDARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 110), ==, COLO_HB_TAKE_OVER);
+}
+
+static void test_primary_quorum(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, true);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    /* silent secondary, quorum not known yet: wait */
+    g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "quorate"));
+    /* inquorate with a live peer: nothing (the peer is no threat) */
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, true);
+    beat(&hb, 2000, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 2010), ==, COLO_HB_NOTHING);
+    /* inquorate and the peer silent: fence */
+    g_assert_cmpint(colo_hb_decide(&hb, 2001 + 2 * INTERVAL), ==,
+                    COLO_HB_FENCE);
+    colo_hb_action_done(&hb, COLO_HB_FENCE, true, 2300);
+    g_assert_cmpint(colo_hb_decide(&hb, 9000), ==, COLO_HB_NOTHING);
+
+    /* quorate: drop protection on silence */
+    setup(&hb, true);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==,
+                    COLO_HB_TAKE_OVER);
+    colo_hb_action_done(&hb, COLO_HB_TAKE_OVER, true, 1200);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
+    /* ... and if quorum goes later, the alone-serving primary fences too */
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, false);
+    g_assert_cmpint(colo_hb_decide(&hb, 1300), ==, COLO_HB_FENCE);
+}
+
+static void test_local_stopped(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    colo_hb_set_local_health(&hb, 200, COLO_HEALTH_STOPPED);
+    beat(&hb, 250, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 250), ==, COLO_HB_NOTHING);
+    /* still stopped (the timeout counts from the first sight) */
+    colo_hb_set_local_health(&hb, 900, COLO_HEALTH_STOPPED);
+    beat(&hb, 1150, 3, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 199 + TIMEOUT), ==, COLO_HB_NOTHING);
+    g_assert_cmpint(colo_hb_decide(&hb, 200 + TIMEOUT), ==, COLO_HB_FENCE);
+    colo_hb_action_done(&hb, COLO_HB_FENCE, true, 1250);
+    colo_hb_set_local_health(&hb, 1260, COLO_HEALTH_GONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 1300), ==, COLO_HB_NOTHING);
+
+    /* stopped, but the peer is silent: killing ours would lose the guest */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    colo_hb_set_local_health(&hb, 200, COLO_HEALTH_STOPPED);
+    g_assert_cmpint(colo_hb_decide(&hb, 200 + 5 * TIMEOUT), ==,
+                    COLO_HB_NOTHING);
+    /* it runs again */
+    colo_hb_set_local_health(&hb, 6000, COLO_HEALTH_RUNNING);
+    beat(&hb, 6000, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 6010), ==, COLO_HB_NOTHING);
+    g_assert_cmpstr(hb.reason, ==, "protecting");
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/colo-heartbeat/wire/roundtrip", test_wire_roundtrip);
+    g_test_add_func("/colo-heartbeat/wire/garbage", test_wire_garbage);
+    g_test_add_func("/colo-heartbeat/receive/random", test_receive_random);
+    g_test_add_func("/colo-heartbeat/receive/filters", test_receive_filters);
+    g_test_add_func("/colo-heartbeat/peer-states", test_peer_states);
+    g_test_add_func("/colo-heartbeat/secondary/no-quorum",
+                    test_secondary_no_quorum);
+    g_test_add_func("/colo-heartbeat/secondary/quorum",
+                    test_secondary_quorum);
+    g_test_add_func("/colo-heartbeat/primary/no-quorum", test_primary);
+    g_test_add_func("/colo-heartbeat/primary/quorum", test_primary_quorum);
+    g_test_add_func("/colo-heartbeat/local-stopped", test_local_stopped);
+    return g_test_run();
+}

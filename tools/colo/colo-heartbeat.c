@@ -1,0 +1,379 @@
+/*
+ * The HeartBeat engine of qemu-colo-agent (see colo-heartbeat.h)
+ *
+ * Copyright (c) 2026 The qemu-colo authors
+ *
+ * SPDX-License-Identifier: GPL-2.0-or-later
+ */
+
+#include "qemu/osdep.h"
+#include "qemu/bswap.h"
+#include "colo-heartbeat.h"
+
+static const char *const health_names[COLO_HEALTH__MAX] = {
+    [COLO_HEALTH_UNKNOWN] = "unknown",
+    [COLO_HEALTH_RUNNING] = "running",
+    [COLO_HEALTH_STOPPED] = "stopped",
+    [COLO_HEALTH_GONE] = "gone",
+};
+
+static const char *const mode_names[COLO_HB_MODE__MAX] = {
+    [COLO_HB_MODE_UNKNOWN] = "unknown",
+    [COLO_HB_MODE_NONE] = "none",
+    [COLO_HB_MODE_PRIMARY] = "primary",
+    [COLO_HB_MODE_SECONDARY] = "secondary",
+};
+
+const char *colo_health_name(ColoHealth h)
+{
+    return h < COLO_HEALTH__MAX ? health_names[h] : "invalid";
+}
+
+const char *colo_hb_mode_name(ColoHbMode m)
+{
+    return m < COLO_HB_MODE__MAX ? mode_names[m] : "invalid";
+}
+
+const char *colo_peer_state_name(ColoPeerState s)
+{
+    switch (s) {
+    case COLO_PEER_ALIVE:
+        return "alive";
+    case COLO_PEER_SILENT:
+        return "silent";
+    case COLO_PEER_GONE:
+        return "gone";
+    }
+    return "invalid";
+}
+
+const char *colo_hb_quorum_name(ColoHbQuorum q)
+{
+    switch (q) {
+    case COLO_HB_QUORUM_NONE:
+        return "none";
+    case COLO_HB_QUORUM_QUORATE:
+        return "quorate";
+    case COLO_HB_QUORUM_INQUORATE:
+        return "inquorate";
+    }
+    return "invalid";
+}
+
+/* ---- wire format ------------------------------------------------------- */
+
+void colo_hb_encode(const ColoHbMsg *msg, uint8_t *buf)
+{
+    memset(buf, 0, COLO_HB_WIRE_LEN);
+    memcpy(buf, COLO_HB_MAGIC, 4);
+    buf[4] = COLO_HB_VERSION;
+    buf[5] = msg->health;
+    buf[6] = msg->mode;
+    buf[7] = 0;                                 /* flags: none yet */
+    stl_be_p(buf + 8, msg->seq);
+    stq_be_p(buf + 12, msg->boot_id);
+    /* names longer than the field are cut; the rest stays NUL */
+    memcpy(buf + 20, msg->pair, strnlen(msg->pair, COLO_HB_NAME_MAX));
+    memcpy(buf + 20 + COLO_HB_NAME_MAX + 1, msg->node,
+           strnlen(msg->node, COLO_HB_NAME_MAX));
+}
+
+/* A NUL-terminated printable name in a field of COLO_HB_NAME_MAX + 1. */
+static bool decode_name(const uint8_t *field, char *out)
+{
+    size_t len = strnlen((const char *)field, COLO_HB_NAME_MAX + 1);
+
+    if (len == 0 || len > COLO_HB_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!g_ascii_isgraph(field[i])) {
+            return false;
+        }
+    }
+    memcpy(out, field, len + 1);
+    return true;
+}
+
+bool colo_hb_decode(const uint8_t *buf, size_t len, ColoHbMsg *msg,
+                    const char **why)
+{
+    if (len != COLO_HB_WIRE_LEN) {
+        *why = "wrong length";
+        return false;
+    }
+    if (memcmp(buf, COLO_HB_MAGIC, 4) != 0) {
+        *why = "bad magic";
+        return false;
+    }
+    if (buf[4] != COLO_HB_VERSION) {
+        *why = "unknown version";
+        return false;
+    }
+    if (buf[5] >= COLO_HEALTH__MAX || buf[6] >= COLO_HB_MODE__MAX ||
+        buf[7] != 0) {
+        *why = "bad health, mode or flags";
+        return false;
+    }
+    msg->health = buf[5];
+    msg->mode = buf[6];
+    msg->seq = ldl_be_p(buf + 8);
+    msg->boot_id = ldq_be_p(buf + 12);
+    if (!decode_name(buf + 20, msg->pair) ||
+        !decode_name(buf + 20 + COLO_HB_NAME_MAX + 1, msg->node)) {
+        *why = "bad pair or node name";
+        return false;
+    }
+    return true;
+}
+
+/* ---- engine ------------------------------------------------------------ */
+
+void colo_hb_init(ColoHeartbeat *hb, const ColoHbConfig *cfg, int64_t now)
+{
+    *hb = (ColoHeartbeat) {
+        .cfg = *cfg,
+        .start_ms = now,
+        .peer_health = COLO_HEALTH_UNKNOWN,
+        .peer_mode = COLO_HB_MODE_UNKNOWN,
+        .local_health = COLO_HEALTH_UNKNOWN,
+        .local_mode = COLO_HB_MODE_UNKNOWN,
+        .session_mode = COLO_HB_MODE_UNKNOWN,
+        .quorum = COLO_HB_QUORUM_NONE,
+        .reason = "starting",
+    };
+}
+
+static bool refuse(ColoHeartbeat *hb, const char *why)
+{
+    hb->rx_bad++;
+    hb->last_bad = why;
+    return false;
+}
+
+bool colo_hb_receive(ColoHeartbeat *hb, int64_t now, const uint8_t *buf,
+                     size_t len)
+{
+    ColoHbMsg msg;
+    const char *why;
+
+    if (!colo_hb_decode(buf, len, &msg, &why)) {
+        return refuse(hb, why);
+    }
+    if (strcmp(msg.pair, hb->cfg.pair) != 0) {
+        return refuse(hb, "from another pair");
+    }
+    if (strcmp(msg.node, hb->cfg.peer) != 0) {
+        return refuse(hb, "not from the peer node");
+    }
+    /* A restarted agent has a new boot id; within one, seq only grows. */
+    if (hb->peer_seen && msg.boot_id == hb->peer_boot_id &&
+        msg.seq <= hb->peer_seq) {
+        hb->rx_stale++;
+        return false;
+    }
+    hb->peer_seen = true;
+    hb->last_rx_ms = now;
+    hb->peer_boot_id = msg.boot_id;
+    hb->peer_seq = msg.seq;
+    hb->peer_health = msg.health;
+    hb->peer_mode = msg.mode;
+    hb->rx_ok++;
+    return true;
+}
+
+void colo_hb_set_local_health(ColoHeartbeat *hb, int64_t now,
+                              ColoHealth health)
+{
+    if (health == COLO_HEALTH_STOPPED &&
+        hb->local_health != COLO_HEALTH_STOPPED) {
+        hb->local_stopped_ms = now;
+    }
+    if (health == COLO_HEALTH_RUNNING &&
+        hb->local_health == COLO_HEALTH_GONE) {
+        /* A new QEMU: nothing of the old one's session applies. */
+        hb->fenced = false;
+        hb->session_mode = COLO_HB_MODE_UNKNOWN;
+        hb->local_mode = COLO_HB_MODE_UNKNOWN;
+        hb->link_lost = false;
+        hb->took_over = false;
+    }
+    hb->local_health = health;
+}
+
+static bool in_colo(ColoHbMode m)
+{
+    return m == COLO_HB_MODE_PRIMARY || m == COLO_HB_MODE_SECONDARY;
+}
+
+void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode)
+{
+    if (in_colo(mode) && !in_colo(hb->local_mode)) {
+        /* A new COLO session: the last one's failure is history. */
+        hb->session_mode = mode;
+        hb->link_lost = false;
+        hb->took_over = false;
+    }
+    hb->local_mode = mode;
+}
+
+void colo_hb_link_lost(ColoHeartbeat *hb)
+{
+    hb->link_lost = true;
+}
+
+void colo_hb_set_quorum(ColoHeartbeat *hb, ColoHbQuorum quorum,
+                        bool peer_member)
+{
+    hb->quorum = quorum;
+    hb->peer_member = peer_member;
+}
+
+int64_t colo_hb_silence_ms(const ColoHeartbeat *hb, int64_t now)
+{
+    return hb->peer_seen ? now - hb->last_rx_ms : -1;
+}
+
+/* The peer is not in our quorate partition: corosync's proof it is gone. */
+static bool peer_voted_out(const ColoHeartbeat *hb)
+{
+    return hb->cfg.use_quorum && hb->quorum == COLO_HB_QUORUM_QUORATE &&
+           !hb->peer_member;
+}
+
+ColoPeerState colo_hb_peer_state(const ColoHeartbeat *hb, int64_t now)
+{
+    int64_t silence = now - (hb->peer_seen ? hb->last_rx_ms : hb->start_ms);
+
+    if (hb->peer_seen && hb->peer_health == COLO_HEALTH_GONE) {
+        return COLO_PEER_GONE;
+    }
+    if (peer_voted_out(hb) && silence >= hb->cfg.timeout_ms) {
+        return COLO_PEER_GONE;
+    }
+    if (!hb->peer_seen || silence > 2 * hb->cfg.interval_ms ||
+        hb->peer_health == COLO_HEALTH_STOPPED) {
+        return COLO_PEER_SILENT;
+    }
+    return COLO_PEER_ALIVE;
+}
+
+static ColoHbAction act(ColoHeartbeat *hb, ColoHbAction action,
+                        const char *reason)
+{
+    hb->reason = reason;
+    if (action != COLO_HB_NOTHING) {
+        hb->acting = true;
+    }
+    return action;
+}
+
+ColoHbAction colo_hb_decide(ColoHeartbeat *hb, int64_t now)
+{
+    ColoPeerState peer = colo_hb_peer_state(hb, now);
+    int64_t silence = now - (hb->peer_seen ? hb->last_rx_ms : hb->start_ms);
+    bool timed_out = hb->peer_seen && silence >= hb->cfg.timeout_ms;
+
+    if (hb->acting || hb->fenced || now < hb->retry_ms) {
+        return COLO_HB_NOTHING;
+    }
+
+    /*
+     * Our QEMU is stopped and the peer can serve: make sure ours never
+     * comes back (a resumed primary next to a promoted secondary would be
+     * split brain), then the peer takes over on our "gone".
+     */
+    if (hb->local_health == COLO_HEALTH_STOPPED &&
+        now - hb->local_stopped_ms >= hb->cfg.timeout_ms &&
+        in_colo(hb->session_mode) && !hb->took_over &&
+        peer == COLO_PEER_ALIVE && hb->peer_health == COLO_HEALTH_RUNNING) {
+        return act(hb, COLO_HB_FENCE,
+                   "the local QEMU has been stopped for the timeout while "
+                   "the peer runs: fencing it so that the peer takes over");
+    }
+    if (hb->local_health != COLO_HEALTH_RUNNING) {
+        return act(hb, COLO_HB_NOTHING, "the local QEMU is not running");
+    }
+
+    /*
+     * With corosync, a serving primary that loses quorum while the peer
+     * is silent stops serving: the quorate side will take over.
+     */
+    if (hb->cfg.use_quorum && hb->quorum == COLO_HB_QUORUM_INQUORATE &&
+        peer != COLO_PEER_ALIVE &&
+        (hb->local_mode == COLO_HB_MODE_PRIMARY ||
+         (hb->session_mode == COLO_HB_MODE_PRIMARY &&
+          hb->local_mode == COLO_HB_MODE_NONE))) {
+        return act(hb, COLO_HB_FENCE,
+                   "our partition is not quorate and the peer is silent: "
+                   "fencing the local QEMU (the quorate side takes over)");
+    }
+    if (hb->took_over) {
+        return act(hb, COLO_HB_NOTHING, hb->reason);
+    }
+
+    switch (hb->session_mode) {
+    case COLO_HB_MODE_PRIMARY:
+        if (hb->link_lost) {
+            return act(hb, COLO_HB_TAKE_OVER,
+                       "the COLO link to the secondary broke: running "
+                       "alone, unprotected");
+        }
+        if (peer == COLO_PEER_GONE) {
+            return act(hb, COLO_HB_TAKE_OVER,
+                       "the secondary is gone: running alone, unprotected");
+        }
+        if (timed_out) {
+            if (hb->cfg.use_quorum && hb->quorum != COLO_HB_QUORUM_QUORATE) {
+                return act(hb, COLO_HB_NOTHING,
+                           "the secondary is silent; waiting for a quorate "
+                           "partition");
+            }
+            return act(hb, COLO_HB_TAKE_OVER,
+                       "the secondary has been silent for the timeout: "
+                       "running alone, unprotected");
+        }
+        return act(hb, COLO_HB_NOTHING, "protecting");
+    case COLO_HB_MODE_SECONDARY:
+        if (peer == COLO_PEER_GONE) {
+            return act(hb, COLO_HB_TAKE_OVER,
+                       hb->peer_health == COLO_HEALTH_GONE ?
+                       "the primary's agent reports its QEMU gone: taking "
+                       "over" :
+                       "the primary left the quorate membership and is "
+                       "silent: taking over");
+        }
+        if (timed_out || (!hb->peer_seen && hb->link_lost)) {
+            return act(hb, COLO_HB_NOTHING,
+                       hb->cfg.use_quorum ?
+                       "the primary is silent but not provably gone "
+                       "(waiting for corosync's membership)" :
+                       "the primary is silent but not provably gone "
+                       "(no corosync): waiting, the primary keeps serving "
+                       "if it is alive");
+        }
+        if (hb->link_lost) {
+            return act(hb, COLO_HB_NOTHING,
+                       "the COLO link broke but the primary is alive: it "
+                       "runs on alone");
+        }
+        return act(hb, COLO_HB_NOTHING, "protecting");
+    default:
+        return act(hb, COLO_HB_NOTHING, "not in COLO");
+    }
+}
+
+void colo_hb_action_done(ColoHeartbeat *hb, ColoHbAction action, bool ok,
+                         int64_t now)
+{
+    hb->acting = false;
+    if (!ok) {
+        hb->retry_ms = now + hb->cfg.timeout_ms;
+        return;
+    }
+    if (action == COLO_HB_TAKE_OVER) {
+        hb->took_over = true;
+    } else if (action == COLO_HB_FENCE) {
+        hb->fenced = true;
+    }
+}
