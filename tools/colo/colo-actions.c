@@ -352,6 +352,71 @@ static bool del_chardevs(QmpClient *c, GStrv have, const char *const *ids,
     return true;
 }
 
+/* One block job's entry in query-block-jobs (*@job NULL if none). */
+static bool get_job(QmpClient *c, const char *id, QDict **job, Error **errp)
+{
+    QObject *ret = qmp_client_cmd(c, "query-block-jobs", NULL,
+                                  CMD_TIMEOUT_MS, errp);
+    QList *list = qobject_to(QList, ret);
+    QListEntry *e;
+
+    *job = NULL;
+    if (!ret) {
+        return false;
+    }
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *j = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (j && g_strcmp0(qdict_get_try_str(j, "device"), id) == 0) {
+            *job = qobject_ref(j);
+        }
+    }
+    qobject_unref(ret);
+    return true;
+}
+
+/* Cancel the resync job whatever its state, and dismiss it. */
+static bool end_resync_job(QmpClient *c, Error **errp)
+{
+    int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                       EXIT_TIMEOUT_MS;
+    bool cancelled = false;
+
+    for (;;) {
+        g_autoptr(QDict) job = NULL;
+        const char *status;
+
+        if (!get_job(c, COLO_RESYNC_JOB, &job, errp)) {
+            return false;
+        }
+        if (!job) {
+            return true;
+        }
+        status = qdict_get_try_str(job, "status") ?: "";
+        if (g_str_equal(status, "concluded")) {
+            if (!run_id(c, "job-dismiss", "id", COLO_RESYNC_JOB, errp)) {
+                return false;
+            }
+            continue;
+        }
+        if (!cancelled) {
+            g_autoptr(QDict) args = qdict_new();
+
+            qdict_put_str(args, "id", COLO_RESYNC_JOB);
+            qdict_put_bool(args, "force", true);
+            if (!run(c, "job-cancel", args, errp)) {
+                return false;
+            }
+            cancelled = true;
+        }
+        if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) > deadline) {
+            error_setg(errp, "the disk resync job does not end");
+            return false;
+        }
+        g_usleep(POLL_US);
+    }
+}
+
 /*
  * Remove everything the primary role (or an interrupted re-protection)
  * added: the resync job and node, the replication child, the proxy.
@@ -374,32 +439,8 @@ static bool remove_primary_side(QmpClient *c, bool *removed, Error **errp)
     for (int i = 0; primary_chardevs[i]; i++) {
         *removed |= has(inv.chardevs, primary_chardevs[i]);
     }
-    if (has(inv.jobs, COLO_RESYNC_JOB)) {
-        g_autoptr(QDict) args = qdict_new();
-        int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
-                           EXIT_TIMEOUT_MS;
-
-        qdict_put_str(args, "id", COLO_RESYNC_JOB);
-        qdict_put_bool(args, "force", true);
-        if (!run(c, "job-cancel", args, errp)) {
-            goto out;
-        }
-        for (;;) {
-            g_strfreev(inv.jobs);
-            inv.jobs = NULL;
-            if (!names_of(c, "query-block-jobs", NULL, "device", &inv.jobs,
-                          errp)) {
-                goto out;
-            }
-            if (!has(inv.jobs, COLO_RESYNC_JOB)) {
-                break;
-            }
-            if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) > deadline) {
-                error_setg(errp, "the disk resync job does not end");
-                goto out;
-            }
-            g_usleep(POLL_US);
-        }
+    if (has(inv.jobs, COLO_RESYNC_JOB) && !end_resync_job(c, errp)) {
+        goto out;
     }
     if (has(inv.nodes, COLO_RESYNC_NODE) &&
         !remove_block_node(c, COLO_RESYNC_NODE, errp)) {
@@ -536,6 +577,539 @@ bool colo_action_take_over(QmpClient *qmp, const ColoConfig *cfg,
     return true;
 }
 
+/* The guest's disk on a VM: top-disk0 on a node started as secondary. */
+static const char *top_disk(const VmInventory *inv)
+{
+    return has(inv->devices, "top-disk0") ? "top-disk0" : "colo-disk0";
+}
+
+static QDict *inet(const char *host, int port)
+{
+    QDict *addr = qdict_new();
+    g_autofree char *p = g_strdup_printf("%d", port);
+
+    qdict_put_str(addr, "host", host);
+    qdict_put_str(addr, "port", p);
+    return addr;
+}
+
+static QDict *nbd_file(const ColoConfig *cfg, const ColoNodeConfig *fresh)
+{
+    QDict *file = qdict_new();
+    QDict *server = inet(fresh->link_addr, cfg->port_nbd);
+
+    qdict_put_str(server, "type", "inet");
+    qdict_put_str(file, "driver", "nbd");
+    qdict_put_str(file, "export", "colo-disk0");
+    qdict_put(file, "server", server);
+    return file;
+}
+
+static char *uri_of(const char *host, int port)
+{
+    return g_strdup_printf("tcp:%s:%d", host, port);
+}
+
+static int64_t now_ms(void)
+{
+    return qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+}
+
+static void report(ColoProgressFn *progress, void *opaque, const char *step,
+                   int64_t done, int64_t total)
+{
+    if (progress) {
+        progress(step, done, total, opaque);
+    }
+}
+
+/* The fresh QEMU: x-colo, and its disk exported for the resync/primary. */
+static bool prepare_fresh(QmpClient *fresh, const ColoConfig *cfg,
+                          const ColoNodeConfig *node, Error **errp)
+{
+    g_autoptr(QDict) caps = qdict_new();
+    g_autoptr(QDict) nbd = qdict_new();
+    g_autoptr(QDict) add = qdict_new();
+    QList *list = qlist_new();
+    QDict *cap = qdict_new();
+    QDict *addr = qdict_new();
+
+    qdict_put_str(cap, "capability", "x-colo");
+    qdict_put_bool(cap, "state", true);
+    qlist_append(list, cap);
+    qdict_put(caps, "capabilities", list);
+    if (!run(fresh, "migrate-set-capabilities", caps, errp)) {
+        return false;
+    }
+    if (!node->disk) {
+        return true;
+    }
+    qdict_put_str(addr, "type", "inet");
+    qdict_put(addr, "data", inet(node->link_addr, cfg->port_nbd));
+    qdict_put(nbd, "addr", addr);
+    qdict_put_str(add, "device", "colo-disk0");
+    qdict_put_bool(add, "writable", true);
+    return run(fresh, "nbd-server-start", nbd, errp) &&
+           run(fresh, "nbd-server-add", add, errp);
+}
+
+#define RESYNC_STALL_MS  120000
+
+/*
+ * Copy the survivor's disk to the fresh node while the guest runs; return
+ * once the mirror is READY (the copy is complete and follows every write).
+ */
+static bool resync(QmpClient *s, const char *top, const ColoConfig *cfg,
+                   const ColoNodeConfig *fresh, ColoProgressFn *progress,
+                   void *opaque, Error **errp)
+{
+    g_autoptr(QDict) node = nbd_file(cfg, fresh);
+    g_autoptr(QDict) mirror = qdict_new();
+    int64_t last_offset = -1, last_change = now_ms();
+
+    qdict_put_str(node, "node-name", COLO_RESYNC_NODE);
+    if (!run(s, "blockdev-add", node, errp)) {
+        return false;
+    }
+    qdict_put_str(mirror, "job-id", COLO_RESYNC_JOB);
+    qdict_put_str(mirror, "device", top);
+    qdict_put_str(mirror, "target", COLO_RESYNC_NODE);
+    qdict_put_str(mirror, "sync", "full");
+    if (cfg->resync_speed) {
+        qdict_put_int(mirror, "speed", cfg->resync_speed);
+    }
+    /* Keep a failed job around so that its error can be reported. */
+    qdict_put_bool(mirror, "auto-dismiss", false);
+    if (!run(s, "blockdev-mirror", mirror, errp)) {
+        return false;
+    }
+    for (;;) {
+        g_autoptr(QDict) job = NULL;
+        int64_t offset, len;
+
+        if (!get_job(s, COLO_RESYNC_JOB, &job, errp)) {
+            return false;
+        }
+        if (!job) {
+            error_setg(errp, "the resync job disappeared");
+            return false;
+        }
+        offset = qdict_get_try_int(job, "offset", 0);
+        len = qdict_get_try_int(job, "len", 0);
+        if (g_strcmp0(qdict_get_try_str(job, "status"), "concluded") == 0 ||
+            qdict_haskey(job, "error")) {
+            error_setg(errp, "the copy to the new secondary failed: %s",
+                       qdict_get_try_str(job, "error") ?: "job ended");
+            return false;
+        }
+        report(progress, opaque, "disk resync", offset, len);
+        if (qdict_get_try_bool(job, "ready", false)) {
+            return true;
+        }
+        if (offset != last_offset) {
+            last_offset = offset;
+            last_change = now_ms();
+        } else if (now_ms() - last_change > RESYNC_STALL_MS) {
+            error_setg(errp, "the copy to the new secondary made no progress "
+                       "for %d s", RESYNC_STALL_MS / 1000);
+            return false;
+        }
+        g_usleep(4 * POLL_US);
+    }
+}
+
+/* With the guest stopped: end the mirror (the copy is consistent). */
+static bool resync_finish(QmpClient *s, Error **errp)
+{
+    int64_t deadline = now_ms() + EXIT_TIMEOUT_MS;
+
+    if (!run_id(s, "block-job-cancel", "device", COLO_RESYNC_JOB, errp)) {
+        return false;
+    }
+    for (;;) {
+        g_autoptr(QDict) job = NULL;
+
+        if (!get_job(s, COLO_RESYNC_JOB, &job, errp)) {
+            return false;
+        }
+        if (!job) {
+            break;
+        }
+        if (g_strcmp0(qdict_get_try_str(job, "status"), "concluded") == 0) {
+            if (qdict_haskey(job, "error")) {
+                error_setg(errp, "the final copy failed: %s",
+                           qdict_get_str(job, "error"));
+                return false;
+            }
+            if (!run_id(s, "job-dismiss", "id", COLO_RESYNC_JOB, errp)) {
+                return false;
+            }
+            break;
+        }
+        if (now_ms() > deadline) {
+            error_setg(errp, "the resync job did not end after "
+                       "block-job-cancel");
+            return false;
+        }
+        g_usleep(POLL_US);
+    }
+    return run_id(s, "blockdev-del", "node-name", COLO_RESYNC_NODE, errp);
+}
+
+static bool add_replication(QmpClient *s, const char *top,
+                            const ColoConfig *cfg,
+                            const ColoNodeConfig *fresh, Error **errp)
+{
+    g_autoptr(QDict) rep = qdict_new();
+    g_autoptr(QDict) change = qdict_new();
+
+    qdict_put_str(rep, "driver", "replication");
+    qdict_put_str(rep, "node-name", COLO_REPLICATION_NODE);
+    qdict_put_str(rep, "mode", "primary");
+    qdict_put(rep, "file", nbd_file(cfg, fresh));
+    if (!run(s, "blockdev-add", rep, errp)) {
+        return false;
+    }
+    qdict_put_str(change, "parent", top);
+    qdict_put_str(change, "node", COLO_REPLICATION_NODE);
+    return run(s, "x-blockdev-change", change, errp);
+}
+
+static bool add_socket(QmpClient *s, const char *id, const char *host,
+                       int port, bool server, Error **errp)
+{
+    g_autoptr(QDict) args = qdict_new();
+    QDict *backend = qdict_new();
+    QDict *data = qdict_new();
+    QDict *addr = qdict_new();
+
+    qdict_put_str(addr, "type", "inet");
+    qdict_put(addr, "data", inet(host, port));
+    qdict_put(data, "addr", addr);
+    qdict_put_bool(data, "server", server);
+    if (server) {
+        qdict_put_bool(data, "wait", false);
+    } else {
+        qdict_put_int(data, "reconnect-ms", 200);
+    }
+    qdict_put_str(backend, "type", "socket");
+    qdict_put(backend, "data", data);
+    qdict_put_str(args, "id", id);
+    qdict_put(args, "backend", backend);
+    return run(s, "chardev-add", args, errp);
+}
+
+static bool add_object(QmpClient *s, const char *type, const char *id,
+                       const char *const *props, Error **errp)
+{
+    g_autoptr(QDict) args = qdict_new();
+
+    qdict_put_str(args, "qom-type", type);
+    qdict_put_str(args, "id", id);
+    for (int i = 0; props && props[i]; i += 2) {
+        qdict_put_str(args, props[i], props[i + 1]);
+    }
+    if (!g_str_equal(type, "iothread")) {
+        /* tap frames carry a virtio-net header (see the documentation) */
+        qdict_put_bool(args, "vnet_hdr_support", true);
+    }
+    return run(s, "object-add", args, errp);
+}
+
+/*
+ * The primary's proxy of the documented command line, at run time.
+ *
+ * On a former secondary, filter-rewriter rew0 stays (it keeps rewriting
+ * connections opened under the old pair) and the new filters are appended
+ * after it (object-add's default position=tail), which is the order we
+ * need: net/filter.c runs the filters of packets going to the guest (tx)
+ * from head to tail and those coming from the guest (rx) from tail to head.
+ * So client packets are rewritten by rew0 before m0 mirrors them (the new
+ * secondary is a copy of this guest and must see what it sees), the
+ * guest's own output reaches redire1 and colo-compare unrewritten (the new
+ * secondary's output is in the same numbering), and what colo-compare
+ * releases is injected by redire0 and passes rew0 on its way out.  Putting
+ * the new filters before rew0 (position=id:rew0) would compare rewritten
+ * against unrewritten packets.
+ */
+static bool add_proxy(QmpClient *s, const ColoConfig *cfg,
+                      const ColoNodeConfig *self, Error **errp)
+{
+    g_autofree char *portc = NULL;
+    const char *const m0[] = {
+        "netdev", "hn0", "queue", "tx", "outdev", "mirror0", NULL
+    };
+    const char *const redire0[] = {
+        "netdev", "hn0", "queue", "rx", "indev", "compare_out", NULL
+    };
+    const char *const redire1[] = {
+        "netdev", "hn0", "queue", "rx", "outdev", "compare0", NULL
+    };
+    const char *const comp0[] = {
+        "primary_in", "compare0-0", "secondary_in", "compare1",
+        "outdev", "compare_out0", "iothread", "iothread1", NULL
+    };
+
+    return add_socket(s, "mirror0", self->link_addr, cfg->port_mirror, true,
+                      errp) &&
+           add_socket(s, "compare1", self->link_addr, cfg->port_compare,
+                      true, errp) &&
+           add_socket(s, "compare0", "127.0.0.1", cfg->port_local_compare,
+                      true, errp) &&
+           add_socket(s, "compare0-0", "127.0.0.1", cfg->port_local_compare,
+                      false, errp) &&
+           add_socket(s, "compare_out", "127.0.0.1", cfg->port_local_out,
+                      true, errp) &&
+           add_socket(s, "compare_out0", "127.0.0.1", cfg->port_local_out,
+                      false, errp) &&
+           add_object(s, "filter-mirror", "m0", m0, errp) &&
+           add_object(s, "filter-redirector", "redire0", redire0, errp) &&
+           add_object(s, "filter-redirector", "redire1", redire1, errp) &&
+           add_object(s, "iothread", "iothread1", NULL, errp) &&
+           add_object(s, "colo-compare", "comp0", comp0, errp);
+}
+
+#define MIGRATE_STALL_MS  120000
+#define COLO_START_MS     60000
+
+static bool start_colo(QmpClient *s, QmpClient *fresh, const ColoConfig *cfg,
+                       const ColoNodeConfig *fnode, ColoProgressFn *progress,
+                       void *opaque, Error **errp)
+{
+    g_autoptr(QDict) caps = qdict_new();
+    g_autoptr(QDict) params = qdict_new();
+    g_autoptr(QDict) in = qdict_new();
+    g_autoptr(QDict) out = qdict_new();
+    g_autofree char *uri = uri_of(fnode->link_addr, cfg->port_migrate);
+    QList *list = qlist_new();
+    QDict *cap = qdict_new();
+    int64_t last = -1, last_change = now_ms();
+
+    qdict_put_str(cap, "capability", "x-colo");
+    qdict_put_bool(cap, "state", true);
+    qlist_append(list, cap);
+    qdict_put(caps, "capabilities", list);
+    qdict_put_int(params, "x-checkpoint-delay", cfg->checkpoint_delay_ms);
+    /* Only for a quick first copy (under TCG too). */
+    qdict_put_int(params, "max-bandwidth", 8LL << 30);
+    qdict_put_int(params, "downtime-limit", 2000);
+    qdict_put_str(in, "uri", uri);
+    qdict_put_str(out, "uri", uri);
+    if (!run(fresh, "migrate-incoming", in, errp) ||
+        !run(s, "migrate-set-capabilities", caps, errp) ||
+        !run(s, "migrate-set-parameters", params, errp) ||
+        !run(s, "migrate", out, errp)) {
+        return false;
+    }
+    for (;;) {
+        g_autoptr(QDict) mig = qmp_client_cmd_dict(s, "query-migrate", NULL,
+                                                   CMD_TIMEOUT_MS, errp);
+        const char *status;
+        QDict *ram;
+        int64_t done = 0, total = 0;
+
+        if (!mig) {
+            return false;
+        }
+        status = qdict_get_try_str(mig, "status") ?: "none";
+        if (g_str_equal(status, "colo")) {
+            break;
+        }
+        if (!migration_active(status)) {
+            error_setg(errp, "the migration to the new secondary ended with "
+                       "status '%s'%s%s", status,
+                       qdict_haskey(mig, "error-desc") ? ": " : "",
+                       qdict_get_try_str(mig, "error-desc") ?: "");
+            return false;
+        }
+        ram = qdict_get_qdict(mig, "ram");
+        if (ram) {
+            done = qdict_get_try_int(ram, "transferred", 0);
+            total = qdict_get_try_int(ram, "total", 0);
+        }
+        report(progress, opaque, "migration", done, total);
+        if (done != last) {
+            last = done;
+            last_change = now_ms();
+        } else if (now_ms() - last_change > MIGRATE_STALL_MS) {
+            error_setg(errp, "the migration made no progress for %d s",
+                       MIGRATE_STALL_MS / 1000);
+            return false;
+        }
+        g_usleep(4 * POLL_US);
+    }
+    report(progress, opaque, "entering COLO", 0, 0);
+    /* Both sides in COLO, the secondary's proxy connected, guest running. */
+    for (int64_t deadline = now_ms() + COLO_START_MS;;) {
+        g_autofree char *smode = colo_mode(fresh, errp);
+        g_autofree char *pstate = smode ? run_state(s, errp) : NULL;
+        bool connected = true;
+
+        if (!pstate) {
+            return false;
+        }
+        {
+            QObject *ret = qmp_client_cmd(fresh, "query-chardev", NULL,
+                                          CMD_TIMEOUT_MS, errp);
+            QList *l = qobject_to(QList, ret);
+            QListEntry *e;
+
+            if (!ret) {
+                return false;
+            }
+            QLIST_FOREACH_ENTRY(l, e) {
+                QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+                const char *label = d ? qdict_get_try_str(d, "label") : NULL;
+
+                if (label && (g_str_equal(label, "red0") ||
+                              g_str_equal(label, "red1")) &&
+                    g_str_has_prefix(qdict_get_try_str(d, "filename") ?: "",
+                                     "disconnected")) {
+                    connected = false;
+                }
+            }
+            qobject_unref(ret);
+        }
+        if (g_str_equal(smode, "secondary") && connected &&
+            g_str_equal(pstate, "running")) {
+            return true;
+        }
+        if (now_ms() > deadline) {
+            error_setg(errp, "COLO did not settle in %d s (new secondary: "
+                       "mode %s, proxy %s; primary run state %s)",
+                       COLO_START_MS / 1000, smode,
+                       connected ? "connected" : "not connected", pstate);
+            return false;
+        }
+        g_usleep(POLL_US);
+    }
+}
+
+bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
+                         const ColoConfig *cfg,
+                         const ColoNodeConfig *survivor_node,
+                         const ColoNodeConfig *fresh_node,
+                         bool do_resync, ColoProgressFn *progress,
+                         void *opaque, Error **errp)
+{
+    g_autofree char *smode = NULL, *sstate = NULL, *fstate = NULL;
+    g_autofree char *fmig = NULL;
+    VmInventory inv = { 0 };
+    const char *step = "checking the nodes";
+    bool fresh_touched = false, ok = false;
+    const char *top;
+    Error *err = NULL;
+
+    report(progress, opaque, step, 0, 0);
+    smode = colo_mode(survivor, &err);
+    sstate = smode ? run_state(survivor, &err) : NULL;
+    if (!sstate) {
+        error_propagate_prepend(errp, err, "node %s: ", survivor_node->name);
+        return false;
+    }
+    fstate = run_state(fresh, &err);
+    fmig = fstate ? query_str(fresh, "query-migrate", "status", &err) : NULL;
+    if (!fmig) {
+        error_propagate_prepend(errp, err, "node %s: ", fresh_node->name);
+        return false;
+    }
+    if (!g_str_equal(smode, "none")) {
+        error_setg(errp, "node %s is in COLO mode '%s': the pair is "
+                   "protected (fail over first to replace a node)",
+                   survivor_node->name, smode);
+        return false;
+    }
+    if (g_str_equal(sstate, "inmigrate")) {
+        error_setg(errp, "node %s waits for a migration: neither node runs "
+                   "the guest", survivor_node->name);
+        return false;
+    }
+    if (!g_str_equal(fstate, "inmigrate") || !g_str_equal(fmig, "none")) {
+        error_setg(errp, "node %s is not a freshly started secondary (run "
+                   "state %s, migration %s): start it again with "
+                   "-incoming defer (qemu-colo-ctl start --node %s "
+                   "--role secondary)", fresh_node->name, fstate, fmig,
+                   fresh_node->name);
+        return false;
+    }
+    /* Leftovers of an earlier attempt or of the failover go first. */
+    if (!colo_action_take_over(survivor, cfg, NULL, &err) ||
+        !inventory_get(survivor, &inv, &err)) {
+        goto fail;
+    }
+    top = top_disk(&inv);
+
+    step = "preparing the new secondary";
+    report(progress, opaque, step, 0, 0);
+    fresh_touched = true;
+    if (!prepare_fresh(fresh, cfg, fresh_node, &err)) {
+        goto fail;
+    }
+    if (survivor_node->disk && do_resync) {
+        step = "disk resync";
+        if (!resync(survivor, top, cfg, fresh_node, progress, opaque, &err)) {
+            goto fail;
+        }
+    }
+    /* From here until COLO runs the guest stays stopped: no write may
+     * reach the disk between the end of the copy and replication. */
+    step = "stopping the guest for the final disk sync";
+    report(progress, opaque, step, 0, 0);
+    if (!run(survivor, "stop", NULL, &err)) {
+        goto fail;
+    }
+    if (survivor_node->disk) {
+        if (do_resync && !resync_finish(survivor, &err)) {
+            goto fail;
+        }
+        step = "adding the replication child";
+        report(progress, opaque, step, 0, 0);
+        if (!add_replication(survivor, top, cfg, fresh_node, &err)) {
+            goto fail;
+        }
+    }
+    step = "adding the primary's proxy";
+    report(progress, opaque, step, 0, 0);
+    if (!add_proxy(survivor, cfg, survivor_node, &err)) {
+        goto fail;
+    }
+    step = "starting COLO";
+    if (!start_colo(survivor, fresh, cfg, fresh_node, progress, opaque,
+                    &err)) {
+        goto fail;
+    }
+    ok = true;
+    goto out;
+
+fail:
+    {
+        Error *rb = NULL;
+
+        error_prepend(&err, "%s: ", step);
+        if (!colo_action_take_over(survivor, cfg, NULL, &rb)) {
+            error_append_hint(&err, "Rolling back on node %s failed too: "
+                              "%s\n", survivor_node->name,
+                              error_get_pretty(rb));
+            error_prepend(&err, "node %s NOT rolled back: ",
+                          survivor_node->name);
+            error_free(rb);
+        } else {
+            error_prepend(&err, "rolled back, node %s runs unprotected: ",
+                          survivor_node->name);
+        }
+        if (fresh_touched) {
+            /* A half-set-up secondary must not live on (and ever take
+             * over): it has no consistent state. */
+            qobject_unref(qmp_client_cmd(fresh, "quit", NULL, CMD_TIMEOUT_MS,
+                                         NULL));
+        }
+        error_propagate(errp, err);
+    }
+out:
+    inventory_clear(&inv);
+    return ok;
+}
+
 bool colo_action_reprotect(QmpClient *survivor, QmpClient *fresh,
                            const ColoConfig *cfg,
                            const ColoNodeConfig *survivor_node,
@@ -543,6 +1117,6 @@ bool colo_action_reprotect(QmpClient *survivor, QmpClient *fresh,
                            ColoProgressFn *progress, void *opaque,
                            Error **errp)
 {
-    error_setg(errp, "re-protection is not implemented yet");
-    return false;
+    return colo_action_protect(survivor, fresh, cfg, survivor_node,
+                               fresh_node, true, progress, opaque, errp);
 }

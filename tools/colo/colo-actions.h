@@ -51,4 +51,15 @@ bool colo_action_reprotect(QmpClient *survivor, QmpClient *fresh,
                            ColoProgressFn *progress, void *opaque,
                            Error **errp);
 
+/*
+ * colo_action_reprotect() with the disk resync optional: without it the
+ * two disks must already be identical (both new, the guest not started).
+ */
+bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
+                         const ColoConfig *cfg,
+                         const ColoNodeConfig *survivor_node,
+                         const ColoNodeConfig *fresh_node,
+                         bool do_resync, ColoProgressFn *progress,
+                         void *opaque, Error **errp);
+
 #endif /* TOOLS_COLO_ACTIONS_H */

@@ -18,8 +18,9 @@
 #define NODE_PREFIX "node "
 
 static const char *const pair_keys[] = {
-    "name", "qemu", "guest-args", "netdev", "mac", "disk-size",
-    "checkpoint-delay-ms", "port-mirror", "port-compare", "port-migrate",
+    "name", "qemu", "qemu-img", "guest-args", "netdev", "mac", "disk-size",
+    "checkpoint-delay-ms", "resync-speed", "port-mirror", "port-compare",
+    "port-migrate",
     "port-nbd", "port-local-compare", "port-local-out", "heartbeat-port",
     "heartbeat-interval-ms", "heartbeat-timeout-ms", "use-corosync", NULL
 };
@@ -283,6 +284,23 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
     cfg->name = get_str(l, "pair", "name", "colo", errp);
     cfg->qemu_binary = get_str(l, "pair", "qemu", "qemu-system-x86_64",
                                errp);
+    if (strchr(cfg->qemu_binary, '/') &&
+        !g_path_is_absolute(cfg->qemu_binary)) {
+        char *abs = g_build_filename(l->dir, cfg->qemu_binary, NULL);
+
+        g_free(cfg->qemu_binary);
+        cfg->qemu_binary = abs;
+    }
+    if (strchr(cfg->qemu_binary, '/')) {
+        g_autofree char *dir = g_path_get_dirname(cfg->qemu_binary);
+        g_autofree char *img = g_build_filename(dir, "qemu-img", NULL);
+
+        cfg->qemu_img = get_str(l, "pair", "qemu-img",
+                                g_file_test(img, G_FILE_TEST_IS_EXECUTABLE) ?
+                                img : "qemu-img", errp);
+    } else {
+        cfg->qemu_img = get_str(l, "pair", "qemu-img", "qemu-img", errp);
+    }
     cfg->netdev = get_str(l, "pair", "netdev",
                           "tap,ifname=tap0,script=no,downscript=no,vhost=off",
                           errp);
@@ -323,6 +341,15 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
     } else {
         cfg->disk_size = sz;
     }
+    g_free(size);
+    size = get_str(l, "pair", "resync-speed", "0", errp);
+    if (qemu_strtosz(size, NULL, &sz) < 0 || sz > INT64_MAX) {
+        error_setg(errp, "%s: [pair]: resync-speed must be bytes per second "
+                   "(suffixes K, M, G allowed; 0: unlimited), not '%s'",
+                   l->path, size);
+        return false;
+    }
+    cfg->resync_speed = sz;
     if (!get_int(l, "pair", "checkpoint-delay-ms", 2000, 1, 3600 * 1000,
                  &cfg->checkpoint_delay_ms, errp) ||
         !get_port(l, "port-mirror", 9003, &cfg->port_mirror, errp) ||
@@ -430,6 +457,7 @@ void colo_config_free(ColoConfig *cfg)
     g_free(cfg->path);
     g_free(cfg->name);
     g_free(cfg->qemu_binary);
+    g_free(cfg->qemu_img);
     g_strfreev(cfg->guest_args);
     g_free(cfg->netdev);
     g_free(cfg->mac);

@@ -44,11 +44,13 @@ typedef struct ColoConfig {
     char *path;
     char *name;
     char *qemu_binary;
+    char *qemu_img;         /* default: next to qemu_binary, or PATH */
     char **guest_args;      /* machine, memory, kernel..., shared by both */
     char *netdev;           /* -netdev options of hn0, without the id */
     char *mac;
     int64_t disk_size;
     int64_t checkpoint_delay_ms;
+    int64_t resync_speed;   /* bytes/s of the disk resync, 0: unlimited */
     int port_mirror, port_compare, port_migrate, port_nbd;
     int port_local_compare, port_local_out;
     int heartbeat_port;     /* UDP, on each node's heartbeat_addr */
