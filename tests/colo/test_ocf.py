@@ -1,0 +1,304 @@
+#!/usr/bin/env python3
+"""The Pacemaker OCF resource agent tools/colo/ocf/colo (no VM, no Pacemaker).
+
+What is tested:
+  - meta-data: well-formed, valid against resource-agents' ra-api-1.dtd and
+    metadata.rng (xmllint), OCF 1.1, promotable (monitor per role);
+  - validate-all and the other actions reject bad parameters:
+    OCF_ERR_CONFIGURED (6) for a missing/unreadable config, a node not in
+    it, a config without two nodes; OCF_ERR_INSTALLED (5) without
+    qemu-colo-ctl; unknown action 3; a probe with a missing config: 7;
+  - the state machine against a stub qemu-colo-ctl that keeps each node's
+    (mode, run-state) in a file and logs its calls: start/monitor/promote
+    (cold start: restart as primary + protect; COLO secondary: failover),
+    notify post-start (reprotect), refusing to promote a fresh QEMU while
+    the peer holds the guest, demote, stop; exit codes 0/7/8;
+  - monitor with the real qemu-colo-ctl on a pair that is not running: 7.
+Not tested here: the agent under a real Pacemaker with a real pair.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from tap import Tap        # noqa: E402
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RA = os.path.join(TOP, "tools", "colo", "ocf", "colo")
+BUILD = os.environ.get("QEMU_COLO_BUILD", os.path.join(TOP, "build"))
+REAL_CTL = os.path.join(BUILD, "qemu", "tools", "colo", "qemu-colo-ctl")
+RA_SHARE = "/usr/share/resource-agents"
+
+OCF_SUCCESS, OCF_ERR_GENERIC, OCF_ERR_UNIMPLEMENTED = 0, 1, 3
+OCF_ERR_INSTALLED, OCF_ERR_CONFIGURED, OCF_NOT_RUNNING = 5, 6, 7
+OCF_RUNNING_PROMOTED = 8
+
+# A stand-in for qemu-colo-ctl: the same command line and the same
+# "NAME (started as ROLE, link ADDR): mode=M run-state=R ..." status lines.
+STUB = r'''#!/usr/bin/env python3
+import json, os, sys
+state_file = os.environ["COLO_STUB_STATE"]
+with open(state_file) as f:
+    st = json.load(f)
+with open(state_file + ".log", "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\n")
+cmd, cfg = sys.argv[1], sys.argv[2]
+opts = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+node = opts.get("--node")
+if cmd == "status":
+    print("pair test (%s)" % cfg)
+    for n in sorted(st):
+        if st[n] is None:
+            print("%s (started as x, link y): QEMU not reachable: no" % n)
+        else:
+            print("%s (started as x, link y): mode=%s run-state=%s migration=none"
+                  " checkpoints=0" % (n, st[n][0], st[n][1]))
+elif cmd == "start":
+    st[node] = ["none", "running" if opts.get("--role") == "primary" else "inmigrate"]
+elif cmd == "stop":
+    st[node] = None
+elif cmd == "failover":
+    st[node] = ["none", "running"]
+elif cmd in ("protect", "reprotect"):
+    pri = [n for n in st if st[n] and st[n][1] == "running"][0]
+    for n in st:
+        st[n] = ["primary" if n == pri else "secondary", "running"]
+else:
+    sys.exit(2)
+with open(state_file, "w") as f:
+    json.dump(st, f)
+'''
+
+
+class Env:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="colo-ocf-")
+        self.config = os.path.join(self.dir, "pair.conf")
+        self.write_config(["a", "b"])
+        self.stub = os.path.join(self.dir, "qemu-colo-ctl")
+        with open(self.stub, "w") as f:
+            f.write(STUB)
+        os.chmod(self.stub, 0o755)
+        self.state_file = os.path.join(self.dir, "state.json")
+        self.set_state(a=None, b=None)
+
+    def write_config(self, nodes, path=None):
+        lines = ["[pair]", "name = test", "qemu = /bin/false",
+                 "guest-args = -m 64", "disk-size = 1048576"]
+        for i, n in enumerate(nodes):
+            lines += ["", "[node %s]" % n,
+                      "initial-role = %s" % ("primary" if i == 0 else "secondary"),
+                      "link-addr = 127.0.0.%d" % (i + 1),
+                      "workdir = %s" % os.path.join(self.dir, n),
+                      "disk = %s" % os.path.join(self.dir, n, "disk.raw")]
+        with open(path or self.config, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def set_state(self, **kw):
+        with open(self.state_file, "w") as f:
+            json.dump(kw, f)
+
+    def state(self):
+        with open(self.state_file) as f:
+            return json.load(f)
+
+    def calls(self):
+        try:
+            with open(self.state_file + ".log") as f:
+                out = f.read().splitlines()
+        except OSError:
+            out = []
+        open(self.state_file + ".log", "w").close()
+        return [c for c in out if not c.startswith("status ")]
+
+    def ra(self, action, node="a", ctl=None, config=None, **extra):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OCF_")}
+        env.update({"OCF_ROOT": "/usr/lib/ocf",
+                    "OCF_RESKEY_config": self.config if config is None else config,
+                    "OCF_RESKEY_node": node,
+                    "OCF_RESKEY_ctl": ctl or self.stub,
+                    "COLO_STUB_STATE": self.state_file,
+                    "OCF_RESKEY_CRM_meta_interval": "10000",
+                    # keep ocf_log off the system log
+                    "HA_LOGFACILITY": "none", "HA_debug": "0"})
+        env.update(extra)
+        env = {k: v for k, v in env.items() if v is not None}
+        r = subprocess.run([RA, action], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        return r.returncode, r.stdout.decode(errors="replace")
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def expect(env, want, action, **kw):
+    rc, out = env.ra(action, **kw)
+    assert rc == want, "%s %s: exit %d, expected %d: %s" % (action, kw, rc, want, out)
+    return out
+
+
+def main():
+    t = Tap()
+    env = Env()
+    try:
+        run(t, env)
+    finally:
+        env.cleanup()
+    t.check("temporary files removed", lambda: not os.path.exists(env.dir) or
+            (_ for _ in ()).throw(AssertionError(env.dir)))
+    return t.finish()
+
+
+def run(t, env):
+    def meta():
+        out = expect(env, OCF_SUCCESS, "meta-data")
+        assert "<version>1.1</version>" in out
+        for a in ("start", "stop", "promote", "demote", "notify", "monitor",
+                  "meta-data", "validate-all"):
+            assert '<action name="%s"' % a in out, a
+        assert 'role="Promoted"' in out and 'role="Unpromoted"' in out
+        if not shutil.which("xmllint"):
+            print("# xmllint missing: only the text is checked")
+            return
+        for how in (["--dtdvalid", os.path.join(RA_SHARE, "ra-api-1.dtd")],
+                    ["--relaxng", os.path.join(RA_SHARE, "metadata.rng")]):
+            if not os.path.exists(how[1]):
+                print("# %s missing (resource-agents)" % how[1])
+                continue
+            r = subprocess.run(["xmllint", "--noout"] + how + ["-"], input=out.encode(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               cwd=RA_SHARE)
+            assert r.returncode == 0, r.stdout.decode()
+    t.check("meta-data: OCF 1.1, promotable, valid per ra-api-1.dtd and "
+            "metadata.rng", meta)
+
+    def validate():
+        expect(env, OCF_SUCCESS, "validate-all")
+        out = expect(env, OCF_ERR_CONFIGURED, "validate-all", config="")
+        assert "'config'" in out and "required" in out, out
+        out = expect(env, OCF_ERR_CONFIGURED, "validate-all",
+                     config=os.path.join(env.dir, "nonexistent.conf"))
+        assert "not a readable file" in out, out
+        out = expect(env, OCF_ERR_CONFIGURED, "validate-all", node="c")
+        assert "node 'c' is not in" in out and "a b" in out, out
+        one = os.path.join(env.dir, "one.conf")
+        env.write_config(["a"], one)
+        out = expect(env, OCF_ERR_CONFIGURED, "validate-all", config=one)
+        assert "two nodes" in out, out
+        out = expect(env, OCF_ERR_INSTALLED, "validate-all",
+                     ctl=os.path.join(env.dir, "no-such-ctl"))
+        assert "qemu-colo-ctl not found" in out, out
+        # the same checks guard the other actions
+        expect(env, OCF_ERR_CONFIGURED, "start", node="c")
+        expect(env, OCF_ERR_CONFIGURED, "promote", config="")
+        assert env.calls() == []
+    t.check("validate-all: bad parameters give OCF_ERR_CONFIGURED (missing, "
+            "unreadable config, unknown node, not two nodes), no qemu-colo-ctl "
+            "OCF_ERR_INSTALLED; start/promote refuse them too", validate)
+
+    def odd():
+        expect(env, OCF_ERR_UNIMPLEMENTED, "migrate_to")
+        # a probe on a node without the file: not running; a stop: done
+        expect(env, OCF_NOT_RUNNING, "monitor", config="/nonexistent",
+               OCF_RESKEY_CRM_meta_interval="0")
+        expect(env, OCF_SUCCESS, "stop", config="/nonexistent")
+    t.check("unknown action: 3; probe without the config: 7; stop without "
+            "it: 0", odd)
+
+    def lifecycle():
+        env.set_state(a=None, b=None)
+        env.calls()
+        expect(env, OCF_NOT_RUNNING, "monitor")
+        expect(env, OCF_SUCCESS, "stop")
+        assert env.calls() == [], "stop of a stopped node called qemu-colo-ctl"
+        for n in ("a", "b"):
+            expect(env, OCF_SUCCESS, "start", node=n)
+            expect(env, OCF_SUCCESS, "monitor", node=n)
+        assert env.calls() == ["start %s --node a --role secondary" % env.config,
+                               "start %s --node b --role secondary" % env.config]
+        expect(env, OCF_SUCCESS, "start", node="a")      # already running
+        assert env.calls() == []
+        # cold start: promote a fresh QEMU while the peer waits
+        expect(env, OCF_SUCCESS, "promote", node="a")
+        assert env.calls() == ["stop %s --node a" % env.config,
+                               "start %s --node a --role primary" % env.config,
+                               "protect %s" % env.config], env.state()
+        expect(env, OCF_RUNNING_PROMOTED, "monitor", node="a")
+        expect(env, OCF_SUCCESS, "monitor", node="b")
+        expect(env, OCF_SUCCESS, "promote", node="a")    # idempotent
+        assert env.calls() == []
+    t.check("start (fresh secondaries), cold-start promote (primary + protect), "
+            "monitor 8 promoted / 0 unpromoted / 7 stopped", lifecycle)
+
+    def failover():
+        env.set_state(a=None, b=["secondary", "running"])   # a's host died
+        env.calls()
+        expect(env, OCF_NOT_RUNNING, "monitor", node="a")
+        expect(env, OCF_SUCCESS, "promote", node="b")
+        assert env.calls() == ["failover %s --node b" % env.config]
+        expect(env, OCF_RUNNING_PROMOTED, "monitor", node="b")
+        # a comes back fresh: it must not be promoted over b, which runs the guest
+        expect(env, OCF_SUCCESS, "start", node="a")
+        env.calls()
+        out = expect(env, OCF_ERR_GENERIC, "promote", node="a")
+        assert "holds the guest" in out, out
+        assert env.calls() == []
+        # post-start notification on the promoted node: protect again
+        expect(env, OCF_SUCCESS, "notify", node="b",
+               OCF_RESKEY_CRM_meta_notify_type="post",
+               OCF_RESKEY_CRM_meta_notify_operation="start")
+        assert env.calls() == ["reprotect %s" % env.config]
+        assert env.state() == {"a": ["secondary", "running"],
+                               "b": ["primary", "running"]}, env.state()
+        # the unpromoted one ignores it
+        expect(env, OCF_SUCCESS, "notify", node="a",
+               OCF_RESKEY_CRM_meta_notify_type="post",
+               OCF_RESKEY_CRM_meta_notify_operation="start")
+        assert env.calls() == []
+    t.check("failover: promote of a COLO secondary calls failover; a fresh "
+            "QEMU is not promoted while the peer holds the guest; post-start "
+            "notify reprotects", failover)
+
+    def demote_stop():
+        env.calls()
+        expect(env, OCF_SUCCESS, "demote", node="b")
+        assert env.calls() == ["stop %s --node b" % env.config,
+                               "start %s --node b --role secondary" % env.config]
+        expect(env, OCF_SUCCESS, "monitor", node="b")
+        expect(env, OCF_SUCCESS, "demote", node="b")     # already unpromoted
+        for n in ("a", "b"):
+            expect(env, OCF_SUCCESS, "stop", node=n)
+            expect(env, OCF_NOT_RUNNING, "monitor", node=n)
+    t.check("demote (restart as secondary), stop, monitor 7 afterwards", demote_stop)
+
+    def real_ctl():
+        if not os.access(REAL_CTL, os.X_OK):
+            print("# %s not built: skipped" % REAL_CTL)
+            return
+        for n in ("a", "b"):
+            os.makedirs(os.path.join(env.dir, n), exist_ok=True)
+        r = subprocess.run([REAL_CTL, "status", env.config], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        assert b"a (started as primary" in r.stdout and \
+            b"QEMU not reachable" in r.stdout, r.stdout
+        expect(env, OCF_NOT_RUNNING, "monitor", node="a", ctl=REAL_CTL)
+        expect(env, OCF_SUCCESS, "stop", node="a", ctl=REAL_CTL)
+        bad = os.path.join(env.dir, "bad.conf")
+        env.write_config(["a", "b"], bad)
+        with open(bad) as f:
+            text = f.read().replace("initial-role = secondary", "initial-role = bogus")
+        with open(bad, "w") as f:
+            f.write(text)
+        out = expect(env, OCF_ERR_CONFIGURED, "monitor", node="a", ctl=REAL_CTL,
+                     config=bad)
+        assert "rejects the configuration" in out, out
+    t.check("with the real qemu-colo-ctl: a pair not running: monitor 7, "
+            "stop 0; a config it rejects: monitor 6", real_ctl)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
