@@ -1,0 +1,469 @@
+#!/usr/bin/env python3
+"""End to end: the HeartBeat agent (qemu-colo-agent) fails over by itself.
+
+The pair, topology and client of test_e2e.py (imported, not copied); each
+host namespace also runs a qemu-colo-agent for its QEMU (own QMP socket,
+UDP heartbeats over the COLO link).  After the failure the test types no
+command: it only watches (QMP queries, the agents' status sockets, the
+client) until the survivor serves, the client's connection still open and
+every answer right.  Runs without corosync: the default rules (the primary
+runs on unprotected; the secondary takes over only when the primary is
+provably gone).
+
+Scenarios (TAP line each):
+  kill-primary    kill -9 the primary QEMU; the secondary takes over (its
+                  agent hears "gone" from the primary's agent).  Before the
+                  kill, garbage datagrams on the heartbeat port are counted
+                  and ignored.
+  kill-secondary  kill -9 the secondary QEMU; the primary's agent drops
+                  protection (leaves COLO, removes the proxy and the
+                  replication child) and the primary serves on
+  stop-primary    SIGSTOP the primary QEMU; its agent fences it (SIGKILL)
+                  after the timeout, the secondary takes over
+  host-primary    the primary's whole host dies (agent and QEMU killed):
+                  without corosync nothing proves the primary gone, so the
+                  secondary must NOT take over (it waits, and says so)
+  link-cut        the COLO link goes down with both alive: the primary runs
+                  on alone, the secondary does not take over; the client's
+                  connection survives
+  dirty           heavy dirtying (colo.dirty) and long checkpoints with a
+                  short heartbeat timeout: no failover, no action at all
+  bad-usage       the agent refuses a missing config or an unknown node
+                  with a clear message (no VM)
+
+Usage: test_heartbeat.py [scenario...]   (default: all)
+Environment: E2E_DISKS=0 runs without disk replication (as test_e2e.py).
+"""
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+from colo_vm import REPO_ROOT, guest_files, wait_for  # noqa: E402
+from tap import Tap  # noqa: E402
+from topology import (GUEST_IP, PRI_LINK_IP, SEC_LINK_IP,  # noqa: E402
+                      Topology, missing_requirements)
+from client import Client  # noqa: E402
+import test_e2e  # noqa: E402
+from test_e2e import PORT, Pair, checkpoints, diagnose, read_records  # noqa: E402
+
+AGENT = os.environ.get("QEMU_COLO_AGENT") or os.path.join(
+    REPO_ROOT, "build", "qemu", "tools", "colo", "qemu-colo-agent")
+HB_PORT = 9010
+t = Tap()
+
+
+def log(msg):
+    sys.stdout.write("# %s\n" % msg)
+    sys.stdout.flush()
+
+
+def _pdeathsig():
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
+class Agents:
+    """A pair configuration file and one qemu-colo-agent per host
+    namespace: hostA (primary, topo.pri) and hostB (secondary, topo.sec).
+    The VMs get a second QMP socket for their agent (add_qmp())."""
+
+    def __init__(self, topo, interval_ms=100, timeout_ms=1000, name="e2e"):
+        self.topo = topo
+        self.dir = tempfile.mkdtemp(prefix="colo-hb-")
+        self.procs = {}
+        self.ns = {"hostA": topo.pri, "hostB": topo.sec}
+        self.qmp = {n: os.path.join(self.dir, n + "-agent-qmp.sock")
+                    for n in self.ns}
+        self.sock = {n: os.path.join(self.dir, n + "-agent.sock") for n in self.ns}
+        self.logs = {n: os.path.join(self.dir, n + "-agent.log") for n in self.ns}
+        self.config = os.path.join(self.dir, "pair.conf")
+        with open(self.config, "w") as f:
+            # guest-args: the VMs are started by the test, the agents only
+            # need the names and the heartbeat settings
+            f.write("[pair]\nname=%s\nguest-args=-M pc\nheartbeat-port=%d\n"
+                    "heartbeat-interval-ms=%d\nheartbeat-timeout-ms=%d\n"
+                    % (name, HB_PORT, interval_ms, timeout_ms))
+            for n, role, ip in (("hostA", "primary", PRI_LINK_IP),
+                                ("hostB", "secondary", SEC_LINK_IP)):
+                f.write("\n[node %s]\ninitial-role=%s\nlink-addr=%s\n"
+                        "workdir=%s\nqmp=%s\nagent-qmp=%s\nagent-socket=%s\n"
+                        % (n, role, ip, os.path.join(self.dir, n),
+                           os.path.join(self.dir, n + "-qmp.sock"),
+                           self.qmp[n], self.sock[n]))
+
+    def add_qmp(self, pair):
+        for vm, n in ((pair.pri, "hostA"), (pair.sec, "hostB")):
+            vm.add_args("-qmp", "unix:%s,server=on,wait=off" % self.qmp[n])
+
+    def start(self, names=("hostA", "hostB")):
+        for n in names:
+            with open(self.logs[n], "ab") as errf:
+                self.procs[n] = subprocess.Popen(
+                    self.topo.exec_prefix(self.ns[n]) +
+                    [AGENT, self.config, "--node", n],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=errf, preexec_fn=_pdeathsig)
+        for n in names:
+            wait_for(lambda: os.path.exists(self.sock[n]) or
+                     self.procs[n].poll() is not None, 10,
+                     "agent %s's status socket" % n)
+            assert self.procs[n].poll() is None, \
+                "agent %s exited: %s" % (n, self.log(n))
+
+    def status(self, n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(5)
+            s.connect(self.sock[n])
+            buf = b""
+            while not buf.endswith(b"\n"):
+                data = s.recv(4096)
+                if not data:
+                    break
+                buf += data
+        finally:
+            s.close()
+        return json.loads(buf)
+
+    def wait(self, n, pred, timeout, what):
+        """Wait until pred(status) holds; return that status."""
+        def check():
+            assert self.procs[n].poll() is None, "agent %s exited" % n
+            s = self.status(n)
+            return s if pred(s) else None
+        return wait_for(check, timeout, "agent %s: %s" % (n, what))
+
+    def log(self, n):
+        try:
+            with open(self.logs[n]) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def kill(self, n, sig=signal.SIGKILL):
+        p = self.procs.get(n)
+        if p and p.poll() is None:
+            p.send_signal(sig)
+            p.wait(10)
+
+    def stop(self):
+        for n, p in self.procs.items():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def append_guest_option(vm, opt):
+    i = vm.args.index("-append")
+    vm.args[i + 1] += " " + opt
+
+
+def objects(vm):
+    return {o["name"] for o in vm.cmd("qom-list", path="/objects")}
+
+
+def garbage(topo):
+    """Datagrams from the secondary's host to the primary agent's heartbeat
+    port: random bytes, a truncated heartbeat, one of another pair, one
+    from the primary's own name.  Returns how many were sent."""
+    s = topo.socket_in(topo.sec, socket.AF_INET, socket.SOCK_DGRAM)
+    rnd = random.Random(8)
+    sent = 0
+    try:
+        def hb(pair, node, health=1):
+            return (b"CHB1" + bytes([1, health, 3, 0]) + struct.pack(">IQ", 1, 99) +
+                    pair.encode().ljust(32, b"\0") + node.encode().ljust(32, b"\0"))
+        msgs = [bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 300)))
+                for _ in range(200)]
+        msgs += [hb("e2e", "hostB")[:50], hb("other", "hostB", 3),
+                 hb("e2e", "hostA", 3), hb("e2e", "hostB", 9), b""]
+        for m in msgs:
+            s.sendto(m, (PRI_LINK_IP, HB_PORT))
+            sent += 1
+    finally:
+        s.close()
+    return sent
+
+
+def protected(topo, pair, agents):
+    """Agents up, pair protected, client running with checkpoints passing."""
+    agents.start()
+    pair.start()
+    for n, role in (("hostA", "primary"), ("hostB", "secondary")):
+        agents.wait(n, lambda s, role=role: s["role"] == role and
+                    s["peer-state"] == "alive" and s["local-qemu"] == "running",
+                    30, "role %s, peer alive" % role)
+    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+    client = Client(sock)
+    client.connect((GUEST_IP, PORT), 60)
+    client.start()
+    client.wait_answers(5, 120)
+    c0 = checkpoints(pair.pri)
+    pair.pri.wait_for(lambda: checkpoints(pair.pri) >= c0 + 2, 60,
+                      "two more checkpoints")
+    compared = pair.pri.cmd("qom-get", path="/objects/comp0",
+                            property="stat-secondary-packets")
+    assert compared > 0, "the pair does not really compare"
+    return client, sock
+
+
+def last_request(sock, client, f):
+    """One more request on the same connection, by hand."""
+    sock.settimeout(60)
+    sock.sendall(b"last\n")
+    buf = b""
+    while b"\n" not in buf:
+        data = sock.recv(4096)
+        assert data, "connection closed"
+        buf += data
+    assert buf.decode().split() == [str(client.base + f["answers"] + 1), "last"], buf
+    return client.base + f["answers"] + 1
+
+
+def survivor_serves(topo, pair, agents, client, sock, survivor, t_fail, what):
+    """The survivor's agent took over without a command; the client's
+    connection lives and the answers are right."""
+    n = "hostB" if survivor is pair.sec else "hostA"
+    st = agents.wait(n, lambda s: s["last-action"].startswith("take-over done"),
+                     60, "take-over done")
+    t_done = time.monotonic()
+    assert survivor.cmd("query-colo-status")["mode"] == "none"
+    if survivor is pair.sec:
+        wait_for(lambda: topo.port_of_guest() == "to-sec", 30,
+                 "the switch to learn the guest on to-sec")
+        assert not objects(survivor) & {"f1", "f2"}, "secondary proxy left"
+    else:
+        assert not objects(survivor) & {"comp0", "m0", "redire0", "redire1"}, \
+            "primary proxy left"
+    k = client.answers()
+    client.wait_answers(k + 20, 180)
+    client.stop()
+    f = client.figures(t_fail)
+    log("%s: agent %s: %s (%.2fs after the failure); first answer from the "
+        "survivor %.2fs after the failure; longest gap %.2fs; %d answers, all "
+        "right" % (what, n, st["last-action"], t_done - t_fail,
+                   f["first_answer_s"], f["max_gap_s"], f["answers"]))
+    last = last_request(sock, client, f)
+    if test_e2e.DISKS:
+        image = pair.disk("secondary.raw" if survivor is pair.sec else "primary.raw")
+        survivor.cmd("quit")
+        survivor.wait_exit(30)
+        log("%s: %d acknowledged records on the survivor's disk" % (
+            what, read_records(image, client.base + 1, last)))
+    return f
+
+
+def scenario(kind):
+    topo = Topology()
+    pair = agents = client = None
+    try:
+        topo.setup()
+        pair = Pair(topo)
+        timeout_ms = 400 if kind == "dirty" else 1000
+        agents = Agents(topo, timeout_ms=timeout_ms)
+        agents.add_qmp(pair)
+        if kind == "dirty":
+            for vm in (pair.pri, pair.sec):
+                append_guest_option(vm, "colo.dirty=48")
+        client, sock = protected(topo, pair, agents)
+        pri, sec = pair.pri, pair.sec
+
+        if kind == "kill-primary":
+            before = agents.status("hostA")["bad-datagrams"]
+            n = garbage(topo)
+            agents.wait("hostA", lambda s: s["bad-datagrams"] >= before + n, 10,
+                        "%d bad datagrams counted" % n)
+            st = agents.status("hostA")
+            assert st["peer-state"] == "alive" and st["role"] == "primary" and \
+                st["last-action"] == "none", st
+            assert "ignored a datagram" in agents.log("hostA")
+            log("garbage: %d datagrams counted and ignored, pair still "
+                "protected" % n)
+            t_fail = time.monotonic()
+            pri.kill(signal.SIGKILL)
+            survivor_serves(topo, pair, agents, client, sock, sec, t_fail, kind)
+            assert "reports its QEMU gone" in agents.log("hostB")
+        elif kind == "kill-secondary":
+            t_fail = time.monotonic()
+            sec.kill(signal.SIGKILL)
+            survivor_serves(topo, pair, agents, client, sock, pri, t_fail, kind)
+        elif kind == "stop-primary":
+            t_fail = time.monotonic()
+            pri.kill(signal.SIGSTOP)
+            survivor_serves(topo, pair, agents, client, sock, sec, t_fail, kind)
+            pri.wait_exit(30)
+            assert pri.proc.returncode == -signal.SIGKILL, pri.proc.returncode
+            assert "decision: fence" in agents.log("hostA")
+        elif kind == "host-primary":
+            agents.kill("hostA")
+            pri.kill(signal.SIGKILL)
+            pri.wait_exit(30)
+            st = agents.wait("hostB", lambda s: "not provably gone" in s["reason"],
+                             60, "waiting: primary not provably gone")
+            assert st["last-action"] == "none" and st["peer-state"] != "gone", st
+            assert sec.cmd("query-colo-status")["mode"] == "secondary"
+            assert topo.port_of_guest() != "to-sec"
+            log("host-primary: the secondary waits (%s), as it must without "
+                "corosync" % st["reason"])
+        elif kind == "link-cut":
+            t_fail = time.monotonic()
+            topo.ip(topo.pri, "link", "set", "colo0", "down")
+            st = agents.wait("hostA",
+                             lambda s: s["last-action"].startswith("take-over done"),
+                             60, "the primary to run alone")
+            assert pri.cmd("query-colo-status")["mode"] == "none"
+            assert not objects(pri) & {"comp0", "m0"}, "primary proxy left"
+            sb = agents.wait("hostB", lambda s: "not provably gone" in s["reason"],
+                             60, "the secondary to wait")
+            assert sb["last-action"] == "none", sb
+            assert sec.cmd("query-colo-status")["mode"] == "secondary"
+            k = client.answers()
+            client.wait_answers(k + 20, 180)
+            assert topo.port_of_guest() == "to-pri"
+            client.stop()
+            f = client.figures(t_fail)
+            last_request(sock, client, f)
+            log("link-cut: primary: %s; secondary: %s; first answer %.2fs after "
+                "the cut, %d answers, all right"
+                % (st["last-action"], sb["reason"], f["first_answer_s"],
+                   f["answers"]))
+        elif kind == "dirty":
+            c0 = checkpoints(pri)
+            worst = {"hostA": 0, "hostB": 0}
+            states = set()
+
+            def watch():
+                for n in worst:
+                    s = agents.status(n)
+                    worst[n] = max(worst[n], s["last-heartbeat-ms"])
+                    states.add(s["peer-state"])
+                    assert s["last-action"] == "none", s
+                return checkpoints(pri) >= c0 + 5
+            pri.wait_for(watch, 300, "five checkpoints under heavy dirtying",
+                         interval=0.1)
+            st = pri.cmd("query-colo-status")
+            client.wait_answers(client.answers() + 5, 120)
+            for n in worst:
+                s = agents.status(n)
+                assert s["last-action"] == "none" and s["peer-state"] == "alive", s
+            assert st["mode"] == "primary"
+            assert sec.cmd("query-colo-status")["mode"] == "secondary"
+            log("dirty: %d checkpoints, longest pause %.0f ms (heartbeat timeout "
+                "%d ms), %.1f MB RAM sent; longest heartbeat silence seen %d/%d "
+                "ms; peer states seen %s; no action"
+                % (st["checkpoints"], st["max-pause-us"] / 1000, timeout_ms,
+                   st["ram-bytes"] / 1e6, worst["hostA"], worst["hostB"],
+                   sorted(states)))
+            assert st["max-pause-us"] / 1000 > timeout_ms, \
+                ("checkpoints were too short (%d ms) to show that a checkpoint "
+                 "longer than the timeout causes no failover" %
+                 (st["max-pause-us"] / 1000))
+    except Exception as e:
+        extra = ""
+        if agents:
+            extra = "\n".join("agent %s log:\n%s" % (n, agents.log(n)[-3000:])
+                              for n in ("hostA", "hostB"))
+        raise AssertionError("%s\n%s\n%s" % (e, extra,
+                                             diagnose(topo, pair, client))) from e
+    finally:
+        if client:
+            try:
+                client.stop()
+            except Exception:
+                pass
+            client.close()
+        if agents:
+            agents.stop()
+        if pair:
+            pair.stop()
+        procs = topo.pids()
+        topo.teardown()
+        left = topo.leftovers()
+        assert not procs, "processes left in our namespaces: %s" % procs
+        assert not left, "namespaces left behind: %s" % left
+
+
+def bad_usage():
+    r = subprocess.run([AGENT, "/nonexistent/pair.conf", "--node", "x"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert r.returncode == 2 and b"/nonexistent/pair.conf" in r.stderr, r
+    d = tempfile.mkdtemp(prefix="colo-hb-usage-")
+    try:
+        cfg = os.path.join(d, "pair.conf")
+        with open(cfg, "w") as f:
+            f.write("[pair]\nguest-args=-M pc\n[node a]\ninitial-role=primary\nlink-addr=127.0.0.1\n"
+                    "workdir=%s\n[node b]\ninitial-role=secondary\n"
+                    "link-addr=127.0.0.1\nworkdir=%s/b\n" % (d, d))
+        r = subprocess.run([AGENT, cfg, "--node", "c"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        assert r.returncode == 2 and b"c" in r.stderr, r
+        r = subprocess.run([AGENT, cfg], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        assert r.returncode == 2 and b"Usage" in r.stderr, r
+    finally:
+        shutil.rmtree(d)
+
+
+NAMES = {
+    "kill-primary": "kill -9 the primary QEMU (after garbage on the heartbeat "
+                    "port): the secondary's agent takes over, no command typed",
+    "kill-secondary": "kill -9 the secondary QEMU: the primary's agent drops "
+                      "protection, the primary serves on",
+    "stop-primary": "SIGSTOP the primary QEMU: its agent fences it, the "
+                    "secondary's agent takes over",
+    "host-primary": "the primary's host dies, no corosync: the secondary does "
+                    "not take over (not provably gone)",
+    "link-cut": "COLO link cut with both alive, no corosync: the primary runs "
+                "on alone, the secondary does not take over",
+    "dirty": "heavy dirtying, checkpoints longer than the heartbeat timeout: "
+             "no failover",
+}
+
+
+def main():
+    wanted = sys.argv[1:] or list(NAMES) + ["bad-usage"]
+    why = missing_requirements()
+    if why is None and not os.path.exists(guest_files()["initrd"]):
+        why = "no test guest (run make guest)"
+    if not os.access(AGENT, os.X_OK):
+        why = "no %s (build it)" % AGENT
+    for k in wanted:
+        if k == "bad-usage":
+            what = "heartbeat: the agent refuses bad usage with a clear message"
+            if not os.access(AGENT, os.X_OK):
+                print("not ok - %s (cannot run: no agent binary)" % what)
+                t.failed += 1
+            else:
+                t.check(what, bad_usage)
+            continue
+        what = "heartbeat %s: %s" % (k, NAMES[k])
+        if why:
+            print("not ok - %s (cannot run: %s)" % (what, why))
+            t.failed += 1
+            continue
+        t.check(what, scenario, k)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
