@@ -13,6 +13,7 @@ What is tested:
     (cold start: restart as primary + protect; COLO secondary: failover),
     notify post-start (reprotect), refusing to promote a fresh QEMU while
     the peer holds the guest, demote, stop; exit codes 0/7/8;
+  - ocf-tester (resource-agents' compliance check) on the stub;
   - monitor with the real qemu-colo-ctl on a pair that is not running: 7.
 Not tested here: the agent under a real Pacemaker with a real pair.
 """
@@ -274,6 +275,25 @@ def run(t, env):
             expect(env, OCF_SUCCESS, "stop", node=n)
             expect(env, OCF_NOT_RUNNING, "monitor", node=n)
     t.check("demote (restart as secondary), stop, monitor 7 afterwards", demote_stop)
+
+    def tester():
+        if not shutil.which("ocf-tester"):
+            print("# ocf-tester (resource-agents) missing: skipped")
+            return
+        env.set_state(a=None, b=None)
+        env.calls()
+        e = dict(os.environ, COLO_STUB_STATE=env.state_file, HA_LOGFACILITY="none")
+        r = subprocess.run(["ocf-tester", "-n", "vm1", "-o", "config=" + env.config,
+                            "-o", "node=a", "-o", "ctl=" + env.stub, RA],
+                           env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=600)
+        out = r.stdout.decode(errors="replace")
+        assert r.returncode == 0 and "passed all tests" in out, out
+        calls = env.calls()
+        assert "start %s --node a --role primary" % env.config in calls, calls
+        assert env.state() == {"a": None, "b": None}, env.state()
+    t.check("ocf-tester (resource-agents) passes, on the stub qemu-colo-ctl",
+            tester)
 
     def real_ctl():
         if not os.access(REAL_CTL, os.X_OK):
