@@ -88,7 +88,8 @@ def main():
     t = Tap()
     why = topology.missing_requirements() or clmod.missing_requirements()
     topo = topology.Topology()
-    cl = Cluster(topo)
+    # corosync node names like a pair configuration's (test_heartbeat.py)
+    cl = Cluster(topo, names={"pri": "hostA", "sec": "hostB"})
     if why is None and not os.access(cl.probe_bin, os.X_OK):
         why = "no %s (build it: ninja -C build/qemu %s)" % (cl.probe_bin, clmod.PROBE)
     if why:
@@ -150,6 +151,10 @@ def run_tests(t, topo, cl, watches):
             assert p["node"] == me and p["peer"] == other, p
             assert p["peer_member"] == 1 and sorted(p["members"]) == [1, 2], p
             assert (p["votes"], p["expected"], p["quorum"]) == (3, 3, 2), p
+            # as the agent runs: "ip netns exec NS" only, peer by its name
+            q = cl.probe(host, cl.names.get(peer, peer), plain=True)
+            assert q["quorate"] == 1 and q["peer"] == other, q
+            assert q["peer_member"] == 1, q
     t.check("two nodes + qnetd: both quorate, 3 of 3 votes, peer member "
             "(colo-quorum agrees)", form)
 

@@ -5,6 +5,8 @@
     cl.start_qnetd(); cl.start_node("pri"); cl.start_node("sec")
     cl.wait_quorate("pri", True)
     cl.probe("sec", peer="pri")    # what colo-quorum (the agent's layer) sees
+                                   # (Cluster(topo, names={"pri": "hostA",
+                                   # "sec": "hostB"}) names corosync's nodes)
     cl.cut_link() / cl.restore_link() / cl.kill_node("pri") / cl.kill_host("pri")
     cl.teardown()                  # kills every daemon, deletes the witness
                                    # namespace and the files; then topo.teardown()
@@ -77,11 +79,12 @@ def _run(cmd, check=True, timeout=60):
     return r.returncode, out
 
 
-def corosync_conf(state_dir, token_ms, qdevice=True):
+def corosync_conf(state_dir, token_ms, qdevice=True, names=None):
+    names = names or {}
     nodes = "".join(
         "    node {\n        name: %s\n        nodeid: %d\n"
-        "        ring0_addr: %s\n    }\n" % (name, nid, addr)
-        for name, (nid, addr, _) in sorted(NODES.items(), key=lambda x: x[1][0]))
+        "        ring0_addr: %s\n    }\n" % (names.get(host, host), nid, addr)
+        for host, (nid, addr, _) in sorted(NODES.items(), key=lambda x: x[1][0]))
     device = ""
     if qdevice:
         device = ("    device {\n        votes: 1\n        model: net\n"
@@ -102,8 +105,13 @@ def corosync_conf(state_dir, token_ms, qdevice=True):
 
 
 class Cluster:
-    def __init__(self, topo, build_dir=None, token_ms=1000, qdevice=True):
+    def __init__(self, topo, build_dir=None, token_ms=1000, qdevice=True,
+                 names=None):
+        """names: corosync node names for "pri" and "sec" (default the
+        same); name them like the pair configuration's [node NAME] groups,
+        the agent looks its peer up in corosync's nodelist by that name."""
         self.topo = topo
+        self.names = names or {}
         self.suffix = topo.pri[len("colo-pri-"):]
         self.witness = "colo-wit-" + self.suffix
         self.ns = {"pri": topo.pri, "sec": topo.sec, "wit": self.witness}
@@ -137,7 +145,7 @@ class Cluster:
         for host in ("pri", "sec"):
             with open(self.conf(host), "w") as f:
                 f.write(corosync_conf(os.path.join(self.dir, host, "state"),
-                                      self.token_ms, self.qdevice))
+                                      self.token_ms, self.qdevice, self.names))
         w = self.witness
         if os.path.exists("/run/netns/" + w):
             raise ClusterError("namespace %s exists already" % w)
@@ -295,10 +303,15 @@ class Cluster:
                 st["members"].append(int(m.group(1)))
         return st
 
-    def probe(self, host, peer=None):
-        """colo-quorum-probe status: dict of its key=value line."""
+    def probe(self, host, peer=None, plain=False):
+        """colo-quorum-probe status: dict of its key=value line.  plain:
+        run it with just "ip netns exec NS", as the agent is run (corosync's
+        IPC needs the network namespace only, not the private /run)."""
+        peer = self.names.get(peer, peer)
         args = [self.probe_bin, "status"] + (["--peer", peer] if peer else [])
-        rc, out = _run(self.cmd(host, *args), check=False)
+        cmd = (self.topo.exec_prefix(self.ns[host]) + args if plain
+               else self.cmd(host, *args))
+        rc, out = _run(cmd, check=False)
         if rc != 0:
             raise ClusterError("colo-quorum-probe on %s: exit %d: %s"
                                % (host, rc, out.strip()))
@@ -306,6 +319,7 @@ class Cluster:
 
     def watch(self, host, peer=None):
         """A running colo-quorum-probe watch (stdout: one line per change)."""
+        peer = self.names.get(peer, peer)
         args = [self.probe_bin, "watch"] + (["--peer", peer] if peer else [])
         p = subprocess.Popen(self.cmd(host, *args), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
