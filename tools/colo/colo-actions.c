@@ -572,7 +572,8 @@ bool colo_action_take_over(QmpClient *qmp, const ColoConfig *cfg,
                     "replication child";
         }
     } else if (what && removed_primary) {
-        *what = "runs alone: removed what was left of the COLO setup";
+        *what = "already out of COLO: removed the primary's proxy and "
+                "replication child";
     }
     return true;
 }
@@ -1051,8 +1052,10 @@ bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
             goto fail;
         }
     }
-    /* From here until COLO runs the guest stays stopped: no write may
-     * reach the disk between the end of the copy and replication. */
+    /*
+     * From here until COLO runs the guest stays stopped: no write may
+     * reach the disk between the end of the copy and replication.
+     */
     step = "stopping the guest for the final disk sync";
     report(progress, opaque, step, 0, 0);
     if (!run(survivor, "stop", NULL, &err)) {
@@ -1098,8 +1101,10 @@ fail:
                           survivor_node->name);
         }
         if (fresh_touched) {
-            /* A half-set-up secondary must not live on (and ever take
-             * over): it has no consistent state. */
+            /*
+             * A half-set-up secondary must not live on (and ever take
+             * over): it has no consistent state.
+             */
             qobject_unref(qmp_client_cmd(fresh, "quit", NULL, CMD_TIMEOUT_MS,
                                          NULL));
         }

@@ -101,7 +101,9 @@ static bool qmp_client_send(QmpClient *c, QDict *msg, Error **errp)
 
     g_string_append_c(json, '\n');
     while (done < json->len) {
-        ssize_t n = write(c->fd, json->str + done, json->len - done);
+        /* A dead QEMU must give an error, not SIGPIPE. */
+        ssize_t n = send(c->fd, json->str + done, json->len - done,
+                         MSG_NOSIGNAL);
 
         if (n < 0) {
             if (errno == EINTR) {
