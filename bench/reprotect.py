@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Re-protection benchmark (issue 7): prints figures, asserts nothing.
+
+A 256 MiB Linux guest with a 1 GiB disk (filled with data, so that the
+resync really copies 1 GiB) runs on the end-to-end topology, protected by
+qemu-colo-ctl; the client sends requests on one TCP connection all along.
+The primary is killed, the secondary takes over (qemu-colo-ctl failover),
+then `qemu-colo-ctl reprotect --start` protects it again in one step.
+
+Figures:
+  - seconds from the reprotect command to COLO running (the tool's whole
+    step, including starting the new secondary), split into the disk resync
+    (the guest runs) and the final sync + first migration (the guest is
+    stopped);
+  - the client's request latency (median, p99, max) before the failure and
+    during the resync, and the ratio of the two; the longest gap between
+    answers around the stopped phase.
+
+    bench/reprotect.py [--disk-mib 1024] [--mem-mib 256] [--resync-speed 0]
+Needs root (network namespaces) and the test guest, like the e2e suite.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "e2e"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
+import test_reprotect as R  # noqa: E402
+from colo_vm import wait_for  # noqa: E402
+from topology import missing_requirements  # noqa: E402
+
+
+def percentile(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+
+
+def lat_figures(recs):
+    lat = [(r[2] - r[1]) * 1000 for r in recs]
+    if not lat:
+        return None
+    return {"n": len(lat), "median": statistics.median(lat),
+            "p99": percentile(lat, 99), "max": max(lat)}
+
+
+def fmt(f):
+    if not f:
+        return "no requests"
+    return ("%d requests: median %.1f ms, p99 %.1f ms, max %.1f ms"
+            % (f["n"], f["median"], f["p99"], f["max"]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--disk-mib", type=int, default=1024)
+    ap.add_argument("--mem-mib", type=int, default=256)
+    ap.add_argument("--resync-speed", type=int, default=0,
+                    help="bytes/s (0: unlimited)")
+    ap.add_argument("--baseline-s", type=float, default=15.0)
+    a = ap.parse_args()
+    why = missing_requirements()
+    if why is None and not os.path.exists(R.guest_files()["initrd"]):
+        why = "no test guest (run make guest)"
+    if why:
+        print("reprotect benchmark skipped: %s" % why)
+        return 0
+    fig = {}
+
+    def body(topo, pair, clients):
+        os.makedirs(pair.path("a", ""), exist_ok=True)
+        chunk = os.urandom(1 << 20)
+        with open(pair.path("a", "disk.raw"), "wb") as f:
+            for i in range(a.disk_mib):
+                f.write(chunk[i % 4096:] + chunk[:i % 4096])   # no two alike
+        t0 = time.monotonic()
+        pair.start_protected()
+        fig["protect_s"] = time.monotonic() - t0        # includes the boot
+        client = R.open_client(topo)
+        clients.append(client)
+        t_base = time.monotonic()
+        wait_for(lambda: time.monotonic() - t_base > a.baseline_s, a.baseline_s + 60,
+                 "the baseline period", interval=0.5)
+        with client.lock:
+            base = [r for r in client.records if r[1] >= t_base]
+        survivor, dead = R.fail(pair, topo, client, "primary")
+        t_alone = time.monotonic()
+        wait_for(lambda: time.monotonic() - t_alone > a.baseline_s,
+                 a.baseline_s + 60, "the unprotected period", interval=0.5)
+        with client.lock:
+            alone = [r for r in client.records if r[1] >= t_alone]
+        topo.standby_port(R.ToolPair.HOSTS[dead][2])
+        marks = {}
+        t_start = time.monotonic()
+        p = subprocess.Popen([R.CTL, "reprotect", pair.config, "--start"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+        out = []
+        for line in p.stdout:
+            now = time.monotonic()
+            out.append(line)
+            for key, text in (("resync", "disk resync"),
+                              ("stopped", "stopping the guest"),
+                              ("done", "protected:")):
+                if line.startswith(text) and key not in marks:
+                    marks[key] = now
+        p.wait()
+        if p.returncode != 0 or "done" not in marks:
+            raise RuntimeError("reprotect failed: %s" % "".join(out))
+        client.wait_answers(client.answers() + 20, 120)
+        with client.lock:
+            recs = list(client.records)
+        during = [r for r in recs if marks["resync"] <= r[1] and r[2] <= marks["stopped"]]
+        around = [r for r in recs if r[2] >= marks["stopped"] - 5]
+        gaps = [b[2] - a_[2] for a_, b in zip(around, around[1:])]
+        fig.update(total_s=marks["done"] - t_start,
+                   start_s=marks["resync"] - t_start,
+                   resync_s=marks["stopped"] - marks["resync"],
+                   stopped_s=marks["done"] - marks["stopped"],
+                   base=lat_figures(base), alone=lat_figures(alone), during=lat_figures(during),
+                   max_gap_s=max(gaps) if gaps else None)
+        client.stop()
+
+    R.log = lambda msg: None                   # the benchmark prints figures only
+    R.with_pair(body, disk_size=a.disk_mib << 20, resync_speed=a.resync_speed,
+                mem_mb=a.mem_mib)
+    print("re-protection, %d MiB guest, %d MiB disk (full of data), resync-speed %s"
+          % (a.mem_mib, a.disk_mib, a.resync_speed or "unlimited"))
+    print("  first protection (boot + protect, 1 resync): %.1f s" % fig["protect_s"])
+    print("  reprotect --start to COLO running:           %.1f s" % fig["total_s"])
+    print("    starting the new secondary + checks:       %.1f s" % fig["start_s"])
+    print("    disk resync (guest running):               %.1f s (%.0f MiB/s)"
+          % (fig["resync_s"], a.disk_mib / fig["resync_s"] if fig["resync_s"] else 0))
+    print("    final sync + migration + COLO start (guest stopped): %.1f s"
+          % fig["stopped_s"])
+    print("  client latency, protected pair:          %s" % fmt(fig["base"]))
+    print("  client latency, survivor alone:          %s" % fmt(fig["alone"]))
+    print("  client latency, alone during the resync: %s" % fmt(fig["during"]))
+    for name in ("alone", "base"):
+        if fig[name] and fig["during"]:
+            print("  ratio during resync / %s: median %.2f, p99 %.2f"
+                  % ("alone" if name == "alone" else "protected",
+                     fig["during"]["median"] / fig[name]["median"],
+                     fig["during"]["p99"] / fig[name]["p99"]))
+    if fig["max_gap_s"] is not None:
+        print("  longest gap between answers around the stopped phase: %.2f s"
+              % fig["max_gap_s"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
