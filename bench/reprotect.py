@@ -104,7 +104,7 @@ def main():
             now = time.monotonic()
             out.append(line)
             for key, text in (("resync", "disk resync"),
-                              ("stopped", "stopping the guest"),
+                              ("stopped", "final disk sync"),
                               ("done", "protected:")):
                 if line.startswith(text) and key not in marks:
                     marks[key] = now

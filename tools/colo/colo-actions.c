@@ -1056,7 +1056,7 @@ bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
      * From here until COLO runs the guest stays stopped: no write may
      * reach the disk between the end of the copy and replication.
      */
-    step = "stopping the guest for the final disk sync";
+    step = "final disk sync (guest stopped)";
     report(progress, opaque, step, 0, 0);
     if (!run(survivor, "stop", NULL, &err)) {
         goto fail;

@@ -20,14 +20,15 @@
 static const char *const pair_keys[] = {
     "name", "qemu", "qemu-img", "guest-args", "netdev", "mac", "disk-size",
     "checkpoint-delay-ms", "resync-speed", "port-mirror", "port-compare",
-    "port-migrate",
-    "port-nbd", "port-local-compare", "port-local-out", "heartbeat-port",
+    "port-migrate", "port-nbd", "port-local-compare", "port-local-out",
+    "heartbeat-port",
     "heartbeat-interval-ms", "heartbeat-timeout-ms", "use-corosync", NULL
 };
 
 static const char *const node_keys[] = {
-    "initial-role", "qmp", "agent-qmp", "agent-socket", "link-addr",
-    "heartbeat-addr", "launcher", "disk", "active", "hidden", "workdir", NULL
+    "initial-role", "qmp", "agent-qmp", "status-qmp", "agent-socket",
+    "link-addr", "heartbeat-addr", "launcher", "disk", "active", "hidden",
+    "workdir", NULL
 };
 
 typedef struct Loader {
@@ -177,6 +178,8 @@ static bool load_node(Loader *l, const char *group, ColoNodeConfig *n,
                                                     NULL);
         g_autofree char *def_aqmp = g_build_filename(n->workdir,
                                                      "agent-qmp.sock", NULL);
+        g_autofree char *def_sqmp = g_build_filename(n->workdir,
+                                                     "status-qmp.sock", NULL);
         g_autofree char *def_asock = g_build_filename(n->workdir,
                                                       "agent.sock", NULL);
         g_autofree char *def_active = g_build_filename(n->workdir,
@@ -186,6 +189,7 @@ static bool load_node(Loader *l, const char *group, ColoNodeConfig *n,
 
         n->qmp = get_path(l, group, "qmp", def_qmp, errp);
         n->agent_qmp = get_path(l, group, "agent-qmp", def_aqmp, errp);
+        n->status_qmp = get_path(l, group, "status-qmp", def_sqmp, errp);
         n->agent_socket = get_path(l, group, "agent-socket", def_asock,
                                    errp);
         n->launcher = get_str(l, group, "launcher", "", errp);
@@ -445,6 +449,7 @@ void colo_config_free(ColoConfig *cfg)
         g_free(n->name);
         g_free(n->qmp);
         g_free(n->agent_qmp);
+        g_free(n->status_qmp);
         g_free(n->agent_socket);
         g_free(n->link_addr);
         g_free(n->heartbeat_addr);

@@ -29,6 +29,9 @@ typedef struct ColoNodeConfig {
     char *qmp;              /* QMP unix socket qemu-colo-ctl uses */
     char *agent_qmp;        /* a second QMP socket, the agent's own
                              * (default WORKDIR/agent-qmp.sock) */
+    char *status_qmp;       /* a third one for `status`, usable while
+                             * the tool re-protects on the first
+                             * (default WORKDIR/status-qmp.sock) */
     char *agent_socket;     /* the agent's status socket
                              * (default WORKDIR/agent.sock) */
     char *link_addr;        /* replication link: proxy, migration, NBD */

@@ -288,6 +288,8 @@ static GPtrArray *qemu_argv(const ColoConfig *cfg, const ColoNodeConfig *n,
     ADD("unix:%s,server=on,wait=off", n->qmp);
     ADD("-qmp");
     ADD("unix:%s,server=on,wait=off", n->agent_qmp);
+    ADD("-qmp");
+    ADD("unix:%s,server=on,wait=off", n->status_qmp);
     for (int i = 0; cfg->guest_args[i]; i++) {
         ADD("%s", cfg->guest_args[i]);
     }
@@ -657,7 +659,7 @@ static void print_agent(const ColoNodeConfig *n)
                n->agent_socket);
         return;
     }
-    printf("  agent: role=%s peer=%s last-heartbeat=%" PRId64 "ms "
+    printf("  agent: role=%s peer=%s (last heartbeat %" PRId64 " ms ago) "
            "quorum=%s last-action=%s\n",
            qdict_get_try_str(st, "role") ?: "?",
            qdict_get_try_str(st, "peer-state") ?: "?",
@@ -671,8 +673,14 @@ static int status_node(const ColoNodeConfig *n)
     g_autoptr(QDict) st = NULL, mig = NULL, run = NULL;
     QObject *jobs = NULL;
     Error *err = NULL;
-    QmpClient *c = qmp_client_connect(n->qmp, PROBE_TIMEOUT_MS, &err);
+    QmpClient *c;
     const char *mstatus;
+
+    /* Its own monitor first: `reprotect` may hold the main one. */
+    c = qmp_client_connect(n->status_qmp, PROBE_TIMEOUT_MS, NULL);
+    if (!c) {
+        c = qmp_client_connect(n->qmp, PROBE_TIMEOUT_MS, &err);
+    }
 
     printf("%s (started as %s, link %s):", n->name,
            role_name(n->initial_role), n->link_addr);

@@ -22,6 +22,7 @@ the test reads their state through each node's second QMP socket
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -29,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -189,6 +191,14 @@ class ToolPair:
         r = ctl("protect", self.config)
         assert r.returncode == 0 and "protected: a primary, b secondary" in r.stdout, r
         assert self.roles() == ("a", "b")
+        r = ctl("status", self.config)
+        assert r.returncode == 0, r
+        assert re.search(r"^a \(started as primary, link %s\): mode=primary "
+                         r"run-state=(running|colo) migration=colo" % PRI_LINK_IP,
+                         r.stdout, re.M), r.stdout
+        assert re.search(r"^b \(started as secondary, link %s\): mode=secondary "
+                         % SEC_LINK_IP, r.stdout, re.M), r.stdout
+        assert r.stdout.count("  agent: not running") == 2, r.stdout
 
     def stop(self):
         r = ctl("stop", self.config, timeout=120)
@@ -413,7 +423,13 @@ def run_interrupted():
 
         def resync_running():
             jobs = S("query-block-jobs")
-            return jobs and 0 < jobs[0]["offset"] < jobs[0]["len"]
+            if not (jobs and 0 < jobs[0]["offset"] < jobs[0]["len"]):
+                return False
+            # status works while reprotect holds the main monitors
+            r = ctl("status", pair.config)
+            assert re.search(r"\n  disk resync: \[#*\.+\] +\d+% \d+/64 MiB\n",
+                             r.stdout), r.stdout
+            return True
         interrupted("new secondary killed during the disk resync",
                     resync_running, "disk resync")
 
@@ -511,6 +527,28 @@ def run_config():
         r = subprocess.run([CTL, "reprotect", path], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 1 and "no node runs the guest" in r.stderr, r
+        # the agent's status socket: one JSON line, then it closes
+        os.makedirs(os.path.join(d, "b"))
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(os.path.join(d, "b", "agent.sock"))
+        srv.listen(1)
+
+        def serve():
+            conn, _ = srv.accept()
+            conn.sendall(json.dumps({
+                "node": "b", "role": "secondary", "peer-state": "silent",
+                "last-heartbeat-ms": 1234, "quorum": "quorate",
+                "last-action": "none"}).encode() + b"\n")
+            conn.close()
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        r = subprocess.run([CTL, "status", path], capture_output=True, text=True,
+                           timeout=60)
+        th.join(10)
+        srv.close()
+        assert "  agent: role=secondary peer=silent (last heartbeat 1234 ms ago) " \
+            "quorum=quorate last-action=none" in r.stdout, r.stdout
+        assert r.stdout.count("agent: not running") == 1, r.stdout
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
