@@ -35,6 +35,7 @@
 #include "qemu/error-report.h"
 #include "qemu/sockets.h"
 #include "qobject/qdict.h"
+#include "qobject/qlist.h"
 #include "qobject/qjson.h"
 #include "qobject/qstring.h"
 #include "qemu/timer.h"
@@ -158,6 +159,7 @@ typedef enum MonKind {
     MON_MODE,
     MON_EVENT,
     MON_ACTION_DONE,
+    MON_NOTE,                   /* a line for the log */
 } MonKind;
 
 typedef struct MonMsg {
@@ -197,6 +199,50 @@ static ColoHbMode query_mode(QmpClient *c, Error **errp)
         return COLO_HB_MODE_SECONDARY;
     }
     return COLO_HB_MODE_NONE;
+}
+
+/*
+ * Break the connections of NBD clients (the primary's replication child)
+ * with yank: to a peer that vanished with its host or behind a cut link
+ * they hang until TCP gives up, and removing the child would drain them
+ * with the monitor blocked.  In-flight writes to that child fail; quorum
+ * completes them from the local copy.  Returns how many were yanked.
+ */
+static int yank_block_nodes(QmpClient *c, Error **errp)
+{
+    QObject *ret = qmp_client_cmd(c, "query-yank", NULL, QMP_CONNECT_MS,
+                                  errp);
+    QList *list = qobject_to(QList, ret);
+    g_autoptr(QDict) args = NULL;
+    QList *inst;
+    QListEntry *e;
+    int n = 0;
+
+    if (!list) {
+        qobject_unref(ret);
+        return -1;
+    }
+    inst = qlist_new();
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (d && !g_strcmp0(qdict_get_try_str(d, "type"), "block-node")) {
+            qlist_append(inst, qobject_ref(d));
+            n++;
+        }
+    }
+    qobject_unref(ret);
+    args = qdict_new();
+    qdict_put(args, "instances", inst);
+    if (n) {
+        QObject *r = qmp_client_cmd(c, "yank", args, QMP_CONNECT_MS, errp);
+
+        if (!r) {
+            return -1;
+        }
+        qobject_unref(r);
+    }
+    return n;
 }
 
 static bool is_eof(Error *err)
@@ -248,7 +294,20 @@ static gpointer monitor_thread(gpointer opaque)
         req = g_async_queue_try_pop(a->requests);
         if (req) {
             const char *what = NULL;
-            bool ok = colo_action_take_over(c, &a->cfg, &what, &err);
+            int yanked = yank_block_nodes(c, &err);
+            bool ok;
+
+            if (yanked != 0) {
+                post(a, (MonMsg) { .kind = MON_NOTE,
+                    .text = yanked > 0 ?
+                        g_strdup_printf("yanked %d NBD client node(s)",
+                                        yanked) :
+                        g_strdup_printf("yank failed: %s",
+                                        error_get_pretty(err)) });
+                error_free(err);
+                err = NULL;
+            }
+            ok = colo_action_take_over(c, &a->cfg, &what, &err);
 
             post(a, (MonMsg) {
                 .kind = MON_ACTION_DONE, .action = GPOINTER_TO_INT(req),
@@ -523,6 +582,9 @@ static gboolean on_monitor_msg(gpointer opaque)
         if (!g_strcmp0(m->name, "COLO_LINK_LOST")) {
             colo_hb_link_lost(&a->hb);
         }
+        break;
+    case MON_NOTE:
+        agent_log(a, "%s", m->text);
         break;
     case MON_ACTION_DONE:
         agent_log(a, "%s %s: %s", action_name(m->action),
