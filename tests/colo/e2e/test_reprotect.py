@@ -433,6 +433,16 @@ def run_interrupted():
         interrupted("new secondary killed during the disk resync",
                     resync_running, "disk resync")
 
+        # a QEMU waiting for its first migration has nothing to take over
+        r = ctl("start", pair.config, "--node", dead, "--role", "secondary")
+        assert r.returncode == 0, r
+        r = ctl("failover", pair.config, "--node", dead)
+        assert r.returncode == 1 and "still waits for its first migration" \
+            in r.stderr, r
+        r = ctl("start", pair.config, "--node", dead)
+        assert r.returncode == 1 and "already runs a QEMU" in r.stderr, r
+        # (the next reprotect --start stops it and starts a new one)
+
         def migrating():
             return S("query-migrate").get("status") == "active"
         interrupted("new secondary killed during the first migration",
