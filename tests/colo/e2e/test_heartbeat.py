@@ -61,6 +61,7 @@ from test_e2e import PORT, Pair, checkpoints, diagnose, read_records  # noqa: E4
 AGENT = os.environ.get("QEMU_COLO_AGENT") or os.path.join(
     REPO_ROOT, "build", "qemu", "tools", "colo", "qemu-colo-agent")
 HB_PORT = 9010
+SHAPE_MBIT = 200                # the COLO link's rate in scenario "dirty"
 t = Tap()
 
 
@@ -348,7 +349,14 @@ def scenario(kind):
                 % (st["last-action"], sb["reason"], f["first_answer_s"],
                    f["answers"]))
         elif kind == "dirty":
+            # A 1 Gbit/s-class link would carry a checkpoint in a blink: at
+            # SHAPE_MBIT each one takes longer than the heartbeat timeout,
+            # and the heartbeats share the link (and its queue) with it.
+            topo.run_in(topo.pri, "tc", "qdisc", "add", "dev", "colo0", "root",
+                        "tbf", "rate", "%dmbit" % SHAPE_MBIT, "burst", "64kb",
+                        "latency", "50ms")
             c0 = checkpoints(pri)
+            b0 = pri.cmd("query-colo-status")["ram-bytes"]
             worst = {"hostA": 0, "hostB": 0}
             states = set()
 
@@ -368,16 +376,18 @@ def scenario(kind):
                 assert s["last-action"] == "none" and s["peer-state"] == "alive", s
             assert st["mode"] == "primary"
             assert sec.cmd("query-colo-status")["mode"] == "secondary"
-            log("dirty: %d checkpoints, longest pause %.0f ms (heartbeat timeout "
-                "%d ms), %.1f MB RAM sent; longest heartbeat silence seen %d/%d "
+            per_ckpt = (st["ram-bytes"] - b0) / (st["checkpoints"] - c0)
+            xfer_ms = per_ckpt * 8 / (SHAPE_MBIT * 1e6) * 1000
+            log("dirty: %d checkpoints, %.1f MB RAM each on a %d Mbit/s link "
+                "(at least %.0f ms of transfer each; heartbeat timeout %d ms); "
+                "longest pause %.0f ms; longest heartbeat silence seen %d/%d "
                 "ms; peer states seen %s; no action"
-                % (st["checkpoints"], st["max-pause-us"] / 1000, timeout_ms,
-                   st["ram-bytes"] / 1e6, worst["hostA"], worst["hostB"],
-                   sorted(states)))
-            assert st["max-pause-us"] / 1000 > timeout_ms, \
-                ("checkpoints were too short (%d ms) to show that a checkpoint "
-                 "longer than the timeout causes no failover" %
-                 (st["max-pause-us"] / 1000))
+                % (st["checkpoints"] - c0, per_ckpt / 1e6, SHAPE_MBIT, xfer_ms,
+                   timeout_ms, st["max-pause-us"] / 1000, worst["hostA"],
+                   worst["hostB"], sorted(states)))
+            assert xfer_ms > timeout_ms, \
+                ("checkpoints too small (%.1f MB) to show that a transfer "
+                 "longer than the timeout causes no failover" % (per_ckpt / 1e6))
     except Exception as e:
         extra = ""
         if agents:
