@@ -79,7 +79,8 @@ def _run(cmd, check=True, timeout=60):
     return r.returncode, out
 
 
-def corosync_conf(state_dir, token_ms, qdevice=True, names=None):
+def corosync_conf(state_dir, token_ms, qdevice=True, names=None,
+                  tie_breaker="lowest"):
     names = names or {}
     nodes = "".join(
         "    node {\n        name: %s\n        nodeid: %d\n"
@@ -91,8 +92,8 @@ def corosync_conf(state_dir, token_ms, qdevice=True, names=None):
                   "        net {\n            tls: off\n"
                   "            host: %s\n            port: %d\n"
                   "            algorithm: ffsplit\n"
-                  "            tie_breaker: lowest\n        }\n    }\n"
-                  % (WITNESS_IP, QNETD_PORT))
+                  "            tie_breaker: %s\n        }\n    }\n"
+                  % (WITNESS_IP, QNETD_PORT, tie_breaker))
     return ("totem {\n    version: 2\n    cluster_name: colo\n"
             "    transport: knet\n    crypto_cipher: none\n"
             "    crypto_hash: none\n    token: %d\n}\n"
@@ -106,12 +107,15 @@ def corosync_conf(state_dir, token_ms, qdevice=True, names=None):
 
 class Cluster:
     def __init__(self, topo, build_dir=None, token_ms=1000, qdevice=True,
-                 names=None):
+                 names=None, tie_breaker="lowest"):
         """names: corosync node names for "pri" and "sec" (default the
         same); name them like the pair configuration's [node NAME] groups,
-        the agent looks its peer up in corosync's nodelist by that name."""
+        the agent looks its peer up in corosync's nodelist by that name.
+        tie_breaker: qnetd's choice in a 50:50 split ("lowest", "highest"
+        or a node id: pri is 1, sec is 2)."""
         self.topo = topo
         self.names = names or {}
+        self.tie_breaker = str(tie_breaker)
         self.suffix = topo.pri[len("colo-pri-"):]
         self.witness = "colo-wit-" + self.suffix
         self.ns = {"pri": topo.pri, "sec": topo.sec, "wit": self.witness}
@@ -145,7 +149,8 @@ class Cluster:
         for host in ("pri", "sec"):
             with open(self.conf(host), "w") as f:
                 f.write(corosync_conf(os.path.join(self.dir, host, "state"),
-                                      self.token_ms, self.qdevice, self.names))
+                                      self.token_ms, self.qdevice, self.names,
+                                      self.tie_breaker))
         w = self.witness
         if os.path.exists("/run/netns/" + w):
             raise ClusterError("namespace %s exists already" % w)
