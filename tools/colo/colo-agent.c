@@ -48,6 +48,7 @@
 #define QMP_CONNECT_MS      2000
 #define QMP_QUERY_MS        30000   /* a checkpoint may hold the monitor */
 #define EVENT_SLICE_MS      20      /* how soon the monitor sees a request */
+#define MODE_POLL_MS        1000    /* COLO mode also re-read on events */
 
 typedef struct Agent {
     ColoConfig cfg;
@@ -324,7 +325,7 @@ static gpointer monitor_thread(gpointer opaque)
             if (mode != COLO_HB_MODE_UNKNOWN) {
                 post(a, (MonMsg) { .kind = MON_MODE, .mode = mode });
             }
-            next_query = now_ms() + a->cfg.heartbeat_interval_ms;
+            next_query = now_ms() + MODE_POLL_MS;
             /*
              * Any failure ends this connection: after a timeout the late
              * reply would be taken for the next command's.
@@ -340,6 +341,12 @@ static gpointer monitor_thread(gpointer opaque)
                     .kind = MON_EVENT,
                     .name = g_strdup(qdict_get_try_str(ev, "event")),
                     .text = g_strdup(json->str) });
+                /* COLO_EXIT, MIGRATION (to colo) ...: the mode changed */
+                if (g_str_has_prefix(qdict_get_try_str(ev, "event") ?: "",
+                                     "COLO") ||
+                    !g_strcmp0(qdict_get_try_str(ev, "event"), "MIGRATION")) {
+                    next_query = 0;
+                }
                 qobject_unref(ev);
             } else if (!is_eof(err)) {
                 /* no event in this slice: normal */
