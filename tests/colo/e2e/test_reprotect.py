@@ -6,9 +6,9 @@ step, over and over, with the client's one TCP connection open throughout.
 TAP lines:
   config      the configuration loader rejects bad files with clear errors
               (no VM, no root needed)
-  rounds      three rounds of failure + failover + one-step re-protection,
-              both role histories (the primary dies; the secondary dies;
-              the primary dies again), every acknowledged record checked on
+  rounds      four rounds of failure + failover + one-step re-protection,
+              every role history (the secondary dies; the primary dies; the
+              secondary dies; the primary dies), every acknowledged record on
               the survivor's disk after each round and on the image at the end
   interrupted re-protection interrupted (the new secondary killed during the
               disk resync, then during the first migration): the survivor
@@ -343,10 +343,12 @@ def run_rounds():
         pair.start_protected()
         client = open_client(topo)
         clients.append(client)
-        # both role histories: a dead primary (the survivor is a former
-        # secondary), a dead secondary (the survivor, a former secondary,
-        # stays primary), a dead primary again (the other way round)
-        for rnd, victim in enumerate(("primary", "secondary", "primary"), 1):
+        # every role history: a dead secondary (the survivor is the node
+        # started as primary), a dead primary (the survivor is a former
+        # secondary), a dead secondary again (the survivor, a former
+        # secondary, stays primary), a dead primary (the other way round)
+        for rnd, victim in enumerate(("secondary", "primary", "secondary",
+                                      "primary"), 1):
             c0 = pair.checkpoints(pair.roles()[0])
             wait_for(lambda: pair.checkpoints(pair.roles()[0]) >= c0 + 2, 90,
                      "checkpoints with the client running")
@@ -369,7 +371,7 @@ def run_rounds():
         with open(pair.path(pri, "disk.raw"), "rb") as f:
             data = f.read()
         check_records(data, client.base + 1, last, 0, "image of node %s" % pri)
-        log("%d acknowledged records on node %s's image after 3 rounds"
+        log("%d acknowledged records on node %s's image after 4 rounds"
             % (last - client.base, pri))
     with_pair(body)
 
@@ -566,7 +568,7 @@ def run_config():
 NAMES = {
     "config": ("qemu-colo-ctl: bad configuration files are refused with clear "
                "errors", run_config),
-    "rounds": ("qemu-colo-ctl: three rounds of failover and one-step re-protection "
+    "rounds": ("qemu-colo-ctl: four rounds of failover and one-step re-protection "
                "(both role histories), one client connection throughout, records "
                "on the disks after each round", run_rounds),
     "interrupted": ("qemu-colo-ctl: re-protection interrupted during the resync "
