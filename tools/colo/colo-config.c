@@ -427,8 +427,13 @@ bool colo_config_load(const char *path, ColoConfig *cfg, Error **errp)
         g_error_free(gerr);
         return false;
     }
-    abs = g_path_is_absolute(path) ? g_strdup(path) :
-          g_build_filename(g_get_current_dir(), path, NULL);
+    if (g_path_is_absolute(path)) {
+        abs = g_strdup(path);
+    } else {
+        g_autofree char *cwd = g_get_current_dir();
+
+        abs = g_build_filename(cwd, path, NULL);
+    }
     l.kf = kf;
     l.path = path;
     l.dir = g_path_get_dirname(abs);

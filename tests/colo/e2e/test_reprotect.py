@@ -43,7 +43,8 @@ from topology import (GUEST_IP, PRI_LINK_IP, SEC_LINK_IP, Topology,  # noqa: E40
                       missing_requirements)
 from client import Client  # noqa: E402
 
-CTL = os.path.join(REPO_ROOT, "build", "qemu", "tools", "colo", "qemu-colo-ctl")
+CTL = os.environ.get("QEMU_COLO_CTL") or os.path.join(REPO_ROOT, "build", "qemu", "tools",
+                                                   "colo", "qemu-colo-ctl")
 QEMU_IMG = os.path.join(REPO_ROOT, "build", "qemu", "qemu-img")
 PORT = 7777
 RECORD = 512
