@@ -626,7 +626,7 @@ static void on_quorum(ColoQuorum *q, void *opaque)
         agent_log(a, "corosync: %s, peer %s %s", colo_hb_quorum_name(state),
                   a->peer->name, member ? "is a member" : "is not a member");
     }
-    colo_hb_set_quorum(&a->hb, state, member);
+    colo_hb_set_quorum(&a->hb, state, member, now_ms());
     evaluate(a);
 }
 
@@ -641,7 +641,8 @@ static gboolean connect_quorum(gpointer opaque)
     if (a->quorum) {
         colo_quorum_free(a->quorum);
         a->quorum = NULL;
-        colo_hb_set_quorum(&a->hb, COLO_HB_QUORUM_INQUORATE, false);
+        colo_hb_set_quorum(&a->hb, COLO_HB_QUORUM_INQUORATE, false,
+                           now_ms());
     }
     a->quorum = colo_quorum_connect(on_quorum, a, &err);
     if (a->quorum &&

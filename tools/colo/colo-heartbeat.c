@@ -223,8 +223,13 @@ void colo_hb_link_lost(ColoHeartbeat *hb)
 }
 
 void colo_hb_set_quorum(ColoHeartbeat *hb, ColoHbQuorum quorum,
-                        bool peer_member)
+                        bool peer_member, int64_t now)
 {
+    bool out = quorum == COLO_HB_QUORUM_QUORATE && !peer_member;
+
+    if (out && !(hb->quorum == COLO_HB_QUORUM_QUORATE && !hb->peer_member)) {
+        hb->voted_out_ms = now;
+    }
     hb->quorum = quorum;
     hb->peer_member = peer_member;
 }
@@ -234,11 +239,17 @@ int64_t colo_hb_silence_ms(const ColoHeartbeat *hb, int64_t now)
     return hb->peer_seen ? now - hb->last_rx_ms : -1;
 }
 
-/* The peer is not in our quorate partition: corosync's proof it is gone. */
-static bool peer_voted_out(const ColoHeartbeat *hb)
+/*
+ * The peer has been out of our quorate partition for a few intervals:
+ * corosync's proof it is gone.  The wait gives the other partition, which
+ * may learn that it lost quorum a little later, time to fence itself.
+ */
+static bool peer_voted_out(const ColoHeartbeat *hb, int64_t now)
 {
     return hb->cfg.use_quorum && hb->quorum == COLO_HB_QUORUM_QUORATE &&
-           !hb->peer_member;
+           !hb->peer_member &&
+           now - hb->voted_out_ms >= COLO_HB_VOTED_OUT_GRACE *
+                                     hb->cfg.interval_ms;
 }
 
 ColoPeerState colo_hb_peer_state(const ColoHeartbeat *hb, int64_t now)
@@ -248,7 +259,7 @@ ColoPeerState colo_hb_peer_state(const ColoHeartbeat *hb, int64_t now)
     if (hb->peer_seen && hb->peer_health == COLO_HEALTH_GONE) {
         return COLO_PEER_GONE;
     }
-    if (peer_voted_out(hb) && silence >= hb->cfg.timeout_ms) {
+    if (peer_voted_out(hb, now) && silence >= hb->cfg.timeout_ms) {
         return COLO_PEER_GONE;
     }
     if (!hb->peer_seen || silence > 2 * hb->cfg.interval_ms ||

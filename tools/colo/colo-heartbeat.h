@@ -120,6 +120,7 @@ typedef struct ColoHeartbeat {
 
     ColoHbQuorum quorum;
     bool peer_member;       /* the peer is in our corosync partition */
+    int64_t voted_out_ms;   /* since when quorate without the peer */
 
     /* decisions */
     bool acting;            /* an action runs; no new decision meanwhile */
@@ -143,8 +144,13 @@ void colo_hb_set_local_health(ColoHeartbeat *hb, int64_t now,
 /* A new COLO session (NONE -> PRIMARY/SECONDARY) clears the past one. */
 void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode);
 void colo_hb_link_lost(ColoHeartbeat *hb);
+/*
+ * Corosync's view.  "Quorate without the peer" proves the peer gone only
+ * after COLO_HB_VOTED_OUT_GRACE intervals (and the heartbeat timeout).
+ */
+#define COLO_HB_VOTED_OUT_GRACE 3
 void colo_hb_set_quorum(ColoHeartbeat *hb, ColoHbQuorum quorum,
-                        bool peer_member);
+                        bool peer_member, int64_t now);
 
 ColoPeerState colo_hb_peer_state(const ColoHeartbeat *hb, int64_t now);
 /* Milliseconds since the last heartbeat, -1 if none yet. */

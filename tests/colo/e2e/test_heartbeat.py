@@ -322,6 +322,11 @@ def scenario(kind):
             st = agents.wait("hostB", lambda s: "not provably gone" in s["reason"],
                              60, "waiting: primary not provably gone")
             assert st["last-action"] == "none" and st["peer-state"] != "gone", st
+            # QEMU's COLO_LINK_LOST event, relayed by the agent
+            wait_for(lambda: any("QMP event COLO_LINK_LOST" in line and
+                                 '"mode": "secondary"' in line
+                                 for line in agents.log("hostB").splitlines()),
+                     30, "COLO_LINK_LOST in hostB's log")
             assert sec.cmd("query-colo-status")["mode"] == "secondary"
             assert topo.port_of_guest() != "to-sec"
             log("host-primary: the secondary waits (%s), as it must without "

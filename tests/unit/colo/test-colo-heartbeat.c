@@ -237,17 +237,17 @@ static void test_secondary_quorum(void)
 
     setup(&hb, true);
     colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
-    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, true);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, true, 0);
     beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
     /* silent, still a member: wait */
     g_assert_cmpint(colo_hb_decide(&hb, 100 + 2 * TIMEOUT), ==,
                     COLO_HB_NOTHING);
     /* inquorate and the peer gone from our view: never */
-    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, false);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, false, 3000);
     g_assert_cmpint(colo_hb_decide(&hb, 100 + 3 * TIMEOUT), ==,
                     COLO_HB_NOTHING);
     /* quorate without the peer, but it spoke just now: not yet */
-    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false, 3100);
     beat(&hb, 5000, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
     g_assert_cmpint(colo_hb_decide(&hb, 5000 + TIMEOUT - 1), ==,
                     COLO_HB_NOTHING);
@@ -256,6 +256,23 @@ static void test_secondary_quorum(void)
     g_assert_cmpint(colo_hb_decide(&hb, 5000 + TIMEOUT), ==,
                     COLO_HB_TAKE_OVER);
     g_assert_nonnull(strstr(hb.reason, "quorate membership"));
+
+    /*
+     * Long silent, then voted out: a grace of a few intervals first, so
+     * that the other partition can learn it lost quorum and fence itself.
+     */
+    setup(&hb, true);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, true, 0);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false, 5000);
+    g_assert_cmpint(colo_hb_decide(&hb, 5000), ==, COLO_HB_NOTHING);
+    g_assert_cmpint(colo_hb_decide(&hb, 4999 + COLO_HB_VOTED_OUT_GRACE *
+                                    INTERVAL), ==, COLO_HB_NOTHING);
+    /* a repeated report does not restart the grace */
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false, 5200);
+    g_assert_cmpint(colo_hb_decide(&hb, 5000 + COLO_HB_VOTED_OUT_GRACE *
+                                    INTERVAL), ==, COLO_HB_TAKE_OVER);
 }
 
 static void test_primary(void)
@@ -306,7 +323,7 @@ static void test_primary_quorum(void)
     g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==, COLO_HB_NOTHING);
     g_assert_nonnull(strstr(hb.reason, "quorate"));
     /* inquorate with a live peer: nothing (the peer is no threat) */
-    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, true);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, true, 1500);
     beat(&hb, 2000, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
     g_assert_cmpint(colo_hb_decide(&hb, 2010), ==, COLO_HB_NOTHING);
     /* inquorate and the peer silent: fence */
@@ -318,14 +335,14 @@ static void test_primary_quorum(void)
     /* quorate: drop protection on silence */
     setup(&hb, true);
     colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
-    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false, 0);
     beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
     g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==,
                     COLO_HB_TAKE_OVER);
     colo_hb_action_done(&hb, COLO_HB_TAKE_OVER, true, 1200);
     colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
     /* ... and if quorum goes later, the alone-serving primary fences too */
-    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, false);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, false, 1300);
     g_assert_cmpint(colo_hb_decide(&hb, 1300), ==, COLO_HB_FENCE);
 }
 
