@@ -885,12 +885,13 @@ static int cmd_reprotect(const char *config, const CtlArgs *args,
     surv = &cfg.nodes[si];
     fresh = &cfg.nodes[1 - si];
     if (args->start) {
-        if (ns[1 - si].c) {
-            probe_free(&ns[1 - si]);
-            if (!stop_node(fresh, &err)) {
-                error_report_err(err);
-                goto out;
-            }
+        bool running = ns[1 - si].c || read_pid(fresh);
+
+        /* Whatever runs there (also a hung QEMU) makes room first. */
+        probe_free(&ns[1 - si]);
+        if (running && !stop_node(fresh, &err)) {
+            error_report_err(err);
+            goto out;
         }
         if (!start_node(&cfg, fresh, COLO_ROLE_SECONDARY, &err)) {
             error_report_err(err);
