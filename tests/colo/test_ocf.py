@@ -15,7 +15,10 @@ What is tested:
     the peer holds the guest, demote, stop; exit codes 0/7/8;
   - ocf-tester (resource-agents' compliance check) on the stub;
   - monitor with the real qemu-colo-ctl on a pair that is not running: 7.
-Not tested here: the agent under a real Pacemaker with a real pair.
+  - a real pair (QEMUs in the e2e topology, started by qemu-colo-ctl)
+    through the agent's actions, as Pacemaker would call them (skipped
+    without root or the test guest; OCF_REAL_PAIR=0 skips it).
+Not tested: the agent under a real Pacemaker.
 """
 
 import json
@@ -116,7 +119,7 @@ class Env:
         open(self.state_file + ".log", "w").close()
         return [c for c in out if not c.startswith("status ")]
 
-    def ra(self, action, node="a", ctl=None, config=None, **extra):
+    def ra(self, action, node="a", ctl=None, config=None, timeout=60, **extra):
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCF_")}
         env.update({"OCF_ROOT": "/usr/lib/ocf",
                     "OCF_RESKEY_config": self.config if config is None else config,
@@ -129,7 +132,7 @@ class Env:
         env.update(extra)
         env = {k: v for k, v in env.items() if v is not None}
         r = subprocess.run([RA, action], env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=60)
+                           stderr=subprocess.STDOUT, timeout=timeout)
         return r.returncode, r.stdout.decode(errors="replace")
 
     def cleanup(self):
@@ -142,11 +145,84 @@ def expect(env, want, action, **kw):
     return out
 
 
+def real_pair(env):
+    """The agent's actions on a real pair (the e2e topology, QEMUs started
+    by qemu-colo-ctl): start both, promote one (cold start: primary +
+    protect), kill its QEMU, promote the other (failover), start the dead
+    node again and notify (reprotect), stop.  Returns a skip reason or None."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e"))
+    import topology
+    from colo_vm import guest_files, wait_for
+    why = topology.missing_requirements()
+    if why is None and not os.path.exists(guest_files()["initrd"]):
+        why = "no test guest (make guest)"
+    if why is None and not os.access(REAL_CTL, os.X_OK):
+        why = "no %s" % REAL_CTL
+    if why:
+        return why
+    from test_reprotect import ToolPair
+    topo = topology.Topology()
+    pair = None
+    try:
+        topo.setup()
+        pair = ToolPair(topo)
+        kw = {"ctl": REAL_CTL, "config": pair.config, "timeout": 300}
+
+        def ra(want, action, node, **extra):
+            out = expect(env, want, action, node=node, **dict(kw, **extra))
+            for line in out.splitlines():
+                print("#   ra %s %s: %s" % (action, node, line))
+            return out
+        for n in "ab":
+            ra(OCF_NOT_RUNNING, "monitor", n)
+            ra(OCF_SUCCESS, "start", n)
+            ra(OCF_SUCCESS, "monitor", n)
+        ra(OCF_SUCCESS, "promote", "a")
+        ra(OCF_RUNNING_PROMOTED, "monitor", "a")
+        ra(OCF_SUCCESS, "monitor", "b")
+        assert pair.roles() == ("a", "b"), "not protected after the cold start"
+        pair.kill("a")
+        wait_for(lambda: pair.qmp["b"]("query-colo-status")["reason"] == "error",
+                 60, "node b to notice the primary's death")
+        ra(OCF_NOT_RUNNING, "monitor", "a")
+        ra(OCF_SUCCESS, "promote", "b")
+        ra(OCF_RUNNING_PROMOTED, "monitor", "b")
+        assert pair.qmp["b"]("query-status")["status"] == "running"
+        topo.standby_port("to-pri")
+        ra(OCF_SUCCESS, "start", "a")
+        ra(OCF_SUCCESS, "notify", "b", OCF_RESKEY_CRM_meta_notify_type="post",
+           OCF_RESKEY_CRM_meta_notify_operation="start")
+        assert pair.roles() == ("b", "a"), "not protected again after notify"
+        ra(OCF_RUNNING_PROMOTED, "monitor", "b")
+        ra(OCF_SUCCESS, "monitor", "a")
+        for n in "ab":
+            ra(OCF_SUCCESS, "stop", n)
+            ra(OCF_NOT_RUNNING, "monitor", n)
+    finally:
+        if pair:
+            for n in "ab":
+                if pair.pid(n):
+                    os.kill(pair.pid(n), 9)
+            shutil.rmtree(pair.dir, ignore_errors=True)
+        topo.teardown()
+    return None
+
+
 def main():
     t = Tap()
     env = Env()
     try:
         run(t, env)
+        if os.environ.get("OCF_REAL_PAIR", "1") != "0":
+            skip = {}
+
+            def real():
+                skip["why"] = real_pair(env)
+            t.check("a real pair through the agent: start, cold-start promote "
+                    "(protect), primary killed, promote = failover, start + "
+                    "notify = reprotect, stop", real)
+            if skip.get("why"):
+                print("# real pair skipped: %s" % skip["why"])
     finally:
         env.cleanup()
     t.check("temporary files removed", lambda: not os.path.exists(env.dir) or
