@@ -39,7 +39,6 @@ from tap import Tap  # noqa: E402
 from topology import Topology, missing_requirements  # noqa: E402
 import cluster as clmod  # noqa: E402
 from cluster import Cluster  # noqa: E402
-import test_heartbeat as hb  # noqa: E402
 from test_heartbeat import (AGENT, Agents, last_request, log,  # noqa: E402
                             objects, protected, survivor_serves)
 from test_e2e import Pair, diagnose  # noqa: E402
