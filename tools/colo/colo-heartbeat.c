@@ -335,10 +335,17 @@ ColoHbAction colo_hb_decide(ColoHeartbeat *hb, int64_t now)
                        "the secondary is gone: running alone, unprotected");
         }
         if (timed_out) {
-            if (hb->cfg.use_quorum && hb->quorum != COLO_HB_QUORUM_QUORATE) {
+            /*
+             * With corosync, silence alone is not enough: the other
+             * partition may win the witness's vote, and whatever we
+             * released alone would be lost with us.  Stay in COLO (output
+             * held) until corosync drops the peer from our quorate
+             * partition (peer gone, above) or takes quorum from us.
+             */
+            if (hb->cfg.use_quorum) {
                 return act(hb, COLO_HB_NOTHING,
-                           "the secondary is silent; waiting for a quorate "
-                           "partition");
+                           "the secondary is silent; output held until "
+                           "corosync drops it from our quorate partition");
             }
             return act(hb, COLO_HB_TAKE_OVER,
                        "the secondary has been silent for the timeout: "

@@ -15,9 +15,10 @@
  * The rules, in short (docs/system/qemu-colo-heartbeat.rst has them all):
  * - A primary may always drop protection and run alone: it does so when
  *   the link is lost, the peer's QEMU is gone, or the peer has been silent
- *   for the timeout.  It never stops serving, except when corosync says
- *   its partition is not quorate and the peer is silent: then it fences
- *   its own QEMU, because the other partition may take over.
+ *   for the timeout (with corosync: and is out of our quorate partition).
+ *   It never stops serving, except when corosync says its partition is
+ *   not quorate and the peer is silent: then it fences its own QEMU,
+ *   because the other partition may take over.
  * - A secondary takes over only when the primary is provably gone: the
  *   primary's agent reported its QEMU gone (exited, or fenced after being
  *   stopped), or, with corosync, our partition is quorate, the peer is

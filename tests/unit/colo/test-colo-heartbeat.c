@@ -322,6 +322,10 @@ static void test_primary_quorum(void)
     /* silent secondary, quorum not known yet: wait */
     g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==, COLO_HB_NOTHING);
     g_assert_nonnull(strstr(hb.reason, "quorate"));
+    /* quorate, the secondary still a member (stale view): wait too */
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, true, 1100);
+    g_assert_cmpint(colo_hb_decide(&hb, 1150), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "output held"));
     /* inquorate with a live peer: nothing (the peer is no threat) */
     colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, true, 1500);
     beat(&hb, 2000, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
@@ -332,14 +336,16 @@ static void test_primary_quorum(void)
     colo_hb_action_done(&hb, COLO_HB_FENCE, true, 2300);
     g_assert_cmpint(colo_hb_decide(&hb, 9000), ==, COLO_HB_NOTHING);
 
-    /* quorate: drop protection on silence */
+    /* quorate without the secondary: drop protection once it is silent */
     setup(&hb, true);
     colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
-    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false, 0);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, true, 0);
     beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_SECONDARY);
-    g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==,
-                    COLO_HB_TAKE_OVER);
-    colo_hb_action_done(&hb, COLO_HB_TAKE_OVER, true, 1200);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false, 900);
+    g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==, COLO_HB_NOTHING);
+    g_assert_cmpint(colo_hb_decide(&hb, 900 + COLO_HB_VOTED_OUT_GRACE *
+                                    INTERVAL), ==, COLO_HB_TAKE_OVER);
+    colo_hb_action_done(&hb, COLO_HB_TAKE_OVER, true, 1250);
     colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
     /* ... and if quorum goes later, the alone-serving primary fences too */
     colo_hb_set_quorum(&hb, COLO_HB_QUORUM_INQUORATE, false, 1300);
