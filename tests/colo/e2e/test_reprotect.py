@@ -570,7 +570,7 @@ NAMES = {
     "config": ("qemu-colo-ctl: bad configuration files are refused with clear "
                "errors", run_config),
     "rounds": ("qemu-colo-ctl: four rounds of failover and one-step re-protection "
-               "(both role histories), one client connection throughout, records "
+               "(every role history), one client connection throughout, records "
                "on the disks after each round", run_rounds),
     "interrupted": ("qemu-colo-ctl: re-protection interrupted during the resync "
                     "and during the migration rolls back, the survivor serves, "
