@@ -34,6 +34,7 @@ for d in /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu; do
     [ -e "$bundle$d" ] || ln -s "$d" "$bundle$d"
 done
 
-targets=(qemu-system-x86_64 qemu-img qemu-nbd tools/colo/qemu-colo-ctl "$@")
+targets=(qemu-system-x86_64 qemu-img qemu-nbd tools/colo/qemu-colo-ctl
+         tools/colo/qemu-colo-agent "$@")
 echo "build: ninja ${targets[*]}"
 ninja -C "$OBJ" "${targets[@]}"

@@ -34,3 +34,9 @@ bash "$top/bench/compare.sh"
 
 echo "== COLO checkpoint pause"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/colo_pause.py"
+
+echo "== re-protection"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/reprotect.py"
+
+echo "== HeartBeat agent"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/heartbeat.py"
