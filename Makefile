@@ -34,7 +34,7 @@ check: build guest
 	@bash tests/colo/run-tests.sh $(SUITES)
 
 demo: build guest
-	@$(PYTHON) tests/colo/e2e/test_e2e.py --demo 1
+	@$(PYTHON) tests/colo/e2e/demo.py
 
 demo-basic: build guest
 	@$(PYTHON) tests/colo/demo.py
