@@ -27,13 +27,15 @@ typedef struct ColoNodeConfig {
     char *name;             /* from the group name [node NAME] */
     ColoRole initial_role;
     char *qmp;              /* QMP unix socket qemu-colo-ctl uses */
-    char *agent_qmp;        /* a second QMP socket, the agent's own
-                             * (default WORKDIR/agent-qmp.sock) */
-    char *status_qmp;       /* a third one for `status`, usable while
-                             * the tool re-protects on the first
-                             * (default WORKDIR/status-qmp.sock) */
-    char *agent_socket;     /* the agent's status socket
-                             * (default WORKDIR/agent.sock) */
+    /* The agent's own QMP socket (default WORKDIR/agent-qmp.sock) */
+    char *agent_qmp;
+    /*
+     * A third QMP socket for `status`, usable while the tool re-protects
+     * on the first (default WORKDIR/status-qmp.sock)
+     */
+    char *status_qmp;
+    /* The agent's status socket (default WORKDIR/agent.sock) */
+    char *agent_socket;
     char *link_addr;        /* replication link: proxy, migration, NBD */
     char *heartbeat_addr;   /* the agent's own channel (default link_addr) */
     char *launcher;         /* optional command prefix to run QEMU */
