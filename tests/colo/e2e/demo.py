@@ -376,6 +376,8 @@ def main():
     if why:
         print("not ok - demo (cannot run: %s)" % why)
         return 1
+    # Ctrl-C (also when started with SIGINT ignored) and SIGTERM: clean up
+    signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
     d = Demo()
     rc = 0
