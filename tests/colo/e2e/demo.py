@@ -131,6 +131,8 @@ class Demo:
         self.pair = None
         self.agents = None
         self.client = None
+        self.conn = None
+        self.takeover_s = None
 
 
 def step_topology(d):
@@ -183,6 +185,9 @@ def step_client(d):
     say("client (namespace %s): one TCP connection to %s:7777, a numbered "
         "request every 50 ms, every answer checked" % (d.topo.client, GUEST_IP))
     d.client = open_client(d.topo)
+    d.conn = "%s:%d -> %s:%d" % (d.client.sock.getsockname() +
+                                 d.client.sock.getpeername())
+    say("connected: %s" % d.conn)
     for _ in range(2):
         c = pair.checkpoints("a")
         wait_for(lambda: pair.checkpoints("a") > c, 60, "a checkpoint")
@@ -287,10 +292,12 @@ def step_final(d):
     last = last_request(client, client)
     f = client.figures(0)
     n = guest_records(pair, "b", client.base + 1, last)
-    say("FINAL: %d requests on one TCP connection, none lost or wrong "
+    assert "%s:%d -> %s:%d" % (client.sock.getsockname() +
+                               client.sock.getpeername()) == d.conn
+    say("FINAL: %d requests on one TCP connection (%s), none lost or wrong "
         "(median latency %.0f ms, longest gap between answers %.2f s); %d "
         "acknowledged records on node b's disk, all there"
-        % (last - client.base, f["median_latency_ms"], f["max_gap_s"], n))
+        % (last - client.base, d.conn, f["median_latency_ms"], f["max_gap_s"], n))
 
 
 def cleanup(d):
