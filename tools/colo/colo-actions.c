@@ -402,9 +402,10 @@ static bool end_resync_job(QmpClient *c, Error **errp)
         if (!cancelled) {
             g_autoptr(QDict) args = qdict_new();
 
-            qdict_put_str(args, "id", COLO_RESYNC_JOB);
+            /* force: a ready mirror would otherwise finish its copy */
+            qdict_put_str(args, "device", COLO_RESYNC_JOB);
             qdict_put_bool(args, "force", true);
-            if (!run(c, "job-cancel", args, errp)) {
+            if (!run(c, "block-job-cancel", args, errp)) {
                 return false;
             }
             cancelled = true;
@@ -584,6 +585,31 @@ static const char *top_disk(const VmInventory *inv)
     return has(inv->devices, "top-disk0") ? "top-disk0" : "colo-disk0";
 }
 
+/*
+ * The node name of the device's root (the quorum), for x-blockdev-change:
+ * once the mirror runs, the device name resolves to its filter node.
+ */
+static char *root_node(QmpClient *c, const char *device, Error **errp)
+{
+    g_autoptr(QList) l = query_list(c, "query-block", NULL, errp);
+    QListEntry *e;
+
+    if (!l) {
+        return NULL;
+    }
+    QLIST_FOREACH_ENTRY(l, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+        QDict *ins = d ? qdict_get_qdict(d, "inserted") : NULL;
+
+        if (ins && g_strcmp0(qdict_get_try_str(d, "device"), device) == 0 &&
+            qdict_get_try_str(ins, "node-name")) {
+            return g_strdup(qdict_get_try_str(ins, "node-name"));
+        }
+    }
+    error_setg(errp, "no disk '%s' on this QEMU", device);
+    return NULL;
+}
+
 static QDict *inet(const char *host, int port)
 {
     QDict *addr = qdict_new();
@@ -658,7 +684,9 @@ static bool prepare_fresh(QmpClient *fresh, const ColoConfig *cfg,
 
 /*
  * Copy the survivor's disk to the fresh node while the guest runs; return
- * once the mirror is READY (the copy is complete and follows every write).
+ * once the mirror is READY.  The mirror is active (write-blocking): from
+ * then on every guest write completes on both disks, so the copy stays
+ * exact while the replication child is added and the RAM migrates live.
  */
 static bool resync(QmpClient *s, const char *top, const ColoConfig *cfg,
                    const ColoNodeConfig *fresh, ColoProgressFn *progress,
@@ -676,6 +704,7 @@ static bool resync(QmpClient *s, const char *top, const ColoConfig *cfg,
     qdict_put_str(mirror, "device", top);
     qdict_put_str(mirror, "target", COLO_RESYNC_NODE);
     qdict_put_str(mirror, "sync", "full");
+    qdict_put_str(mirror, "copy-mode", "write-blocking");
     if (cfg->resync_speed) {
         qdict_put_int(mirror, "speed", cfg->resync_speed);
     }
@@ -719,11 +748,27 @@ static bool resync(QmpClient *s, const char *top, const ColoConfig *cfg,
     }
 }
 
-/* With the guest stopped: end the mirror (the copy is consistent). */
+/*
+ * Once COLO runs (the replication child forwards every write): end the
+ * mirror without pivot.  It must still be healthy: a mirror that failed
+ * before may have missed writes the secondary's disk needs.
+ */
 static bool resync_finish(QmpClient *s, Error **errp)
 {
     int64_t deadline = now_ms() + EXIT_TIMEOUT_MS;
+    g_autoptr(QDict) cur = NULL;
 
+    if (!get_job(s, COLO_RESYNC_JOB, &cur, errp)) {
+        return false;
+    }
+    if (!cur || qdict_haskey(cur, "error") ||
+        !qdict_get_try_bool(cur, "ready", false)) {
+        error_setg(errp, "the copy to the new secondary stopped following "
+                   "the guest's writes: %s", cur ?
+                   qdict_get_try_str(cur, "error") ?: "job not ready" :
+                   "job gone");
+        return false;
+    }
     if (!run_id(s, "block-job-cancel", "device", COLO_RESYNC_JOB, errp)) {
         return false;
     }
@@ -871,6 +916,7 @@ static bool add_proxy(QmpClient *s, const ColoConfig *cfg,
 }
 
 #define MIGRATE_STALL_MS  120000
+#define MIGRATE_CONVERGE_MS 30000
 #define COLO_START_MS     60000
 
 static bool start_colo(QmpClient *s, QmpClient *fresh, const ColoConfig *cfg,
@@ -885,15 +931,19 @@ static bool start_colo(QmpClient *s, QmpClient *fresh, const ColoConfig *cfg,
     QList *list = qlist_new();
     QDict *cap = qdict_new();
     int64_t last = -1, last_change = now_ms();
+    int64_t converge = now_ms() + MIGRATE_CONVERGE_MS;
 
     qdict_put_str(cap, "capability", "x-colo");
     qdict_put_bool(cap, "state", true);
     qlist_append(list, cap);
     qdict_put(caps, "capabilities", list);
     qdict_put_int(params, "x-checkpoint-delay", cfg->checkpoint_delay_ms);
-    /* Only for a quick first copy (under TCG too). */
+    /*
+     * The guest runs while its RAM is copied (precopy): no bandwidth
+     * limit, and a short final stop, as long as the copy converges.
+     */
     qdict_put_int(params, "max-bandwidth", 8LL << 30);
-    qdict_put_int(params, "downtime-limit", 2000);
+    qdict_put_int(params, "downtime-limit", 300);
     qdict_put_str(in, "uri", uri);
     qdict_put_str(out, "uri", uri);
     if (!run(fresh, "migrate-incoming", in, errp) ||
@@ -929,6 +979,16 @@ static bool start_colo(QmpClient *s, QmpClient *fresh, const ColoConfig *cfg,
             total = qdict_get_try_int(ram, "total", 0);
         }
         report(progress, opaque, "migration", done, total);
+        if (converge && now_ms() > converge) {
+            /* A guest dirtying memory fast: accept a longer final stop. */
+            g_autoptr(QDict) longer = qdict_new();
+
+            qdict_put_int(longer, "downtime-limit", 2000);
+            if (!run(s, "migrate-set-parameters", longer, errp)) {
+                return false;
+            }
+            converge = 0;
+        }
         if (done != last) {
             last = done;
             last_change = now_ms();
@@ -994,7 +1054,7 @@ bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
                          void *opaque, Error **errp)
 {
     g_autofree char *smode = NULL, *sstate = NULL, *fstate = NULL;
-    g_autofree char *fmig = NULL;
+    g_autofree char *fmig = NULL, *top_node = NULL;
     VmInventory inv = { 0 };
     const char *step = "checking the nodes";
     bool fresh_touched = false, ok = false;
@@ -1039,6 +1099,12 @@ bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
         goto fail;
     }
     top = top_disk(&inv);
+    if (survivor_node->disk) {
+        top_node = root_node(survivor, top, &err);
+        if (!top_node) {
+            goto fail;
+        }
+    }
 
     step = "preparing the new secondary";
     report(progress, opaque, step, 0, 0);
@@ -1051,23 +1117,24 @@ bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
         if (!resync(survivor, top, cfg, fresh_node, progress, opaque, &err)) {
             goto fail;
         }
-    }
-    /*
-     * From here until COLO runs the guest stays stopped: no write may
-     * reach the disk between the end of the copy and replication.
-     */
-    step = "final disk sync (guest stopped)";
-    report(progress, opaque, step, 0, 0);
-    if (!run(survivor, "stop", NULL, &err)) {
-        goto fail;
-    }
-    if (survivor_node->disk) {
-        if (do_resync && !resync_finish(survivor, &err)) {
+    } else if (survivor_node->disk) {
+        /*
+         * No mirror follows the writes: the identical disks must stay
+         * so until replication runs.
+         */
+        step = "stopping the guest";
+        if (!run(survivor, "stop", NULL, &err)) {
             goto fail;
         }
+    }
+    /*
+     * The guest runs on: the active mirror writes everything to the new
+     * disk, the replication child stays dormant until COLO starts.
+     */
+    if (survivor_node->disk) {
         step = "adding the replication child";
         report(progress, opaque, step, 0, 0);
-        if (!add_replication(survivor, top, cfg, fresh_node, &err)) {
+        if (!add_replication(survivor, top_node, cfg, fresh_node, &err)) {
             goto fail;
         }
     }
@@ -1076,10 +1143,23 @@ bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
     if (!add_proxy(survivor, cfg, survivor_node, &err)) {
         goto fail;
     }
+    /*
+     * Live migration; its completion stops the guest (draining the disk
+     * I/O, so every completed write is on both disks), COLO starts and
+     * the guest runs again: the only stop of the whole step.
+     */
     step = "starting COLO";
     if (!start_colo(survivor, fresh, cfg, fresh_node, progress, opaque,
                     &err)) {
         goto fail;
+    }
+    /* Replication carries the writes now: the mirror can go. */
+    if (survivor_node->disk && do_resync) {
+        step = "ending the disk resync";
+        report(progress, opaque, step, 0, 0);
+        if (!resync_finish(survivor, &err)) {
+            goto fail;
+        }
     }
     ok = true;
     goto out;

@@ -40,9 +40,11 @@ typedef void ColoProgressFn(const char *step, int64_t done, int64_t total,
 /*
  * Re-protect: @survivor runs the guest unprotected (after a failover, with
  * either role history), @fresh is a QEMU started for the secondary role
- * (-incoming defer) on @fresh_node.  Resync its disk over NBD while the
- * guest runs, add the proxy, start COLO.  On failure everything added to
- * @survivor is removed again and its guest runs.
+ * (-incoming defer) on @fresh_node.  Resync its disk over NBD with an
+ * active mirror, add the replication child and the proxy, migrate live
+ * into COLO, then end the mirror: the guest stops only for the switch to
+ * COLO.  On failure everything added to @survivor is removed again and its
+ * guest runs.
  */
 bool colo_action_reprotect(QmpClient *survivor, QmpClient *fresh,
                            const ColoConfig *cfg,
