@@ -280,8 +280,8 @@ def step_reprotect(d):
     with client.lock:
         answered = [r[2] for r in client.records]
     pause = max(b - a for a, b in zip(answered, answered[1:]) if t0 < b)
-    say("reprotect --start took %.1f s (the client waited at most %.2f s for "
-        "an answer meanwhile): b primary, a secondary, agents re-armed; the "
+    say("reprotect --start took %.1f s (longest gap between answers since "
+        "it began: %.2f s): b primary, a secondary, agents re-armed; the "
         "client's first connection is still open (%d answers)"
         % (took, pause, client.answers()))
 
