@@ -1,8 +1,11 @@
 # qemu-colo: COLO for QEMU 10.0.13, built from pristine upstream + our files + our patches.
 #
 #   make          set up the machine (once), assemble the tree, build QEMU
-#   make demo     the main job: a protected Linux guest on a namespaced network,
-#                 a client on one TCP connection, the primary killed, failover
+#   make demo     the main job: qemu-colo-ctl starts and protects a pair of the
+#                 test guest from tests/colo/e2e/demo-pair.conf on a namespaced
+#                 network, HeartBeat agents on both nodes, a client on one TCP
+#                 connection, the primary killed, failover by the agent, one-step
+#                 re-protection
 #   make demo-basic  the pair without network or disks (no root features needed)
 #   make check    all our tests; prints "N passed, N failed"
 #   make bench    benchmark figures
