@@ -8,11 +8,14 @@ TAP lines:
               (no VM, no root needed)
   rounds      four rounds of failure + failover + one-step re-protection,
               every role history (the secondary dies; the primary dies; the
-              secondary dies; the primary dies), every acknowledged record on
-              the survivor's disk after each round and on the image at the end
+              secondary dies; the primary dies), the guest running during the
+              resync and the migration (sampled on a spare monitor), every
+              acknowledged record on the survivor's disk after each round and
+              on the image at the end
   interrupted re-protection interrupted (the new secondary killed during the
-              disk resync, then during the first migration): the survivor
-              keeps serving, the tool names the step, a retry succeeds
+              disk resync, then during the first migration, then once COLO
+              runs but before the mirror is ended): the survivor keeps
+              serving, the tool names the step, a retry succeeds
 
 Usage: test_reprotect.py [config|rounds|interrupted ...]  (default: all)
 The QEMUs are started by the tool (-daemonize, pid files in the workdir);
@@ -97,6 +100,80 @@ class Qmp:
             return msg["return"]
         finally:
             s.close()
+
+
+class Watch(threading.Thread):
+    """Samples a node's run state, migration status and resync job on its
+    spare monitor (one connection, held until stop()) while the tool works,
+    and keeps the STOP/RESUME events with QEMU's timestamps."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.samples = []       # (run state, migration status, job status)
+        self.events = []        # (event, seconds)
+        self.error = None
+        self._quit = threading.Event()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(path)
+        self.f = self.sock.makefile("rwb")
+        self.cmd(None)                                  # greeting
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name):
+        if name:
+            self.f.write(json.dumps({"execute": name}).encode() + b"\n")
+            self.f.flush()
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise ConnectionError("QMP closed")
+            msg = json.loads(line)
+            if "event" not in msg:
+                return msg.get("return")
+            if msg["event"] in ("STOP", "RESUME"):
+                ts = msg["timestamp"]
+                self.events.append((msg["event"],
+                                    ts["seconds"] + ts["microseconds"] / 1e6))
+
+    def run(self):
+        try:
+            while not self._quit.is_set():
+                st = self.cmd("query-status")["status"]
+                mig = self.cmd("query-migrate").get("status", "none")
+                jobs = self.cmd("query-block-jobs")
+                job = jobs[0]["status"] if jobs else None
+                self.samples.append((st, mig, job))
+                self._quit.wait(0.01)
+        except Exception as e:                  # the node died: stop sampling
+            self.error = e
+
+    def stop(self):
+        self._quit.set()
+        self.join(30)
+        self.f.close()          # the monitor serves one client at a time
+        self.sock.close()
+
+    def check_guest_ran(self):
+        """The tool never stopped the guest: while the resync ran and while
+        the RAM migrated the guest ran (at most the migration's own
+        completion, finish-migrate, is seen); 'paused' is what `stop`
+        gives.  Returns (samples during the resync, during the migration)."""
+        pre, migrating = [], False        # the samples until COLO runs
+        for x in self.samples:
+            if migrating and x[1] not in ("setup", "active"):
+                break
+            migrating = x[1] in ("setup", "active")
+            pre.append(x)
+        bad = [x for x in pre if x[0] not in ("running", "finish-migrate")]
+        assert not bad, "guest not running before COLO: %s" % bad[:5]
+        resync = [x for x in pre if x[2] and x[1] not in ("setup", "active")
+                  and x[0] == "running"]
+        live = [x for x in pre if x[1] == "active" and x[0] == "running"]
+        assert resync, "no sample during the resync: %s" % self.samples[:20]
+        assert live, "no sample with the guest running during the migration: %s" \
+            % sorted(set(self.samples))
+        return len(resync), len(live)
 
 
 # ---- the pair, as the tool sees it -----------------------------------------
@@ -284,10 +361,19 @@ def reprotect(pair, topo, client, survivor, dead):
     """The one step; then the new pair must checkpoint and compare."""
     # the fresh secondary's switch port floods nothing (test_e2e.py)
     topo.standby_port(ToolPair.HOSTS[dead][2])
+    watch = Watch(pair.path(survivor, "agent-qmp.sock"))
+    watch.start()
     t0 = time.monotonic()
-    r = ctl("reprotect", pair.config, "--start")
+    try:
+        r = ctl("reprotect", pair.config, "--start")
+    finally:
+        watch.stop()
     took = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
+    assert watch.error is None, watch.error
+    n_resync, n_live = watch.check_guest_ran()
+    log("guest running in all %d samples during the resync and %d during the "
+        "live migration" % (n_resync, n_live))
     assert "protected: %s primary, %s secondary" % (survivor, dead) in r.stdout, r.stdout
     assert "disk resync" in r.stdout, r.stdout
     assert pair.roles() == (survivor, dead)
@@ -406,8 +492,9 @@ def run_interrupted():
             for line in (out + err).splitlines():
                 log("  ctl reprotect: %s" % line)
             assert p.returncode == 1, (p.returncode, out, err)
-            assert step in err and "rolled back, node %s runs unprotected" \
-                % survivor in err, err
+            steps = step if isinstance(step, tuple) else (step,)
+            assert any(x in err for x in steps) and "rolled back, node %s " \
+                "runs unprotected" % survivor in err, err
             # the survivor serves, unprotected, with nothing left over
             assert S("query-status")["status"] == "running"
             assert S("query-colo-status")["mode"] == "none"
@@ -450,6 +537,17 @@ def run_interrupted():
             return S("query-migrate").get("status") == "active"
         interrupted("new secondary killed during the first migration",
                     migrating, "starting COLO")
+
+        def colo_with_mirror():
+            # COLO runs and the mirror is not cancelled yet: the tool only
+            # cancels it once the new secondary's proxy is connected, which
+            # takes longer than this poll (the job is still there when the
+            # kill follows; the tool fails in one of these two steps)
+            return S("query-migrate").get("status") == "colo" and \
+                any(j["device"] == "resync" and j["ready"]
+                    for j in S("query-block-jobs"))
+        interrupted("new secondary killed after COLO start, mirror still on",
+                    colo_with_mirror, ("starting COLO", "ending the disk resync"))
         took = reprotect(pair, topo, client, survivor, dead)
         log("the retry re-protected in %.1fs" % took)
         # the retried pair protects for real: fail over to the new secondary
@@ -572,9 +670,9 @@ NAMES = {
     "rounds": ("qemu-colo-ctl: four rounds of failover and one-step re-protection "
                "(every role history), one client connection throughout, records "
                "on the disks after each round", run_rounds),
-    "interrupted": ("qemu-colo-ctl: re-protection interrupted during the resync "
-                    "and during the migration rolls back, the survivor serves, "
-                    "a retry succeeds", run_interrupted),
+    "interrupted": ("qemu-colo-ctl: re-protection interrupted during the resync, "
+                    "during the migration and after COLO start rolls back, the "
+                    "survivor serves, a retry succeeds", run_interrupted),
 }
 
 
