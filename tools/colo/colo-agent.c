@@ -672,6 +672,10 @@ static gboolean connect_quorum(gpointer opaque)
 
 static const char *role_name(ColoHbMode m, const ColoHeartbeat *hb)
 {
+    /* The last mode read is stale once the local QEMU is gone. */
+    if (hb->local_health == COLO_HEALTH_GONE) {
+        return "qemu-gone";
+    }
     if (m == COLO_HB_MODE_PRIMARY || m == COLO_HB_MODE_SECONDARY) {
         return colo_hb_mode_name(m);
     }
