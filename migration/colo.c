@@ -682,6 +682,16 @@ static void colo_primary_run(MigrationState *s)
     }
 
     bql_lock();
+    /*
+     * Both sides now hold the same state, as after a checkpoint: release
+     * what colo-compare held before COLO ran (a guest that ran during the
+     * migration), instead of at the first checkpoint.
+     */
+    colo_notify_compares_event(NULL, COLO_EVENT_CHECKPOINT, &err);
+    if (err) {
+        warn_report_err(err);
+        err = NULL;
+    }
     vm_start();
     bql_unlock();
     colo_set_phase(COLO_PHASE_RUNNING);
