@@ -37,6 +37,8 @@ echo "== COLO checkpoint pause"
 
 echo "== re-protection"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/reprotect.py"
+echo "-- the same with the guest stopped at the end of the resync (the former order), for the ratio"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/reprotect.py" --stop-at-ready
 
 echo "== HeartBeat agent"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/heartbeat.py"

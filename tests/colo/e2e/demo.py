@@ -276,7 +276,8 @@ def step_reprotect(d):
     rc, out = tool("status", pair.config)
     assert "agent: role=primary peer=alive" in out and \
         "agent: role=secondary peer=alive" in out, "agents not re-armed"
-    # the guest stops from the final disk sync until COLO runs
+    # the client waits while colo-compare holds output (live migration) and
+    # for the short stop at the switch to COLO
     with client.lock:
         answered = [r[2] for r in client.records]
     pause = max(b - a for a, b in zip(answered, answered[1:]) if t0 < b)
