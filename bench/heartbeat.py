@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 import test_heartbeat as th  # noqa: E402
-from test_e2e import Pair  # noqa: E402
+from test_e2e import Pair, end_run  # noqa: E402
 from topology import Topology, missing_requirements  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -94,17 +94,7 @@ def trial(cost_seconds):
         out["decision_s"] = decision_time(agents.log("hostB"), t_kill_wall)
         return out
     finally:
-        if client:
-            try:
-                client.stop()
-            except Exception:
-                pass
-            client.close()
-        if agents:
-            agents.stop()
-        if pair:
-            pair.stop()
-        topo.teardown()
+        end_run(topo, client, agents and agents.stop, pair and pair.stop)
 
 
 def pct(values, p):

@@ -401,6 +401,27 @@ def reprotect(topo, pair, survivor):
     return new
 
 
+def end_run(topo, client, *stops):
+    """The end of every run in the topology: the client, then each of
+    @stops (the stop or teardown methods of what the run started; None for
+    what it did not get to start), then the namespaces.  Asserts that no
+    process or namespace is left."""
+    if client:
+        try:
+            client.stop()
+        except Exception:
+            pass
+        client.close()
+    for stop in stops:
+        if stop:
+            stop()
+    procs = topo.pids()
+    topo.teardown()
+    left = topo.leftovers()
+    assert not procs, "processes left in our namespaces: %s" % procs
+    assert not left, "namespaces left behind: %s" % left
+
+
 def run_scenario(number):
     topo = Topology()
     pair = None
@@ -576,19 +597,7 @@ def run_scenario(number):
     except Exception as e:
         raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, client))) from e
     finally:
-        if client:
-            try:
-                client.stop()
-            except Exception:
-                pass
-            client.close()
-        if pair:
-            pair.stop()
-        procs = topo.pids()
-        topo.teardown()
-        left = topo.leftovers()
-        assert not procs, "processes left in our namespaces: %s" % procs
-        assert not left, "namespaces left behind: %s" % left
+        end_run(topo, client, pair and pair.stop)
         assert not (pair and pair.disk_dir and os.path.exists(pair.disk_dir))
 
 

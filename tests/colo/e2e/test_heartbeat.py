@@ -56,7 +56,8 @@ from topology import (GUEST_IP, PRI_LINK_IP, SEC_LINK_IP,  # noqa: E402
                       Topology, missing_requirements)
 from client import Client  # noqa: E402
 import test_e2e  # noqa: E402
-from test_e2e import PORT, Pair, checkpoints, diagnose, read_records  # noqa: E402
+from test_e2e import (PORT, Pair, checkpoints, diagnose, end_run,  # noqa: E402
+                      read_records)
 
 AGENT = os.environ.get("QEMU_COLO_AGENT") or os.path.join(
     REPO_ROOT, "build", "qemu", "tools", "colo", "qemu-colo-agent")
@@ -401,21 +402,7 @@ def scenario(kind):
         raise AssertionError("%s\n%s\n%s" % (e, extra,
                                              diagnose(topo, pair, client))) from e
     finally:
-        if client:
-            try:
-                client.stop()
-            except Exception:
-                pass
-            client.close()
-        if agents:
-            agents.stop()
-        if pair:
-            pair.stop()
-        procs = topo.pids()
-        topo.teardown()
-        left = topo.leftovers()
-        assert not procs, "processes left in our namespaces: %s" % procs
-        assert not left, "namespaces left behind: %s" % left
+        end_run(topo, client, agents and agents.stop, pair and pair.stop)
 
 
 def bad_usage():

@@ -41,7 +41,7 @@ import cluster as clmod  # noqa: E402
 from cluster import Cluster  # noqa: E402
 from test_heartbeat import (AGENT, Agents, last_request, log,  # noqa: E402
                             objects, protected, survivor_serves)
-from test_e2e import Pair, diagnose  # noqa: E402
+from test_e2e import Pair, diagnose, end_run  # noqa: E402
 
 t = Tap()
 NAMES = {"pri": "hostA", "sec": "hostB"}    # Agents' node names
@@ -147,23 +147,8 @@ def scenario(kind):
         raise AssertionError("%s\n%s\n%s" % (e, extra,
                                              diagnose(topo, pair, client))) from e
     finally:
-        if client:
-            try:
-                client.stop()
-            except Exception:
-                pass
-            client.close()
-        if agents:
-            agents.stop()
-        if pair:
-            pair.stop()
-        if cl:
-            cl.teardown()
-        procs = topo.pids()
-        topo.teardown()
-        left = topo.leftovers()
-        assert not procs, "processes left in our namespaces: %s" % procs
-        assert not left, "namespaces left behind: %s" % left
+        end_run(topo, client, agents and agents.stop, pair and pair.stop,
+                cl and cl.teardown)
 
 
 NAMES_OF = {
