@@ -452,18 +452,10 @@ def main():
     for k in wanted:
         if k == "bad-usage":
             what = "heartbeat: the agent refuses bad usage with a clear message"
-            if not os.access(AGENT, os.X_OK):
-                print("not ok - %s (cannot run: no agent binary)" % what)
-                t.failed += 1
-            else:
-                t.check(what, bad_usage)
+            t.check_unless(None if os.access(AGENT, os.X_OK) else "no agent binary",
+                           what, bad_usage)
             continue
-        what = "heartbeat %s: %s" % (k, NAMES[k])
-        if why:
-            print("not ok - %s (cannot run: %s)" % (what, why))
-            t.failed += 1
-            continue
-        t.check(what, scenario, k)
+        t.check_unless(why, "heartbeat %s: %s" % (k, NAMES[k]), scenario, k)
     return t.finish()
 
 

@@ -169,12 +169,8 @@ def main():
     if why is None and not os.access(AGENT, os.X_OK):
         why = "no %s (build it)" % AGENT
     for k in wanted:
-        what = "heartbeat+corosync %s: %s" % (k, NAMES_OF[k])
-        if why:
-            print("not ok - %s (cannot run: %s)" % (what, why))
-            t.failed += 1
-            continue
-        t.check(what, scenario, k)
+        t.check_unless(why, "heartbeat+corosync %s: %s" % (k, NAMES_OF[k]),
+                       scenario, k)
     return t.finish()
 
 

@@ -3,6 +3,7 @@
     from tap import Tap
     t = Tap()
     t.check("what is checked", function)   # ok/not ok line; exceptions = not ok
+    t.check_unless(why, "what", function)  # not ok with the reason if why
     sys.exit(t.finish())
 """
 
@@ -28,6 +29,16 @@ class Tap:
             self.passed += 1
             print("ok - %s" % what)
         sys.stdout.flush()
+
+    def check_unless(self, why, what, fn, *args):
+        """check(), unless @why says what the machine lacks: then the check
+        fails with that reason (a test that cannot run is not a pass)."""
+        if why:
+            self.failed += 1
+            print("not ok - %s (cannot run: %s)" % (what, why))
+            sys.stdout.flush()
+        else:
+            self.check(what, fn, *args)
 
     def finish(self):
         return 1 if self.failed else 0
