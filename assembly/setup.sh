@@ -15,7 +15,8 @@ CACHE="${QEMU_COLO_CACHE:-$HOME/.cache/qemu-colo}"
 PRISTINE="$CACHE/qemu-10.0.13"
 
 BUILD_PKGS="build-essential ninja-build pkg-config flex bison libglib2.0-dev
- libpixman-1-dev libslirp-dev libfdt-dev python3-venv dpkg-dev xz-utils rsync"
+ libpixman-1-dev libslirp-dev libfdt-dev python3-venv dpkg-dev xz-utils rsync
+ libgnutls28-dev gnutls-bin libaio-dev"
 BACKPORT_PKGS="meson python3-pycotap qemu-system-data"
 RUNTIME_PKGS="seabios ipxe-qemu busybox-static cpio iproute2 socat"
 # HeartBeat agent: corosync membership/quorum with a qnetd witness (the tests run
