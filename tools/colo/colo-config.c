@@ -14,6 +14,7 @@
 #include "qapi/error.h"
 #include "qemu/cutils.h"
 #include "colo-config.h"
+#include "colo-heartbeat.h"
 
 #define NODE_PREFIX "node "
 
@@ -128,6 +129,26 @@ static bool valid_mac(const char *mac)
     return mac[17] == '\0';
 }
 
+/*
+ * Pair and node names travel in every heartbeat datagram, in a field of
+ * COLO_HB_NAME_MAX printable ASCII characters; a name that does not fit
+ * would make the agents drop each other's heartbeats without a word.
+ */
+static bool fits_heartbeat(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len > COLO_HB_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (!g_ascii_isgraph(name[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool valid_name(const char *name)
 {
     if (!*name) {
@@ -151,6 +172,12 @@ static bool load_node(Loader *l, const char *group, ColoNodeConfig *n,
     if (!valid_name(n->name)) {
         error_setg(errp, "%s: [%s]: a node name is made of letters, digits, "
                    "'-', '_' and '.'", l->path, group);
+        return false;
+    }
+    if (!fits_heartbeat(n->name)) {
+        error_setg(errp, "%s: [%s]: a node name is at most %d characters "
+                   "(the heartbeat datagrams carry it)", l->path, group,
+                   COLO_HB_NAME_MAX);
         return false;
     }
     if (!check_keys(l, group, node_keys, errp)) {
@@ -286,6 +313,12 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
         return false;
     }
     cfg->name = get_str(l, "pair", "name", "colo", errp);
+    if (!fits_heartbeat(cfg->name)) {
+        error_setg(errp, "%s: [pair]: name must be 1 to %d printable ASCII "
+                   "characters without spaces (the heartbeat datagrams carry "
+                   "it), not '%s'", l->path, COLO_HB_NAME_MAX, cfg->name);
+        return false;
+    }
     cfg->qemu_binary = get_str(l, "pair", "qemu", "qemu-system-x86_64",
                                errp);
     if (strchr(cfg->qemu_binary, '/') &&

@@ -620,10 +620,31 @@ def run_config():
         expect(GOOD.replace("[pair]\n", "[pair]\nheartbeat-timeout-ms = 50\n"),
                "heartbeat-timeout-ms (50) must be longer than heartbeat-interval-ms")
         expect("no group here\n", path)
+        # names the heartbeat datagram cannot carry (31 bytes of printable
+        # ASCII): refused here, or the agents would ignore each other
+        expect(GOOD.replace("[pair]\n", "[pair]\nname = %s\n" % ("p" * 32)),
+               "[pair]: name must be 1 to 31 printable ASCII characters "
+               "without spaces (the heartbeat datagrams carry it), not '%s'"
+               % ("p" * 32))
+        expect(GOOD.replace("[pair]\n", "[pair]\nname = my pair\n"),
+               "[pair]: name must be 1 to 31 printable ASCII characters")
+        expect(GOOD.replace("[pair]\n", "[pair]\nname = caf\u00e9\n"),
+               "[pair]: name must be 1 to 31 printable ASCII characters")
+        expect(GOOD.replace("[node b]", "[node %s]" % ("b" * 32)),
+               "[node %s]: a node name is at most 31 characters (the "
+               "heartbeat datagrams carry it)" % ("b" * 32))
         expect(GOOD, "no node 'c' (the nodes are 'a' and 'b')",
                cmd=("failover", "--node", "c"))
         expect(GOOD, "--node only with start, stop, failover",
                cmd=("reprotect", "--node", "a"))
+        # the longest names that fit are fine
+        with open(path, "w") as f:
+            f.write(GOOD.replace("[pair]\n", "[pair]\nname = %s\n" % ("p" * 31))
+                    .replace("[node b]", "[node %s]" % ("b" * 31)))
+        r = subprocess.run([CTL, "status", path], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and "pair %s (" % ("p" * 31) in r.stdout, r
+        assert "%s (started as secondary" % ("b" * 31) in r.stdout, r.stdout
         # a good file: status reports both nodes unreachable (exit 1), and
         # relative paths are resolved against the file's directory
         with open(path, "w") as f:
