@@ -15,6 +15,39 @@
  * order; per side an engine-wide queue of the same packets in arrival
  * order (oldest first: timeouts and flush order); connections on an LRU
  * list (least recently used first) for aging and eviction.
+ *
+ * Release rules (colo-stream.h) against the output-commit promise: which
+ * path may let primary TCP bytes out without the secondary's, and the
+ * test under /colo-stream/tcp/ that pins it.
+ *
+ *  new SYN on a 4-tuple whose old connection holds packets: was placed in
+ *    the old numbering and, for half of all ISNs, released as a
+ *    retransmission; now a mismatch, held (audit/new-syn-while-holding)
+ *  new SYN on an idle 4-tuple: compared from its SYN (audit/new-syn-idle)
+ *  the secondary resending its SYN: was taken for a new connection (a
+ *    spurious mismatch); now stays at position 0
+ *    (audit/secondary-syn-retransmitted)
+ *  empty segment without ACK, SYN, FIN, RST: was released at once; now
+ *    waits for the same from the secondary (audit/empty-without-ack)
+ *  2^32 wrap: positions are relative to the ISN, compared modulo 2^32
+ *    (wraparound, audit/overlap-across-wrap)
+ *  retransmission wholly below the matched point: out at once; relies on
+ *    TCP resending the bytes it sent (retransmission)
+ *  retransmission carrying new bytes: held until those match
+ *    (retransmission, audit/overlap-across-wrap)
+ *  out of order, either side: compared by position; primary segments leave
+ *    in arrival order (reordering, audit/primary-out-of-order)
+ *  RST: its data matched and an RST from the secondary (rst,
+ *    audit/rst-and-fin-hold)
+ *  FIN: one stream position, compared (fin-difference,
+ *    audit/rst-and-fin-hold)
+ *  window probe: with data compared as data; empty (Linux) a pure ACK,
+ *    out once the secondary acknowledged as far (audit/window-probe,
+ *    ack-coalescing)
+ *  SYN with data: its data compared (audit/syn-with-data)
+ *  below the first sequence number seen after a checkpoint: out at once;
+ *    relies on those bytes having been sent before the checkpoint, whose
+ *    flush released them (audit/below-first-seen)
  */
 
 #include "qemu/osdep.h"
@@ -53,6 +86,7 @@ typedef struct ColoHeld {
     bool fin;
     bool rst;
     bool has_ack;
+    bool paired;                /* waits for the same kind from the other */
     uint32_t ack;
 } ColoHeld;
 
@@ -68,7 +102,10 @@ struct ColoConn {
 
     /* TCP */
     bool base_known;
+    bool base_is_isn;           /* base is the primary's SYN */
     uint32_t base;              /* sequence number of stream position 0 */
+    bool sec_isn_known;
+    uint32_t sec_isn;           /* the secondary's SYN, in its numbering */
     uint32_t matched;           /* both sides agree on [0, matched) */
     bool sec_ack_known;
     uint32_t sec_max_ack;       /* highest ACK the secondary sent */
@@ -339,12 +376,13 @@ static bool tcp_match(ColoEngine *e, ColoConn *c)
     }
 }
 
-static ColoHeld *first_rst(ColoHeldQueue *q)
+/* The first held segment that pairs with @p (an RST, or an empty one). */
+static ColoHeld *first_pair(ColoHeldQueue *q, const ColoHeld *p)
 {
     ColoHeld *h;
 
     QTAILQ_FOREACH(h, q, conn_link) {
-        if (h->rst) {
+        if (h->paired && h->rst == p->rst) {
             return h;
         }
     }
@@ -366,7 +404,7 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
     }
     /* Secondary segments wholly matched (or retransmitted) are done. */
     QTAILQ_FOREACH_SAFE(h, &c->held[COLO_SECONDARY], conn_link, next) {
-        if (!h->rst && seq_le(h->rel_start + h->span, c->matched)) {
+        if (!h->paired && seq_le(h->rel_start + h->span, c->matched)) {
             drop_secondary(e, h);
         }
     }
@@ -374,12 +412,12 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
         if (h->span && !seq_le(h->rel_start + h->span, c->matched)) {
             break;
         }
-        if (!h->span && !h->rst && h->has_ack &&
+        if (!h->span && !h->paired &&
             !(c->sec_ack_known && seq_le(h->ack, c->sec_max_ack))) {
             break;
         }
-        if (h->rst) {
-            ColoHeld *s = first_rst(&c->held[COLO_SECONDARY]);
+        if (h->paired) {
+            ColoHeld *s = first_pair(&c->held[COLO_SECONDARY], h);
 
             if (!s) {
                 break;
@@ -391,22 +429,50 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
     return COLO_REASON_NONE;
 }
 
-static void tcp_place(ColoConn *c, ColoHeld *h)
+/*
+ * Does SYN @h open a new connection on c's addresses and ports?  A SYN
+ * after data, or with another ISN than the one seen, does; a retransmitted
+ * SYN does not.
+ */
+static bool tcp_new_syn(const ColoConn *c, const ColoHeld *h)
 {
     uint32_t seq = h->info.tcp_seq;
-    bool idle = !c->nheld[COLO_PRIMARY] && !c->nheld[COLO_SECONDARY];
+
+    if (h->side == COLO_PRIMARY) {
+        return c->base_known && !(c->base_is_isn && seq == c->base);
+    }
+    if (c->sec_isn_known) {
+        return seq != c->sec_isn;
+    }
+    return c->base_known && !c->base_is_isn;
+}
+
+/*
+ * Place segment @h in c's stream.  Returns false when @h is a SYN for a
+ * new connection while the old one still holds packets: positions of the
+ * two are unrelated (about half of all ISNs would look like a
+ * retransmission of the old stream), so the caller stops comparing and asks
+ * for a checkpoint.
+ */
+static bool tcp_place(ColoConn *c, ColoHeld *h)
+{
+    uint32_t seq = h->info.tcp_seq;
 
     h->syn = h->info.tcp_flags & COLO_TCP_SYN;
     h->fin = h->info.tcp_flags & COLO_TCP_FIN;
     h->rst = h->info.tcp_flags & COLO_TCP_RST;
     h->has_ack = h->info.tcp_flags & COLO_TCP_ACK;
     h->ack = h->info.tcp_ack;
+    h->span = (h->syn ? 1 : 0) + h->info.payload_len + (h->fin ? 1 : 0);
+    /* Neither a position nor an ACK number to check: see the header. */
+    h->paired = h->rst || (!h->span && !h->has_ack);
 
-    if (h->syn && idle &&
-        ((h->side == COLO_PRIMARY && c->base_known && seq != c->base) ||
-         (h->side == COLO_SECONDARY && c->matched > 1))) {
-        /* A new connection on the same addresses and ports. */
+    if (h->syn && tcp_new_syn(c, h)) {
+        if (c->nheld[COLO_PRIMARY] || c->nheld[COLO_SECONDARY]) {
+            return false;
+        }
         c->base_known = false;
+        c->sec_isn_known = false;
         c->matched = 0;
         c->sec_ack_known = false;
     }
@@ -417,14 +483,19 @@ static void tcp_place(ColoConn *c, ColoHeld *h)
          * secondary sends is in the primary's numbering.
          */
         h->rel_start = 0;
+        if (!c->sec_isn_known) {
+            c->sec_isn = seq;
+            c->sec_isn_known = true;
+        }
     } else {
         if (!c->base_known) {
             c->base = seq;
             c->base_known = true;
+            c->base_is_isn = h->syn;
         }
         h->rel_start = seq - c->base;
     }
-    h->span = (h->syn ? 1 : 0) + h->info.payload_len + (h->fin ? 1 : 0);
+    return true;
 }
 
 /* ---- input -------------------------------------------------------------- */
@@ -457,6 +528,7 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
                                        uint32_t vnet_hdr_len, int64_t now_ns,
                                        ColoParseError *parse_err)
 {
+    ColoCheckpointReason reason = COLO_REASON_NONE;
     ColoPacketInfo info;
     ColoParseError err;
     ColoConnKey key;
@@ -495,13 +567,17 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
     h->vnet_hdr_len = vnet_hdr_len;
 
     if (info.kind == COLO_PKT_TCP) {
-        tcp_place(c, h);
+        if (!tcp_place(c, h) && !c->diverged) {
+            c->diverged = true;
+            e->stats.mismatches[COLO_PKT_TCP]++;
+            reason = COLO_REASON_MISMATCH;
+        }
         if (side == COLO_SECONDARY && h->has_ack &&
             (!c->sec_ack_known || seq_lt(c->sec_max_ack, h->ack))) {
             c->sec_max_ack = h->ack;
             c->sec_ack_known = true;
         }
-        if (side == COLO_SECONDARY && !h->span && !h->rst &&
+        if (side == COLO_SECONDARY && !h->span && !h->paired &&
             !c->diverged) {
             /* A pure ACK: only its ACK number matters, and it is noted. */
             e->stats.secondary_dropped++;
@@ -522,7 +598,7 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
     enqueue(e, c, h);
 
     if (info.kind == COLO_PKT_TCP) {
-        return tcp_progress(e, c, now_ns);
+        return reason ?: tcp_progress(e, c, now_ns);
     }
     return flow_progress(e, c, now_ns);
 }

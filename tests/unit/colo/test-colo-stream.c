@@ -508,6 +508,314 @@ static void test_tcp_ipv6(void)
     fx_free(&f);
 }
 
+/* ---- release audit (issue 12): what may leave without a comparison ----- */
+
+/* Was a TCP segment with this sequence number released? */
+static bool was_released(Fixture *f, uint32_t seq)
+{
+    guint i;
+
+    for (i = 0; i < released(f); i++) {
+        if (g_array_index(f->released_seq, uint32_t, i) == seq) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * A new SYN on a 4-tuple whose previous connection still holds data: the
+ * new connection must not be placed in the old one's numbering, where
+ * (for about half of all ISNs) its segments look like retransmissions.
+ */
+static void test_tcp_new_syn_while_holding(void)
+{
+    const uint32_t old_isn = 1000, new_isn = old_isn - 5000;
+    int mismatches = 0;
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, old_isn, 1, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 77, 1, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, old_isn + 1, 1, PSH, "abcdefghij", 10, 1);
+    seg(&f, COLO_SECONDARY, old_isn + 1, 1, PSH, "abcdefghij", 10, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    /* the old connection holds data the secondary has not sent yet */
+    seg(&f, COLO_PRIMARY, old_isn + 11, 1, PSH, "klmno", 5, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    /* a new connection on the same addresses and ports */
+    mismatches += seg(&f, COLO_PRIMARY, new_isn, 9, COLO_TCP_SYN | ACK,
+                      NULL, 0, 1) == COLO_REASON_MISMATCH;
+    mismatches += seg(&f, COLO_PRIMARY, new_isn + 1, 9, PSH, "PRIMARY!!!",
+                      10, 1) == COLO_REASON_MISMATCH;
+    mismatches += seg(&f, COLO_SECONDARY, old_isn + 11, 1, PSH, "klmno", 5,
+                      1) == COLO_REASON_MISMATCH;
+    mismatches += seg(&f, COLO_SECONDARY, 4242, 9, COLO_TCP_SYN | ACK, NULL,
+                      0, 1) == COLO_REASON_MISMATCH;
+    mismatches += seg(&f, COLO_SECONDARY, new_isn + 1, 9, PSH, "SECONDARY!",
+                      10, 1) == COLO_REASON_MISMATCH;
+    /* the new connection's differing bytes did not leave... */
+    g_assert_false(was_released(&f, new_isn));
+    g_assert_false(was_released(&f, new_isn + 1));
+    g_assert_cmpuint(st(&f)->packets_compared, <=, 3);
+    /* ...and a checkpoint was asked for */
+    g_assert_cmpint(mismatches, ==, 1);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 1);
+    /* the checkpoint's flush releases the rest */
+    colo_engine_flush(f.e, f.now);
+    g_assert_true(was_released(&f, new_isn + 1));
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+    fx_free(&f);
+
+    /*
+     * Nor may the old connection's held bytes be matched against the new
+     * connection's: here the secondary never sends the old "klmno", but the
+     * new stream has the same bytes where the old ones would land.
+     */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, old_isn, 1, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 77, 1, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, old_isn + 1, 1, PSH, "abcdefghij", 10, 1);
+    seg(&f, COLO_SECONDARY, old_isn + 1, 1, PSH, "abcdefghij", 10, 1);
+    seg(&f, COLO_PRIMARY, old_isn + 11, 1, PSH, "klmno", 5, 1);
+    seg(&f, COLO_PRIMARY, old_isn + 5, 9, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, old_isn + 6, 9, PSH, "PRIMAklmno", 10, 1);
+    seg(&f, COLO_SECONDARY, 4242, 9, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, old_isn + 6, 9, PSH, "PRIMAklmno", 10, 1);
+    g_assert_false(was_released(&f, old_isn + 11));
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 1);
+    fx_free(&f);
+}
+
+/* Pin: a new SYN on an idle 4-tuple starts a new comparison at its SYN. */
+static void test_tcp_new_syn_idle(void)
+{
+    const uint32_t old_isn = 1000, new_isn = old_isn - 5000;
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, old_isn, 1, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 77, 1, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, old_isn + 1, 1, PSH, "abcdefghij", 10, 1);
+    seg(&f, COLO_SECONDARY, old_isn + 1, 1, PSH, "abcdefghij", 10, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpint(seg(&f, COLO_PRIMARY, new_isn, 9, COLO_TCP_SYN | ACK,
+                        NULL, 0, 1), ==, COLO_REASON_NONE);
+    seg(&f, COLO_PRIMARY, new_isn + 1, 9, PSH, "PRIMARY!!!", 10, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    seg(&f, COLO_SECONDARY, 4242, 9, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    g_assert_true(was_released(&f, new_isn));
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, new_isn + 1, 9, PSH,
+                        "SECONDARY!", 10, 1), ==, COLO_REASON_MISMATCH);
+    g_assert_false(was_released(&f, new_isn + 1));
+    fx_free(&f);
+}
+
+/*
+ * The secondary retransmitting its SYN-ACK is not a new connection: it
+ * must neither reset the comparison nor be taken for data.
+ */
+static void test_tcp_secondary_syn_retransmitted(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 1000, 1, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 77, 1, COLO_TCP_SYN | ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 1001, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 1001, 1, PSH, "abc", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 77, 1, COLO_TCP_SYN | ACK, NULL,
+                        0, 1), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    seg(&f, COLO_PRIMARY, 1004, 1, PSH, "def", 3, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 1004, 1, PSH, "def", 3, 1), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
+    fx_free(&f);
+}
+
+/*
+ * An empty segment without ACK (and without SYN, FIN, RST) tells nothing
+ * of the secondary's state: it waits for the same from the secondary.
+ */
+static void test_tcp_empty_without_ack(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, "abc", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_PSH, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    /* a pure ACK from the secondary is not the same */
+    seg(&f, COLO_SECONDARY, 3, 1, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_PSH, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    /* alone on the primary: held until the checkpoint */
+    seg(&f, COLO_PRIMARY, 3, 0, 0, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 3001 * MS), ==,
+                    COLO_REASON_TIMEOUT);
+    fx_free(&f);
+}
+
+/*
+ * Pin: a retransmission that carries new bytes beyond the matched point,
+ * across the 2^32 wrap, waits for the secondary's bytes; different ones
+ * are a mismatch.
+ */
+static void test_tcp_overlap_across_wrap(void)
+{
+    const uint32_t isn = 0xfffffff0u;
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, isn, 1, PSH, text, 10, 1);
+    seg(&f, COLO_SECONDARY, isn, 1, PSH, text, 10, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    /* bytes 5..30 again, 10..30 new (positions 16.. wrap to 0..) */
+    seg(&f, COLO_PRIMARY, isn + 5, 1, PSH, text + 5, 25, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_SECONDARY, isn + 10, 1, PSH, text + 10, 10, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, isn + 20, 1, PSH, "XXXXXXXXXX",
+                        10, 1), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+}
+
+/* Pin: segments the primary sends out of order are each compared. */
+static void test_tcp_primary_out_of_order(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 100, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 113, 1, PSH, "nopqrstuvw", 10, 1);
+    seg(&f, COLO_PRIMARY, 103, 1, PSH, "defghijklm", 10, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_SECONDARY, 103, 1, PSH, "defghijklm", 10, 1);
+    /* the later segment came first and still waits: arrival order */
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 113, 1, PSH, "nopqrstuvW", 10,
+                        1), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+}
+
+/* Pin: data carried by a SYN is compared like any data. */
+static void test_tcp_syn_with_data(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 500, 0, COLO_TCP_SYN, "hello", 5, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 9000, 0, COLO_TCP_SYN, "hellp",
+                        5, 1), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 0);
+    fx_free(&f);
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 500, 0, COLO_TCP_SYN, "hello", 5, 1);
+    seg(&f, COLO_SECONDARY, 9000, 0, COLO_TCP_SYN, "hel", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    seg(&f, COLO_SECONDARY, 504, 0, ACK, "lo", 2, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+}
+
+/*
+ * Pin: window probes.  A probe carrying a byte of new data is compared; an
+ * empty one below the send point (Linux) is a pure ACK and leaves once the
+ * secondary acknowledged as far.
+ */
+static void test_tcp_window_probe(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 7, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 0, 7, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 3, 7, ACK, "d", 1, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 3, 7, ACK, "e", 1, 1), ==,
+                    COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 7, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 0, 7, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 2, 8, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_SECONDARY, 2, 8, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    fx_free(&f);
+}
+
+/*
+ * Pin: RST with data needs both the data matched and an RST from the
+ * secondary; FIN alone waits for the secondary's FIN at the same place.
+ */
+static void test_tcp_rst_and_fin_hold(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, COLO_TCP_RST | ACK, "xyz", 3, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 0, 1, COLO_TCP_RST | ACK, "xyq",
+                        3, 1), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 0);
+    fx_free(&f);
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 3, 1, COLO_TCP_FIN | ACK, NULL, 0, 1);
+    /* the secondary's ACK says nothing about its FIN */
+    seg(&f, COLO_SECONDARY, 3, 1, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 3, 1, COLO_TCP_FIN | ACK, NULL,
+                        0, 1), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 2);
+    /* a retransmitted FIN is below the matched point: out at once */
+    seg(&f, COLO_PRIMARY, 3, 1, COLO_TCP_FIN | ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    fx_free(&f);
+}
+
+/*
+ * Pin (assumption, see colo-stream.c): for a connection first seen after a
+ * checkpoint, bytes below the first sequence number seen were sent before
+ * the checkpoint, which released them; their retransmission leaves at once.
+ * Bytes above it are compared.
+ */
+static void test_tcp_below_first_seen(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_PRIMARY, 103, 1, PSH, "def", 3, 1);
+    seg(&f, COLO_SECONDARY, 103, 1, PSH, "def", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    seg(&f, COLO_PRIMARY, 106, 1, PSH, "ghi", 3, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 106, 1, PSH, "ghI", 3, 1), ==,
+                    COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 3);
+    fx_free(&f);
+}
+
 /* ---- UDP, ICMP, other IP, non-IP ---------------------------------------- */
 
 static void test_udp(void)
@@ -818,6 +1126,26 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-stream/tcp/random-segmentation",
                     test_tcp_random_segmentation);
     g_test_add_func("/colo-stream/tcp/ipv6", test_tcp_ipv6);
+    g_test_add_func("/colo-stream/tcp/audit/new-syn-while-holding",
+                    test_tcp_new_syn_while_holding);
+    g_test_add_func("/colo-stream/tcp/audit/new-syn-idle",
+                    test_tcp_new_syn_idle);
+    g_test_add_func("/colo-stream/tcp/audit/secondary-syn-retransmitted",
+                    test_tcp_secondary_syn_retransmitted);
+    g_test_add_func("/colo-stream/tcp/audit/empty-without-ack",
+                    test_tcp_empty_without_ack);
+    g_test_add_func("/colo-stream/tcp/audit/overlap-across-wrap",
+                    test_tcp_overlap_across_wrap);
+    g_test_add_func("/colo-stream/tcp/audit/primary-out-of-order",
+                    test_tcp_primary_out_of_order);
+    g_test_add_func("/colo-stream/tcp/audit/syn-with-data",
+                    test_tcp_syn_with_data);
+    g_test_add_func("/colo-stream/tcp/audit/window-probe",
+                    test_tcp_window_probe);
+    g_test_add_func("/colo-stream/tcp/audit/rst-and-fin-hold",
+                    test_tcp_rst_and_fin_hold);
+    g_test_add_func("/colo-stream/tcp/audit/below-first-seen",
+                    test_tcp_below_first_seen);
     g_test_add_func("/colo-stream/udp", test_udp);
     g_test_add_func("/colo-stream/icmp-and-arp", test_icmp_and_arp);
     g_test_add_func("/colo-stream/vlan", test_vlan);
