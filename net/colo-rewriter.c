@@ -280,11 +280,19 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
     return changed;
 }
 
-void colo_rewriter_checkpoint(ColoRewriter *r)
+void colo_rewriter_checkpoint(ColoRewriter *r, bool guest_replaced)
 {
     GHashTableIter it;
     RwConn *c;
 
+    if (!guest_replaced) {
+        /*
+         * The primary's guest (e.g. a former secondary re-protected after
+         * failover) keeps running with its own numbering, and its clients
+         * with theirs: resetting here would stall every such connection.
+         */
+        return;
+    }
     g_hash_table_iter_init(&it, r->conns);
     while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
         /* The secondary guest now numbers like the primary. */

@@ -19,7 +19,9 @@
  *
  * After a checkpoint the secondary guest is a copy of the primary, so every
  * known offset becomes 0.  After failover, connections opened from then on
- * are left alone; existing ones keep their offset until they close.
+ * are left alone; existing ones keep their offset until they close, also
+ * across checkpoints this node takes as the primary once re-protected (its
+ * guest is not replaced then, and the client still uses the old numbering).
  * Closed connections (FIN both ways, or RST) and idle ones are aged out.
  * Checksums are updated incrementally (RFC 1624), except for frames whose
  * vnet header asks for checksum offload (the checksum field then holds
@@ -67,7 +69,12 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
                           uint8_t *frame, size_t len, bool csum_partial,
                           int64_t now_ns, ColoParseError *parse_err);
 
-void colo_rewriter_checkpoint(ColoRewriter *r);
+/*
+ * A checkpoint was taken.  @guest_replaced: this node's guest state was
+ * replaced by it (the secondary); only then does the guest number like the
+ * primary's and every offset becomes 0.  On the primary nothing changes.
+ */
+void colo_rewriter_checkpoint(ColoRewriter *r, bool guest_replaced);
 void colo_rewriter_failover(ColoRewriter *r);
 void colo_rewriter_expire(ColoRewriter *r, int64_t now_ns);
 const ColoRewriterStats *colo_rewriter_stats(ColoRewriter *r);

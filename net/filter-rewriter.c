@@ -12,9 +12,12 @@
  * that needs no change goes on untouched; a changed copy is passed to the
  * next filter instead of the original.
  *
- * COLO events: a checkpoint sets every offset to 0 (the secondary guest is
- * now a copy of the primary); failover keeps rewriting the connections it
- * knows (the filter stays on) and leaves new ones alone.
+ * COLO events: on the secondary a checkpoint sets every offset to 0 (the
+ * secondary guest is now a copy of the primary); failover keeps rewriting
+ * the connections it knows (the filter stays on) and leaves new ones alone.
+ * A node that failed over and is re-protected keeps this filter and gets
+ * checkpoint events as the primary: there the offsets stay, or its open
+ * connections would stall.
  *
  * Threads and locking: main loop, big QEMU lock (netfilter callbacks and
  * COLO events); no state shared between filters.
@@ -97,15 +100,24 @@ static ssize_t rewriter_receive_iov(NetFilterState *nf, NetClientState *sender,
 static void rewriter_handle_event(NetFilterState *nf, int event, Error **errp)
 {
     ColoRewriterFilter *s = FILTER_REWRITER(nf);
+    bool replaced;
 
     if (!s->engine) {
         return;
     }
     switch (event) {
     case COLO_EVENT_CHECKPOINT:
-        colo_rewriter_checkpoint(s->engine);
-        trace_colo_rewriter_conn(rewriter_id(s), "checkpoint: offsets reset",
-                                 0);
+        /*
+         * The primary notifies filters of its checkpoints too; only a guest
+         * the checkpoint replaced renumbers.  Anything but the primary
+         * (the secondary; Xen's xen-colo-do-checkpoint without a COLO
+         * session) is the replaced side.
+         */
+        replaced = get_colo_mode() != COLO_MODE_PRIMARY;
+        colo_rewriter_checkpoint(s->engine, replaced);
+        trace_colo_rewriter_conn(rewriter_id(s),
+                                 replaced ? "checkpoint: offsets reset" :
+                                 "checkpoint as primary: offsets kept", 0);
         break;
     case COLO_EVENT_FAILOVER:
         colo_rewriter_failover(s->engine);

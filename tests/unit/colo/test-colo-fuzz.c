@@ -16,7 +16,8 @@
  * Input: byte 0 selects vnet headers on the chardevs; then records of
  * [op][len16][len bytes]: op&3 = 0 primary_in bytes, 1 secondary_in
  * bytes, 2 advance the clock by len ms and run the expiry scan, 3 a
- * checkpoint (flush, rewriter offsets reset).
+ * checkpoint (flush; rewriter offsets reset, unless op & 4: a checkpoint
+ * as the primary, which keeps them).
  */
 
 #include "qemu/osdep.h"
@@ -105,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         default:
             colo_engine_flush(ctx.engine, ctx.now);
-            colo_rewriter_checkpoint(ctx.rewriter);
+            colo_rewriter_checkpoint(ctx.rewriter, !(op & 4));
             break;
         }
         st = colo_engine_stats(ctx.engine);

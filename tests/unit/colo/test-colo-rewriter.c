@@ -215,12 +215,43 @@ static void test_checkpoint_resets_offset(void)
     Pkt p;
 
     handshake_server(r);
-    colo_rewriter_checkpoint(r);
+    colo_rewriter_checkpoint(r, true);
     mk(&p, true, primary_isn + 1, 5001, ACK | COLO_TCP_PSH, "data");
     g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
     g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
     mk(&p, false, 5001, primary_isn + 5, ACK, NULL);
     g_assert_false(run(r, COLO_TO_GUEST, &p, 0));
+    colo_rewriter_free(r);
+}
+
+/*
+ * A checkpoint replaces only the secondary's guest.  A former secondary that
+ * took over and is re-protected checkpoints as the primary: its guest keeps
+ * its own numbering and the client its, so the offsets must survive.
+ */
+static void test_checkpoint_as_primary_keeps_offset(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    uint32_t offset;
+    Pkt p;
+
+    handshake_server(r);
+    colo_rewriter_failover(r);
+    colo_rewriter_checkpoint(r, false);
+    g_assert_true(colo_rewriter_offset(r, TF_GUEST_IP, GUEST_PORT,
+                                       TF_CLIENT_IP, CLIENT_PORT, &offset));
+    g_assert_cmpuint(offset, ==, primary_isn - secondary_isn);
+    mk(&p, true, secondary_isn + 1, 5001, ACK | COLO_TCP_PSH, "data");
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    mk(&p, false, 5001, primary_isn + 5, ACK, NULL);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, secondary_isn + 5);
+    /* the same checkpoint on the secondary: its guest is the primary's */
+    colo_rewriter_checkpoint(r, true);
+    g_assert_true(colo_rewriter_offset(r, TF_GUEST_IP, GUEST_PORT,
+                                       TF_CLIENT_IP, CLIENT_PORT, &offset));
+    g_assert_cmpuint(offset, ==, 0);
     colo_rewriter_free(r);
 }
 
@@ -388,6 +419,8 @@ int main(int argc, char **argv)
                     test_client_connection);
     g_test_add_func("/colo-rewriter/wrap-and-sack", test_wrap_and_sack);
     g_test_add_func("/colo-rewriter/checkpoint", test_checkpoint_resets_offset);
+    g_test_add_func("/colo-rewriter/checkpoint-as-primary",
+                    test_checkpoint_as_primary_keeps_offset);
     g_test_add_func("/colo-rewriter/failover", test_failover);
     g_test_add_func("/colo-rewriter/close-and-aging", test_close_and_aging);
     g_test_add_func("/colo-rewriter/ipv6", test_ipv6);
