@@ -65,6 +65,7 @@ typedef struct Agent {
     ColoHealth sent_health;
     ColoHbMode sent_mode;
     ColoPeerState shown_peer;
+    bool shown_stale;
 
     int status_fd;
 
@@ -168,6 +169,7 @@ typedef struct MonMsg {
     MonKind kind;
     pid_t pid;
     ColoHbMode mode;
+    bool link_lost;             /* MON_MODE: the secondary session failed */
     ColoHbAction action;
     bool ok;
     char *name;                 /* event name */
@@ -184,15 +186,26 @@ static void post(Agent *a, MonMsg m)
     g_main_context_invoke(NULL, on_monitor_msg, copy);
 }
 
-static ColoHbMode query_mode(QmpClient *c, Error **errp)
+/*
+ * *link_lost: the secondary session failed (its link broke), also when the
+ * COLO_LINK_LOST event was missed (an agent started later): "error" while
+ * still a secondary (the guest waits for a decision), or after leaving COLO
+ * without a failover request.
+ */
+static ColoHbMode query_mode(QmpClient *c, bool *link_lost, Error **errp)
 {
     g_autoptr(QDict) st = qmp_client_cmd_dict(c, "query-colo-status", NULL,
                                               QMP_QUERY_MS, errp);
     const char *mode = st ? qdict_get_try_str(st, "mode") : NULL;
+    const char *last = st ? qdict_get_try_str(st, "last-mode") : NULL;
 
     if (!st) {
         return COLO_HB_MODE_UNKNOWN;
     }
+    *link_lost = !g_strcmp0(qdict_get_try_str(st, "reason"), "error") &&
+                 (!g_strcmp0(mode, "secondary") ||
+                  (!g_strcmp0(mode, "none") &&
+                   !g_strcmp0(last, "secondary")));
     if (!g_strcmp0(mode, "primary")) {
         return COLO_HB_MODE_PRIMARY;
     }
@@ -320,10 +333,12 @@ static gpointer monitor_thread(gpointer opaque)
         }
 
         if (now_ms() >= next_query) {
-            ColoHbMode mode = query_mode(c, &err);
+            bool lost = false;
+            ColoHbMode mode = query_mode(c, &lost, &err);
 
             if (mode != COLO_HB_MODE_UNKNOWN) {
-                post(a, (MonMsg) { .kind = MON_MODE, .mode = mode });
+                post(a, (MonMsg) { .kind = MON_MODE, .mode = mode,
+                                   .link_lost = lost });
             }
             next_query = now_ms() + MODE_POLL_MS;
             /*
@@ -427,6 +442,18 @@ static void evaluate(Agent *a)
                   colo_hb_mode_name(a->hb.peer_mode),
                   colo_hb_silence_ms(&a->hb, now));
         a->shown_peer = peer;
+    }
+    if (a->hb.stale != a->shown_stale) {
+        if (a->hb.stale) {
+            agent_log(a, "this secondary is stale: peer %s reported its "
+                      "QEMU %s (mode %s) after the COLO link broke; it will "
+                      "not take over until re-protected", a->peer->name,
+                      colo_health_name(a->hb.peer_health),
+                      colo_hb_mode_name(a->hb.peer_mode));
+        } else {
+            agent_log(a, "no longer stale (a new COLO session or QEMU)");
+        }
+        a->shown_stale = a->hb.stale;
     }
     if (act == COLO_HB_NOTHING && a->hb.reason != old_reason &&
         g_strcmp0(a->hb.reason, old_reason)) {
@@ -578,6 +605,11 @@ static gboolean on_monitor_msg(gpointer opaque)
                       colo_hb_mode_name(m->mode));
         }
         colo_hb_set_local_mode(&a->hb, m->mode);
+        if (m->link_lost && !a->hb.link_lost) {
+            agent_log(a, "query-colo-status: the local QEMU's COLO link is "
+                      "lost");
+            colo_hb_link_lost(&a->hb);
+        }
         break;
     case MON_EVENT:
         /* checkpoints make STOP, RESUME, MIGRATION_PASS: only if asked */
@@ -676,6 +708,10 @@ static const char *role_name(ColoHbMode m, const ColoHeartbeat *hb)
     if (hb->local_health == COLO_HEALTH_GONE) {
         return "qemu-gone";
     }
+    /* A secondary that must never take over (see colo-heartbeat.h) */
+    if (m == COLO_HB_MODE_SECONDARY && hb->stale) {
+        return "stale";
+    }
     if (m == COLO_HB_MODE_PRIMARY || m == COLO_HB_MODE_SECONDARY) {
         return colo_hb_mode_name(m);
     }
@@ -703,6 +739,7 @@ static char *status_json(Agent *a)
     qdict_put_int(d, "last-action-ms-ago",
                   a->last_action ? now - a->last_action_ms : -1);
     qdict_put_str(d, "reason", a->hb.reason ?: "");
+    qdict_put_bool(d, "stale", a->hb.stale);
     qdict_put_str(d, "local-qemu", colo_health_name(a->hb.local_health));
     qdict_put_int(d, "qemu-pid", a->qemu_pid);
     qdict_put_str(d, "peer-qemu", colo_health_name(a->hb.peer_health));

@@ -144,6 +144,16 @@ void colo_hb_init(ColoHeartbeat *hb, const ColoHbConfig *cfg, int64_t now)
     };
 }
 
+/*
+ * Our secondary session lost its COLO link and we did not take over: from
+ * now on the primary must not be seen running, or our state is stale.
+ */
+static bool secondary_cut_off(const ColoHeartbeat *hb)
+{
+    return hb->session_mode == COLO_HB_MODE_SECONDARY && hb->link_lost &&
+           !hb->took_over;
+}
+
 static bool refuse(ColoHeartbeat *hb, const char *why)
 {
     hb->rx_bad++;
@@ -179,6 +189,14 @@ bool colo_hb_receive(ColoHeartbeat *hb, int64_t now, const uint8_t *buf,
     hb->peer_health = msg.health;
     hb->peer_mode = msg.mode;
     hb->rx_ok++;
+    /*
+     * Any mode counts: the primary leaves COLO by itself when the link
+     * breaks, and its agent may report the new mode a little later.  A
+     * primary that died with the link is reported gone, not running.
+     */
+    if (secondary_cut_off(hb) && msg.health == COLO_HEALTH_RUNNING) {
+        hb->stale = true;
+    }
     return true;
 }
 
@@ -197,6 +215,7 @@ void colo_hb_set_local_health(ColoHeartbeat *hb, int64_t now,
         hb->local_mode = COLO_HB_MODE_UNKNOWN;
         hb->link_lost = false;
         hb->took_over = false;
+        hb->stale = false;
     }
     hb->local_health = health;
 }
@@ -213,6 +232,7 @@ void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode)
         hb->session_mode = mode;
         hb->link_lost = false;
         hb->took_over = false;
+        hb->stale = false;
     }
     hb->local_mode = mode;
 }
@@ -220,6 +240,12 @@ void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode)
 void colo_hb_link_lost(ColoHeartbeat *hb)
 {
     hb->link_lost = true;
+    /* Its last report already had it serving alone. */
+    if (secondary_cut_off(hb) && hb->peer_seen &&
+        hb->peer_health == COLO_HEALTH_RUNNING &&
+        hb->peer_mode == COLO_HB_MODE_NONE) {
+        hb->stale = true;
+    }
 }
 
 void colo_hb_set_quorum(ColoHeartbeat *hb, ColoHbQuorum quorum,
@@ -353,6 +379,17 @@ ColoHbAction colo_hb_decide(ColoHeartbeat *hb, int64_t now)
         }
         return act(hb, COLO_HB_NOTHING, "protecting");
     case COLO_HB_MODE_SECONDARY:
+        if (hb->stale) {
+            return act(hb, COLO_HB_NOTHING,
+                       peer == COLO_PEER_GONE ?
+                       "stale: the primary is gone, but it ran on after the "
+                       "COLO link broke and this secondary lacks what it did "
+                       "since: not taking over (re-protect, or fail over by "
+                       "hand accepting that loss)" :
+                       "stale: the primary ran on after the COLO link broke; "
+                       "this secondary lacks what it did since and will not "
+                       "take over until re-protected");
+        }
         if (peer == COLO_PEER_GONE) {
             return act(hb, COLO_HB_TAKE_OVER,
                        hb->peer_health == COLO_HEALTH_GONE ?

@@ -25,6 +25,11 @@
  *   not a member and it has been silent for the timeout.  Silence alone is
  *   no proof (a cut link looks the same): without corosync the secondary
  *   then waits.
+ * - A secondary is stale, and never takes over, once its COLO link broke
+ *   and the primary's QEMU was reported running afterwards (see
+ *   colo_hb_receive()): the primary may have answered clients and written
+ *   its disk alone since, and none of that is in the secondary's state.
+ *   Only re-protection (a new COLO session, or a new QEMU) clears it.
  * - An agent whose QEMU is stopped (SIGSTOP, a hung host) for the timeout
  *   while the peer is alive fences (SIGKILLs) it and reports it gone, so
  *   the peer can take over without risk of the stopped one coming back.
@@ -118,6 +123,7 @@ typedef struct ColoHeartbeat {
     /* the mode of the current or last COLO session: what a failure asks */
     ColoHbMode session_mode;
     bool link_lost;         /* COLO_LINK_LOST in this COLO session */
+    bool stale;             /* behind its primary: never take over */
 
     ColoHbQuorum quorum;
     bool peer_member;       /* the peer is in our corosync partition */
@@ -136,6 +142,8 @@ void colo_hb_init(ColoHeartbeat *hb, const ColoHbConfig *cfg, int64_t now);
 /*
  * A datagram from the peer's address.  Returns false (and counts it) if it
  * is garbage, from another pair or node, or older than one already seen.
+ * One that reports the primary's QEMU running, received by a secondary
+ * after its COLO link broke, makes it stale.
  */
 bool colo_hb_receive(ColoHeartbeat *hb, int64_t now, const uint8_t *buf,
                      size_t len);
@@ -144,6 +152,11 @@ void colo_hb_set_local_health(ColoHeartbeat *hb, int64_t now,
                               ColoHealth health);
 /* A new COLO session (NONE -> PRIMARY/SECONDARY) clears the past one. */
 void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode);
+/*
+ * The local QEMU's COLO link broke (COLO_LINK_LOST, or query-colo-status
+ * says its secondary session failed).  A secondary whose primary was last
+ * reported running outside COLO is stale at once.
+ */
 void colo_hb_link_lost(ColoHeartbeat *hb);
 /*
  * Corosync's view.  "Quorate without the peer" proves the peer gone only

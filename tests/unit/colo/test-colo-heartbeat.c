@@ -385,6 +385,132 @@ static void test_local_stopped(void)
     g_assert_cmpstr(hb.reason, ==, "protecting");
 }
 
+/*
+ * A secondary whose COLO link broke while the primary ran on is stale:
+ * every answer and write of the primary since the break is missing from
+ * its state, so it must never take over, however the primary ends later.
+ */
+static void test_secondary_stale(void)
+{
+    ColoHeartbeat hb;
+
+    /* the primary runs on alone after the break, dies hours later */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_link_lost(&hb);
+    beat(&hb, 200, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_NONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 210), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "stale"));
+    beat(&hb, 3600 * 1000, 3, COLO_HEALTH_GONE, COLO_HB_MODE_UNKNOWN);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 3600 * 1000), ==, COLO_PEER_GONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 3600 * 1000), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "stale"));
+    g_assert_cmpint(colo_hb_decide(&hb, 7200 * 1000), ==, COLO_HB_NOTHING);
+
+    /* re-protected (a new COLO session): it may take over again */
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 7300 * 1000, 4, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 7300 * 1000), ==, COLO_HB_NOTHING);
+    g_assert_cmpstr(hb.reason, ==, "protecting");
+    beat(&hb, 7301 * 1000, 5, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 7301 * 1000), ==, COLO_HB_TAKE_OVER);
+
+    /*
+     * Still reported in COLO after the break: its agent may not have read
+     * the new mode yet while the guest already runs alone.
+     */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_link_lost(&hb);
+    beat(&hb, 200, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 300, 3, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 300), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "stale"));
+
+    /* already reported alone when the break is seen */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_NONE);
+    colo_hb_link_lost(&hb);
+    beat(&hb, 150, 2, COLO_HEALTH_GONE, COLO_HB_MODE_NONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 150), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "stale"));
+
+    /* the local QEMU was replaced (a fresh secondary): history */
+    colo_hb_set_local_health(&hb, 200, COLO_HEALTH_GONE);
+    colo_hb_set_local_health(&hb, 300, COLO_HEALTH_RUNNING);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 400, 3, COLO_HEALTH_GONE, COLO_HB_MODE_NONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 400), ==, COLO_HB_TAKE_OVER);
+}
+
+/* Not stale: the primary died with the link, or was stopped then fenced. */
+static void test_secondary_not_stale(void)
+{
+    ColoHeartbeat hb;
+
+    /* kill -9: the link breaks, its agent reports it gone */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_link_lost(&hb);
+    beat(&hb, 120, 2, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 120), ==, COLO_HB_TAKE_OVER);
+
+    /* stopped (it cannot run alone), then fenced by its agent */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 200, 2, COLO_HEALTH_STOPPED, COLO_HB_MODE_PRIMARY);
+    colo_hb_link_lost(&hb);
+    beat(&hb, 1200, 3, COLO_HEALTH_STOPPED, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 1200), ==, COLO_HB_NOTHING);
+    g_assert_null(strstr(hb.reason, "stale"));
+    beat(&hb, 1300, 4, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 1300), ==, COLO_HB_TAKE_OVER);
+
+    /* running reports before the break are no evidence */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    for (uint32_t i = 1; i <= 10; i++) {
+        beat(&hb, i * INTERVAL, i, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    }
+    colo_hb_link_lost(&hb);
+    g_assert_cmpint(colo_hb_decide(&hb, 5000), ==, COLO_HB_NOTHING);
+    g_assert_null(strstr(hb.reason, "stale"));
+    beat(&hb, 5000, 11, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 5000), ==, COLO_HB_TAKE_OVER);
+}
+
+/* With corosync: quorate and the primary voted out is no excuse either. */
+static void test_secondary_stale_quorum(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, true);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, true, 0);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_link_lost(&hb);
+    beat(&hb, 200, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_NONE);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false, 5000);
+    g_assert_cmpint(colo_hb_peer_state(&hb, 9000), ==, COLO_PEER_GONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 9000), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "stale"));
+
+    /* the same without the report after the break: take over */
+    setup(&hb, true);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, true, 0);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_link_lost(&hb);
+    colo_hb_set_quorum(&hb, COLO_HB_QUORUM_QUORATE, false, 5000);
+    g_assert_cmpint(colo_hb_decide(&hb, 9000), ==, COLO_HB_TAKE_OVER);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -397,6 +523,11 @@ int main(int argc, char **argv)
                     test_secondary_no_quorum);
     g_test_add_func("/colo-heartbeat/secondary/quorum",
                     test_secondary_quorum);
+    g_test_add_func("/colo-heartbeat/secondary/stale", test_secondary_stale);
+    g_test_add_func("/colo-heartbeat/secondary/not-stale",
+                    test_secondary_not_stale);
+    g_test_add_func("/colo-heartbeat/secondary/stale-quorum",
+                    test_secondary_stale_quorum);
     g_test_add_func("/colo-heartbeat/primary/no-quorum", test_primary);
     g_test_add_func("/colo-heartbeat/primary/quorum", test_primary_quorum);
     g_test_add_func("/colo-heartbeat/local-stopped", test_local_stopped);
