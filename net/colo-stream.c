@@ -35,6 +35,10 @@
  *    TCP resending the bytes it sent (retransmission)
  *  retransmission carrying new bytes: held until those match
  *    (retransmission, audit/overlap-across-wrap)
+ *  retransmission overlapping primary bytes held but not yet matched:
+ *    only the first copy is compared; was: the second left with whatever
+ *    it carried; now: copies that differ are a mismatch
+ *    (audit/overlap-differs-from-held)
  *  out of order, either side: compared by position; primary segments leave
  *    in arrival order (reordering, audit/primary-out-of-order)
  *  RST: its data matched and an RST from the secondary (rst,
@@ -107,6 +111,7 @@ struct ColoConn {
     bool sec_isn_known;
     uint32_t sec_isn;           /* the secondary's SYN, in its numbering */
     uint32_t matched;           /* both sides agree on [0, matched) */
+    uint32_t pri_end;           /* furthest end of a primary segment */
     bool sec_ack_known;
     uint32_t sec_max_ack;       /* highest ACK the secondary sent */
 };
@@ -474,6 +479,7 @@ static bool tcp_place(ColoConn *c, ColoHeld *h)
         c->base_known = false;
         c->sec_isn_known = false;
         c->matched = 0;
+        c->pri_end = 0;
         c->sec_ack_known = false;
     }
     if (h->side == COLO_SECONDARY && h->syn) {
@@ -496,6 +502,73 @@ static bool tcp_place(ColoConn *c, ColoHeld *h)
         h->rel_start = seq - c->base;
     }
     return true;
+}
+
+/* Do @a and @b carry the same SYN, data and FIN on [from, to)? */
+static bool tcp_same(const ColoHeld *a, const ColoHeld *b, uint32_t from,
+                     uint32_t to)
+{
+    while (seq_lt(from, to)) {
+        size_t ia = 0, ib = 0, n;
+        int ta = token_at(a, from, &ia);
+        int tb = token_at(b, from, &ib);
+
+        if (ta != tb) {
+            return false;
+        }
+        if (ta != TOK_DATA) {
+            from++;
+            continue;
+        }
+        n = MIN(a->info.payload_len - ia, b->info.payload_len - ib);
+        n = MIN(n, to - from);
+        if (memcmp(held_payload(a) + ia, held_payload(b) + ib, n)) {
+            return false;
+        }
+        from += n;
+    }
+    return true;
+}
+
+/*
+ * Primary segment @h resends positions that a held primary segment also
+ * carries and that are not matched yet.  Only the first copy is compared
+ * with the secondary, and both leave once it matched, so the copies must
+ * agree.  Segments in sequence (the common case) skip the walk.
+ */
+static bool tcp_agrees_with_held(ColoConn *c, const ColoHeld *h)
+{
+    uint32_t end = h->rel_start + h->span;
+    bool agree = true;
+    ColoHeld *o;
+
+    if (seq_lt(h->rel_start, c->pri_end)) {
+        QTAILQ_FOREACH(o, &c->held[COLO_PRIMARY], conn_link) {
+            uint32_t o_end = o->rel_start + o->span;
+            uint32_t lo = h->rel_start, hi = end;
+
+            if (o == h) {
+                break;          /* @h is the last one queued */
+            }
+            if (seq_lt(lo, o->rel_start)) {
+                lo = o->rel_start;
+            }
+            if (seq_lt(lo, c->matched)) {
+                lo = c->matched;
+            }
+            if (seq_lt(o_end, hi)) {
+                hi = o_end;
+            }
+            if (seq_lt(lo, hi) && !tcp_same(h, o, lo, hi)) {
+                agree = false;
+                break;
+            }
+        }
+    }
+    if (seq_lt(c->pri_end, end)) {
+        c->pri_end = end;
+    }
+    return agree;
 }
 
 /* ---- input -------------------------------------------------------------- */
@@ -598,6 +671,12 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
     enqueue(e, c, h);
 
     if (info.kind == COLO_PKT_TCP) {
+        if (side == COLO_PRIMARY && h->span && !c->diverged &&
+            !tcp_agrees_with_held(c, h)) {
+            c->diverged = true;
+            e->stats.mismatches[COLO_PKT_TCP]++;
+            reason = COLO_REASON_MISMATCH;
+        }
         return reason ?: tcp_progress(e, c, now_ns);
     }
     return flow_progress(e, c, now_ns);

@@ -23,16 +23,18 @@
  *    reordering, window and options (timestamps, SACK...) are not
  *    compared.  A primary segment is released once the secondary produced
  *    the same bytes for its whole range; a primary segment wholly below the
- *    matched point (retransmission) is released at once.  A pure ACK is
- *    released once the secondary acknowledged at least as far.  A segment
- *    with RST waits for an RST from the secondary on the same connection,
- *    an empty one without ACK for the same from the secondary.  A SYN that
- *    opens a new connection on the same addresses and ports restarts the
- *    comparison at that SYN if the old connection holds nothing; if it
- *    still holds packets, that is a mismatch (two numberings in one
- *    stream cannot be compared).  Within a connection primary segments
- *    leave in their arrival order.  The audit of these rules is at the top
- *    of colo-stream.c.
+ *    matched point (retransmission) is released at once; one resending
+ *    positions that another held primary segment carries must carry the
+ *    same there (only one copy is compared), or it is a mismatch.  A pure
+ *    ACK is released once the secondary acknowledged at least as far.  A
+ *    segment with RST waits for an RST from the secondary on the same
+ *    connection, an empty one without ACK for the same from the secondary.
+ *    A SYN that opens a new connection on the same addresses and ports
+ *    restarts the comparison at that SYN if the old connection holds
+ *    nothing; if it still holds packets, that is a mismatch (two numberings
+ *    in one stream cannot be compared).  Within a connection primary
+ *    segments leave in their arrival order.  The audit of these rules is at
+ *    the top of colo-stream.c.
  *  - UDP per flow (addresses and ports), ICMP per address pair: the n-th
  *    primary datagram is compared with the n-th secondary datagram, by
  *    payload (UDP data; the whole ICMP message).

@@ -689,6 +689,40 @@ static void test_tcp_overlap_across_wrap(void)
     fx_free(&f);
 }
 
+/*
+ * A retransmission overlapping primary bytes still held, not yet compared:
+ * the comparison uses the first copy, so the second must carry the same
+ * bytes, or what it carries leaves uncompared.
+ */
+static void test_tcp_overlap_differs_from_held(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "abcdefghij", 10, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, "abcdefghij", 10, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_PRIMARY, 10, 1, PSH, "klmnopqrst", 10, 1);
+    /* resent 5..25: bytes 10..20 differ from the first copy's */
+    seg(&f, COLO_PRIMARY, 5, 1, PSH, "fghijKLMNOPQRSTuvwxy", 20, 1);
+    seg(&f, COLO_SECONDARY, 10, 1, PSH, "klmnopqrstuvwxy", 15, 1);
+    g_assert_false(was_released(&f, 5));
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 1);
+    fx_free(&f);
+
+    /* the same bytes resent: compared once, both leave */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "abcdefghij", 10, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, "abcdefghij", 10, 1);
+    seg(&f, COLO_PRIMARY, 10, 1, PSH, "klmnopqrst", 10, 1);
+    seg(&f, COLO_PRIMARY, 5, 1, PSH, "fghijklmnopqrstuvwxy", 20, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 10, 1, PSH, "klmnopqrstuvwxy",
+                        15, 1), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
+    fx_free(&f);
+}
+
 /* Pin: segments the primary sends out of order are each compared. */
 static void test_tcp_primary_out_of_order(void)
 {
@@ -1136,6 +1170,8 @@ int main(int argc, char **argv)
                     test_tcp_empty_without_ack);
     g_test_add_func("/colo-stream/tcp/audit/overlap-across-wrap",
                     test_tcp_overlap_across_wrap);
+    g_test_add_func("/colo-stream/tcp/audit/overlap-differs-from-held",
+                    test_tcp_overlap_differs_from_held);
     g_test_add_func("/colo-stream/tcp/audit/primary-out-of-order",
                     test_tcp_primary_out_of_order);
     g_test_add_func("/colo-stream/tcp/audit/syn-with-data",
