@@ -40,6 +40,7 @@
 #include "savevm.h"
 #include "colo-internal.h"
 #include "colo-proto.h"
+#include "colo-fault.h"
 #include "trace.h"
 
 typedef struct ColoSecondary {
@@ -154,6 +155,7 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
         vm_stop_force_state(RUN_STATE_COLO);
     }
     bql_unlock();
+    colo_fault_point(COLO_FAULT_AFTER_STOP, sec->seq);
 
     msg = (ColoMsg) { .type = COLO_MSG_CHECKPOINT_REPLY, .seq = sec->seq };
     if (!colo_msg_send(sec->to, &msg, errp)) {
@@ -181,6 +183,7 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
         goto fail;
     }
     colo_disarm();
+    colo_fault_point(COLO_FAULT_AFTER_DEVICE_STATE, sec->seq);
 
     /*
      * The whole checkpoint is here.  Checkpoint the disks before saying so:
@@ -193,6 +196,7 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
     if (*errp) {
         return false;
     }
+    colo_fault_point(COLO_FAULT_BEFORE_RECEIVED, sec->seq);
     msg = (ColoMsg) { .type = COLO_MSG_RECEIVED, .seq = sec->seq };
     if (!colo_msg_send(sec->to, &msg, &local_err)) {
         /* Keep going: the checkpoint is complete, apply it, then leave. */
@@ -226,6 +230,7 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
     colo_stats_checkpoint(trigger, pause_us, 0, dev_msg.length);
 
     if (!local_err) {
+        colo_fault_point(COLO_FAULT_BEFORE_LOADED, sec->seq);
         msg = (ColoMsg) { .type = COLO_MSG_LOADED, .seq = sec->seq };
         colo_msg_send(sec->to, &msg, &local_err);
     }

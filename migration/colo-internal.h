@@ -30,8 +30,13 @@
 #include "qemu-file.h"
 #include "colo-watchdog.h"
 
-/* How long a checkpoint step may wait for the peer before COLO fails over. */
-#define COLO_PEER_TIMEOUT_MS  15000
+/*
+ * How long a checkpoint step may go without progress (bytes sent, pages
+ * received: see colo_session_progress()) before the peer counts as gone
+ * and COLO fails over: -global migration.x-colo-peer-timeout=MS, default
+ * 15000, at least COLO_PEER_TIMEOUT_MIN_MS.  Read at the start of a session.
+ */
+#define COLO_PEER_TIMEOUT_MIN_MS  100
 
 typedef enum ColoPhase {
     COLO_PHASE_OFF,         /* no COLO session */
@@ -74,6 +79,7 @@ typedef struct ColoSession {
     QEMUFile *from_peer;        /* shut down to unblock the COLO thread */
     QEMUFile *to_peer;
     ColoWatchdog *watchdog;
+    uint32_t peer_timeout_ms;   /* x-colo-peer-timeout, for this session */
     ColoStats stats;
 } ColoSession;
 
@@ -93,7 +99,7 @@ void colo_stats_checkpoint(ColoTrigger trigger, int64_t pause_us,
                            uint64_t ram_bytes, uint64_t device_state_bytes);
 /* Shut the session's channels down, so blocked reads and writes fail. */
 void colo_shutdown_channels(void);
-/* Bound the next wait on the peer by COLO_PEER_TIMEOUT_MS / lift it. */
+/* Bound the next wait on the peer by the peer timeout / lift it. */
 void colo_arm(const char *what);
 void colo_disarm(void);
 bool colo_failover_requested(void);
@@ -118,5 +124,7 @@ bool colo_ram_start_dirty_log(Error **errp);
 /* Copy pages the primary sent or the secondary dirtied: cache -> RAM. */
 uint64_t colo_ram_flush(void);
 void colo_ram_release(void);
+/* Pages received into the cache so far (grows while a checkpoint loads). */
+uint64_t colo_ram_pages_received(void);
 
 #endif /* MIGRATION_COLO_INTERNAL_H */

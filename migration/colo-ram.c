@@ -40,6 +40,18 @@
 #include "colo-internal.h"
 #include "trace.h"
 
+/*
+ * Pages that reached the cache in COLO: the watchdog's progress measure on
+ * the secondary.  Written by the thread that loads RAM (colo-incoming, or
+ * the multifd receive threads), read by the watchdog thread.
+ */
+static uint64_t colo_ram_received;
+
+uint64_t colo_ram_pages_received(void)
+{
+    return qatomic_read(&colo_ram_received);
+}
+
 static unsigned long colo_ram_pages(RAMBlock *block)
 {
     return block->used_length >> qemu_target_page_bits();
@@ -101,6 +113,7 @@ void *colo_ram_load_target(RAMBlock *block, ram_addr_t offset, void *host,
     }
     if (migration_incoming_in_colo_state()) {
         set_bit_atomic(offset >> qemu_target_page_bits(), block->bmap);
+        qatomic_set(&colo_ram_received, colo_ram_received + 1);
         return block->colo_cache + offset;
     }
     /* Initial migration: the page goes to guest RAM and to the cache. */
@@ -128,6 +141,7 @@ void *colo_ram_multifd_target(RAMBlock *block,
     for (uint32_t i = 0; i < zero_num; i++) {
         set_bit_atomic(zero[i] >> bits, block->bmap);
     }
+    qatomic_add(&colo_ram_received, normal_num + zero_num);
     return block->colo_cache;
 }
 

@@ -5,7 +5,8 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Locking: @lock protects @deadline_ms, @what and @quit.
+ * Locking: @lock protects every field but @expired, @progress and @opaque,
+ * which are set once by colo_watchdog_new().
  */
 
 #include "qemu/osdep.h"
@@ -18,9 +19,12 @@ struct ColoWatchdog {
     QemuMutex lock;
     QemuCond changed;
     int64_t deadline_ms;        /* 0: disarmed */
+    int64_t timeout_ms;         /* allowed time without progress */
+    uint64_t progress_seen;     /* @progress at the last sample */
     const char *what;
     bool quit;
     ColoWatchdogExpired *expired;
+    ColoWatchdogProgress *progress;
     void *opaque;
 };
 
@@ -43,7 +47,19 @@ static void *colo_watchdog_thread(void *opaque)
         }
         left = wd->deadline_ms - now_ms();
         if (left > 0) {
+            /* Wake early enough to notice progress (see the header). */
+            if (wd->progress) {
+                left = MIN(left, MAX(wd->timeout_ms / 4, 1));
+            }
             qemu_cond_timedwait(&wd->changed, &wd->lock, MIN(left, INT_MAX));
+            if (wd->progress && wd->deadline_ms) {
+                uint64_t seen = wd->progress(wd->opaque);
+
+                if (seen != wd->progress_seen) {
+                    wd->progress_seen = seen;
+                    wd->deadline_ms = now_ms() + wd->timeout_ms;
+                }
+            }
             continue;
         }
         /* Expired: fire once, outside the lock (the callback may block). */
@@ -60,11 +76,13 @@ static void *colo_watchdog_thread(void *opaque)
     return NULL;
 }
 
-ColoWatchdog *colo_watchdog_new(ColoWatchdogExpired *expired, void *opaque)
+ColoWatchdog *colo_watchdog_new(ColoWatchdogExpired *expired,
+                                ColoWatchdogProgress *progress, void *opaque)
 {
     ColoWatchdog *wd = g_new0(ColoWatchdog, 1);
 
     wd->expired = expired;
+    wd->progress = progress;
     wd->opaque = opaque;
     qemu_mutex_init(&wd->lock);
     qemu_cond_init(&wd->changed);
@@ -77,7 +95,9 @@ void colo_watchdog_arm(ColoWatchdog *wd, const char *what, int64_t timeout_ms)
 {
     qemu_mutex_lock(&wd->lock);
     wd->what = what;
-    wd->deadline_ms = now_ms() + MAX(timeout_ms, 1);
+    wd->timeout_ms = MAX(timeout_ms, 1);
+    wd->progress_seen = wd->progress ? wd->progress(wd->opaque) : 0;
+    wd->deadline_ms = now_ms() + wd->timeout_ms;
     qemu_cond_signal(&wd->changed);
     qemu_mutex_unlock(&wd->lock);
 }

@@ -12,11 +12,13 @@
  *
  *   request/reply      the secondary stops its guest
  *   live RAM phase     dirty RAM is sent while the primary guest still runs
- *   stop               the primary stops; disks and the proxy checkpoint;
- *                      the RAM dirtied since the live phase and the device
- *                      state (into a buffer) are saved
+ *   stop               the primary stops; the disks checkpoint; the RAM
+ *                      dirtied since the live phase and the device state
+ *                      (into a buffer) are saved
  *   device state       sent with a length and a CRC32C
- *   received           the secondary has all of it: the primary resumes
+ *   received           the secondary has all of it: the compares release
+ *                      the output they held (output commit, see
+ *                      colo_primary_checkpoint()), the primary resumes
  *   loaded             the secondary applied it and runs again
  *
  * Threads and locks: see colo-internal.h.  The checkpoint loop runs on the
@@ -49,6 +51,7 @@
 #include "options.h"
 #include "colo-internal.h"
 #include "colo-proto.h"
+#include "colo-fault.h"
 #include "trace.h"
 
 ColoSession colo_session = {
@@ -98,15 +101,41 @@ void colo_set_phase(ColoPhase phase)
 
 static void colo_watchdog_expired(void *opaque, const char *what)
 {
-    error_report("COLO: the peer did not answer within %d ms (%s); "
-                 "failing over", COLO_PEER_TIMEOUT_MS, what);
+    error_report("COLO: no progress from the peer for %" PRIu32 " ms (%s); "
+                 "failing over", colo_session.peer_timeout_ms, what);
     trace_colo_watchdog_expired(what);
     colo_shutdown_channels();
 }
 
+/*
+ * What a checkpoint has moved so far: bytes the primary sent, pages the
+ * secondary received.  Grows while a slow checkpoint still progresses, so
+ * the watchdog only fires on a peer that stalls (slow is not dead).  Runs on
+ * the watchdog thread: lock-free reads only.
+ */
+static uint64_t colo_session_progress(void *opaque)
+{
+    return stat64_get(&mig_stats.qemu_file_transferred) +
+           colo_ram_pages_received();
+}
+
+static uint32_t colo_peer_timeout_setting(void)
+{
+    uint32_t ms = migrate_get_current()->colo_peer_timeout_ms;
+
+    if (ms < COLO_PEER_TIMEOUT_MIN_MS) {
+        warn_report("COLO: x-colo-peer-timeout=%" PRIu32 " is below the "
+                    "minimum; using %d ms", ms, COLO_PEER_TIMEOUT_MIN_MS);
+        ms = COLO_PEER_TIMEOUT_MIN_MS;
+    }
+    return ms;
+}
+
 void colo_session_begin(COLOMode mode, QEMUFile *from_peer, QEMUFile *to_peer)
 {
-    ColoWatchdog *watchdog = colo_watchdog_new(colo_watchdog_expired, NULL);
+    ColoWatchdog *watchdog = colo_watchdog_new(colo_watchdog_expired,
+                                               colo_session_progress, NULL);
+    uint32_t peer_timeout_ms = colo_peer_timeout_setting();
 
     qemu_mutex_lock(&colo_session.lock);
     colo_session.mode = mode;
@@ -116,6 +145,7 @@ void colo_session_begin(COLOMode mode, QEMUFile *from_peer, QEMUFile *to_peer)
     colo_session.from_peer = from_peer;
     colo_session.to_peer = to_peer;
     colo_session.watchdog = watchdog;
+    colo_session.peer_timeout_ms = peer_timeout_ms;
     memset(&colo_session.stats, 0, sizeof(colo_session.stats));
     qemu_mutex_unlock(&colo_session.lock);
     colo_set_phase(COLO_PHASE_STARTING);
@@ -182,7 +212,8 @@ void colo_shutdown_channels(void)
 
 void colo_arm(const char *what)
 {
-    colo_watchdog_arm(colo_session.watchdog, what, COLO_PEER_TIMEOUT_MS);
+    colo_watchdog_arm(colo_session.watchdog, what,
+                      colo_session.peer_timeout_ms);
 }
 
 void colo_disarm(void)
@@ -501,6 +532,24 @@ static uint8_t *colo_save_device_state(size_t *len, Error **errp)
     return data;
 }
 
+/*
+ * A checkpoint the secondary acknowledged covers all output held so far:
+ * tell the compares to release it and the filters to start over.  BQL held.
+ */
+static void colo_primary_release_output(ColoPrimary *p)
+{
+    Error *local_err = NULL;
+
+    colo_notify_compares_event(NULL, COLO_EVENT_CHECKPOINT, &local_err);
+    if (!local_err) {
+        colo_notify_filters_event(COLO_EVENT_CHECKPOINT, &local_err);
+    }
+    if (local_err) {
+        warn_report_err(local_err);
+    }
+    colo_fault_point(COLO_FAULT_AFTER_COMPARES_TOLD, p->seq);
+}
+
 static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
                                     Error **errp)
 {
@@ -538,20 +587,12 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (was_running) {
         vm_stop_force_state(RUN_STATE_COLO);
     }
+    colo_fault_point(COLO_FAULT_AFTER_STOP, p->seq);
     replication_get_error_all(errp);
     if (!*errp) {
         replication_do_checkpoint_all(errp);
     }
     if (!*errp) {
-        Error *local_err = NULL;
-
-        colo_notify_compares_event(NULL, COLO_EVENT_CHECKPOINT, &local_err);
-        if (!local_err) {
-            colo_notify_filters_event(COLO_EVENT_CHECKPOINT, &local_err);
-        }
-        if (local_err) {
-            warn_report_err(local_err);
-        }
         /* The rest of RAM (with a dirty-bitmap sync) and QEMU_VM_EOF. */
         colo_arm("RAM");
         qemu_savevm_live_state(p->to);
@@ -583,19 +624,34 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
         }
     }
     colo_disarm();
-    if (*errp ||
-        !colo_primary_expect(p, COLO_MSG_RECEIVED, &msg, errp)) {
+    if (*errp) {
+        goto out;
+    }
+    colo_fault_point(COLO_FAULT_AFTER_DEVICE_STATE, p->seq);
+    colo_fault_point(COLO_FAULT_BEFORE_RECEIVED, p->seq);
+    if (!colo_primary_expect(p, COLO_MSG_RECEIVED, &msg, errp)) {
         goto out;
     }
 
-    /* The secondary has the whole checkpoint: the primary may run again. */
+    /*
+     * The secondary has the whole checkpoint.  Only now may the compares
+     * release what they hold (output commit): the checkpoint covers those
+     * packets, and should this primary die now, the secondary resumes from
+     * a state that sent them.  Released any earlier, they would reach the
+     * client although a failover could resume from the previous checkpoint
+     * (in the documented wiring QEMU's net queue of the stopped primary
+     * happened to hold them back; that is not a design).  Then the primary
+     * may run again.
+     */
     bql_lock();
+    colo_primary_release_output(p);
     if (was_running) {
         colo_resume_guest();
     }
     bql_unlock();
     pause_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME) - stop_us;
 
+    colo_fault_point(COLO_FAULT_BEFORE_LOADED, p->seq);
     if (colo_primary_expect(p, COLO_MSG_LOADED, &msg, errp)) {
         colo_stats_checkpoint(trigger, pause_us, ram_bytes, dev_bytes);
         colo_set_phase(COLO_PHASE_RUNNING);

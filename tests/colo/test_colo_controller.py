@@ -94,11 +94,11 @@ def case_checkpoints_and_statistics():
         guest_runs(p.sec)
 
 
-def guest_ram_digest(vm, path):
+def guest_ram_digest(vm, path, mem_mb=MEM_MB):
     """SHA-256 of the guest's RAM below 640 KiB and from 1 MiB up (the
     holes between hold ROM and VGA, not RAM)."""
     h = hashlib.sha256()
-    for start, size in ((0, 0xA0000), (0x100000, (MEM_MB << 20) - 0x100000)):
+    for start, size in ((0, 0xA0000), (0x100000, (mem_mb << 20) - 0x100000)):
         vm.cmd("pmemsave", val=start, size=size, filename=path)
         with open(path, "rb") as f:
             h.update(f.read())
@@ -129,6 +129,40 @@ def case_replica_fidelity(multifd=False):
             p.pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 200})
             wait_checkpoints(p.pri, n + 3)
             guest_runs(p.sec)
+
+
+def case_replica_fidelity_lazy_secondary():
+    """Replica fidelity with guests that do different work between
+    checkpoints: the Linux guest rewrites 16 MiB from /dev/urandom at its own
+    pace, and its kernel's timers and caches run on their own time, so the
+    secondary writes pages the primary does not, with other data.  After a
+    checkpoint of the paused primary, the secondary must hold exactly the
+    primary's RAM (pages only the secondary wrote rolled back) and CPU state
+    (the device state loaded)."""
+    mem = 256
+    pri, sec = start_pair(linux_guest_args(mem, "colo.dirty=16"), delay_ms=500)
+    try:
+        pri.serial_wait("COLO-GUEST: ready", 180)
+        for round_ in range(3):
+            # Both guests run and dirty memory on their own for a while.
+            pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 1500})
+            wait_checkpoints(pri, checkpoints(pri) + 2, 180)
+            pri.cmd("stop")
+            n = checkpoints(pri)
+            pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
+            wait_checkpoints(pri, n + 1, 180)
+            wait_checkpoints(sec, n + 1, 180)
+            assert run_state(sec) != "running", run_state(sec)
+            regs = [vm.hmp("info registers") for vm in (pri, sec)]
+            assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
+                round_, regs[0], regs[1])
+            dp = guest_ram_digest(pri, pri.path("ram.bin"), mem)
+            ds = guest_ram_digest(sec, sec.path("ram.bin"), mem)
+            assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+            pri.cmd("cont")
+    finally:
+        for vm in (pri, sec):
+            vm.shutdown()
 
 
 def case_primary_failover_idle(multifd=False):
@@ -281,6 +315,32 @@ def held_stream_case(victim, phase):
             proxies[0].close()
 
 
+def case_slow_link_is_not_dead():
+    """Slow is not dead: the RAM of checkpoint 3 crawls over a slow link for
+    20 s, longer than the 15 s peer timeout, but it keeps moving: COLO stays
+    up on both sides and the checkpoint completes."""
+    proxies = []
+
+    def proxy(sec_path):
+        px = StreamProxy(os.path.dirname(sec_path), "drip", seq=3, phase=COLO_MSG_RAM,
+                         drip_seconds=20, drip_rate=32 * 1024)
+        proxies.append(px)
+        return px.start(sec_path)
+
+    with Pair(proxy=proxy) as p:
+        try:
+            assert proxies[0].acted.wait(120), "the proxy never saw checkpoint 3"
+            p.pri.wait_for(lambda: checkpoints(p.pri) >= 4 or
+                           colo_status(p.pri)["mode"] != "primary", 180,
+                           "checkpoint 3 to complete or COLO to end")
+            for vm, mode in ((p.pri, "primary"), (p.sec, "secondary")):
+                st = colo_status(vm)
+                assert st["mode"] == mode, (vm.name, st, vm.qemu_log())
+            assert checkpoints(p.pri) >= 4
+        finally:
+            proxies[0].close()
+
+
 def case_primary_watchdog():
     """The secondary stops answering in the middle of a checkpoint and nobody
     asks for a failover: the primary's watchdog ends COLO by itself."""
@@ -376,6 +436,9 @@ def case_guest_poweroff(no_shutdown):
 def main():
     t.check("pair enters COLO, checkpoints periodically and on request; statistics agree",
             case_checkpoints_and_statistics)
+    t.check("replica fidelity with a lazy-secondary detector: guests doing different "
+            "work; RAM and CPU state identical after each checkpoint",
+            case_replica_fidelity_lazy_secondary)
     for multifd in (False, True):
         kind = "multifd" if multifd else "plain"
         t.check("%s: replica fidelity: guest RAM identical on both sides after checkpoints"
@@ -402,6 +465,8 @@ def main():
                     held_stream_case, victim, phase)
     t.check("fault: the secondary stops answering mid-checkpoint: the primary's "
             "watchdog ends COLO", case_primary_watchdog)
+    t.check("slow is not dead: a checkpoint's RAM slower than the peer timeout but "
+            "progressing keeps COLO up", case_slow_link_is_not_dead)
     t.check("quit on the primary during COLO: clean exit, secondary waits",
             case_quit_primary)
     t.check("quit on the secondary during COLO: primary runs on", case_quit_secondary)

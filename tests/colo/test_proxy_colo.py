@@ -15,6 +15,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from colo_fault import FaultPoints  # noqa: E402
 from colo_pair import bootsect_guest_args, checkpoints, start_pair  # noqa: E402
 from tap import Tap  # noqa: E402
 from test_colo_proxy import Compare, tcp, udp  # noqa: E402
@@ -85,6 +86,41 @@ def compare_drives_checkpoints_and_failover():
             vm.shutdown()
 
 
+def output_released_only_after_received():
+    """Output commit: what a compare holds at a checkpoint leaves only once
+    the secondary has the whole checkpoint (RECEIVED).  The primary's COLO
+    thread is held where it waits for RECEIVED (device state sent): the
+    compare must not have released the held packet yet, in any wiring."""
+    points = FaultPoints()
+    pri, sec = start_pair(bootsect_guest_args(), delay_ms=600000,
+                          primary_env=points.env("before-received"))
+    c = None
+    try:
+        pri.cmd("object-add", **{"qom-type": "iothread", "id": "iot0"})
+        c = Compare(pri, "cmp0", notify=False)
+        held = udp(b"only the primary said this")
+        c.primary(held)
+        c.wait_stat("primary-packets", 1)
+        before = checkpoints(pri)
+        # changing x-checkpoint-delay checkpoints now (trigger "forced")
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
+        points.wait("before-received", mode="primary")
+        flushes = c.stat("flushes")
+        leaked = c.peers["out"].pending()
+        assert flushes == 0 and not leaked, \
+            "the compare released output before RECEIVED (flushes %d, %d bytes " \
+            "on outdev)" % (flushes, leaked)
+        points.release()
+        assert c.out() == held
+        pri.wait_for(lambda: checkpoints(pri) > before, 120, "the checkpoint to end")
+    finally:
+        points.close()
+        if c:
+            c.close()
+        for vm in (pri, sec):
+            vm.shutdown()
+
+
 def two_compares_one_deleted_then_checkpoint_and_failover():
     """Two compares (two NICs); one is deleted while COLO runs; checkpoints
     and failover afterwards reach the other and nothing crashes."""
@@ -124,6 +160,9 @@ def main():
     t.check("proxy+controller: a mismatch triggers a checkpoint that flushes the "
             "compare; after failover packets pass straight through",
             compare_drives_checkpoints_and_failover)
+    t.check("proxy+controller: output commit: a held packet leaves only after the "
+            "secondary acknowledged the checkpoint (RECEIVED)",
+            output_released_only_after_received)
     t.check("proxy+controller: two compares, one deleted during COLO; checkpoint "
             "and failover afterwards", two_compares_one_deleted_then_checkpoint_and_failover)
     return t.finish()

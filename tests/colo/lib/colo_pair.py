@@ -38,12 +38,15 @@ def checkpoints(vm):
 
 
 def start_pair(guest_args, delay_ms=300, timeout=180, extra_caps=(),
-               primary_extra=(), secondary_extra=(), proxy=None):
+               primary_extra=(), secondary_extra=(), proxy=None,
+               primary_env=None, secondary_env=None):
     """proxy(secondary_socket_path) -> path the primary should connect to
-    instead (for tests that tamper with the stream)."""
-    pri = Vm(list(guest_args) + list(primary_extra), name="primary")
+    instead (for tests that tamper with the stream).  *_env: QEMU's
+    environment (e.g. FaultPoints.env())."""
+    pri = Vm(list(guest_args) + list(primary_extra), name="primary",
+             env=primary_env)
     sec = Vm(list(guest_args) + list(secondary_extra) + ["-incoming", "defer"],
-             name="secondary")
+             name="secondary", env=secondary_env)
     try:
         pri.start()
         sec.start()

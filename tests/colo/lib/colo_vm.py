@@ -143,8 +143,9 @@ class Vm:
     """
 
     def __init__(self, args=(), binary=None, name="vm", firmware_dirs=None,
-                 start_paused=False, prefix=()):
+                 start_paused=False, prefix=(), env=None):
         self.name = name
+        self.env = env              # QEMU's environment (None: ours)
         self.prefix = list(prefix)
         self.binary = binary or os.environ.get("QEMU_COLO_BINARY") or DEFAULT_BINARY
         self.args = list(args)
@@ -199,7 +200,7 @@ class Vm:
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(self.command_line(), stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=subprocess.STDOUT,
-                                     preexec_fn=_set_pdeathsig)
+                                     env=self.env, preexec_fn=_set_pdeathsig)
         deadline = time.monotonic() + timeout
         try:
             self._qmp = self._connect(self.qmp_path, deadline, "QMP socket")

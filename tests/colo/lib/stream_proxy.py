@@ -11,6 +11,7 @@ import select
 import socket
 import struct
 import threading
+import time
 
 COLO_MSG_RAM = 4
 COLO_MSG_DEVICE_STATE = 5
@@ -50,12 +51,18 @@ class StreamProxy:
     """mode 'corrupt': flip one byte inside the device state of checkpoint
     `seq`; mode 'cut': close both connections halfway through it; mode
     'hold': stop forwarding there (the checkpoint stays in flight) until one
-    side goes away, then close both.  `phase` picks the device state
-    (COLO_MSG_DEVICE_STATE) or, for 'hold', the RAM stream (COLO_MSG_RAM)."""
+    side goes away, then close both; mode 'drip': from there on, forward
+    only drip_rate bytes/s for drip_seconds (a slow link: the checkpoint
+    progresses, slowly), then at full speed.  `phase` picks the device state
+    (COLO_MSG_DEVICE_STATE) or, for 'hold' and 'drip', the RAM stream
+    (COLO_MSG_RAM)."""
 
-    def __init__(self, workdir, mode, seq, phase=COLO_MSG_DEVICE_STATE):
+    def __init__(self, workdir, mode, seq, phase=COLO_MSG_DEVICE_STATE,
+                 drip_seconds=20, drip_rate=64 * 1024):
         self.path = os.path.join(workdir, "proxy.sock")
         self.mode = mode
+        self.drip_seconds = drip_seconds
+        self.drip_rate = drip_rate      # bytes per second while dripping
         self.seq = seq
         self.phase = phase
         self.acted = threading.Event()
@@ -110,6 +117,12 @@ class StreamProxy:
                             self._hold_until_hangup(src)
                             self.close()
                             return
+                        if self.mode == "drip":
+                            dst.sendall(data[:pending])
+                            self.acted.set()
+                            if not self._drip(src, dst, data[pending:]):
+                                break
+                            continue
                         if self.mode == "cut":
                             dst.sendall(data[:pending])
                             self.acted.set()
@@ -134,6 +147,23 @@ class StreamProxy:
             if not inspect:
                 # The secondary side ended: nothing more can flow.
                 self._closed.set()
+
+    def _drip(self, src, dst, rest):
+        """Forward at drip_rate for drip_seconds; False if src hung up."""
+        tick = 0.1
+        chunk = max(1, int(self.drip_rate * tick))
+        end = time.monotonic() + self.drip_seconds
+        while time.monotonic() < end:
+            if not rest:
+                rest = src.recv(chunk)
+                if not rest:
+                    return False
+            dst.sendall(rest[:chunk])
+            rest = rest[chunk:]
+            time.sleep(tick)        # pacing the link, not waiting for a state
+        if rest:
+            dst.sendall(rest)
+        return True
 
     def _hold_until_hangup(self, src):
         """Wait, without reading (so the sender stays blocked where it is),
