@@ -26,6 +26,17 @@
 #                       /dev/vda, a virtio-blk disk), with fsync: every
 #                       answer the client got is an acknowledged record on
 #                       the disk.
+#   colo.vary=1         with colo.serve=1: answer "<n> <line> <pad>" instead,
+#                       pad being 1 to 32 dots, its length taken from the
+#                       microseconds of the guest's clock as it answers
+#                       (the "now at" of /proc/timer_list).  The two VMs of
+#                       a COLO pair answer each line at different moments,
+#                       so their answers differ in length: every answer is a
+#                       mismatch and reaches the client only once a
+#                       checkpoint covers it (output commit tests).  Not
+#                       $RANDOM alone: ash's generator lives in the shell's
+#                       memory, which a checkpoint copies to the secondary,
+#                       so both VMs would draw the same numbers.
 # /init prints "COLO-GUEST: ready" on the console once everything requested is
 # running, then runs an interactive shell on ttyS0 (use "poweroff -f": /init is
 # a shell script, not busybox init, so plain poweroff has no one to signal).
@@ -123,6 +134,8 @@ cat >"$root/bin/colo-serve" <<'EOF'
 # One connection of the port 7777 service: answer each line with
 # "<n> <line>", n being a boot-wide count of lines served.
 rec=$(cat /run/colo-records 2>/dev/null)
+vary=$(cat /run/colo-vary 2>/dev/null)
+dots=................................
 while IFS= read -r line; do
     n=$(cat /run/colo-served 2>/dev/null || echo 0)
     n=$((n + 1))
@@ -133,7 +146,13 @@ while IFS= read -r line; do
             dd of="$rec" bs=512 seek="$n" conv=notrunc,fsync 2>/dev/null ||
             { echo "COLO-GUEST: record $n not written" >/dev/console; exit 1; }
     fi
-    echo "$n $line"
+    if [ -n "$vary" ]; then
+        ns=$(sed -n '/^now at /{s/^now at \([0-9]*\) nsecs.*/\1/p;q}' /proc/timer_list)
+        len=$(( (${ns:-0} / 1000 + RANDOM) % 32 + 1 ))
+        echo "$n $line ${dots:0:$len}"
+    else
+        echo "$n $line"
+    fi
 done
 EOF
 chmod 755 "$root/bin/colo-serve"
@@ -168,6 +187,7 @@ for opt in $(cat /proc/cmdline); do
         colo.ip=*)    ipaddr="${opt#colo.ip=}" ;;
         colo.serve=*) serve="${opt#colo.serve=}" ;;
         colo.records=*) records="${opt#colo.records=}" ;;
+        colo.vary=*)  vary="${opt#colo.vary=}" ;;
     esac
 done
 
@@ -187,6 +207,7 @@ if [ -n "$records" ]; then
     done
     echo "$records" >/run/colo-records && echo "COLO-GUEST: records on $records"
 fi
+[ "$vary" = 1 ] && echo 1 >/run/colo-vary
 if [ "$serve" = 1 ]; then
     nc -ll -p 7777 -e /bin/colo-serve &
     # "ready" must mean "accepting": wait (bounded) for the listening socket
