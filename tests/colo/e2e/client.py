@@ -12,18 +12,27 @@ numbered requests, every answer checked, latency logged.
 The guest answers each line with "<n> <line>", n counting lines since boot;
 the first answer fixes the base, and answer k must be "<base + k> req-k": an
 answer lost, duplicated, reordered or from a guest that lost state fails the
-check.  One request is outstanding at a time; the next one leaves
-interval_s after the previous answer (the request rate, not a wait for a
-condition).  Every request is logged as (k, sent, answered) in
-time.monotonic() seconds.
+check.  With padded=True (a guest booted with colo.vary=1) answer k must be
+"<base + k> req-k <pad>", pad being 1 to 32 dots: the two VMs of a pair pad
+to different lengths, so a line torn between them (the start from one VM,
+the rest from the other) or a stray piece of one fails the check too.
+
+One request is outstanding at a time; the next one leaves interval_s after
+the previous answer (the request rate, not a wait for a condition).  Every
+request is logged as (k, sent, answered, n) in time.monotonic() seconds,
+and every line sent or received in transcript (write_transcript() puts it
+in a file, for a failure's logs).
 
 Threading: the request thread owns the socket until stop(); records and
 errors are read by the test thread under self.lock.
 """
 
+import re
 import socket
 import threading
 import time
+
+PAD = re.compile(r"\.{1,32}\Z")
 
 
 class ClientError(AssertionError):
@@ -31,8 +40,11 @@ class ClientError(AssertionError):
 
 
 class Client:
-    def __init__(self, sock, interval_s=0.05, answer_timeout_s=120.0):
+    def __init__(self, sock, interval_s=0.05, answer_timeout_s=120.0,
+                 padded=False):
         self.sock = sock
+        self.padded = padded
+        self.transcript = []        # (time.monotonic(), ">" or "<", line)
         self.interval_s = interval_s
         self.answer_timeout_s = answer_timeout_s
         self.lock = threading.Condition()
@@ -62,7 +74,23 @@ class Client:
                 raise ClientError("the guest closed the connection")
             self._buf += data
         line, self._buf = self._buf.split(b"\n", 1)
-        return line.rstrip(b"\r").decode(errors="replace")
+        line = line.rstrip(b"\r").decode(errors="replace")
+        with self.lock:
+            self.transcript.append((time.monotonic(), "<", line))
+        return line
+
+    def well_formed(self, line, req):
+        """The line number of a right answer to req, or None."""
+        n_text, _, rest = line.partition(" ")
+        if not n_text.isdigit():
+            return None
+        if self.padded:
+            body, _, pad = rest.rpartition(" ")
+            if body != req or not PAD.match(pad):
+                return None
+        elif rest != req:
+            return None
+        return int(n_text)
 
     def _run(self):
         k = 0
@@ -74,13 +102,14 @@ class Client:
                 k += 1
                 req = "req-%d" % k
                 sent = time.monotonic()
+                with self.lock:
+                    self.transcript.append((sent, ">", req))
                 self.sock.sendall(req.encode() + b"\n")
                 line = self._readline(sent + self.answer_timeout_s)
                 answered = time.monotonic()
-                n_text, _, rest = line.partition(" ")
-                if not n_text.isdigit() or rest != req:
+                n = self.well_formed(line, req)
+                if n is None:
                     raise ClientError("request %d: wrong answer %r" % (k, line))
-                n = int(n_text)
                 with self.lock:
                     if self.base is None:
                         self.base = n - k
@@ -137,6 +166,37 @@ class Client:
             self.sock.close()
         except OSError:
             pass
+
+    def request_by_hand(self, req, timeout):
+        """After stop(): one more request on the same connection, checked
+        like the others (the connection is still open and the line number
+        goes on).  Returns the line number."""
+        with self.lock:
+            k = len(self.records) + 1
+        sent = time.monotonic()
+        with self.lock:
+            self.transcript.append((sent, ">", req))
+        self.sock.sendall(req.encode() + b"\n")
+        saved, self.answer_timeout_s = self.answer_timeout_s, timeout
+        try:
+            line = self._readline(sent + timeout)
+        finally:
+            self.answer_timeout_s = saved
+        n = self.well_formed(line, req)
+        if n is None or n != self.base + k:
+            raise ClientError("request by hand %r: answer %r, expected line "
+                              "number %d" % (req, line, self.base + k))
+        return n
+
+    def write_transcript(self, path):
+        with self.lock:
+            lines = list(self.transcript)
+            t0 = lines[0][0] if lines else 0
+        with open(path, "w") as f:
+            for when, way, text in lines:
+                f.write("%9.3f %s %s\n" % (when - t0, way, text))
+            f.write("# %d answers, base %s, error %s, unread %r\n"
+                    % (len(self.records), self.base, self.error, self._buf))
 
     # ---- figures ----------------------------------------------------------
 
