@@ -13,6 +13,11 @@ What is tested:
     (cold start: restart as primary + protect; COLO secondary: failover),
     notify post-start (reprotect), refusing to promote a fresh QEMU while
     the peer holds the guest, demote, stop; exit codes 0/7/8;
+  - a QEMU that runs but does not answer (a stand-in holding the node's pid
+    file, SIGSTOPped or ignoring SIGTERM): monitor 1, not 7 (also as a
+    probe), start/promote refused, stop SIGKILLs it and succeeds only once
+    it is gone; stop of an answering QEMU waits for the process too; a
+    stale pid file naming another program is not taken for QEMU;
   - ocf-tester (resource-agents' compliance check) on the stub;
   - monitor with the real qemu-colo-ctl on a pair that is not running: 7.
   - a real pair (QEMUs in the e2e topology, started by qemu-colo-ctl)
@@ -24,9 +29,11 @@ Not tested: the agent under a real Pacemaker.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from tap import Tap        # noqa: E402
@@ -76,6 +83,35 @@ else:
 with open(state_file, "w") as f:
     json.dump(st, f)
 '''
+
+
+# A stand-in for a QEMU that runs but does not answer on QMP: it writes the
+# node's pid file (the one qemu-colo-ctl start passes as -pidfile), carries
+# "-pidfile PATH" on its command line like QEMU, and says "ready".
+FAKE_QEMU = r"""
+import os, signal, sys
+if sys.argv[3] == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open(sys.argv[2], "w") as f:
+    f.write("%d\n" % os.getpid())
+print("ready", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+def fake_qemu(env, node="a", how="plain"):
+    pidfile = os.path.join(env.dir, node, "qemu.pid")
+    os.makedirs(os.path.dirname(pidfile), exist_ok=True)
+    p = subprocess.Popen([sys.executable, "-c", FAKE_QEMU, "-pidfile", pidfile, how],
+                         stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    return p
+
+
+def gone(p, timeout=5):
+    """The fake's exit signal, once it has ended (raises if it has not)."""
+    return -p.wait(timeout=timeout)
 
 
 class Env:
@@ -351,6 +387,84 @@ def run(t, env):
             expect(env, OCF_SUCCESS, "stop", node=n)
             expect(env, OCF_NOT_RUNNING, "monitor", node=n)
     t.check("demote (restart as secondary), stop, monitor 7 afterwards", demote_stop)
+
+    def hung():
+        # QMP does not answer (the stub says "not reachable"), but the QEMU
+        # process holds the node's pid file, SIGSTOPped (a hung host)
+        env.set_state(a=None, b=["secondary", "running"])
+        p = fake_qemu(env)
+        try:
+            os.kill(p.pid, signal.SIGSTOP)
+            os.waitpid(p.pid, os.WUNTRACED)
+            out = expect(env, OCF_ERR_GENERIC, "monitor", node="a")
+            assert "does not answer" in out and str(p.pid) in out, out
+            expect(env, OCF_ERR_GENERIC, "monitor", node="a",
+                   OCF_RESKEY_CRM_meta_interval="0")        # a probe too
+            expect(env, OCF_ERR_GENERIC, "start", node="a")
+            expect(env, OCF_ERR_GENERIC, "promote", node="a")
+            env.calls()
+            expect(env, OCF_SUCCESS, "stop", node="a")
+            assert gone(p) == signal.SIGKILL
+            expect(env, OCF_NOT_RUNNING, "monitor", node="a")
+            assert not os.path.exists(os.path.join(env.dir, "a", "qemu.pid"))
+        finally:
+            p.kill()
+            p.wait()
+    t.check("a QEMU that runs but does not answer (SIGSTOPped, holds the pid "
+            "file): monitor 1, not 7 (probe too); start/promote 1; stop "
+            "SIGKILLs it and returns 0 once it is gone", hung)
+
+    def deaf():
+        # runs, ignores SIGTERM: stop escalates to SIGKILL within its time
+        env.set_state(a=None, b=None)
+        p = fake_qemu(env, how="ignore-term")
+        try:
+            expect(env, OCF_ERR_GENERIC, "monitor", node="a")
+            t0 = time.monotonic()
+            out = expect(env, OCF_SUCCESS, "stop", node="a",
+                         OCF_RESKEY_CRM_meta_timeout="8000")
+            took = time.monotonic() - t0
+            assert gone(p) == signal.SIGKILL, out
+            assert took < 8, (took, out)
+            print("# stop of a QEMU that ignores SIGTERM: %.1f s (stop "
+                  "timeout 8 s)" % took)
+        finally:
+            p.kill()
+            p.wait()
+    t.check("a running QEMU that does not answer and ignores SIGTERM: stop "
+            "kills it (SIGKILL after a grace bounded by the stop timeout)", deaf)
+
+    def still_there():
+        # qemu-colo-ctl stop says done, but the process is still there
+        env.set_state(a=["none", "inmigrate"], b=None)
+        p = fake_qemu(env)
+        try:
+            env.calls()
+            expect(env, OCF_SUCCESS, "stop", node="a")
+            assert env.calls() == ["stop %s --node a" % env.config]
+            assert gone(p) == signal.SIGTERM
+        finally:
+            p.kill()
+            p.wait()
+    t.check("stop of an answering QEMU: qemu-colo-ctl stop, and success only "
+            "once the process is gone", still_there)
+
+    def reused():
+        # a stale pid file whose pid now belongs to another program
+        env.set_state(a=None, b=None)
+        other = subprocess.Popen(["sleep", "600"])
+        try:
+            os.makedirs(os.path.join(env.dir, "a"), exist_ok=True)
+            with open(os.path.join(env.dir, "a", "qemu.pid"), "w") as f:
+                f.write("%d\n" % other.pid)
+            expect(env, OCF_NOT_RUNNING, "monitor", node="a")
+            expect(env, OCF_SUCCESS, "stop", node="a")
+            assert other.poll() is None, "stop killed an unrelated process"
+        finally:
+            other.kill()
+            other.wait()
+    t.check("a stale pid file naming another program: monitor 7, stop 0 "
+            "and the program lives", reused)
 
     def tester():
         if not shutil.which("ocf-tester"):
