@@ -52,9 +52,15 @@ uint64_t colo_ram_pages_received(void)
     return qatomic_read(&colo_ram_received);
 }
 
+/*
+ * The cache and the bitmap cover a block's max_length, not its used_length:
+ * a resizable block (ACPI tables, ROMs) grows on the secondary when the
+ * primary's is larger (the migration's MEM_SIZE record resizes it after the
+ * cache was made), and its pages must still land inside the cache.
+ */
 static unsigned long colo_ram_pages(RAMBlock *block)
 {
-    return block->used_length >> qemu_target_page_bits();
+    return block->max_length >> qemu_target_page_bits();
 }
 
 static void colo_ram_free_cache(void)
@@ -64,7 +70,7 @@ static void colo_ram_free_cache(void)
     WITH_RCU_READ_LOCK_GUARD() {
         RAMBLOCK_FOREACH_NOT_IGNORED(block) {
             if (block->colo_cache) {
-                qemu_anon_ram_free(block->colo_cache, block->used_length);
+                qemu_anon_ram_free(block->colo_cache, block->max_length);
                 block->colo_cache = NULL;
             }
             g_free(block->bmap);
@@ -85,17 +91,17 @@ int colo_init_ram_cache(void)
 
     WITH_RCU_READ_LOCK_GUARD() {
         RAMBLOCK_FOREACH_NOT_IGNORED(block) {
-            block->colo_cache = qemu_anon_ram_alloc(block->used_length, NULL,
+            block->colo_cache = qemu_anon_ram_alloc(block->max_length, NULL,
                                                     false, false);
             if (!block->colo_cache) {
                 error_report("COLO: cannot allocate %" PRIu64 " bytes of "
                              "RAM cache for block %s",
-                             (uint64_t)block->used_length, block->idstr);
+                             (uint64_t)block->max_length, block->idstr);
                 colo_ram_free_cache();
                 return -ENOMEM;
             }
             /* The cache mirrors guest RAM: keep it out of core dumps too. */
-            qemu_madvise(block->colo_cache, block->used_length,
+            qemu_madvise(block->colo_cache, block->max_length,
                          QEMU_MADV_DONTDUMP);
             block->bmap = bitmap_new(colo_ram_pages(block));
         }
