@@ -7,12 +7,14 @@ is recorded) and a stand-in peer (heartbeat datagrams from node a's
 address).  What is tested, through the agent's status socket and log:
   - a secondary whose query-colo-status says its session failed (mode
     secondary, reason error: the COLO_LINK_LOST event was missed) while
-    the primary's agent reports its QEMU running alone becomes stale:
+    the primary's agent reports its QEMU running becomes stale:
     role "stale", "stale": true, a log line;
   - the primary's agent then reports its QEMU gone: no take-over (no
     command beyond query-colo-status reaches QEMU), the reason says why;
   - re-protected (a new COLO session): not stale, and the primary's "gone"
-    starts a take-over again.
+    starts a take-over again;
+  - an agent started on a session that already failed cannot know what the
+    primary did before: stale, no take-over on the primary's "gone".
 """
 
 import json
@@ -154,9 +156,8 @@ def main():
             wait_status(sock, lambda s: s["role"] == "secondary" and
                         s["peer-state"] == "alive", "protecting secondary")
             # the link breaks (seen only through query-colo-status); the
-            # primary runs on alone
+            # primary runs on (its agent still says "primary")
             qemu.colo = {"mode": "secondary", "last-mode": "none", "reason": "error"}
-            peer.report = (RUNNING, MODE_NONE)
             st = wait_status(sock, lambda s: s["role"] == "stale", "role stale")
             assert st["stale"] is True and "stale" in st["reason"], st
             # hours later the primary ends: no take-over from this state
@@ -168,9 +169,10 @@ def main():
             log.seek(0)
             text = log.read()
             assert "query-colo-status: the local QEMU's COLO link is lost" in text, text
-            assert "this secondary is stale: peer a reported its QEMU running" in text, text
+            assert "this secondary is stale: " in text and \
+                "it will not take over until re-protected" in text, text
         t.check("a secondary whose link broke (query-colo-status) while the "
-                "primary runs alone is stale: role 'stale', a log line, no "
+                "primary runs on is stale: role 'stale', a log line, no "
                 "take-over when the primary is gone", stale)
 
         def reprotected():
@@ -189,6 +191,25 @@ def main():
             assert "no longer stale" in log.read()
         t.check("re-protected (a new COLO session): no longer stale, the "
                 "primary's 'gone' starts a take-over", reprotected)
+
+        def restarted():
+            nonlocal agent
+            agent.terminate()
+            agent.wait(10)
+            qemu.colo = {"mode": "secondary", "last-mode": "none", "reason": "error"}
+            peer.report = (GONE, MODE_NONE)
+            del qemu.commands[:]
+            log.seek(0)
+            log.truncate()
+            agent = subprocess.Popen([AGENT, conf, "--node", "b"], stderr=log)
+            st = wait_status(sock, lambda s: s["peer-state"] == "gone" and
+                             s["role"] != "unknown", "peer gone, mode known")
+            assert st["role"] == "stale" and st["last-action"] == "none", st
+            assert qemu.commands == [], qemu.commands
+            log.seek(0)
+            assert "before this agent watched it" in log.read()
+        t.check("an agent started on a failed secondary session: stale (the "
+                "primary may have run on meanwhile), no take-over", restarted)
     finally:
         if agent:
             agent.terminate()

@@ -445,9 +445,9 @@ static void evaluate(Agent *a)
     }
     if (a->hb.stale != a->shown_stale) {
         if (a->hb.stale) {
-            agent_log(a, "this secondary is stale: peer %s reported its "
-                      "QEMU %s (mode %s) after the COLO link broke; it will "
-                      "not take over until re-protected", a->peer->name,
+            agent_log(a, "this secondary is stale: %s (peer %s: its QEMU "
+                      "%s, mode %s); it will not take over until "
+                      "re-protected", a->hb.stale_why, a->peer->name,
                       colo_health_name(a->hb.peer_health),
                       colo_hb_mode_name(a->hb.peer_mode));
         } else {
@@ -608,7 +608,7 @@ static gboolean on_monitor_msg(gpointer opaque)
         if (m->link_lost && !a->hb.link_lost) {
             agent_log(a, "query-colo-status: the local QEMU's COLO link is "
                       "lost");
-            colo_hb_link_lost(&a->hb);
+            colo_hb_session_broken(&a->hb);
         }
         break;
     case MON_EVENT:

@@ -144,14 +144,17 @@ void colo_hb_init(ColoHeartbeat *hb, const ColoHbConfig *cfg, int64_t now)
     };
 }
 
-/*
- * Our secondary session lost its COLO link and we did not take over: from
- * now on the primary must not be seen running, or our state is stale.
- */
-static bool secondary_cut_off(const ColoHeartbeat *hb)
+static bool secondary_session(const ColoHeartbeat *hb)
 {
-    return hb->session_mode == COLO_HB_MODE_SECONDARY && hb->link_lost &&
-           !hb->took_over;
+    return hb->session_mode == COLO_HB_MODE_SECONDARY && !hb->took_over;
+}
+
+static void make_stale(ColoHeartbeat *hb, const char *why)
+{
+    if (!hb->stale) {
+        hb->stale = true;
+        hb->stale_why = why;
+    }
 }
 
 static bool refuse(ColoHeartbeat *hb, const char *why)
@@ -189,13 +192,28 @@ bool colo_hb_receive(ColoHeartbeat *hb, int64_t now, const uint8_t *buf,
     hb->peer_health = msg.health;
     hb->peer_mode = msg.mode;
     hb->rx_ok++;
+    if (!secondary_session(hb)) {
+        return true;
+    }
     /*
-     * Any mode counts: the primary leaves COLO by itself when the link
-     * breaks, and its agent may report the new mode a little later.  A
-     * primary that died with the link is reported gone, not running.
+     * After the break any mode counts: the primary leaves COLO by itself
+     * when the link breaks, and its agent may report the new mode a little
+     * later.  A primary that died with the link is reported gone, not
+     * running.
      */
-    if (secondary_cut_off(hb) && msg.health == COLO_HEALTH_RUNNING) {
-        hb->stale = true;
+    if (hb->link_lost && msg.health == COLO_HEALTH_RUNNING) {
+        make_stale(hb, "the primary's QEMU was reported running after the "
+                   "COLO link broke");
+    }
+    /*
+     * "none" before it ever said "primary" is the start of the session:
+     * its agent reads the new mode a little later.
+     */
+    if (msg.mode == COLO_HB_MODE_PRIMARY) {
+        hb->peer_joined = true;
+    } else if (hb->peer_joined && msg.mode == COLO_HB_MODE_NONE &&
+               msg.health == COLO_HEALTH_RUNNING) {
+        make_stale(hb, "the primary left COLO and runs alone");
     }
     return true;
 }
@@ -215,6 +233,8 @@ void colo_hb_set_local_health(ColoHeartbeat *hb, int64_t now,
         hb->local_mode = COLO_HB_MODE_UNKNOWN;
         hb->link_lost = false;
         hb->took_over = false;
+        hb->session_reports = 0;
+        hb->peer_joined = false;
         hb->stale = false;
     }
     hb->local_health = health;
@@ -232,7 +252,12 @@ void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode)
         hb->session_mode = mode;
         hb->link_lost = false;
         hb->took_over = false;
+        hb->session_reports = 0;
+        hb->peer_joined = false;
         hb->stale = false;
+    }
+    if (in_colo(mode)) {
+        hb->session_reports++;
     }
     hb->local_mode = mode;
 }
@@ -240,12 +265,17 @@ void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode)
 void colo_hb_link_lost(ColoHeartbeat *hb)
 {
     hb->link_lost = true;
-    /* Its last report already had it serving alone. */
-    if (secondary_cut_off(hb) && hb->peer_seen &&
-        hb->peer_health == COLO_HEALTH_RUNNING &&
-        hb->peer_mode == COLO_HB_MODE_NONE) {
-        hb->stale = true;
+}
+
+void colo_hb_session_broken(ColoHeartbeat *hb)
+{
+    /* What the primary did before we looked is unknown: assume the worst */
+    if (secondary_session(hb) && !hb->link_lost &&
+        hb->session_reports <= 1) {
+        make_stale(hb, "the COLO link broke before this agent watched it: "
+                   "the primary may have run on alone");
     }
+    colo_hb_link_lost(hb);
 }
 
 void colo_hb_set_quorum(ColoHeartbeat *hb, ColoHbQuorum quorum,
@@ -382,13 +412,13 @@ ColoHbAction colo_hb_decide(ColoHeartbeat *hb, int64_t now)
         if (hb->stale) {
             return act(hb, COLO_HB_NOTHING,
                        peer == COLO_PEER_GONE ?
-                       "stale: the primary is gone, but it ran on after the "
-                       "COLO link broke and this secondary lacks what it did "
-                       "since: not taking over (re-protect, or fail over by "
-                       "hand accepting that loss)" :
-                       "stale: the primary ran on after the COLO link broke; "
-                       "this secondary lacks what it did since and will not "
-                       "take over until re-protected");
+                       "stale: the primary is gone, but it may have served "
+                       "alone since this secondary's last checkpoint: not "
+                       "taking over (re-protect, or fail over by hand "
+                       "accepting that loss)" :
+                       "stale: the primary may have served alone since this "
+                       "secondary's last checkpoint; not taking over until "
+                       "re-protected");
         }
         if (peer == COLO_PEER_GONE) {
             return act(hb, COLO_HB_TAKE_OVER,

@@ -25,11 +25,14 @@
  *   not a member and it has been silent for the timeout.  Silence alone is
  *   no proof (a cut link looks the same): without corosync the secondary
  *   then waits.
- * - A secondary is stale, and never takes over, once its COLO link broke
- *   and the primary's QEMU was reported running afterwards (see
- *   colo_hb_receive()): the primary may have answered clients and written
- *   its disk alone since, and none of that is in the secondary's state.
- *   Only re-protection (a new COLO session, or a new QEMU) clears it.
+ * - A secondary is stale, and never takes over, once the primary may have
+ *   answered clients or written its disk alone since the last checkpoint:
+ *   none of that is in the secondary's state.  That is: after its COLO
+ *   link broke the primary's QEMU was reported running (any mode); or the
+ *   primary, reported in COLO in this session, was reported running
+ *   outside it; or the agent learned of the break without having watched
+ *   the session intact (it started since).  Only re-protection (a new COLO
+ *   session, or a new QEMU) clears it.
  * - An agent whose QEMU is stopped (SIGSTOP, a hung host) for the timeout
  *   while the peer is alive fences (SIGKILLs) it and reports it gone, so
  *   the peer can take over without risk of the stopped one coming back.
@@ -123,7 +126,10 @@ typedef struct ColoHeartbeat {
     /* the mode of the current or last COLO session: what a failure asks */
     ColoHbMode session_mode;
     bool link_lost;         /* COLO_LINK_LOST in this COLO session */
+    int session_reports;    /* mode reports of this session so far */
+    bool peer_joined;       /* the peer reported "primary" in it */
     bool stale;             /* behind its primary: never take over */
+    const char *stale_why;  /* static: for the log */
 
     ColoHbQuorum quorum;
     bool peer_member;       /* the peer is in our corosync partition */
@@ -158,6 +164,13 @@ void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode);
  * reported running outside COLO is stale at once.
  */
 void colo_hb_link_lost(ColoHeartbeat *hb);
+/*
+ * query-colo-status says the local session failed (the agent may have
+ * missed COLO_LINK_LOST): as colo_hb_link_lost(), and a secondary whose
+ * first report of the session this is has not watched it intact: stale.
+ * Call it after colo_hb_set_local_mode() with the same report.
+ */
+void colo_hb_session_broken(ColoHeartbeat *hb);
 /*
  * Corosync's view.  "Quorate without the peer" proves the peer gone only
  * after COLO_HB_VOTED_OUT_GRACE intervals (and the heartbeat timeout).

@@ -433,9 +433,10 @@ static void test_secondary_stale(void)
     /* already reported alone when the break is seen */
     setup(&hb, false);
     colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
-    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_NONE);
+    beat(&hb, 50, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 100, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_NONE);
     colo_hb_link_lost(&hb);
-    beat(&hb, 150, 2, COLO_HEALTH_GONE, COLO_HB_MODE_NONE);
+    beat(&hb, 150, 3, COLO_HEALTH_GONE, COLO_HB_MODE_NONE);
     g_assert_cmpint(colo_hb_decide(&hb, 150), ==, COLO_HB_NOTHING);
     g_assert_nonnull(strstr(hb.reason, "stale"));
 
@@ -443,8 +444,65 @@ static void test_secondary_stale(void)
     colo_hb_set_local_health(&hb, 200, COLO_HEALTH_GONE);
     colo_hb_set_local_health(&hb, 300, COLO_HEALTH_RUNNING);
     colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
-    beat(&hb, 400, 3, COLO_HEALTH_GONE, COLO_HB_MODE_NONE);
+    beat(&hb, 400, 4, COLO_HEALTH_GONE, COLO_HB_MODE_NONE);
     g_assert_cmpint(colo_hb_decide(&hb, 400), ==, COLO_HB_TAKE_OVER);
+}
+
+/*
+ * query-colo-status says the session failed.  In the first report of the
+ * session (the agent started since the break) the primary's doings are
+ * unknown: stale.  After reports of it intact, as COLO_LINK_LOST.
+ */
+static void test_secondary_session_broken(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    colo_hb_session_broken(&hb);
+    g_assert_true(hb.link_lost);
+    beat(&hb, 100, 1, COLO_HEALTH_GONE, COLO_HB_MODE_NONE);
+    g_assert_cmpint(colo_hb_decide(&hb, 100), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "stale"));
+    g_assert_nonnull(strstr(hb.stale_why, "before this agent watched"));
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    colo_hb_session_broken(&hb);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    colo_hb_session_broken(&hb);
+    beat(&hb, 200, 2, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 200), ==, COLO_HB_TAKE_OVER);
+}
+
+/*
+ * The primary reported in COLO, then running outside it: it left COLO and
+ * serves alone, which breaks our session too; stale even before our QEMU
+ * notices.  A report of "none" before it ever reported "primary" is the
+ * start of the session (its agent reads the mode a little later).
+ */
+static void test_secondary_stale_primary_left(void)
+{
+    ColoHeartbeat hb;
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    beat(&hb, 200, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_NONE);
+    beat(&hb, 300, 3, COLO_HEALTH_GONE, COLO_HB_MODE_NONE);
+    colo_hb_link_lost(&hb);
+    g_assert_cmpint(colo_hb_decide(&hb, 300), ==, COLO_HB_NOTHING);
+    g_assert_nonnull(strstr(hb.reason, "stale"));
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_NONE);
+    beat(&hb, 200, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_link_lost(&hb);
+    beat(&hb, 300, 3, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 300), ==, COLO_HB_TAKE_OVER);
 }
 
 /* Not stale: the primary died with the link, or was stopped then fenced. */
@@ -524,6 +582,10 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-heartbeat/secondary/quorum",
                     test_secondary_quorum);
     g_test_add_func("/colo-heartbeat/secondary/stale", test_secondary_stale);
+    g_test_add_func("/colo-heartbeat/secondary/stale-primary-left",
+                    test_secondary_stale_primary_left);
+    g_test_add_func("/colo-heartbeat/secondary/session-broken",
+                    test_secondary_session_broken);
     g_test_add_func("/colo-heartbeat/secondary/not-stale",
                     test_secondary_not_stale);
     g_test_add_func("/colo-heartbeat/secondary/stale-quorum",
