@@ -233,7 +233,7 @@ void colo_hb_set_local_health(ColoHeartbeat *hb, int64_t now,
         hb->local_mode = COLO_HB_MODE_UNKNOWN;
         hb->link_lost = false;
         hb->took_over = false;
-        hb->session_reports = 0;
+        hb->mode_reports = 0;
         hb->peer_joined = false;
         hb->stale = false;
     }
@@ -252,13 +252,10 @@ void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode)
         hb->session_mode = mode;
         hb->link_lost = false;
         hb->took_over = false;
-        hb->session_reports = 0;
         hb->peer_joined = false;
         hb->stale = false;
     }
-    if (in_colo(mode)) {
-        hb->session_reports++;
-    }
+    hb->mode_reports++;
     hb->local_mode = mode;
 }
 
@@ -270,8 +267,7 @@ void colo_hb_link_lost(ColoHeartbeat *hb)
 void colo_hb_session_broken(ColoHeartbeat *hb)
 {
     /* What the primary did before we looked is unknown: assume the worst */
-    if (secondary_session(hb) && !hb->link_lost &&
-        hb->session_reports <= 1) {
+    if (secondary_session(hb) && !hb->link_lost && hb->mode_reports <= 1) {
         make_stale(hb, "the COLO link broke before this agent watched it: "
                    "the primary may have run on alone");
     }

@@ -30,8 +30,8 @@
  *   none of that is in the secondary's state.  That is: after its COLO
  *   link broke the primary's QEMU was reported running (any mode); or the
  *   primary, reported in COLO in this session, was reported running
- *   outside it; or the agent learned of the break without having watched
- *   the session intact (it started since).  Only re-protection (a new COLO
+ *   outside it; or the agent learned of the break in its first report of
+ *   this QEMU (it started since: the primary's doings are unknown).  Only re-protection (a new COLO
  *   session, or a new QEMU) clears it.
  * - An agent whose QEMU is stopped (SIGSTOP, a hung host) for the timeout
  *   while the peer is alive fences (SIGKILLs) it and reports it gone, so
@@ -126,7 +126,7 @@ typedef struct ColoHeartbeat {
     /* the mode of the current or last COLO session: what a failure asks */
     ColoHbMode session_mode;
     bool link_lost;         /* COLO_LINK_LOST in this COLO session */
-    int session_reports;    /* mode reports of this session so far */
+    int mode_reports;       /* of this QEMU so far */
     bool peer_joined;       /* the peer reported "primary" in it */
     bool stale;             /* behind its primary: never take over */
     const char *stale_why;  /* static: for the log */
@@ -166,9 +166,9 @@ void colo_hb_set_local_mode(ColoHeartbeat *hb, ColoHbMode mode);
 void colo_hb_link_lost(ColoHeartbeat *hb);
 /*
  * query-colo-status says the local session failed (the agent may have
- * missed COLO_LINK_LOST): as colo_hb_link_lost(), and a secondary whose
- * first report of the session this is has not watched it intact: stale.
- * Call it after colo_hb_set_local_mode() with the same report.
+ * missed COLO_LINK_LOST): as colo_hb_link_lost(), and if this is the first
+ * report of this QEMU, the agent has not watched the session: a secondary
+ * is stale.  Call it after colo_hb_set_local_mode() with the same report.
  */
 void colo_hb_session_broken(ColoHeartbeat *hb);
 /*

@@ -449,9 +449,9 @@ static void test_secondary_stale(void)
 }
 
 /*
- * query-colo-status says the session failed.  In the first report of the
- * session (the agent started since the break) the primary's doings are
- * unknown: stale.  After reports of it intact, as COLO_LINK_LOST.
+ * query-colo-status says the session failed.  In the first report of this
+ * QEMU (the agent started since the break) the primary's doings are
+ * unknown: stale.  After earlier reports, as COLO_LINK_LOST.
  */
 static void test_secondary_session_broken(void)
 {
@@ -465,6 +465,18 @@ static void test_secondary_session_broken(void)
     g_assert_cmpint(colo_hb_decide(&hb, 100), ==, COLO_HB_NOTHING);
     g_assert_nonnull(strstr(hb.reason, "stale"));
     g_assert_nonnull(strstr(hb.stale_why, "before this agent watched"));
+
+    /*
+     * Watched since before the session (a fresh secondary): the session
+     * broke before the first report of it, with the primary
+     */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
+    beat(&hb, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    colo_hb_session_broken(&hb);
+    beat(&hb, 120, 2, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_cmpint(colo_hb_decide(&hb, 120), ==, COLO_HB_TAKE_OVER);
 
     setup(&hb, false);
     colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
