@@ -31,8 +31,8 @@
  *   link broke the primary's QEMU was reported running (any mode); or the
  *   primary, reported in COLO in this session, was reported running
  *   outside it; or the agent learned of the break in its first report of
- *   this QEMU (it started since: the primary's doings are unknown).  Only re-protection (a new COLO
- *   session, or a new QEMU) clears it.
+ *   this QEMU (it started since: the primary's doings are unknown).
+ *   Only re-protection (a new COLO session, or a new QEMU) clears it.
  * - An agent whose QEMU is stopped (SIGSTOP, a hung host) for the timeout
  *   while the peer is alive fences (SIGKILLs) it and reports it gone, so
  *   the peer can take over without risk of the stopped one coming back.
