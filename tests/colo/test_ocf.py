@@ -449,6 +449,39 @@ def run(t, env):
     t.check("stop of an answering QEMU: qemu-colo-ctl stop, and success only "
             "once the process is gone", still_there)
 
+    def real_qemu_hung():
+        # the same with a real QEMU, daemonized as qemu-colo-ctl starts it
+        qemu = os.path.join(BUILD, "qemu", "qemu-system-x86_64")
+        if not os.access(qemu, os.X_OK):
+            print("# %s not built: skipped" % qemu)
+            return
+        env.set_state(a=None, b=None)
+        pidfile = os.path.join(env.dir, "a", "qemu.pid")
+        os.makedirs(os.path.dirname(pidfile), exist_ok=True)
+        subprocess.run([qemu, "-M", "none", "-display", "none", "-nodefaults",
+                        "-S", "-daemonize", "-pidfile", pidfile], check=True,
+                       timeout=60)
+        with open(pidfile) as f:
+            pid = int(f.read())
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            out = expect(env, OCF_ERR_GENERIC, "monitor", node="a")
+            assert str(pid) in out, out
+            expect(env, OCF_SUCCESS, "stop", node="a")
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    state = f.read().rsplit(") ", 1)[1][0]
+            except FileNotFoundError:
+                state = "gone"
+            assert state in ("Z", "gone"), "QEMU %d %s after stop" % (pid, state)
+        finally:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    t.check("a real QEMU (daemonized, -pidfile) SIGSTOPped: monitor 1, stop "
+            "SIGKILLs it", real_qemu_hung)
+
     def reused():
         # a stale pid file whose pid now belongs to another program
         env.set_state(a=None, b=None)
