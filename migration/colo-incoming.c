@@ -35,6 +35,7 @@
 #include "block/aio.h"
 #include "block/replication.h"
 #include "net/filter.h"
+#include "net/colo-input.h"
 #include "migration/colo.h"
 #include "migration.h"
 #include "savevm.h"
@@ -77,26 +78,29 @@ static bool colo_secondary_start(ColoSecondary *sec, Error **errp)
     return !*errp && colo_msg_send(sec->to, &hello, errp);
 }
 
-/* Read the device state that follows @msg into a new buffer and check it. */
-static uint8_t *colo_receive_device_state(ColoSecondary *sec,
-                                          const ColoMsg *msg, Error **errp)
+/*
+ * Read the payload that follows @msg (device state, input marks) into a
+ * new buffer and check it.
+ */
+static uint8_t *colo_receive_payload(ColoSecondary *sec, const ColoMsg *msg,
+                                     const char *what, Error **errp)
 {
     g_autofree uint8_t *data = g_try_malloc(MAX(msg->length, 1));
 
     if (!data) {
         error_setg(errp, "COLO: cannot allocate %" PRIu64 " bytes for the "
-                   "device state", msg->length);
+                   "%s", msg->length, what);
         return NULL;
     }
     if (qemu_get_buffer(sec->from, data, msg->length) != msg->length ||
         qemu_file_get_error(sec->from)) {
-        error_setg(errp, "COLO: connection lost while receiving the device "
-                   "state");
+        error_setg(errp, "COLO: connection lost while receiving the %s",
+                   what);
         return NULL;
     }
     if (colo_device_state_crc(data, msg->length) != msg->crc) {
-        error_setg(errp, "COLO: corrupt device state (bad checksum); "
-                   "checkpoint discarded");
+        error_setg(errp, "COLO: corrupt %s (bad checksum); checkpoint "
+                   "discarded", what);
         return NULL;
     }
     return g_steal_pointer(&data);
@@ -132,8 +136,9 @@ static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
 static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
 {
     ERRP_GUARD();
-    ColoMsg msg, dev_msg;
+    ColoMsg msg, dev_msg, marks_msg;
     g_autofree uint8_t *dev_state = NULL;
+    g_autofree uint8_t *input_marks = NULL;
     int64_t stop_us, pause_us;
     ColoTrigger trigger;
     Error *local_err = NULL;
@@ -178,8 +183,14 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
                          &dev_msg, errp)) {
         goto fail;
     }
-    dev_state = colo_receive_device_state(sec, &dev_msg, errp);
-    if (!dev_state) {
+    dev_state = colo_receive_payload(sec, &dev_msg, "device state", errp);
+    if (!dev_state ||
+        !colo_msg_expect(sec->from, COLO_MSG_INPUT_MARKS, sec->seq,
+                         &marks_msg, errp)) {
+        goto fail;
+    }
+    input_marks = colo_receive_payload(sec, &marks_msg, "input marks", errp);
+    if (!input_marks) {
         goto fail;
     }
     colo_disarm();
@@ -212,6 +223,12 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
 
         colo_notify_filters_event(COLO_EVENT_CHECKPOINT, &filter_err);
         if (filter_err) {
+            warn_report_err(filter_err);
+            filter_err = NULL;
+        }
+        /* Client input the checkpoint already holds is not delivered again. */
+        if (!colo_input_marks_apply((const char *)input_marks,
+                                    marks_msg.length, &filter_err)) {
             warn_report_err(filter_err);
         }
         if (dev_msg.flags & COLO_FLAG_RUN) {

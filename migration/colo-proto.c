@@ -22,6 +22,7 @@ static const char *const colo_msg_names[COLO_MSG__MAX] = {
     [COLO_MSG_DEVICE_STATE] = "device-state",
     [COLO_MSG_RECEIVED] = "received",
     [COLO_MSG_LOADED] = "loaded",
+    [COLO_MSG_INPUT_MARKS] = "input-marks",
 };
 
 const char *colo_msg_name(ColoMsgType type)
@@ -94,6 +95,14 @@ bool colo_msg_check(const ColoMsg *msg, ColoMsgType type, uint32_t seq,
             error_setg(errp, "COLO: device state of %" PRIu64 " bytes "
                        "exceeds the limit of %d bytes", msg->length,
                        COLO_DEVICE_STATE_MAX);
+            return false;
+        }
+        break;
+    case COLO_MSG_INPUT_MARKS:
+        if (msg->length > COLO_INPUT_MARKS_MAX) {
+            error_setg(errp, "COLO: input marks of %" PRIu64 " bytes "
+                       "exceed the limit of %d bytes", msg->length,
+                       COLO_INPUT_MARKS_MAX);
             return false;
         }
         break;

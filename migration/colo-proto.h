@@ -17,6 +17,10 @@
  *   P -> S  DEVICE_STATE          @length bytes of device state follow, with
  *                                 CRC32C @crc; @flags has COLO_FLAG_RUN
  *                                 when the guest is to run afterwards
+ *   P -> S  INPUT_MARKS           @length bytes follow, with CRC32C @crc:
+ *                                 for each mirrored NIC, how many client
+ *                                 frames the primary had mirrored when it
+ *                                 stopped (net/colo-input.h)
  *   S -> P  RECEIVED              all of it arrived intact; the secondary's
  *                                 disks are checkpointed; it will apply it
  *   S -> P  LOADED                the secondary applied it
@@ -29,10 +33,12 @@
 #define MIGRATION_COLO_PROTO_H
 
 #define COLO_PROTO_MAGIC    0x434f4c4fu   /* "COLO" */
-#define COLO_PROTO_VERSION  1
+#define COLO_PROTO_VERSION  2     /* 2: INPUT_MARKS */
 #define COLO_MSG_WIRE_SIZE  28
 /* A device state larger than this is refused as corrupt. */
 #define COLO_DEVICE_STATE_MAX  (256 * 1024 * 1024)
+/* Input marks larger than this are refused as corrupt. */
+#define COLO_INPUT_MARKS_MAX   (64 * 1024)
 
 typedef enum ColoMsgType {
     COLO_MSG_HELLO = 1,
@@ -42,6 +48,7 @@ typedef enum ColoMsgType {
     COLO_MSG_DEVICE_STATE,
     COLO_MSG_RECEIVED,
     COLO_MSG_LOADED,
+    COLO_MSG_INPUT_MARKS,
     COLO_MSG__MAX,
 } ColoMsgType;
 

@@ -43,6 +43,7 @@
 #include "block/replication.h"
 #include "net/filter.h"
 #include "net/colo-compare.h"
+#include "net/colo-input.h"
 #include "migration/colo.h"
 #include "migration/failover.h"
 #include "migration.h"
@@ -556,6 +557,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     ERRP_GUARD();
     ColoMsg msg = { 0 };
     g_autofree uint8_t *dev_state = NULL;
+    g_autoptr(GString) input_marks = g_string_new(NULL);
     size_t dev_len = 0;
     uint64_t ram_start, ram_bytes = 0, dev_bytes = 0;
     int64_t stop_us = 0, pause_us;
@@ -603,6 +605,8 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     }
     if (!*errp) {
         dev_state = colo_save_device_state(&dev_len, errp);
+        /* With the guest stopped: the client input its state holds. */
+        colo_input_marks_save(input_marks);
     }
     bql_unlock();
     if (*errp) {
@@ -619,8 +623,18 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     colo_arm("device state");
     if (colo_msg_send(p->to, &msg, errp)) {
         qemu_put_buffer(p->to, dev_state, dev_bytes);
-        if (qemu_fflush(p->to) < 0) {
-            error_setg(errp, "COLO: sending the device state failed");
+        msg = (ColoMsg) {
+            .type = COLO_MSG_INPUT_MARKS, .seq = p->seq,
+            .length = input_marks->len,
+            .crc = colo_device_state_crc((uint8_t *)input_marks->str,
+                                         input_marks->len),
+        };
+        if (colo_msg_send(p->to, &msg, errp)) {
+            qemu_put_buffer(p->to, (uint8_t *)input_marks->str,
+                            input_marks->len);
+            if (qemu_fflush(p->to) < 0) {
+                error_setg(errp, "COLO: sending the device state failed");
+            }
         }
     }
     colo_disarm();

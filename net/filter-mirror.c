@@ -13,9 +13,16 @@
  * netdev (as if the guest sent them), otherwise towards the guest.
  * Frames on the chardevs use the proxy frame format (net/colo-frame.h).
  *
+ * In COLO both keep count of the frames on their chardev, and the
+ * secondary's redirector holds client frames while its guest is stopped,
+ * so that input the checkpoint already holds is not delivered twice (see
+ * net/colo-input.h).
+ *
  * Threads and locking: everything runs in the main loop under the big
- * QEMU lock (netfilter callbacks and chardev handlers in the default
- * context); no state is shared between filters.
+ * QEMU lock (netfilter callbacks, chardev handlers in the default context,
+ * VM state change handlers, and the COLO thread's calls into
+ * colo-input.h, which take the BQL); the list of instances is only touched
+ * under it too.
  */
 
 #include "qemu/osdep.h"
@@ -26,6 +33,9 @@
 #include "net/net.h"
 #include "net/colo.h"
 #include "net/colo-frame.h"
+#include "net/colo-input.h"
+#include "migration/colo.h"
+#include "system/runstate.h"
 #include "trace.h"
 
 #define TYPE_FILTER_MIRROR "filter-mirror"
@@ -47,7 +57,31 @@ struct ColoMirrorState {
     ColoFrameReader reader;     /* frames from indev */
     bool reader_ready;
     uint64_t frames_rejected;
+
+    /* COLO input marks (net/colo-input.h) */
+    QTAILQ_ENTRY(ColoMirrorState) next;
+    uint64_t frames_mirrored;   /* mirror: written whole since outdev opened */
+    uint64_t frames_read;       /* redirector: read since indev opened */
+    uint64_t input_mark;        /* redirector: frames below are in the guest */
+    uint64_t frames_dropped;    /* redirector: below the mark, not delivered */
+    GQueue held;                /* redirector: HeldFrame, guest stopped */
+    size_t held_bytes;
+    VMChangeStateEntry *vm_change;
 };
+
+/* A client frame the secondary's redirector holds while its guest stops. */
+typedef struct HeldFrame {
+    uint64_t index;
+    uint32_t vnet_hdr_len;
+    size_t len;
+    uint8_t data[];
+} HeldFrame;
+
+/* Beyond this, frames go to the net layer's queue as without COLO. */
+#define REDIRECTOR_HELD_MAX_BYTES  (16 * 1024 * 1024)
+
+static QTAILQ_HEAD(, ColoMirrorState) colo_mirrors =
+    QTAILQ_HEAD_INITIALIZER(colo_mirrors);
 
 static bool is_redirector(ColoMirrorState *s)
 {
@@ -71,7 +105,9 @@ static void mirror_send(ColoMirrorState *s, const struct iovec *iov,
     hdr_len = colo_frame_header(buf, s->vnet_hdr, size, vnet_len);
     iov_to_buf(iov, iovcnt, 0, buf + hdr_len, size);
     ret = qemu_chr_fe_write_all(&s->outdev, buf, hdr_len + size);
-    if (ret != hdr_len + size) {
+    if (ret == hdr_len + size) {
+        s->frames_mirrored++;
+    } else {
         trace_colo_filter_write_failed(object_get_canonical_path_component(
                                            OBJECT(s)), s->outdev_id,
                                        ret < 0 ? -errno : ret);
@@ -100,10 +136,81 @@ static ssize_t mirror_receive_iov(NetFilterState *nf, NetClientState *sender,
 /* Large enough for every virtio-net header layout. */
 #define REDIRECTOR_VNET_HDR_MAX 64
 
+static void redirector_deliver(ColoMirrorState *s, const uint8_t *buf,
+                               size_t len, uint32_t vnet_hdr_len);
+
+/* Frames towards the guest of a COLO secondary: client input. */
+static bool redirector_feeds_secondary(ColoMirrorState *s)
+{
+    NetFilterState *nf = NETFILTER(s);
+
+    return nf->direction == NET_FILTER_DIRECTION_TX &&
+           get_colo_mode() == COLO_MODE_SECONDARY;
+}
+
+static void redirector_drop_held_below_mark(ColoMirrorState *s)
+{
+    HeldFrame *f;
+
+    while ((f = g_queue_peek_head(&s->held)) && f->index < s->input_mark) {
+        g_queue_pop_head(&s->held);
+        s->held_bytes -= f->len;
+        s->frames_dropped++;
+        g_free(f);
+    }
+}
+
+static void redirector_release_held(ColoMirrorState *s)
+{
+    HeldFrame *f;
+
+    redirector_drop_held_below_mark(s);
+    while ((f = g_queue_pop_head(&s->held))) {
+        s->held_bytes -= f->len;
+        redirector_deliver(s, f->data, f->len, f->vnet_hdr_len);
+        g_free(f);
+    }
+}
+
+/* The guest runs again (after a checkpoint, or after failover). */
+static void redirector_vm_change(void *opaque, bool running, RunState state)
+{
+    if (running) {
+        redirector_release_held(opaque);
+    }
+}
+
 static void redirector_inject(void *opaque, const uint8_t *buf, size_t len,
                               uint32_t vnet_hdr_len)
 {
     ColoMirrorState *s = opaque;
+    uint64_t index = s->frames_read++;
+    HeldFrame *f;
+
+    if (redirector_feeds_secondary(s)) {
+        if (index < s->input_mark) {
+            /* The last checkpoint holds the primary's answer to it. */
+            s->frames_dropped++;
+            return;
+        }
+        if (!runstate_is_running() &&
+            s->held_bytes + len <= REDIRECTOR_HELD_MAX_BYTES) {
+            f = g_malloc(sizeof(*f) + len);
+            *f = (HeldFrame) { .index = index, .vnet_hdr_len = vnet_hdr_len,
+                               .len = len };
+            memcpy(f->data, buf, len);
+            g_queue_push_tail(&s->held, f);
+            s->held_bytes += len;
+            return;
+        }
+    }
+    redirector_release_held(s);
+    redirector_deliver(s, buf, len, vnet_hdr_len);
+}
+
+static void redirector_deliver(ColoMirrorState *s, const uint8_t *buf,
+                               size_t len, uint32_t vnet_hdr_len)
+{
     NetFilterState *nf = NETFILTER(s);
     uint8_t hdr[REDIRECTOR_VNET_HDR_MAX] = { 0 };
     struct iovec iov[2] = {
@@ -169,8 +276,20 @@ static void redirector_chr_event(void *opaque, QEMUChrEvent event)
     ColoMirrorState *s = opaque;
 
     if (event == CHR_EVENT_OPENED || event == CHR_EVENT_CLOSED) {
-        /* A new peer starts with a new frame. */
+        /* A new peer starts with a new frame, and counts from zero. */
         colo_frame_reader_reset(&s->reader);
+        s->frames_read = 0;
+        s->input_mark = 0;
+    }
+}
+
+static void mirror_outdev_event(void *opaque, QEMUChrEvent event)
+{
+    ColoMirrorState *s = opaque;
+
+    if (event == CHR_EVENT_OPENED) {
+        /* The peer's redirector counts from zero too. */
+        s->frames_mirrored = 0;
     }
 }
 
@@ -224,6 +343,10 @@ static void mirror_setup(NetFilterState *nf, Error **errp)
         !attach_chardev(s, &s->outdev, "outdev", s->outdev_id, errp)) {
         return;
     }
+    if (s->outdev_id && !is_redirector(s)) {
+        qemu_chr_fe_set_handlers(&s->outdev, NULL, NULL, mirror_outdev_event,
+                                 NULL, s, NULL, true);
+    }
     if (s->indev_id) {
         if (!attach_chardev(s, &s->indev, "indev", s->indev_id, errp)) {
             qemu_chr_fe_deinit(&s->outdev, false);
@@ -233,7 +356,11 @@ static void mirror_setup(NetFilterState *nf, Error **errp)
                                redirector_reject, s);
         s->reader_ready = true;
         redirector_set_handlers(s, nf->on);
+        g_queue_init(&s->held);
+        s->vm_change = qemu_add_vm_change_state_handler(redirector_vm_change,
+                                                        s);
     }
+    QTAILQ_INSERT_TAIL(&colo_mirrors, s, next);
 }
 
 static void mirror_status_changed(NetFilterState *nf, Error **errp)
@@ -248,13 +375,80 @@ static void mirror_status_changed(NetFilterState *nf, Error **errp)
 static void mirror_cleanup(NetFilterState *nf)
 {
     ColoMirrorState *s = COLO_MIRROR(nf);
+    HeldFrame *f;
 
+    if (QTAILQ_IN_USE(s, next)) {
+        QTAILQ_REMOVE(&colo_mirrors, s, next);
+    }
+    if (s->vm_change) {
+        qemu_del_vm_change_state_handler(s->vm_change);
+        s->vm_change = NULL;
+    }
+    while ((f = g_queue_pop_head(&s->held))) {
+        g_free(f);
+    }
+    s->held_bytes = 0;
     qemu_chr_fe_deinit(&s->indev, false);
     qemu_chr_fe_deinit(&s->outdev, false);
     if (s->reader_ready) {
         colo_frame_reader_destroy(&s->reader);
         s->reader_ready = false;
     }
+}
+
+/* ---- COLO input marks (net/colo-input.h) -------------------------------- */
+
+static const char *mirror_netdev_id(ColoMirrorState *s)
+{
+    NetFilterState *nf = NETFILTER(s);
+
+    return nf->netdev ? nf->netdev->name : NULL;
+}
+
+void colo_input_marks_save(GString *marks)
+{
+    ColoMirrorState *s;
+
+    QTAILQ_FOREACH(s, &colo_mirrors, next) {
+        if (!is_redirector(s) && mirror_netdev_id(s) &&
+            NETFILTER(s)->direction == NET_FILTER_DIRECTION_TX &&
+            qemu_chr_fe_backend_connected(&s->outdev)) {
+            g_string_append_printf(marks, "%s %" PRIu64 "\n",
+                                   mirror_netdev_id(s), s->frames_mirrored);
+        }
+    }
+}
+
+bool colo_input_marks_apply(const char *marks, size_t len, Error **errp)
+{
+    g_autofree char *text = g_strndup(marks, len);
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+
+    for (int i = 0; lines[i]; i++) {
+        char netdev[64];
+        uint64_t mark;
+        ColoMirrorState *s;
+
+        if (!*lines[i]) {
+            continue;
+        }
+        if (sscanf(lines[i], "%63s %" SCNu64, netdev, &mark) != 2) {
+            error_setg(errp, "COLO: malformed input mark '%s'", lines[i]);
+            return false;
+        }
+        QTAILQ_FOREACH(s, &colo_mirrors, next) {
+            if (s->indev_id && mirror_netdev_id(s) &&
+                !strcmp(mirror_netdev_id(s), netdev) &&
+                NETFILTER(s)->direction == NET_FILTER_DIRECTION_TX) {
+                s->input_mark = mark;
+                redirector_drop_held_below_mark(s);
+                trace_colo_filter_input_mark(
+                    object_get_canonical_path_component(OBJECT(s)), mark,
+                    s->frames_read, s->frames_dropped);
+            }
+        }
+    }
+    return true;
 }
 
 /* ---- properties --------------------------------------------------------- */
