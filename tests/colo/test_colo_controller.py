@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from colo_pair import (bootsect_guest_args, checkpoints, colo_status,  # noqa: E402
                        linux_guest_args, start_pair, wait_checkpoints)
-from colo_vm import wait_for  # noqa: E402
+from colo_vm import guest_files, wait_for  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
 from tap import Tap, expect_error  # noqa: E402
 
@@ -201,6 +201,41 @@ def case_resized_ram_block():
             assert dp == ds, "RAM differs (%s vs %s)" % (dp, ds)
     finally:
         os.unlink(blob)
+
+
+def case_machine_variant(extra):
+    """A guest as people run it (q35 with its AHCI disk, or 2 vCPUs): the
+    secondary loads every device's state once per checkpoint, so each must
+    load again over a live machine (q35's LPC used to map its root complex
+    register block twice and abort); RAM identical after a checkpoint of the
+    paused primary; failover to the secondary runs the guest on."""
+    if "q35" in extra:
+        guest = ["-M", "q35", "-m", str(MEM_MB), "-nic", "none",
+                 "-drive", "file=%s,format=raw,snapshot=on,if=none,id=d0"
+                 % guest_files()["bootsect"], "-device", "ide-hd,drive=d0,bus=ide.0"]
+    else:
+        guest = bootsect_guest_args(MEM_MB) + list(extra)
+    pri, sec = start_pair(guest, delay_ms=300)
+    try:
+        wait_checkpoints(pri, 5)
+        for vm, mode in ((pri, "primary"), (sec, "secondary")):
+            assert colo_status(vm)["mode"] == mode, (vm.name, vm.qemu_log())
+        pri.cmd("stop")
+        n = checkpoints(pri)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
+        wait_checkpoints(sec, n + 1)
+        dp = guest_ram_digest(pri, pri.path("ram.bin"))
+        ds = guest_ram_digest(sec, sec.path("ram.bin"))
+        assert dp == ds, "RAM differs (%s vs %s)" % (dp, ds)
+        pri.kill(signal.SIGKILL)
+        sec.wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
+                     "the secondary to notice the primary is gone")
+        sec.cmd("x-colo-lost-heartbeat")
+        assert_exit(sec, "secondary", "request")
+        guest_runs(sec)
+    finally:
+        for vm in (pri, sec):
+            vm.shutdown()
 
 
 def case_primary_failover_idle(multifd=False):
@@ -477,6 +512,10 @@ def main():
     t.check("replica fidelity with a lazy-secondary detector: guests doing different "
             "work; RAM and CPU state identical after each checkpoint",
             case_replica_fidelity_lazy_secondary)
+    t.check("q35 (ICH9, AHCI disk): checkpoints load every device again; replica "
+            "identical; failover", case_machine_variant, ("q35",))
+    t.check("-smp 2 (MTTCG): checkpoints, replica identical, failover",
+            case_machine_variant, ("-smp", "2"))
     t.check("the RAM cache fits the RAM: a resizable block larger on the primary "
             "(ACPI tables)", case_resized_ram_block)
     for multifd in (False, True):
