@@ -242,15 +242,26 @@ def primary_alone(pri):
         pri.cmd("chardev-remove", id=cid)
 
 
-def diagnose(topo, pair, client):
-    """What the network and the VMs saw, for a failure message."""
+def diagnose(topo, pair, client, qmp_timeout=60):
+    """What the network and the VMs saw, for a failure message.  A VM whose
+    monitor does not answer within qmp_timeout is asked nothing more."""
     out = []
+    hung = set()
 
     def add(what, fn):
         try:
             out.append("%s:\n%s" % (what, fn()))
         except Exception as e:      # the VM or namespace may be gone
             out.append("%s: %s" % (what, e))
+
+    def q(vm, name, **args):
+        if vm.name in hung:
+            raise RuntimeError("not asked: its monitor did not answer before")
+        try:
+            return vm.cmd(name, _timeout=qmp_timeout, **args)
+        except TimeoutError:
+            hung.add(vm.name)
+            raise
     if client:
         add("client", lambda: "%d answers, error %s, last %s" % (
             client.answers(), client.error, client.records[-1:]))
@@ -261,19 +272,19 @@ def diagnose(topo, pair, client):
                                         "master", "br0"))
     if pair:
         add("secondary rewriter", lambda: " ".join(
-            "%s=%s" % (n, pair.sec.cmd("qom-get", path="/objects/rew0",
-                                       property="stat-" + n))
+            "%s=%s" % (n, q(pair.sec, "qom-get", path="/objects/rew0",
+                            property="stat-" + n))
             for n in ("packets", "rewritten", "offsets-learned", "connections",
                       "untracked-after-failover")))
         add("primary compare", lambda: " ".join(
-            "%s=%s" % (n, pair.pri.cmd("qom-get", path="/objects/comp0",
-                                       property="stat-" + n))
+            "%s=%s" % (n, q(pair.pri, "qom-get", path="/objects/comp0",
+                            property="stat-" + n))
             for n in ("primary-packets", "secondary-packets", "packets-released",
                       "mismatches-tcp", "timeouts", "checkpoint-requests",
                       "queue-depth-primary", "queue-depth-secondary")))
         for vm in (pair.sec, pair.pri):
-            add("%s run state" % vm.name, lambda: vm.cmd("query-status"))
-            add("%s colo status" % vm.name, lambda: vm.cmd("query-colo-status"))
+            add("%s run state" % vm.name, lambda: q(vm, "query-status"))
+            add("%s colo status" % vm.name, lambda: q(vm, "query-colo-status"))
             add("%s qemu log" % vm.name, lambda: vm.qemu_log()[-2000:])
             add("%s console" % vm.name, lambda: vm.serial_output()[-1500:])
     return "\n".join(out)

@@ -51,6 +51,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -211,8 +212,15 @@ def save_logs(d, topo, pair, client, error):
         with open(os.path.join(d, name), "w") as f:
             f.write(text)
     put("error.txt", "%s\n" % error)
+    # first, where a live QEMU stands (a hang shows in its threads' stacks)
+    for vm in (pair.pri, pair.sec) if pair else ():
+        if vm.is_running():
+            r = subprocess.run(["timeout", "60", "gdb", "-p", str(vm.proc.pid),
+                                "-batch", "-ex", "thread apply all bt"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            put("%s-stacks.txt" % vm.name, r.stdout.decode(errors="replace"))
     try:
-        put("diagnose.txt", diagnose(topo, pair, client))
+        put("diagnose.txt", diagnose(topo, pair, client, qmp_timeout=10))
     except Exception as e:
         put("diagnose.txt", "diagnose failed: %s\n" % e)
     if client:
@@ -354,7 +362,7 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
             wait_for(lambda: topo.port_of_guest() == "to-sec", 30,
                      "the switch to learn the guest on to-sec")
         else:
-            ev = pri.wait_event("COLO_EXIT", PEER_TIMEOUT_MS / 1000 + 60)
+            ev = pri.wait_event("COLO_EXIT", PEER_TIMEOUT_MS / 1000 + 30)
             assert ev["data"]["mode"] == "primary", ev
             assert ev["data"]["reason"] == "error", ev
             t_exit = time.monotonic()
