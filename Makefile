@@ -9,6 +9,11 @@
 #   make demo-basic  the pair without network or disks (no root features needed)
 #   make check    all our tests; prints "N passed, N failed"
 #   make bench    benchmark figures
+#   make soak     fault trials of a protected pair (kill -9, SIGSTOP, link cut,
+#                 idle and at each checkpoint fault point), a table of what
+#                 passed; long (about an hour), not part of make check
+#                 (SOAK_TRIALS=N trials per case, default 3; SOAK_ARGS: more
+#                 arguments of tests/colo/e2e/soak.py, e.g. case names)
 #
 # Outputs live in build/ (build/src: assembled tree, build/qemu: ninja build dir);
 # the pinned upstream tarball, its pristine unpacked copy and the test guest are
@@ -17,7 +22,7 @@
 PYTHON ?= /usr/bin/python3
 export PYTHON
 
-.PHONY: all setup assemble build guest check demo demo-basic bench clean distclean
+.PHONY: all setup assemble build guest check demo demo-basic bench soak clean distclean
 
 all: build
 
@@ -44,6 +49,9 @@ demo-basic: build guest
 
 bench: build
 	@bash bench/run.sh
+
+soak: build guest
+	@$(PYTHON) tests/colo/e2e/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf build

@@ -27,6 +27,8 @@ SUITES_TABLE=(
     "proxy-colo||$PYTHON $top/tests/colo/test_proxy_colo.py"
     "proxy-e2e||$PYTHON $top/tests/colo/test_proxy_e2e.py"
     "e2e|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py"
+    "faults|qemu-img|$PYTHON $top/tests/colo/e2e/test_faults.py"
+    "soak-short|qemu-img|$PYTHON $top/tests/colo/e2e/soak.py --short"
     "reprotect|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py config rounds"
     "reprotect-interrupted|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py interrupted"
     "heartbeat|qemu-img tools/colo/qemu-colo-agent|$PYTHON $top/tests/colo/e2e/test_heartbeat.py"
