@@ -23,7 +23,14 @@ static const char *const pair_keys[] = {
     "checkpoint-delay-ms", "resync-speed", "port-mirror", "port-compare",
     "port-migrate", "port-nbd", "port-local-compare", "port-local-out",
     "heartbeat-port",
-    "heartbeat-interval-ms", "heartbeat-timeout-ms", "use-corosync", NULL
+    "heartbeat-interval-ms", "heartbeat-timeout-ms", "use-corosync",
+    "tls-dir", NULL
+};
+
+/* The files of QEMU's x509 credentials directory (tls-creds-x509 dir=) */
+static const char *const tls_files[] = {
+    "ca-cert.pem", "server-cert.pem", "server-key.pem", "client-cert.pem",
+    "client-key.pem", NULL
 };
 
 static const char *const node_keys[] = {
@@ -248,6 +255,33 @@ static bool load_node(Loader *l, const char *group, ColoNodeConfig *n,
     return true;
 }
 
+static bool load_tls_dir(Loader *l, ColoConfig *cfg, Error **errp)
+{
+    g_autofree char *dir = get_path(l, "pair", "tls-dir", "", errp);
+
+    if (!*dir) {
+        return true;
+    }
+    if (!g_file_test(dir, G_FILE_TEST_IS_DIR)) {
+        error_setg(errp, "%s: [pair]: tls-dir: %s is not a directory",
+                   l->path, dir);
+        return false;
+    }
+    for (int i = 0; tls_files[i]; i++) {
+        g_autofree char *f = g_build_filename(dir, tls_files[i], NULL);
+
+        if (!g_file_test(f, G_FILE_TEST_IS_REGULAR)) {
+            error_setg(errp, "%s: [pair]: tls-dir: %s is missing (the "
+                       "directory needs ca-cert.pem, server-cert.pem, "
+                       "server-key.pem, client-cert.pem and client-key.pem)",
+                       l->path, f);
+            return false;
+        }
+    }
+    cfg->tls_dir = g_steal_pointer(&dir);
+    return true;
+}
+
 static bool load(Loader *l, ColoConfig *cfg, Error **errp)
 {
     g_auto(GStrv) groups = g_key_file_get_groups(l->kf, NULL);
@@ -443,6 +477,9 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
                    "(the size of the overlay images)", l->path);
         return false;
     }
+    if (!load_tls_dir(l, cfg, errp)) {
+        return false;
+    }
     return true;
 }
 
@@ -504,6 +541,7 @@ void colo_config_free(ColoConfig *cfg)
     g_strfreev(cfg->guest_args);
     g_free(cfg->netdev);
     g_free(cfg->mac);
+    g_free(cfg->tls_dir);
     memset(cfg, 0, sizeof(*cfg));
 }
 

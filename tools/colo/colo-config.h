@@ -62,6 +62,12 @@ typedef struct ColoConfig {
     int64_t heartbeat_interval_ms;
     int64_t heartbeat_timeout_ms;
     bool use_corosync;      /* act only on quorate decisions */
+    /*
+     * x509 credentials in QEMU's layout (ca-cert.pem, server-cert.pem,
+     * server-key.pem, client-cert.pem, client-key.pem), all checked to
+     * exist; NULL when the key is absent (no TLS)
+     */
+    char *tls_dir;
     ColoNodeConfig nodes[2];
 } ColoConfig;
 

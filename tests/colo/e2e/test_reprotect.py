@@ -620,6 +620,16 @@ def run_config():
         expect(GOOD.replace("[pair]\n", "[pair]\nheartbeat-timeout-ms = 50\n"),
                "heartbeat-timeout-ms (50) must be longer than heartbeat-interval-ms")
         expect("no group here\n", path)
+        # tls-dir: QEMU's x509 layout, every file present
+        tls = os.path.join(d, "tls")
+        os.makedirs(tls)
+        for f in ("ca-cert.pem", "server-cert.pem", "server-key.pem",
+                  "client-cert.pem"):
+            open(os.path.join(tls, f), "w").close()
+        expect(GOOD.replace("[pair]\n", "[pair]\ntls-dir = tls\n"),
+               "[pair]: tls-dir: %s is missing" % os.path.join(tls, "client-key.pem"))
+        expect(GOOD.replace("[pair]\n", "[pair]\ntls-dir = nowhere\n"),
+               "[pair]: tls-dir: %s is not a directory" % os.path.join(d, "nowhere"))
         # names the heartbeat datagram cannot carry (31 bytes of printable
         # ASCII): refused here, or the agents would ignore each other
         expect(GOOD.replace("[pair]\n", "[pair]\nname = %s\n" % ("p" * 32)),
