@@ -33,8 +33,15 @@ exec 9>"$OUT/.lock"
 flock 9
 rm -rf "$STAGE"
 # Hard links make the stage cheap; every file we change below is unlinked first,
-# so the pristine copy cannot be modified through a link.
-cp -al "$PRISTINE" "$STAGE"
+# so the pristine copy cannot be modified through a link.  Hard links cannot
+# cross file systems (a checkout or build dir on another disk, a tmpfs, a bind
+# mount of another device): then the stage is a plain copy.
+if ! cp -al "$PRISTINE" "$STAGE" 2>/dev/null; then
+    rm -rf "$STAGE"
+    echo "assemble: $OUT is not on the file system of $CACHE: copying the pristine tree"
+    cp -a "$PRISTINE" "$STAGE"
+    chmod -R u+w "$STAGE"
+fi
 rm -f "$STAGE"/.qemu-colo-pristine-*
 
 for p in "$top"/assembly/patches/*.patch; do

@@ -3,7 +3,8 @@
 #  - a tarball with a wrong checksum is refused with a clear message;
 #  - the assembled tree holds none of upstream's COLO implementation;
 #  - our repository tracks only our own files (no upstream files, no binaries);
-#  - re-assembly is incremental: only files whose content changed are rewritten.
+#  - re-assembly is incremental: only files whose content changed are rewritten;
+#  - a build directory on another file system than the cache assembles the same tree.
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -110,3 +111,27 @@ pristine_untouched() {
     return $bad
 }
 check "the cached pristine source is not modified by assembly" pristine_untouched
+
+# 6. A build directory on another file system than the cache (hard links
+#    cannot cross it: EXDEV): a tmpfs mounted for the test.
+other_file_system() {
+    local repo="$tmp/repo6" fs="$tmp/otherfs" rc=0
+    [ "$(id -u)" = 0 ] || { echo "# cannot run: mounting a tmpfs needs root"; return 1; }
+    mkdir -p "$repo" "$fs"
+    (cd "$top" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$repo" 2>/dev/null; true)
+    (cd "$repo" && git init -q . && git add -A) || return 1
+    mount -t tmpfs -o size=2g tmpfs "$fs" || { echo "# cannot mount a tmpfs"; return 1; }
+    if [ "$(stat -c %d "$fs")" = "$(stat -c %d "$PRISTINE")" ]; then
+        echo "# the tmpfs is on the cache's file system?"; rc=1
+    elif ! QEMU_COLO_BUILD="$fs/build" bash "$repo/assembly/assemble.sh" >"$tmp/asm6.log" 2>&1; then
+        sed 's/^/# /' "$tmp/asm6.log" | tail -5; rc=1
+    elif ! QEMU_COLO_BUILD="$tmp/build6" bash "$repo/assembly/assemble.sh" >/dev/null 2>&1; then
+        echo "# the same-file-system assembly failed"; rc=1
+    elif ! diff -rq "$fs/build/src" "$tmp/build6/src" >"$tmp/diff6" 2>&1; then
+        echo "# differs from the same-file-system assembly:"
+        head -5 "$tmp/diff6" | sed 's/^/# /'; rc=1
+    fi
+    umount "$fs"
+    return $rc
+}
+check "a build directory on another file system than the cache assembles the same tree" other_file_system
