@@ -48,7 +48,8 @@ from client import Client  # noqa: E402
 
 CTL = os.environ.get("QEMU_COLO_CTL") or os.path.join(REPO_ROOT, "build", "qemu", "tools",
                                                    "colo", "qemu-colo-ctl")
-QEMU_IMG = os.path.join(REPO_ROOT, "build", "qemu", "qemu-img")
+QEMU_IMG = os.environ.get("QEMU_COLO_IMG") or os.path.join(REPO_ROOT, "build", "qemu",
+                                                            "qemu-img")
 PORT = 7777
 RECORD = 512
 t = Tap()

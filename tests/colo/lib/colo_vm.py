@@ -37,7 +37,9 @@ import weakref
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
-DEFAULT_BINARY = os.path.join(REPO_ROOT, "build", "qemu", "qemu-system-x86_64")
+# QEMU_COLO_BINARY: another QEMU, e.g. an installed one (tests/colo/test_install.py).
+DEFAULT_BINARY = (os.environ.get("QEMU_COLO_BINARY") or
+                  os.path.join(REPO_ROOT, "build", "qemu", "qemu-system-x86_64"))
 
 # Firmware from Debian packages (seabios, ipxe-qemu, qemu-system-data).  QEMU
 # run from its build tree only looks under <build>/qemu-bundle/, which the
