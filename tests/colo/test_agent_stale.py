@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from tap import Tap        # noqa: E402
+import colo_heartbeat_wire as wire   # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("QEMU_COLO_BUILD", os.path.join(TOP, "build"))
@@ -39,9 +39,11 @@ RUNNING, GONE = 1, 3                     # health in a heartbeat
 MODE_NONE, MODE_PRIMARY = 1, 2           # COLO mode in a heartbeat
 
 
+KEY = None                               # the pair's key, set in main()
+
+
 def datagram(seq, health, mode):
-    return struct.pack(">4sBBBBIQ32s32s", b"CHB1", 1, health, mode, 0, seq,
-                       0x5eed, b"p", b"a")
+    return wire.encode(seq, 0x5eed, health, mode, "p", "a", KEY)
 
 
 class FakeQemu:
@@ -141,8 +143,11 @@ def main():
         probe.close()
         os.makedirs(os.path.join(d, "b"))
         conf = os.path.join(d, "pair.conf")
+        global KEY
+        KEY = wire.read_key(wire.write_key(d))
         with open(conf, "w") as f:
             f.write("[pair]\nname = p\nguest-args = -M pc\nheartbeat-port = %d\n"
+                    "heartbeat-key-file = heartbeat.key\n"
                     "[node a]\ninitial-role = primary\nlink-addr = 127.0.0.1\n"
                     "workdir = a\n[node b]\ninitial-role = secondary\n"
                     "link-addr = 127.0.0.2\nworkdir = b\n" % port)

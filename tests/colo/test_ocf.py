@@ -37,6 +37,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from tap import Tap        # noqa: E402
+import colo_heartbeat_wire as wire   # noqa: E402
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RA = os.path.join(TOP, "tools", "colo", "ocf", "colo")
@@ -118,6 +119,7 @@ class Env:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="colo-ocf-")
         self.config = os.path.join(self.dir, "pair.conf")
+        self.key = wire.write_key(self.dir)
         self.write_config(["a", "b"])
         self.stub = os.path.join(self.dir, "qemu-colo-ctl")
         with open(self.stub, "w") as f:
@@ -128,7 +130,8 @@ class Env:
 
     def write_config(self, nodes, path=None):
         lines = ["[pair]", "name = test", "qemu = /bin/false",
-                 "guest-args = -m 64", "disk-size = 1048576"]
+                 "guest-args = -m 64", "disk-size = 1048576",
+                 "heartbeat-key-file = %s" % self.key]
         for i, n in enumerate(nodes):
             lines += ["", "[node %s]" % n,
                       "initial-role = %s" % ("primary" if i == 0 else "secondary"),

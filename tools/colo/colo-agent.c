@@ -49,6 +49,9 @@
 #define QMP_QUERY_MS        30000   /* a checkpoint may hold the monitor */
 #define EVENT_SLICE_MS      20      /* how soon the monitor sees a request */
 #define MODE_POLL_MS        1000    /* COLO mode also re-read on events */
+#define AUTH_NONE_WARNING   "heartbeat-auth = none: anyone on the link can " \
+                            "forge or replay heartbeats (a forged 'gone' " \
+                            "makes the secondary take over)"
 
 typedef struct Agent {
     ColoConfig cfg;
@@ -59,8 +62,9 @@ typedef struct Agent {
     int hb_fd;
     struct sockaddr_storage peer_addr;
     socklen_t peer_addrlen;
-    uint32_t seq;
+    uint64_t seq;
     uint64_t boot_id;
+    uint64_t refused;           /* datagrams ignored, all reasons */
     uint64_t tx_bytes, rx_bytes;
     ColoHealth sent_health;
     ColoHbMode sent_mode;
@@ -85,6 +89,12 @@ typedef struct Agent {
 static int64_t now_ms(void)
 {
     return qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+}
+
+/* The wall clock heartbeats carry (the hosts' clocks agree: NTP). */
+static int64_t wall_ms(void)
+{
+    return g_get_real_time() / 1000;
 }
 
 static void G_GNUC_PRINTF(2, 3) agent_log(Agent *a, const char *fmt, ...)
@@ -388,6 +398,7 @@ static void send_heartbeat(Agent *a)
     ColoHbMsg msg = {
         .seq = ++a->seq,
         .boot_id = a->boot_id,
+        .wall_ms = wall_ms(),
         .health = a->hb.local_health,
         .mode = a->hb.local_mode,
     };
@@ -395,7 +406,7 @@ static void send_heartbeat(Agent *a)
 
     g_strlcpy(msg.pair, a->cfg.name, sizeof(msg.pair));
     g_strlcpy(msg.node, a->node->name, sizeof(msg.node));
-    colo_hb_encode(&msg, buf);
+    colo_hb_encode(&msg, &a->hb.cfg.key, buf);
     if (sendto(a->hb_fd, buf, sizeof(buf), 0,
                (struct sockaddr *)&a->peer_addr, a->peer_addrlen) ==
         sizeof(buf)) {
@@ -562,12 +573,19 @@ static gboolean on_heartbeat(gint fd, GIOCondition cond, gpointer opaque)
             a->hb.last_bad = "not from the peer's heartbeat address";
             ok = false;
         } else {
-            ok = colo_hb_receive(&a->hb, now_ms(), buf, n);
+            ok = colo_hb_receive(&a->hb, now_ms(), wall_ms(), buf, n);
         }
+        if (!ok) {
+            a->refused++;
+        }
+        /* the first, then one in a thousand: a flood must not fill logs */
         if (!ok && a->hb.last_bad &&
-            (a->hb.rx_bad == 1 || a->hb.rx_bad % 1000 == 0)) {
-            agent_log(a, "ignored a datagram (%" PRIu64 " so far): %s",
-                      a->hb.rx_bad, a->hb.last_bad);
+            (a->refused == 1 || a->refused % 1000 == 0)) {
+            agent_log(a, "ignored a datagram (%" PRIu64 " so far: %" PRIu64
+                      " forged, %" PRIu64 " corrupt, %" PRIu64 " replayed, %"
+                      PRIu64 " stale, %" PRIu64 " bad): %s", a->refused,
+                      a->hb.rx_forged, a->hb.rx_corrupt, a->hb.rx_replayed,
+                      a->hb.rx_stale, a->hb.rx_bad, a->hb.last_bad);
         }
         if (ok && a->hb.peer_health != before) {
             agent_log(a, "peer %s reports its QEMU %s", a->peer->name,
@@ -747,7 +765,15 @@ static char *status_json(Agent *a)
     qdict_put_int(d, "heartbeats-sent", a->seq);
     qdict_put_int(d, "heartbeats-received", a->hb.rx_ok);
     qdict_put_int(d, "bad-datagrams", a->hb.rx_bad);
+    qdict_put_int(d, "forged-datagrams", a->hb.rx_forged);
+    qdict_put_int(d, "corrupt-datagrams", a->hb.rx_corrupt);
+    qdict_put_int(d, "replayed-datagrams", a->hb.rx_replayed);
     qdict_put_int(d, "stale-datagrams", a->hb.rx_stale);
+    qdict_put_str(d, "heartbeat-auth",
+                  a->cfg.heartbeat_auth ? "hmac-sha256" : "none");
+    if (!a->cfg.heartbeat_auth) {
+        qdict_put_str(d, "warning", AUTH_NONE_WARNING);
+    }
     qdict_put_int(d, "bytes-sent", a->tx_bytes);
     qdict_put_int(d, "bytes-received", a->rx_bytes);
     qdict_put_int(d, "interval-ms", a->cfg.heartbeat_interval_ms);
@@ -913,6 +939,7 @@ int main(int argc, char **argv)
         .interval_ms = a->cfg.heartbeat_interval_ms,
         .timeout_ms = a->cfg.heartbeat_timeout_ms,
         .use_quorum = a->cfg.use_corosync,
+        .key = { a->cfg.heartbeat_key, a->cfg.heartbeat_key_len },
     };
     colo_hb_init(&a->hb, &hbcfg, now_ms());
     a->shown_peer = COLO_PEER_SILENT;
@@ -951,6 +978,12 @@ int main(int argc, char **argv)
               a->cfg.heartbeat_port, a->cfg.heartbeat_interval_ms,
               a->cfg.heartbeat_timeout_ms,
               a->cfg.use_corosync ? "on" : "off");
+    if (a->cfg.heartbeat_auth) {
+        agent_log(a, "heartbeats authenticated with HMAC-SHA256 (key %s)",
+                  a->cfg.heartbeat_key_file);
+    } else {
+        agent_log(a, "WARNING: %s", AUTH_NONE_WARNING);
+    }
     send_heartbeat(a);
     g_main_loop_run(loop);
 

@@ -24,8 +24,10 @@ static const char *const pair_keys[] = {
     "port-migrate", "port-nbd", "port-local-compare", "port-local-out",
     "heartbeat-port",
     "heartbeat-interval-ms", "heartbeat-timeout-ms", "use-corosync",
-    "tls-dir", NULL
+    "tls-dir", "heartbeat-key-file", "heartbeat-auth", NULL
 };
+
+#define KEY_FILE_MAX    4096    /* bytes read from a heartbeat key file */
 
 /* The files of QEMU's x509 credentials directory (tls-creds-x509 dir=) */
 static const char *const tls_files[] = {
@@ -282,6 +284,100 @@ static bool load_tls_dir(Loader *l, ColoConfig *cfg, Error **errp)
     return true;
 }
 
+/*
+ * The heartbeat key: a regular file of ours that nobody else can read or
+ * write (mode 0600 or stricter), at least COLO_HB_KEY_MIN bytes; its bytes
+ * are the HMAC key.  Checked on the open file, not its name.
+ */
+static bool read_key_file(Loader *l, ColoConfig *cfg, Error **errp)
+{
+    const char *path = cfg->heartbeat_key_file;
+    struct stat st;
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "%s: [pair]: heartbeat-key-file: "
+                         "cannot open %s", l->path, path);
+        return false;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        error_setg(errp, "%s: [pair]: heartbeat-key-file: %s is not a "
+                   "regular file", l->path, path);
+        goto fail;
+    }
+    if (st.st_uid != geteuid()) {
+        error_setg(errp, "%s: [pair]: heartbeat-key-file: %s is owned by "
+                   "uid %u, not by the user running this tool (uid %u)",
+                   l->path, path, (unsigned)st.st_uid, (unsigned)geteuid());
+        goto fail;
+    }
+    if (st.st_mode & 077) {
+        error_setg(errp, "%s: [pair]: heartbeat-key-file: %s has mode %04o: "
+                   "a key others can read or write is no secret; make it "
+                   "0600 (chmod 600 %s)", l->path, path,
+                   (unsigned)(st.st_mode & 07777), path);
+        goto fail;
+    }
+    cfg->heartbeat_key = g_malloc(KEY_FILE_MAX);
+    n = read(fd, cfg->heartbeat_key, KEY_FILE_MAX);
+    if (n < 0) {
+        error_setg_errno(errp, errno, "%s: [pair]: heartbeat-key-file: "
+                         "cannot read %s", l->path, path);
+        goto fail;
+    }
+    if (n < COLO_HB_KEY_MIN) {
+        error_setg(errp, "%s: [pair]: heartbeat-key-file: %s has %zd bytes; "
+                   "a key needs at least %d bytes of random material (e.g. "
+                   "head -c 64 /dev/urandom > %s)", l->path, path, n,
+                   COLO_HB_KEY_MIN, path);
+        goto fail;
+    }
+    cfg->heartbeat_key_len = n;
+    close(fd);
+    return true;
+
+fail:
+    close(fd);
+    return false;
+}
+
+static bool load_heartbeat_auth(Loader *l, ColoConfig *cfg, Error **errp)
+{
+    g_autofree char *auth = get_str(l, "pair", "heartbeat-auth",
+                                    "hmac-sha256", errp);
+
+    cfg->heartbeat_key_file = get_path(l, "pair", "heartbeat-key-file", "",
+                                       errp);
+    if (g_str_equal(auth, "none")) {
+        if (*cfg->heartbeat_key_file) {
+            error_setg(errp, "%s: [pair]: heartbeat-auth = none, but "
+                       "heartbeat-key-file is set: remove one of them",
+                       l->path);
+            return false;
+        }
+        cfg->heartbeat_auth = false;
+        g_clear_pointer(&cfg->heartbeat_key_file, g_free);
+        return true;
+    }
+    if (!g_str_equal(auth, "hmac-sha256")) {
+        error_setg(errp, "%s: [pair]: heartbeat-auth must be 'hmac-sha256' "
+                   "or 'none', not '%s'", l->path, auth);
+        return false;
+    }
+    cfg->heartbeat_auth = true;
+    if (!*cfg->heartbeat_key_file) {
+        error_setg(errp, "%s: [pair]: missing key 'heartbeat-key-file': the "
+                   "heartbeats are authenticated (heartbeat-auth = "
+                   "hmac-sha256, the default) with a key file shared by both "
+                   "hosts; set it, or say heartbeat-auth = none to run "
+                   "without (anyone on the link could then forge them)",
+                   l->path);
+        return false;
+    }
+    return read_key_file(l, cfg, errp);
+}
+
 static bool load(Loader *l, ColoConfig *cfg, Error **errp)
 {
     g_auto(GStrv) groups = g_key_file_get_groups(l->kf, NULL);
@@ -477,7 +573,8 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
                    "(the size of the overlay images)", l->path);
         return false;
     }
-    if (!load_tls_dir(l, cfg, errp)) {
+    if (!load_tls_dir(l, cfg, errp) ||
+        !load_heartbeat_auth(l, cfg, errp)) {
         return false;
     }
     return true;
@@ -542,6 +639,11 @@ void colo_config_free(ColoConfig *cfg)
     g_free(cfg->netdev);
     g_free(cfg->mac);
     g_free(cfg->tls_dir);
+    g_free(cfg->heartbeat_key_file);
+    if (cfg->heartbeat_key) {
+        memset(cfg->heartbeat_key, 0, KEY_FILE_MAX);
+        g_free(cfg->heartbeat_key);
+    }
     memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -63,6 +63,14 @@ typedef struct ColoConfig {
     int64_t heartbeat_timeout_ms;
     bool use_corosync;      /* act only on quorate decisions */
     /*
+     * heartbeat-auth: true for hmac-sha256 (the default), false only when
+     * the file says "none"; then heartbeat_key is NULL
+     */
+    bool heartbeat_auth;
+    char *heartbeat_key_file;
+    uint8_t *heartbeat_key; /* the key file's bytes, checked: see the docs */
+    size_t heartbeat_key_len;
+    /*
      * x509 credentials in QEMU's layout (ca-cert.pem, server-cert.pem,
      * server-key.pem, client-cert.pem, client-key.pem), all checked to
      * exist; NULL when the key is absent (no TLS)

@@ -666,6 +666,28 @@ static void print_agent(const ColoNodeConfig *n)
            qdict_get_try_int(st, "last-heartbeat-ms", -1),
            qdict_get_try_str(st, "quorum") ?: "?",
            qdict_get_try_str(st, "last-action") ?: "none");
+    {
+        static const char *const refused[] = {
+            "forged", "corrupt", "replayed", "stale", "bad",
+        };
+        g_autoptr(GString) line = g_string_new(NULL);
+
+        for (int i = 0; i < ARRAY_SIZE(refused); i++) {
+            g_autofree char *key = g_strdup_printf("%s-datagrams",
+                                                   refused[i]);
+            int64_t v = qdict_get_try_int(st, key, 0);
+
+            if (v) {
+                g_string_append_printf(line, " %s=%" PRId64, refused[i], v);
+            }
+        }
+        if (line->len) {
+            printf("  agent: heartbeats ignored:%s\n", line->str);
+        }
+    }
+    if (qdict_get_try_str(st, "warning")) {
+        printf("  agent: WARNING: %s\n", qdict_get_try_str(st, "warning"));
+    }
 }
 
 static int status_node(const ColoNodeConfig *n)
@@ -758,6 +780,11 @@ static int cmd_status_config(const char *config)
         return 2;
     }
     printf("pair %s (%s)\n", cfg.name, cfg.path);
+    if (!cfg.heartbeat_auth) {
+        printf("WARNING: heartbeat-auth = none: the agents' heartbeats are "
+               "not authenticated; anyone on the link can forge or replay "
+               "them\n");
+    }
     for (int i = 0; i < 2; i++) {
         rc |= status_node(&cfg.nodes[i]);
     }

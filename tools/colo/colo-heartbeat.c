@@ -62,20 +62,42 @@ const char *colo_hb_quorum_name(ColoHbQuorum q)
 
 /* ---- wire format ------------------------------------------------------- */
 
-void colo_hb_encode(const ColoHbMsg *msg, uint8_t *buf)
+/*
+ * HMAC-SHA256 of the body with @key into @mac.  An empty key (auth none)
+ * gives zeros.
+ */
+static void body_mac(const uint8_t *buf, const ColoHbKey *key, uint8_t *mac)
+{
+    g_autoptr(GHmac) h = NULL;
+    gsize len = COLO_HB_MAC_LEN;
+
+    if (!key->len) {
+        memset(mac, 0, COLO_HB_MAC_LEN);
+        return;
+    }
+    h = g_hmac_new(G_CHECKSUM_SHA256, key->data, key->len);
+    g_hmac_update(h, buf, COLO_HB_BODY_LEN);
+    g_hmac_get_digest(h, mac, &len);
+    assert(len == COLO_HB_MAC_LEN);
+}
+
+void colo_hb_encode(const ColoHbMsg *msg, const ColoHbKey *key,
+                    uint8_t *buf)
 {
     memset(buf, 0, COLO_HB_WIRE_LEN);
     memcpy(buf, COLO_HB_MAGIC, 4);
     buf[4] = COLO_HB_VERSION;
     buf[5] = msg->health;
     buf[6] = msg->mode;
-    buf[7] = 0;                                 /* flags: none yet */
-    stl_be_p(buf + 8, msg->seq);
-    stq_be_p(buf + 12, msg->boot_id);
+    buf[7] = key->len ? COLO_HB_AUTH_HMAC : COLO_HB_AUTH_NONE;
+    stq_be_p(buf + 8, msg->seq);
+    stq_be_p(buf + 16, msg->boot_id);
+    stq_be_p(buf + 24, msg->wall_ms);
     /* names longer than the field are cut; the rest stays NUL */
-    memcpy(buf + 20, msg->pair, strnlen(msg->pair, COLO_HB_NAME_MAX));
-    memcpy(buf + 20 + COLO_HB_NAME_MAX + 1, msg->node,
+    memcpy(buf + 32, msg->pair, strnlen(msg->pair, COLO_HB_NAME_MAX));
+    memcpy(buf + 32 + COLO_HB_NAME_MAX + 1, msg->node,
            strnlen(msg->node, COLO_HB_NAME_MAX));
+    body_mac(buf, key, buf + COLO_HB_BODY_LEN);
 }
 
 /* A NUL-terminated printable name in a field of COLO_HB_NAME_MAX + 1. */
@@ -95,36 +117,66 @@ static bool decode_name(const uint8_t *field, char *out)
     return true;
 }
 
-bool colo_hb_decode(const uint8_t *buf, size_t len, ColoHbMsg *msg,
-                    const char **why)
+/* In time independent of where they differ: a MAC is no oracle. */
+static bool mac_equal(const uint8_t *a, const uint8_t *b)
 {
+    uint8_t diff = 0;
+
+    for (int i = 0; i < COLO_HB_MAC_LEN; i++) {
+        diff |= a[i] ^ b[i];
+    }
+    return diff == 0;
+}
+
+ColoHbVerdict colo_hb_decode(const uint8_t *buf, size_t len,
+                             const ColoHbKey *key, ColoHbMsg *msg,
+                             const char **why)
+{
+    uint8_t mac[COLO_HB_MAC_LEN];
+
     if (len != COLO_HB_WIRE_LEN) {
         *why = "wrong length";
-        return false;
+        return COLO_HB_RX_MALFORMED;
     }
     if (memcmp(buf, COLO_HB_MAGIC, 4) != 0) {
         *why = "bad magic";
-        return false;
+        return COLO_HB_RX_MALFORMED;
     }
     if (buf[4] != COLO_HB_VERSION) {
         *why = "unknown version";
-        return false;
+        return COLO_HB_RX_MALFORMED;
     }
-    if (buf[5] >= COLO_HEALTH__MAX || buf[6] >= COLO_HB_MODE__MAX ||
-        buf[7] != 0) {
-        *why = "bad health, mode or flags";
-        return false;
+    /* Nothing else is read before the MAC holds. */
+    if (key->len) {
+        body_mac(buf, key, mac);
+        if (!mac_equal(mac, buf + COLO_HB_BODY_LEN)) {
+            *why = "bad MAC (forged, another key, or damaged)";
+            return COLO_HB_RX_FORGED;
+        }
+        if (buf[7] != COLO_HB_AUTH_HMAC) {
+            *why = "bad auth field";
+            return COLO_HB_RX_MALFORMED;
+        }
+    } else if (buf[7] != COLO_HB_AUTH_NONE) {
+        *why = "the peer signs its heartbeats but this agent has "
+               "heartbeat-auth = none";
+        return COLO_HB_RX_MALFORMED;
+    }
+    if (buf[5] >= COLO_HEALTH__MAX || buf[6] >= COLO_HB_MODE__MAX) {
+        *why = "bad health or mode";
+        return COLO_HB_RX_MALFORMED;
     }
     msg->health = buf[5];
     msg->mode = buf[6];
-    msg->seq = ldl_be_p(buf + 8);
-    msg->boot_id = ldq_be_p(buf + 12);
-    if (!decode_name(buf + 20, msg->pair) ||
-        !decode_name(buf + 20 + COLO_HB_NAME_MAX + 1, msg->node)) {
+    msg->seq = ldq_be_p(buf + 8);
+    msg->boot_id = ldq_be_p(buf + 16);
+    msg->wall_ms = ldq_be_p(buf + 24);
+    if (!decode_name(buf + 32, msg->pair) ||
+        !decode_name(buf + 32 + COLO_HB_NAME_MAX + 1, msg->node)) {
         *why = "bad pair or node name";
-        return false;
+        return COLO_HB_RX_MALFORMED;
     }
-    return true;
+    return COLO_HB_RX_OK;
 }
 
 /* ---- engine ------------------------------------------------------------ */
@@ -157,38 +209,105 @@ static void make_stale(ColoHeartbeat *hb, const char *why)
     }
 }
 
-static bool refuse(ColoHeartbeat *hb, const char *why)
+static bool refuse(ColoHeartbeat *hb, ColoHbVerdict verdict,
+                   const char *why)
 {
-    hb->rx_bad++;
+    switch (verdict) {
+    case COLO_HB_RX_FORGED:
+        hb->rx_forged++;
+        break;
+    case COLO_HB_RX_CORRUPT:
+        hb->rx_corrupt++;
+        break;
+    case COLO_HB_RX_REPLAYED:
+        hb->rx_replayed++;
+        break;
+    case COLO_HB_RX_STALE:
+        hb->rx_stale++;
+        break;
+    default:
+        hb->rx_bad++;
+        break;
+    }
+    hb->last_verdict = verdict;
     hb->last_bad = why;
     return false;
 }
 
-bool colo_hb_receive(ColoHeartbeat *hb, int64_t now, const uint8_t *buf,
-                     size_t len)
+/*
+ * Is a datagram of another boot id than the one we follow fresh?  Its
+ * timestamp must be within the timeout of our clock (both ways), and newer
+ * than the last datagram accepted from any earlier boot; and it must not
+ * be the boot we left (two captured runs must not alternate).
+ */
+static const char *not_fresh(const ColoHeartbeat *hb, const ColoHbMsg *msg,
+                             int64_t wall_ms)
+{
+    if (hb->peer_seen && msg->boot_id == hb->prev_boot_id) {
+        return "from an earlier run of the peer's agent (a boot id it left)";
+    }
+    /* (no subtraction: the timestamp may be anything) */
+    if (msg->wall_ms < wall_ms - hb->cfg.timeout_ms ||
+        msg->wall_ms > wall_ms + hb->cfg.timeout_ms) {
+        return "a new boot id with a timestamp not within the timeout of "
+               "our clock (an earlier run's datagram, or the hosts' clocks "
+               "disagree)";
+    }
+    if (hb->peer_seen && msg->wall_ms <= hb->peer_wall_ms) {
+        return "a new boot id with a timestamp older than the last "
+               "accepted datagram";
+    }
+    return NULL;
+}
+
+bool colo_hb_receive(ColoHeartbeat *hb, int64_t now, int64_t wall_ms,
+                     const uint8_t *buf, size_t len)
 {
     ColoHbMsg msg;
     const char *why;
+    ColoHbVerdict v = colo_hb_decode(buf, len, &hb->cfg.key, &msg, &why);
 
-    if (!colo_hb_decode(buf, len, &msg, &why)) {
-        return refuse(hb, why);
+    if (v == COLO_HB_RX_FORGED && hb->peer_seen &&
+        ldq_be_p(buf + 16) == hb->peer_boot_id) {
+        /* Most likely ours, damaged; an attacker can fake that too. */
+        return refuse(hb, COLO_HB_RX_CORRUPT,
+                      "bad MAC on a datagram of the peer's current boot id "
+                      "(damaged, or forged)");
+    }
+    if (v != COLO_HB_RX_OK) {
+        return refuse(hb, v, why);
     }
     if (strcmp(msg.pair, hb->cfg.pair) != 0) {
-        return refuse(hb, "from another pair");
+        return refuse(hb, COLO_HB_RX_FOREIGN, "from another pair");
     }
     if (strcmp(msg.node, hb->cfg.peer) != 0) {
-        return refuse(hb, "not from the peer node");
+        return refuse(hb, COLO_HB_RX_FOREIGN, "not from the peer node");
     }
-    /* A restarted agent has a new boot id; within one, seq only grows. */
-    if (hb->peer_seen && msg.boot_id == hb->peer_boot_id &&
-        msg.seq <= hb->peer_seq) {
-        hb->rx_stale++;
-        return false;
+    /*
+     * Within one boot id the sequence number only grows.  Another boot id
+     * (a restarted agent, or a datagram of an earlier run) must be fresh.
+     */
+    if (hb->peer_seen && msg.boot_id == hb->peer_boot_id) {
+        if (msg.seq <= hb->peer_seq) {
+            return refuse(hb, COLO_HB_RX_REPLAYED,
+                          "not newer than the last accepted (a replay or "
+                          "a duplicate)");
+        }
+    } else {
+        why = not_fresh(hb, &msg, wall_ms);
+        if (why) {
+            return refuse(hb, COLO_HB_RX_STALE, why);
+        }
+        if (hb->peer_seen) {
+            hb->prev_boot_id = hb->peer_boot_id;
+        }
     }
+    hb->last_verdict = COLO_HB_RX_OK;
     hb->peer_seen = true;
     hb->last_rx_ms = now;
     hb->peer_boot_id = msg.boot_id;
     hb->peer_seq = msg.seq;
+    hb->peer_wall_ms = msg.wall_ms;
     hb->peer_health = msg.health;
     hb->peer_mode = msg.mode;
     hb->rx_ok++;

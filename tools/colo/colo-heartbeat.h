@@ -77,32 +77,73 @@ typedef enum ColoHbAction {
     COLO_HB_FENCE,          /* SIGKILL the local QEMU */
 } ColoHbAction;
 
-/* A heartbeat datagram: fixed size, network byte order, no padding. */
+/*
+ * A heartbeat datagram: fixed size (COLO_HB_WIRE_LEN), network byte order,
+ * no padding (docs/system/qemu-colo-heartbeat.rst, "Datagrams"):
+ *
+ *   0  magic "CHB1"            4  version (2)    5  health   6  mode
+ *   7  auth (0 none, 1 HMAC-SHA256)
+ *   8  seq (64 bits)          16  boot id        24  sender's wall clock
+ *                                                    (ms since the epoch)
+ *  32  pair name (32 bytes, NUL-padded)          64  node name (32 bytes)
+ *  96  HMAC-SHA256 over bytes 0..95 with the pair's key (zero with none)
+ */
 #define COLO_HB_MAGIC       "CHB1"
-#define COLO_HB_VERSION     1
+#define COLO_HB_VERSION     2
 #define COLO_HB_NAME_MAX    31
-#define COLO_HB_WIRE_LEN    (4 + 4 + 4 + 8 + 2 * (COLO_HB_NAME_MAX + 1))
+#define COLO_HB_MAC_LEN     32
+#define COLO_HB_KEY_MIN     32      /* bytes of key material, at least */
+#define COLO_HB_BODY_LEN    (4 + 4 + 8 + 8 + 8 + 2 * (COLO_HB_NAME_MAX + 1))
+#define COLO_HB_WIRE_LEN    (COLO_HB_BODY_LEN + COLO_HB_MAC_LEN)
+
+#define COLO_HB_AUTH_NONE   0
+#define COLO_HB_AUTH_HMAC   1
 
 typedef struct ColoHbMsg {
-    uint32_t seq;           /* counts up from 1 per agent start */
+    uint64_t seq;           /* counts up from 1 per agent start */
     uint64_t boot_id;       /* random per agent start */
+    int64_t wall_ms;        /* the sender's wall clock when it sent it */
     ColoHealth health;
     ColoHbMode mode;
     char pair[COLO_HB_NAME_MAX + 1];
     char node[COLO_HB_NAME_MAX + 1];
 } ColoHbMsg;
 
-void colo_hb_encode(const ColoHbMsg *msg, uint8_t *buf);
-/* False, with *why (static) set, if @buf is not a valid heartbeat. */
-bool colo_hb_decode(const uint8_t *buf, size_t len, ColoHbMsg *msg,
-                    const char **why);
+/* The pair's heartbeat key; len 0 (data NULL): heartbeat-auth = none */
+typedef struct ColoHbKey {
+    const uint8_t *data;
+    size_t len;
+} ColoHbKey;
+
+/* How a received datagram was judged (hb->last_verdict). */
+typedef enum ColoHbVerdict {
+    COLO_HB_RX_OK,
+    COLO_HB_RX_MALFORMED,   /* length, magic, version, fields, auth kind */
+    COLO_HB_RX_FORGED,      /* the MAC does not verify (or is missing) */
+    /* as forged, but it names the peer's current boot: likely damaged */
+    COLO_HB_RX_CORRUPT,
+    COLO_HB_RX_FOREIGN,     /* authentic, but another pair or node */
+    COLO_HB_RX_REPLAYED,    /* this boot, but not newer than the last */
+    COLO_HB_RX_STALE,       /* a new boot id with an old timestamp */
+} ColoHbVerdict;
+
+void colo_hb_encode(const ColoHbMsg *msg, const ColoHbKey *key,
+                    uint8_t *buf);
+/*
+ * The MAC is checked before any field is read.  Returns COLO_HB_RX_OK,
+ * MALFORMED or FORGED, with *why (static) set when not OK.
+ */
+ColoHbVerdict colo_hb_decode(const uint8_t *buf, size_t len,
+                             const ColoHbKey *key, ColoHbMsg *msg,
+                             const char **why);
 
 typedef struct ColoHbConfig {
     const char *pair;       /* names checked in received heartbeats */
     const char *peer;
     int64_t interval_ms;
-    int64_t timeout_ms;
+    int64_t timeout_ms;     /* also the freshness window of a new boot */
     bool use_quorum;        /* act on corosync's quorum (see above) */
+    ColoHbKey key;          /* len 0: heartbeat-auth = none */
 } ColoHbConfig;
 
 typedef struct ColoHeartbeat {
@@ -113,11 +154,14 @@ typedef struct ColoHeartbeat {
     bool peer_seen;
     int64_t last_rx_ms;
     uint64_t peer_boot_id;
-    uint32_t peer_seq;
+    uint64_t peer_seq;
+    int64_t peer_wall_ms;   /* its timestamp: a new boot must be newer */
+    uint64_t prev_boot_id;  /* the boot id followed before this one */
     ColoHealth peer_health;
     ColoHbMode peer_mode;
-    uint64_t rx_ok, rx_bad, rx_stale;
-    const char *last_bad;   /* why the last bad datagram was refused */
+    uint64_t rx_ok, rx_bad, rx_forged, rx_corrupt, rx_replayed, rx_stale;
+    ColoHbVerdict last_verdict;
+    const char *last_bad;   /* why the last refused datagram was refused */
 
     /* the local QEMU */
     ColoHealth local_health;
@@ -146,13 +190,18 @@ typedef struct ColoHeartbeat {
 void colo_hb_init(ColoHeartbeat *hb, const ColoHbConfig *cfg, int64_t now);
 
 /*
- * A datagram from the peer's address.  Returns false (and counts it) if it
- * is garbage, from another pair or node, or older than one already seen.
+ * A datagram from the peer's address, received at @now (monotonic) and
+ * @wall_ms (this host's wall clock, ms since the epoch).  Returns false,
+ * counts it by its verdict and ignores it if it is garbage, does not carry
+ * the pair's MAC, is from another pair or node, or is not newer than what
+ * was accepted: within one boot id the sequence number must grow; a new
+ * boot id is accepted only if its timestamp is within the timeout of
+ * @wall_ms and newer than the last accepted datagram's.
  * One that reports the primary's QEMU running, received by a secondary
  * after its COLO link broke, makes it stale.
  */
-bool colo_hb_receive(ColoHeartbeat *hb, int64_t now, const uint8_t *buf,
-                     size_t len);
+bool colo_hb_receive(ColoHeartbeat *hb, int64_t now, int64_t wall_ms,
+                     const uint8_t *buf, size_t len);
 
 void colo_hb_set_local_health(ColoHeartbeat *hb, int64_t now,
                               ColoHealth health);

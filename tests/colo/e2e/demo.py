@@ -147,6 +147,11 @@ def step_topology(d):
         f.write(fill_template(d.topo))
     # the agents hold agent-qmp: look at the QEMUs through status-qmp
     d.pair.qmp = {n: Qmp(d.pair.path(n, "status-qmp.sock")) for n in "ab"}
+    st = os.stat(d.pair.key)
+    assert os.path.dirname(d.pair.key) == os.path.dirname(d.pair.config)
+    assert st.st_mode & 0o777 == 0o600, oct(st.st_mode)
+    say("the agents' heartbeat key %s: %d random bytes generated for this run, "
+        "mode 0600 (HMAC-SHA256 on every heartbeat)" % (d.pair.key, st.st_size))
     say("the pair configuration %s (from %s):"
         % (d.pair.config, os.path.relpath(TEMPLATE)))
     with open(d.pair.config) as f:
@@ -194,6 +199,7 @@ def step_client(d):
         rc, out = tool("status", pair.config)
         assert rc == 0 and "agent: role=primary peer=alive" in out and \
             "agent: role=secondary peer=alive" in out, "status: not protected"
+        assert "WARNING" not in out and "heartbeats ignored" not in out, out
         say("client: %d answers on its one connection, all right"
             % d.client.answers())
     compared = pair.comp("a", "packets-compared")

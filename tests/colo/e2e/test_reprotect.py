@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from colo_vm import (DEFAULT_BINARY, REPO_ROOT, default_firmware_dirs,  # noqa: E402
                      guest_files, wait_for)
 from tap import Tap  # noqa: E402
+import colo_heartbeat_wire as wire  # noqa: E402
 from topology import (GUEST_IP, PRI_LINK_IP, SEC_LINK_IP, Topology,  # noqa: E402
                       missing_requirements)
 from client import Client  # noqa: E402
@@ -201,6 +202,8 @@ class ToolPair:
         self.dir = tempfile.mkdtemp(prefix="colo-reprotect-")
         self.disk_size = disk_size
         self.config = os.path.join(self.dir, "pair.conf")
+        # the agents' heartbeat key: fresh random bytes, mode 0600
+        self.key = wire.write_key(self.dir)
         ga = guest_args()
         ga[ga.index("-m") + 1] = str(mem_mb)
         lines = ["[pair]", "name = test",
@@ -208,7 +211,8 @@ class ToolPair:
                  "guest-args = %s" % " ".join(shlex.quote(a) for a in ga),
                  "disk-size = %d" % disk_size,
                  "resync-speed = %d" % resync_speed,
-                 "checkpoint-delay-ms = 2000"]
+                 "checkpoint-delay-ms = 2000",
+                 "heartbeat-key-file = heartbeat.key"]
         for name, role in (("a", "primary"), ("b", "secondary")):
             ns_attr, link, _ = self.HOSTS[name]
             lines += ["", "[node %s]" % name, "initial-role = %s" % role,
@@ -568,6 +572,7 @@ def run_interrupted():
 GOOD = """[pair]
 guest-args = -M pc
 disk-size = 16M
+heartbeat-key-file = hb.key
 [node a]
 initial-role = primary
 link-addr = 192.168.77.1
@@ -583,6 +588,10 @@ def run_config():
     d = tempfile.mkdtemp(prefix="colo-conf-")
     try:
         path = os.path.join(d, "c.conf")
+        key = os.path.join(d, "hb.key")
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, os.urandom(64))
+        os.close(fd)
 
         def expect(text, *fragments, cmd=("status",)):
             with open(path, "w") as f:
@@ -631,6 +640,42 @@ def run_config():
                "[pair]: tls-dir: %s is missing" % os.path.join(tls, "client-key.pem"))
         expect(GOOD.replace("[pair]\n", "[pair]\ntls-dir = nowhere\n"),
                "[pair]: tls-dir: %s is not a directory" % os.path.join(d, "nowhere"))
+        # the heartbeat key: required unless heartbeat-auth = none said so,
+        # a regular file of ours, mode 0600 or stricter, 32 bytes or more
+        no_key = GOOD.replace("heartbeat-key-file = hb.key\n", "")
+        expect(no_key, "[pair]: missing key 'heartbeat-key-file'",
+               "heartbeat-auth = none")
+        expect(GOOD.replace("hb.key", "nokey"), "[pair]: heartbeat-key-file: "
+               "cannot open %s" % os.path.join(d, "nokey"))
+        for mode in (0o644, 0o640, 0o604, 0o620):
+            os.chmod(key, mode)
+            expect(GOOD, "[pair]: heartbeat-key-file: %s has mode %04o: a key "
+                   "others can read or write is no secret" % (key, mode))
+        os.chmod(key, 0o600)
+        short = os.path.join(d, "short.key")
+        fd = os.open(short, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, os.urandom(31))
+        os.close(fd)
+        expect(GOOD.replace("hb.key", "short.key"), "[pair]: heartbeat-key-file: "
+               "%s has 31 bytes; a key needs at least 32 bytes" % short)
+        expect(GOOD.replace("hb.key", "tls"),
+               "[pair]: heartbeat-key-file: %s is not a regular file" % tls)
+        if os.geteuid() == 0:
+            os.chown(short, 65534, 65534)
+            expect(GOOD.replace("hb.key", "short.key"),
+                   "[pair]: heartbeat-key-file: %s is owned by uid 65534, not by "
+                   "the user running this tool (uid 0)" % short)
+        expect(GOOD.replace("[pair]\n", "[pair]\nheartbeat-auth = sha1\n"),
+               "[pair]: heartbeat-auth must be 'hmac-sha256' or 'none', not 'sha1'")
+        expect(GOOD.replace("[pair]\n", "[pair]\nheartbeat-auth = none\n"),
+               "[pair]: heartbeat-auth = none, but heartbeat-key-file is set")
+        # none said explicitly: it loads, and status warns
+        with open(path, "w") as f:
+            f.write(no_key.replace("[pair]\n", "[pair]\nheartbeat-auth = none\n"))
+        r = subprocess.run([CTL, "status", path], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1, r
+        assert "WARNING: heartbeat-auth = none" in r.stdout, r.stdout
         # names the heartbeat datagram cannot carry (31 bytes of printable
         # ASCII): refused here, or the agents would ignore each other
         expect(GOOD.replace("[pair]\n", "[pair]\nname = %s\n" % ("p" * 32)),
@@ -667,6 +712,7 @@ def run_config():
             in r.stdout, r.stdout
         assert os.path.join(d, "a", "qmp.sock") in r.stdout, r.stdout
         assert "agent: not running" in r.stdout, r.stdout
+        assert "WARNING" not in r.stdout, r.stdout
         r = subprocess.run([CTL, "reprotect", path], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 1 and "no node runs the guest" in r.stderr, r
@@ -681,7 +727,10 @@ def run_config():
             conn.sendall(json.dumps({
                 "node": "b", "role": "secondary", "peer-state": "silent",
                 "last-heartbeat-ms": 1234, "quorum": "quorate",
-                "last-action": "none"}).encode() + b"\n")
+                "last-action": "none", "forged-datagrams": 3,
+                "replayed-datagrams": 2, "stale-datagrams": 0,
+                "heartbeat-auth": "none",
+                "warning": "heartbeat-auth = none: anyone"}).encode() + b"\n")
             conn.close()
         th = threading.Thread(target=serve, daemon=True)
         th.start()
@@ -691,6 +740,10 @@ def run_config():
         srv.close()
         assert "  agent: role=secondary peer=silent (last heartbeat 1234 ms ago) " \
             "quorum=quorate last-action=none" in r.stdout, r.stdout
+        assert "  agent: heartbeats ignored: forged=3 replayed=2\n" in r.stdout, \
+            r.stdout
+        assert "  agent: WARNING: heartbeat-auth = none: anyone" in r.stdout, \
+            r.stdout
         assert r.stdout.count("agent: not running") == 1, r.stdout
     finally:
         shutil.rmtree(d, ignore_errors=True)

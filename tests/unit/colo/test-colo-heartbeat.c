@@ -13,99 +13,190 @@
 
 #define INTERVAL 100
 #define TIMEOUT  1000
+/* the wall clock (ms since the epoch) at monotonic 0 of a test */
+#define WALL0    INT64_C(1764500000000)
 
-static void setup(ColoHeartbeat *hb, bool quorum)
+static const uint8_t key_bytes[] = "0123456789abcdef0123456789abcdef";
+static const ColoHbKey key = { key_bytes, 32 };
+static const uint8_t other_bytes[] = "0123456789abcdef0123456789abcdeF";
+static const ColoHbKey other_key = { other_bytes, 32 };
+static const ColoHbKey no_key = { NULL, 0 };
+
+static void setup_key(ColoHeartbeat *hb, bool quorum, const ColoHbKey *k)
 {
     ColoHbConfig cfg = {
         .pair = "pair1", .peer = "nodeB",
         .interval_ms = INTERVAL, .timeout_ms = TIMEOUT,
-        .use_quorum = quorum,
+        .use_quorum = quorum, .key = *k,
     };
 
     colo_hb_init(hb, &cfg, 0);
     colo_hb_set_local_health(hb, 0, COLO_HEALTH_RUNNING);
 }
 
-/* A heartbeat from the peer at @now. */
-static bool beat(ColoHeartbeat *hb, int64_t now, uint32_t seq,
-                 ColoHealth health, ColoHbMode mode)
+static void setup(ColoHeartbeat *hb, bool quorum)
+{
+    setup_key(hb, quorum, &key);
+}
+
+/* A genuine datagram of the peer's current boot (0x1234) sent at @now */
+static void genuine(uint8_t *buf, int64_t now, uint64_t seq,
+                    ColoHealth health, ColoHbMode mode)
 {
     ColoHbMsg msg = {
-        .seq = seq, .boot_id = 0x1234, .health = health, .mode = mode,
-        .pair = "pair1", .node = "nodeB",
+        .seq = seq, .boot_id = 0x1234, .wall_ms = WALL0 + now,
+        .health = health, .mode = mode, .pair = "pair1", .node = "nodeB",
     };
+
+    colo_hb_encode(&msg, &key, buf);
+}
+
+/* A heartbeat from the peer at @now (the clocks of both hosts agree). */
+static bool beat(ColoHeartbeat *hb, int64_t now, uint64_t seq,
+                 ColoHealth health, ColoHbMode mode)
+{
     uint8_t buf[COLO_HB_WIRE_LEN];
 
-    colo_hb_encode(&msg, buf);
-    return colo_hb_receive(hb, now, buf, sizeof(buf));
+    genuine(buf, now, seq, health, mode);
+    return colo_hb_receive(hb, now, WALL0 + now, buf, sizeof(buf));
+}
+
+static bool receive_msg(ColoHeartbeat *hb, int64_t now, const ColoHbMsg *m,
+                        const ColoHbKey *k)
+{
+    uint8_t buf[COLO_HB_WIRE_LEN];
+
+    colo_hb_encode(m, k, buf);
+    return colo_hb_receive(hb, now, WALL0 + now, buf, sizeof(buf));
 }
 
 static void test_wire_roundtrip(void)
 {
     ColoHbMsg in = {
-        .seq = 0xdeadbeef, .boot_id = 0x0102030405060708ULL,
+        .seq = 0xdeadbeef01020304ULL, .boot_id = 0x0102030405060708ULL,
+        .wall_ms = WALL0,
         .health = COLO_HEALTH_STOPPED, .mode = COLO_HB_MODE_SECONDARY,
         .pair = "a-pair", .node = "n1",
     }, out;
     uint8_t buf[COLO_HB_WIRE_LEN];
     const char *why = NULL;
 
-    colo_hb_encode(&in, buf);
-    g_assert_true(colo_hb_decode(buf, sizeof(buf), &out, &why));
+    g_assert_cmpint(COLO_HB_WIRE_LEN, ==, 128);
+    colo_hb_encode(&in, &key, buf);
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(buf), &key, &out, &why), ==,
+                    COLO_HB_RX_OK);
     g_assert_cmpuint(out.seq, ==, in.seq);
     g_assert_cmpuint(out.boot_id, ==, in.boot_id);
+    g_assert_cmpint(out.wall_ms, ==, in.wall_ms);
     g_assert_cmpint(out.health, ==, in.health);
     g_assert_cmpint(out.mode, ==, in.mode);
     g_assert_cmpstr(out.pair, ==, "a-pair");
     g_assert_cmpstr(out.node, ==, "n1");
-    /* network byte order */
+    /* network byte order, version 2, HMAC-SHA256 */
+    g_assert_cmpuint(buf[4], ==, 2);
+    g_assert_cmpuint(buf[7], ==, COLO_HB_AUTH_HMAC);
     g_assert_cmpuint(buf[8], ==, 0xde);
-    g_assert_cmpuint(buf[11], ==, 0xef);
+    g_assert_cmpuint(buf[15], ==, 0x04);
+    /* the MAC is HMAC-SHA256(key, bytes 0..95) */
+    {
+        g_autoptr(GHmac) h = g_hmac_new(G_CHECKSUM_SHA256, key.data, key.len);
+        uint8_t mac[32];
+        gsize maclen = sizeof(mac);
+
+        g_hmac_update(h, buf, COLO_HB_BODY_LEN);
+        g_hmac_get_digest(h, mac, &maclen);
+        g_assert_cmpmem(mac, 32, buf + COLO_HB_BODY_LEN, 32);
+    }
+    /* without a key: auth 0, MAC zero */
+    colo_hb_encode(&in, &no_key, buf);
+    g_assert_cmpuint(buf[7], ==, COLO_HB_AUTH_NONE);
+    for (int i = COLO_HB_BODY_LEN; i < COLO_HB_WIRE_LEN; i++) {
+        g_assert_cmpuint(buf[i], ==, 0);
+    }
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(buf), &no_key, &out, &why), ==,
+                    COLO_HB_RX_OK);
+}
+
+/* Re-sign @buf after editing it: the malformed checks behind the MAC */
+static void resign(uint8_t *buf)
+{
+    g_autoptr(GHmac) h = g_hmac_new(G_CHECKSUM_SHA256, key.data, key.len);
+    gsize maclen = COLO_HB_MAC_LEN;
+
+    g_hmac_update(h, buf, COLO_HB_BODY_LEN);
+    g_hmac_get_digest(h, buf + COLO_HB_BODY_LEN, &maclen);
 }
 
 static void test_wire_garbage(void)
 {
     ColoHbMsg in = {
-        .seq = 1, .boot_id = 1, .health = COLO_HEALTH_RUNNING,
+        .seq = 1, .boot_id = 1, .wall_ms = WALL0,
+        .health = COLO_HEALTH_RUNNING,
         .mode = COLO_HB_MODE_PRIMARY, .pair = "pair1", .node = "nodeB",
     }, out;
     uint8_t good[COLO_HB_WIRE_LEN], buf[COLO_HB_WIRE_LEN + 1];
     const char *why;
 
-    colo_hb_encode(&in, good);
-    g_assert_false(colo_hb_decode(good, sizeof(good) - 1, &out, &why));
+    colo_hb_encode(&in, &key, good);
+    g_assert_cmpint(colo_hb_decode(good, sizeof(good) - 1, &key, &out, &why),
+                    ==, COLO_HB_RX_MALFORMED);
     g_assert_cmpstr(why, ==, "wrong length");
     memcpy(buf, good, sizeof(good));
-    g_assert_false(colo_hb_decode(buf, sizeof(good) + 1, &out, &why));
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good) + 1, &key, &out, &why),
+                    ==, COLO_HB_RX_MALFORMED);
+    /* the former 84-byte version 1 datagram */
+    g_assert_cmpint(colo_hb_decode(buf, 84, &key, &out, &why), ==,
+                    COLO_HB_RX_MALFORMED);
 
     memcpy(buf, good, sizeof(good));
     buf[0] = 'X';
-    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good), &key, &out, &why), ==,
+                    COLO_HB_RX_MALFORMED);
     g_assert_cmpstr(why, ==, "bad magic");
 
     memcpy(buf, good, sizeof(good));
-    buf[4] = 2;
-    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    buf[4] = 1;
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good), &key, &out, &why), ==,
+                    COLO_HB_RX_MALFORMED);
     g_assert_cmpstr(why, ==, "unknown version");
 
+    /* no MAC where one is required: forged; one where none is: mismatch */
+    colo_hb_encode(&in, &no_key, buf);
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good), &key, &out, &why), ==,
+                    COLO_HB_RX_FORGED);
+    g_assert_cmpint(colo_hb_decode(good, sizeof(good), &no_key, &out, &why),
+                    ==, COLO_HB_RX_MALFORMED);
+    g_assert_nonnull(strstr(why, "heartbeat-auth"));
+
+    /* authentic but malformed fields (a peer with a bug) */
     memcpy(buf, good, sizeof(good));
     buf[5] = COLO_HEALTH__MAX;
-    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    resign(buf);
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good), &key, &out, &why), ==,
+                    COLO_HB_RX_MALFORMED);
     memcpy(buf, good, sizeof(good));
-    buf[7] = 1;
-    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    buf[7] = 2;
+    resign(buf);
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good), &key, &out, &why), ==,
+                    COLO_HB_RX_MALFORMED);
 
     /* a name that fills its field (no NUL), an empty one, a control char */
     memcpy(buf, good, sizeof(good));
-    memset(buf + 20, 'a', COLO_HB_NAME_MAX + 1);
-    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    memset(buf + 32, 'a', COLO_HB_NAME_MAX + 1);
+    resign(buf);
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good), &key, &out, &why), ==,
+                    COLO_HB_RX_MALFORMED);
     g_assert_cmpstr(why, ==, "bad pair or node name");
     memcpy(buf, good, sizeof(good));
-    buf[20 + COLO_HB_NAME_MAX + 1] = 0;
-    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    buf[64] = 0;
+    resign(buf);
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good), &key, &out, &why), ==,
+                    COLO_HB_RX_MALFORMED);
     memcpy(buf, good, sizeof(good));
-    buf[21] = '\n';
-    g_assert_false(colo_hb_decode(buf, sizeof(good), &out, &why));
+    buf[33] = '\n';
+    resign(buf);
+    g_assert_cmpint(colo_hb_decode(buf, sizeof(good), &key, &out, &why), ==,
+                    COLO_HB_RX_MALFORMED);
 }
 
 /* Random datagrams of every length are refused and counted. */
@@ -128,9 +219,10 @@ static void test_receive_random(void)
             buf[4] = COLO_HB_VERSION;
             len = COLO_HB_WIRE_LEN;
         }
-        g_assert_false(colo_hb_receive(&hb, 10, buf, len));
+        g_assert_false(colo_hb_receive(&hb, 10, WALL0 + 10, buf, len));
     }
-    g_assert_cmpuint(hb.rx_bad, ==, 20000);
+    g_assert_cmpuint(hb.rx_bad + hb.rx_forged, ==, 20000);
+    g_assert_cmpuint(hb.rx_forged, >, 5000);
     g_assert_cmpuint(hb.rx_ok, ==, 0);
     g_assert_false(hb.peer_seen);
     g_rand_free(r);
@@ -140,39 +232,296 @@ static void test_receive_filters(void)
 {
     ColoHeartbeat hb;
     ColoHbMsg msg = {
-        .seq = 1, .boot_id = 7, .health = COLO_HEALTH_GONE,
+        .seq = 1, .boot_id = 7, .wall_ms = WALL0 + 1,
+        .health = COLO_HEALTH_GONE,
         .mode = COLO_HB_MODE_PRIMARY, .pair = "other", .node = "nodeB",
     };
-    uint8_t buf[COLO_HB_WIRE_LEN];
 
     setup(&hb, false);
-    colo_hb_encode(&msg, buf);
-    g_assert_false(colo_hb_receive(&hb, 1, buf, sizeof(buf)));
+    g_assert_false(receive_msg(&hb, 1, &msg, &key));
     g_assert_cmpstr(hb.last_bad, ==, "from another pair");
     strcpy(msg.pair, "pair1");
     strcpy(msg.node, "nodeA");      /* our own name: a loop, not the peer */
-    colo_hb_encode(&msg, buf);
-    g_assert_false(colo_hb_receive(&hb, 1, buf, sizeof(buf)));
+    g_assert_false(receive_msg(&hb, 1, &msg, &key));
     g_assert_cmpstr(hb.last_bad, ==, "not from the peer node");
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_FOREIGN);
     g_assert_cmpuint(hb.rx_bad, ==, 2);
     g_assert_false(hb.peer_seen);
 
-    /* in order, then a duplicate and an old one are stale */
+    /* in order, then a duplicate and an old one are replays */
     g_assert_true(beat(&hb, 10, 5, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY));
     g_assert_false(beat(&hb, 20, 5, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY));
     g_assert_false(beat(&hb, 20, 4, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY));
-    g_assert_cmpuint(hb.rx_stale, ==, 2);
+    g_assert_cmpuint(hb.rx_replayed, ==, 2);
     g_assert_cmpint(hb.peer_health, ==, COLO_HEALTH_RUNNING);
     g_assert_cmpint(colo_hb_silence_ms(&hb, 30), ==, 20);
 
-    /* a restarted agent (new boot id) starts again at 1 */
+    /* a restarted agent (new boot id, fresh timestamp) starts again at 1 */
     msg.seq = 1;
     msg.boot_id = 8;
+    msg.wall_ms = WALL0 + 40;
     msg.health = COLO_HEALTH_RUNNING;
     strcpy(msg.node, "nodeB");
-    colo_hb_encode(&msg, buf);
-    g_assert_true(colo_hb_receive(&hb, 40, buf, sizeof(buf)));
+    g_assert_true(receive_msg(&hb, 40, &msg, &key));
     g_assert_cmpuint(hb.rx_ok, ==, 2);
+}
+
+/* ---- authentication and replay ------------------------------------- */
+
+/* The right format, the peer's names, but not the pair's key. */
+static void test_auth_forged_mac(void)
+{
+    ColoHeartbeat hb;
+    uint8_t buf[COLO_HB_WIRE_LEN];
+    ColoHbMsg msg = {
+        .seq = 1, .boot_id = 0xf00d, .wall_ms = WALL0 + 10,
+        .health = COLO_HEALTH_GONE, .mode = COLO_HB_MODE_PRIMARY,
+        .pair = "pair1", .node = "nodeB",
+    };
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    /* a random MAC */
+    colo_hb_encode(&msg, &key, buf);
+    for (int i = COLO_HB_BODY_LEN; i < COLO_HB_WIRE_LEN; i++) {
+        buf[i] = g_random_int();
+    }
+    g_assert_false(colo_hb_receive(&hb, 10, WALL0 + 10, buf, sizeof(buf)));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_FORGED);
+    /* no MAC at all (auth none) */
+    g_assert_false(receive_msg(&hb, 11, &msg, &no_key));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_FORGED);
+    /* a MAC with another key */
+    g_assert_false(receive_msg(&hb, 12, &msg, &other_key));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_FORGED);
+    /* the MAC of another datagram (a genuine "running") on this one */
+    genuine(buf, 13, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    buf[5] = COLO_HEALTH_GONE;
+    g_assert_false(colo_hb_receive(&hb, 13, WALL0 + 13, buf, sizeof(buf)));
+    g_assert_cmpuint(hb.rx_forged, ==, 4);
+    g_assert_cmpuint(hb.rx_ok, ==, 0);
+    g_assert_false(hb.peer_seen);
+    g_assert_cmpint(hb.peer_health, ==, COLO_HEALTH_UNKNOWN);
+    g_assert_cmpint(colo_hb_decide(&hb, 20), ==, COLO_HB_NOTHING);
+}
+
+/* Every single-bit flip of a genuine datagram is refused. */
+static void test_auth_bit_flips(void)
+{
+    ColoHeartbeat hb;
+    uint8_t good[COLO_HB_WIRE_LEN], buf[COLO_HB_WIRE_LEN];
+    uint64_t refused = 0;
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    g_assert_true(beat(&hb, 10, 1, COLO_HEALTH_RUNNING,
+                       COLO_HB_MODE_PRIMARY));
+    /* the peer reports its QEMU gone: the flips must not look like it */
+    genuine(good, 20, 2, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    for (int bit = 0; bit < COLO_HB_WIRE_LEN * 8; bit++) {
+        memcpy(buf, good, sizeof(buf));
+        buf[bit / 8] ^= 1 << (bit % 8);
+        g_assert_false(colo_hb_receive(&hb, 20, WALL0 + 20, buf,
+                                       sizeof(buf)));
+        g_assert_cmpint(hb.last_verdict, !=, COLO_HB_RX_OK);
+        refused++;
+    }
+    g_assert_cmpuint(hb.rx_ok, ==, 1);
+    g_assert_cmpuint(hb.peer_seq, ==, 1);
+    g_assert_cmpuint(hb.rx_bad + hb.rx_forged + hb.rx_corrupt, ==, refused);
+    /* most flips leave a well-formed datagram of this boot: corrupt */
+    g_assert_cmpuint(hb.rx_corrupt, >, COLO_HB_WIRE_LEN * 8 / 2);
+    /* the genuine one is still good */
+    g_assert_true(colo_hb_receive(&hb, 20, WALL0 + 20, good, sizeof(good)));
+}
+
+/* Replays of accepted datagrams of this boot are refused and counted. */
+static void test_auth_replay(void)
+{
+    ColoHeartbeat hb;
+    uint8_t gone[COLO_HB_WIRE_LEN], running[COLO_HB_WIRE_LEN];
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    genuine(running, 100, 1, COLO_HEALTH_RUNNING, COLO_HB_MODE_PRIMARY);
+    genuine(gone, 150, 2, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY);
+    g_assert_true(colo_hb_receive(&hb, 100, WALL0 + 100, running,
+                                  sizeof(running)));
+    g_assert_true(colo_hb_receive(&hb, 150, WALL0 + 150, gone,
+                                  sizeof(gone)));
+    /* the peer is back with a new QEMU, same agent */
+    g_assert_true(beat(&hb, 200, 3, COLO_HEALTH_RUNNING,
+                       COLO_HB_MODE_NONE));
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_NONE);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    g_assert_true(beat(&hb, 300, 4, COLO_HEALTH_RUNNING,
+                       COLO_HB_MODE_PRIMARY));
+    /* the earlier "gone" again, at once and much later */
+    g_assert_false(colo_hb_receive(&hb, 310, WALL0 + 310, gone,
+                                   sizeof(gone)));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_REPLAYED);
+    g_assert_false(colo_hb_receive(&hb, 90000, WALL0 + 90000, gone,
+                                   sizeof(gone)));
+    g_assert_false(colo_hb_receive(&hb, 90000, WALL0 + 90000, running,
+                                   sizeof(running)));
+    g_assert_cmpuint(hb.rx_replayed, ==, 3);
+    g_assert_cmpint(hb.peer_health, ==, COLO_HEALTH_RUNNING);
+    g_assert_cmpint(colo_hb_decide(&hb, 310), ==, COLO_HB_NOTHING);
+    g_assert_cmpstr(hb.reason, ==, "protecting");
+}
+
+/*
+ * A datagram captured in an earlier run of the peer's agent: another boot
+ * id, and a timestamp from then.  Refused whether this agent has heard the
+ * current run or not (it restarted too); a datagram of the previous boot
+ * that is still within the timeout is refused once the current boot was
+ * accepted (its timestamp is older).
+ */
+static void test_auth_earlier_run(void)
+{
+    ColoHeartbeat hb;
+    ColoHbMsg old = {
+        .seq = 77, .boot_id = 0x9999, .wall_ms = WALL0 - 3600 * 1000,
+        .health = COLO_HEALTH_GONE, .mode = COLO_HB_MODE_PRIMARY,
+        .pair = "pair1", .node = "nodeB",
+    };
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    /* before the current run is heard from */
+    g_assert_false(receive_msg(&hb, 50, &old, &key));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_STALE);
+    g_assert_false(hb.peer_seen);
+    g_assert_true(beat(&hb, 100, 1, COLO_HEALTH_RUNNING,
+                       COLO_HB_MODE_PRIMARY));
+    g_assert_false(receive_msg(&hb, 150, &old, &key));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_STALE);
+    /* just before the timeout's edge: still too old */
+    old.wall_ms = WALL0 + 200 - TIMEOUT - 1;
+    g_assert_false(receive_msg(&hb, 200, &old, &key));
+    /* recent enough, but older than the current boot's last datagram */
+    old.wall_ms = WALL0 + 99;
+    g_assert_false(receive_msg(&hb, 200, &old, &key));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_STALE);
+    /* from the future (beyond the timeout) */
+    old.wall_ms = WALL0 + 200 + TIMEOUT + 1;
+    g_assert_false(receive_msg(&hb, 200, &old, &key));
+    g_assert_cmpuint(hb.rx_stale, ==, 5);
+    g_assert_cmpuint(hb.peer_boot_id, ==, 0x1234);
+    g_assert_cmpint(hb.peer_health, ==, COLO_HEALTH_RUNNING);
+    g_assert_cmpint(colo_hb_decide(&hb, 200), ==, COLO_HB_NOTHING);
+}
+
+/* A restarted peer agent (new boot id, fresh timestamp) is accepted. */
+static void test_auth_new_boot(void)
+{
+    ColoHeartbeat hb;
+    ColoHbMsg next = {
+        .seq = 1, .boot_id = 0x5678, .wall_ms = WALL0 + 500,
+        .health = COLO_HEALTH_GONE, .mode = COLO_HB_MODE_NONE,
+        .pair = "pair1", .node = "nodeB",
+    };
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    g_assert_true(beat(&hb, 100, 41, COLO_HEALTH_RUNNING,
+                       COLO_HB_MODE_PRIMARY));
+    /* its clock a little behind ours, within the timeout: fine */
+    next.wall_ms = WALL0 + 200;
+    g_assert_true(receive_msg(&hb, 600, &next, &key));
+    g_assert_cmpuint(hb.peer_boot_id, ==, 0x5678);
+    g_assert_cmpuint(hb.peer_seq, ==, 1);
+    /*
+     * A datagram of the old boot, however fresh it looks, is from a run
+     * that ended: refused (else two captured runs could alternate).
+     */
+    g_assert_false(beat(&hb, 650, 42, COLO_HEALTH_RUNNING,
+                        COLO_HB_MODE_PRIMARY));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_STALE);
+    g_assert_cmpint(colo_hb_decide(&hb, 650), ==, COLO_HB_TAKE_OVER);
+}
+
+/*
+ * The primary died; an attacker keeps sending "running" datagrams with its
+ * names, the next sequence numbers and its boot id (all readable on the
+ * link), without the key: the secondary still takes over.
+ */
+static void test_auth_forged_stream(void)
+{
+    ColoHeartbeat hb;
+    ColoHbMsg forged = {
+        .boot_id = 0x1234, .health = COLO_HEALTH_RUNNING,
+        .mode = COLO_HB_MODE_PRIMARY, .pair = "pair1", .node = "nodeB",
+    };
+
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    g_assert_true(beat(&hb, 100, 1, COLO_HEALTH_RUNNING,
+                       COLO_HB_MODE_PRIMARY));
+    colo_hb_link_lost(&hb);
+    g_assert_true(beat(&hb, 120, 2, COLO_HEALTH_GONE, COLO_HB_MODE_PRIMARY));
+    for (int i = 0; i < 50; i++) {
+        forged.seq = 3 + i;
+        forged.wall_ms = WALL0 + 121 + i;
+        g_assert_false(receive_msg(&hb, 121 + i, &forged,
+                                   i % 2 ? &other_key : &no_key));
+    }
+    g_assert_cmpuint(hb.rx_forged + hb.rx_corrupt, ==, 50);
+    g_assert_cmpint(hb.peer_health, ==, COLO_HEALTH_GONE);
+    g_assert_false(hb.stale);
+    g_assert_cmpint(colo_hb_decide(&hb, 171), ==, COLO_HB_TAKE_OVER);
+
+    /* the same on a primary: a silent secondary is not kept alive */
+    setup(&hb, false);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_PRIMARY);
+    g_assert_true(beat(&hb, 100, 1, COLO_HEALTH_RUNNING,
+                       COLO_HB_MODE_SECONDARY));
+    forged.mode = COLO_HB_MODE_SECONDARY;
+    for (int i = 0; i < 20; i++) {
+        forged.seq = 2 + i;
+        forged.wall_ms = WALL0 + 150 + i * INTERVAL;
+        receive_msg(&hb, 150 + i * INTERVAL, &forged, &other_key);
+    }
+    g_assert_cmpint(colo_hb_decide(&hb, 100 + TIMEOUT), ==,
+                    COLO_HB_TAKE_OVER);
+}
+
+/* A peer configured with another key is never heard. */
+static void test_auth_wrong_key(void)
+{
+    ColoHeartbeat hb;
+
+    setup_key(&hb, false, &other_key);
+    colo_hb_set_local_mode(&hb, COLO_HB_MODE_SECONDARY);
+    g_assert_false(beat(&hb, 100, 1, COLO_HEALTH_RUNNING,
+                        COLO_HB_MODE_PRIMARY));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_FORGED);
+    g_assert_false(beat(&hb, 200, 2, COLO_HEALTH_GONE,
+                        COLO_HB_MODE_PRIMARY));
+    g_assert_cmpuint(hb.rx_forged, ==, 2);
+    g_assert_false(hb.peer_seen);
+    g_assert_cmpint(colo_hb_decide(&hb, 200), ==, COLO_HB_NOTHING);
+}
+
+/* heartbeat-auth = none: no MAC, the replay rules still hold. */
+static void test_auth_none(void)
+{
+    ColoHeartbeat hb;
+    ColoHbMsg msg = {
+        .seq = 1, .boot_id = 0x42, .wall_ms = WALL0 + 100,
+        .health = COLO_HEALTH_RUNNING, .mode = COLO_HB_MODE_PRIMARY,
+        .pair = "pair1", .node = "nodeB",
+    };
+
+    setup_key(&hb, false, &no_key);
+    g_assert_true(receive_msg(&hb, 100, &msg, &no_key));
+    g_assert_false(receive_msg(&hb, 110, &msg, &no_key));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_REPLAYED);
+    /* a peer that signs: a configuration mismatch, said so */
+    msg.seq = 2;
+    g_assert_false(receive_msg(&hb, 120, &msg, &key));
+    g_assert_cmpint(hb.last_verdict, ==, COLO_HB_RX_MALFORMED);
+    g_assert_nonnull(strstr(hb.last_bad, "heartbeat-auth"));
 }
 
 static void test_peer_states(void)
@@ -588,6 +937,16 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-heartbeat/wire/garbage", test_wire_garbage);
     g_test_add_func("/colo-heartbeat/receive/random", test_receive_random);
     g_test_add_func("/colo-heartbeat/receive/filters", test_receive_filters);
+    g_test_add_func("/colo-heartbeat/auth/forged-mac", test_auth_forged_mac);
+    g_test_add_func("/colo-heartbeat/auth/bit-flips", test_auth_bit_flips);
+    g_test_add_func("/colo-heartbeat/auth/replay", test_auth_replay);
+    g_test_add_func("/colo-heartbeat/auth/earlier-run",
+                    test_auth_earlier_run);
+    g_test_add_func("/colo-heartbeat/auth/new-boot", test_auth_new_boot);
+    g_test_add_func("/colo-heartbeat/auth/forged-stream",
+                    test_auth_forged_stream);
+    g_test_add_func("/colo-heartbeat/auth/wrong-key", test_auth_wrong_key);
+    g_test_add_func("/colo-heartbeat/auth/none", test_auth_none);
     g_test_add_func("/colo-heartbeat/peer-states", test_peer_states);
     g_test_add_func("/colo-heartbeat/secondary/no-quorum",
                     test_secondary_no_quorum);
