@@ -9,6 +9,11 @@
 #   make demo-basic  the pair without network or disks (no root features needed)
 #   make check    all our tests; prints "N passed, N failed"
 #   make bench    benchmark figures
+#   make check-kvm  the KVM runs (tests/colo/run-kvm-tests.sh): skipped, with
+#                 the reason, where /dev/kvm is not usable
+#   make install  PREFIX=/usr/local (DESTDIR honoured): QEMU under
+#                 PREFIX/libexec/qemu-colo, the tools in PREFIX/bin, the OCF
+#                 agent, the docs (assembly/install.sh)
 #   make soak     fault trials of a protected pair (kill -9, SIGSTOP, link cut,
 #                 idle and at each checkpoint fault point), a table of what
 #                 passed; long (about an hour), not part of make check
@@ -22,7 +27,7 @@
 PYTHON ?= /usr/bin/python3
 export PYTHON
 
-.PHONY: all setup assemble build guest check demo demo-basic bench soak clean distclean
+.PHONY: all setup assemble build guest check demo demo-basic bench soak install check-kvm clean distclean
 
 all: build
 
@@ -52,6 +57,12 @@ bench: build
 
 soak: build guest
 	@$(PYTHON) tests/colo/e2e/soak.py $(SOAK_ARGS)
+
+check-kvm: build guest
+	@bash tests/colo/run-kvm-tests.sh
+
+install: build
+	@bash assembly/install.sh
 
 clean:
 	rm -rf build

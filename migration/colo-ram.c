@@ -33,6 +33,7 @@
 #include "exec/ramblock.h"
 #include "exec/target_page.h"
 #include "exec/memory.h"
+#include "system/kvm.h"
 #include "migration/colo.h"
 #include "migration/misc.h"
 #include "options.h"
@@ -82,6 +83,17 @@ static void colo_ram_free_cache(void)
 int colo_init_ram_cache(void)
 {
     RAMBlock *block;
+
+    /*
+     * The secondary rolls back what its guest wrote from its dirty log; with
+     * KVM's dirty ring that path is untested, so refuse it rather than risk
+     * a replica that silently differs.
+     */
+    if (kvm_dirty_ring_enabled()) {
+        error_report("COLO: the KVM dirty ring (-accel kvm,dirty-ring-size=N) "
+                     "is not supported; start QEMU without dirty-ring-size");
+        return -ENOTSUP;
+    }
 
     if (migrate_multifd() &&
         migrate_multifd_compression() != MULTIFD_COMPRESSION_NONE) {

@@ -40,6 +40,7 @@
 #include "io/channel-buffer.h"
 #include "system/runstate.h"
 #include "system/cpus.h"
+#include "system/kvm.h"
 #include "block/replication.h"
 #include "net/filter.h"
 #include "net/colo-compare.h"
@@ -732,6 +733,13 @@ static void colo_primary_run(MigrationState *s)
     colo_session_begin(COLO_MODE_PRIMARY, p.from, p.to);
     if (!p.from) {
         error_setg(&err, "COLO: cannot open the return path");
+    } else if (kvm_dirty_ring_enabled()) {
+        /* As on the secondary (colo_init_ram_cache()): untested, refused. */
+        error_setg(&err, "COLO: the KVM dirty ring (-accel kvm,"
+                   "dirty-ring-size=N) is not supported; start QEMU without "
+                   "dirty-ring-size");
+    }
+    if (err) {
         colo_primary_exit(&p, err);
         error_free(err);
         return;

@@ -188,6 +188,9 @@ class Vm:
         cmd = self.prefix + [self.binary]
         for d in self.firmware_dirs:
             cmd += ["-L", d]
+        # QEMU_COLO_ACCEL=kvm: the KVM runs (tests/colo/run-kvm-tests.sh).
+        if os.environ.get("QEMU_COLO_ACCEL"):
+            cmd += ["-accel", os.environ["QEMU_COLO_ACCEL"]]
         cmd += ["-S", "-display", "none",
                 "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
                 "-chardev", "socket,id=colo-serial0,path=%s,server=on,wait=off" % self.serial_path,
