@@ -31,6 +31,7 @@ SUITES_TABLE=(
     "soak-short|qemu-img|$PYTHON $top/tests/colo/e2e/soak.py --short"
     "reprotect|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py config rounds"
     "reprotect-interrupted|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py interrupted"
+    "tls|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_tls.py"
     "heartbeat|qemu-img tools/colo/qemu-colo-agent|$PYTHON $top/tests/colo/e2e/test_heartbeat.py"
     "quorum|tools/colo/colo-quorum-probe|$PYTHON $top/tests/colo/test_quorum.py"
     "heartbeat-quorum|qemu-img tools/colo/qemu-colo-agent tools/colo/colo-quorum-probe|$PYTHON $top/tests/colo/e2e/test_heartbeat_quorum.py"

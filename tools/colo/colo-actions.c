@@ -17,6 +17,7 @@
 #include "qobject/qbool.h"
 #include "qobject/qnum.h"
 #include "qobject/qstring.h"
+#include "qobject/qjson.h"
 #include "qemu/timer.h"
 #include "colo-actions.h"
 
@@ -620,6 +621,111 @@ static QDict *inet(const char *host, int port)
     return addr;
 }
 
+/* ---- TLS (tls-dir) --------------------------------------------------- */
+
+/* object-add arguments of a tls-creds-x509 object from tls-dir. */
+static QDict *tls_creds_args(const ColoConfig *cfg, bool server)
+{
+    QDict *d = qdict_new();
+
+    qdict_put_str(d, "qom-type", "tls-creds-x509");
+    qdict_put_str(d, "id", server ? COLO_TLS_SERVER : COLO_TLS_CLIENT);
+    qdict_put_str(d, "endpoint", server ? "server" : "client");
+    qdict_put_str(d, "dir", cfg->tls_dir);
+    /* A listener asks for the client's certificate and checks its CA. */
+    qdict_put_bool(d, "verify-peer", true);
+    return d;
+}
+
+static QDict *authz_rule(const char *match, const char *format)
+{
+    QDict *r = qdict_new();
+
+    qdict_put_str(r, "match", match);
+    qdict_put_str(r, "policy", "allow");
+    qdict_put_str(r, "format", format);
+    return r;
+}
+
+/*
+ * The listeners' authz: only the peer's certificate, whose distinguished
+ * name (as GnuTLS prints it, RFC 4514 order) starts with CN=<peer name>.
+ * Everything else is denied, also other certificates of the pair's CA.
+ */
+static QDict *tls_authz_args(const ColoNodeConfig *peer)
+{
+    QDict *d = qdict_new();
+    QList *rules = qlist_new();
+    g_autofree char *dn = g_strdup_printf("CN=%s", peer->name);
+
+    qdict_put_str(d, "qom-type", "authz-list");
+    qdict_put_str(d, "id", COLO_TLS_AUTHZ);
+    qdict_put_str(d, "policy", "deny");
+    qlist_append(rules, authz_rule(dn, "exact"));
+    if (!strpbrk(peer->name, "*?,\\")) {
+        /* further components after the CN (O=..., C=...) */
+        g_autofree char *glob = g_strdup_printf("CN=%s,*", peer->name);
+
+        qlist_append(rules, authz_rule(glob, "glob"));
+    }
+    qdict_put(d, "rules", rules);
+    return d;
+}
+
+GStrv colo_tls_object_args(const ColoConfig *cfg, const ColoNodeConfig *peer)
+{
+    QDict *objs[3];
+    GStrv out;
+
+    if (!cfg->tls_dir) {
+        return NULL;
+    }
+    objs[0] = tls_creds_args(cfg, true);
+    objs[1] = tls_creds_args(cfg, false);
+    objs[2] = tls_authz_args(peer);
+    out = g_new0(char *, 4);
+    for (int i = 0; i < 3; i++) {
+        GString *json = qobject_to_json(QOBJECT(objs[i]));
+
+        out[i] = g_string_free(json, false);
+        qobject_unref(objs[i]);
+    }
+    return out;
+}
+
+/* The TLS objects on a running QEMU (started by an older tool: added). */
+static bool ensure_tls_objects(QmpClient *c, const ColoConfig *cfg,
+                               const ColoNodeConfig *peer, Error **errp)
+{
+    VmInventory inv;
+    bool ok = true;
+
+    if (!cfg->tls_dir) {
+        return true;
+    }
+    if (!inventory_get(c, &inv, errp)) {
+        return false;
+    }
+    for (int i = 0; ok && i < 3; i++) {
+        static const char *const ids[] = {
+            COLO_TLS_SERVER, COLO_TLS_CLIENT, COLO_TLS_AUTHZ
+        };
+        g_autoptr(QDict) args = NULL;
+
+        if (has(inv.objects, ids[i])) {
+            continue;
+        }
+        args = i < 2 ? tls_creds_args(cfg, i == 0) : tls_authz_args(peer);
+        ok = run(c, "object-add", args, errp);
+        if (!ok) {
+            error_prepend(errp, "adding %s (tls-dir %s): ", ids[i],
+                          cfg->tls_dir);
+        }
+    }
+    inventory_clear(&inv);
+    return ok;
+}
+
 static QDict *nbd_file(const ColoConfig *cfg, const ColoNodeConfig *fresh)
 {
     QDict *file = qdict_new();
@@ -629,6 +735,11 @@ static QDict *nbd_file(const ColoConfig *cfg, const ColoNodeConfig *fresh)
     qdict_put_str(file, "driver", "nbd");
     qdict_put_str(file, "export", "colo-disk0");
     qdict_put(file, "server", server);
+    if (cfg->tls_dir) {
+        /* the server's certificate must name the fresh node */
+        qdict_put_str(file, "tls-creds", COLO_TLS_CLIENT);
+        qdict_put_str(file, "tls-hostname", fresh->name);
+    }
     return file;
 }
 
@@ -674,10 +785,18 @@ static bool prepare_fresh(QmpClient *fresh, const ColoConfig *cfg,
     qdict_put_str(addr, "type", "inet");
     qdict_put(addr, "data", inet(node->link_addr, cfg->port_nbd));
     qdict_put(nbd, "addr", addr);
+    if (cfg->tls_dir) {
+        qdict_put_str(nbd, "tls-creds", COLO_TLS_SERVER);
+        qdict_put_str(nbd, "tls-authz", COLO_TLS_AUTHZ);
+    }
     qdict_put_str(add, "device", "colo-disk0");
     qdict_put_bool(add, "writable", true);
-    return run(fresh, "nbd-server-start", nbd, errp) &&
-           run(fresh, "nbd-server-add", add, errp);
+    if (!run(fresh, "nbd-server-start", nbd, errp) ||
+        !run(fresh, "nbd-server-add", add, errp)) {
+        error_prepend(errp, "NBD: ");
+        return false;
+    }
+    return true;
 }
 
 #define RESYNC_STALL_MS  120000
@@ -698,6 +817,7 @@ static bool resync(QmpClient *s, const char *top, const ColoConfig *cfg,
 
     qdict_put_str(node, "node-name", COLO_RESYNC_NODE);
     if (!run(s, "blockdev-add", node, errp)) {
+        error_prepend(errp, "NBD: ");
         return false;
     }
     qdict_put_str(mirror, "job-id", COLO_RESYNC_JOB);
@@ -814,6 +934,7 @@ static bool add_replication(QmpClient *s, const char *top,
     qdict_put_str(rep, "mode", "primary");
     qdict_put(rep, "file", nbd_file(cfg, fresh));
     if (!run(s, "blockdev-add", rep, errp)) {
+        error_prepend(errp, "NBD: ");
         return false;
     }
     qdict_put_str(change, "parent", top);
@@ -822,7 +943,7 @@ static bool add_replication(QmpClient *s, const char *top,
 }
 
 static bool add_socket(QmpClient *s, const char *id, const char *host,
-                       int port, bool server, Error **errp)
+                       int port, bool server, bool tls, Error **errp)
 {
     g_autoptr(QDict) args = qdict_new();
     QDict *backend = qdict_new();
@@ -833,6 +954,11 @@ static bool add_socket(QmpClient *s, const char *id, const char *host,
     qdict_put(addr, "data", inet(host, port));
     qdict_put(data, "addr", addr);
     qdict_put_bool(data, "server", server);
+    if (tls) {
+        /* only the link's listeners: the peer connects with a cert */
+        qdict_put_str(data, "tls-creds", COLO_TLS_SERVER);
+        qdict_put_str(data, "tls-authz", COLO_TLS_AUTHZ);
+    }
     if (server) {
         qdict_put_bool(data, "wait", false);
     } else {
@@ -896,18 +1022,20 @@ static bool add_proxy(QmpClient *s, const ColoConfig *cfg,
         "outdev", "compare_out0", "iothread", "iothread1", NULL
     };
 
+    bool tls = cfg->tls_dir != NULL;
+
     return add_socket(s, "mirror0", self->link_addr, cfg->port_mirror, true,
-                      errp) &&
+                      tls, errp) &&
            add_socket(s, "compare1", self->link_addr, cfg->port_compare,
-                      true, errp) &&
+                      true, tls, errp) &&
            add_socket(s, "compare0", "127.0.0.1", cfg->port_local_compare,
-                      true, errp) &&
+                      true, false, errp) &&
            add_socket(s, "compare0-0", "127.0.0.1", cfg->port_local_compare,
-                      false, errp) &&
+                      false, false, errp) &&
            add_socket(s, "compare_out", "127.0.0.1", cfg->port_local_out,
-                      true, errp) &&
+                      true, false, errp) &&
            add_socket(s, "compare_out0", "127.0.0.1", cfg->port_local_out,
-                      false, errp) &&
+                      false, false, errp) &&
            add_object(s, "filter-mirror", "m0", m0, errp) &&
            add_object(s, "filter-redirector", "redire0", redire0, errp) &&
            add_object(s, "filter-redirector", "redire1", redire1, errp) &&
@@ -946,10 +1074,25 @@ static bool start_colo(QmpClient *s, QmpClient *fresh, const ColoConfig *cfg,
     qdict_put_int(params, "downtime-limit", 300);
     qdict_put_str(in, "uri", uri);
     qdict_put_str(out, "uri", uri);
+    if (cfg->tls_dir) {
+        g_autoptr(QDict) fparams = qdict_new();
+
+        /* The listener: only the primary's certificate. */
+        qdict_put_str(fparams, "tls-creds", COLO_TLS_SERVER);
+        qdict_put_str(fparams, "tls-authz", COLO_TLS_AUTHZ);
+        if (!run(fresh, "migrate-set-parameters", fparams, errp)) {
+            error_prepend(errp, "migration: ");
+            return false;
+        }
+        /* The client: the listener's certificate must name the node. */
+        qdict_put_str(params, "tls-creds", COLO_TLS_CLIENT);
+        qdict_put_str(params, "tls-hostname", fnode->name);
+    }
     if (!run(fresh, "migrate-incoming", in, errp) ||
         !run(s, "migrate-set-capabilities", caps, errp) ||
         !run(s, "migrate-set-parameters", params, errp) ||
         !run(s, "migrate", out, errp)) {
+        error_prepend(errp, "migration: ");
         return false;
     }
     for (;;) {
@@ -967,8 +1110,8 @@ static bool start_colo(QmpClient *s, QmpClient *fresh, const ColoConfig *cfg,
             break;
         }
         if (!migration_active(status)) {
-            error_setg(errp, "the migration to the new secondary ended with "
-                       "status '%s'%s%s", status,
+            error_setg(errp, "migration: the migration to the new "
+                       "secondary ended with status '%s'%s%s", status,
                        qdict_haskey(mig, "error-desc") ? ": " : "",
                        qdict_get_try_str(mig, "error-desc") ?: "");
             return false;
@@ -1036,10 +1179,18 @@ static bool start_colo(QmpClient *s, QmpClient *fresh, const ColoConfig *cfg,
             return true;
         }
         if (now_ms() > deadline) {
-            error_setg(errp, "COLO did not settle in %d s (new secondary: "
-                       "mode %s, proxy %s; primary run state %s)",
+            error_setg(errp, "%sCOLO did not settle in %d s (new "
+                       "secondary: mode %s, proxy %s; primary run state %s)",
+                       connected ? "" : "proxy: the new secondary's red0/red1 "
+                       "did not connect to the primary's mirror0/compare1: ",
                        COLO_START_MS / 1000, smode,
                        connected ? "connected" : "not connected", pstate);
+            if (!connected && cfg->tls_dir) {
+                error_append_hint(errp, "With tls-dir, a certificate that "
+                                  "does not name the node's link address "
+                                  "or is not signed by the pair's CA fails "
+                                  "the proxy's TLS handshake.\n");
+            }
             return false;
         }
         g_usleep(POLL_US);
@@ -1099,6 +1250,11 @@ bool colo_action_protect(QmpClient *survivor, QmpClient *fresh,
         goto fail;
     }
     top = top_disk(&inv);
+    step = "TLS credentials";
+    if (!ensure_tls_objects(survivor, cfg, fresh_node, &err) ||
+        !ensure_tls_objects(fresh, cfg, survivor_node, &err)) {
+        goto fail;
+    }
     if (survivor_node->disk) {
         top_node = root_node(survivor, top, &err);
         if (!top_node) {

@@ -24,6 +24,24 @@
 #define COLO_RESYNC_JOB       "resync"   /* the blockdev-mirror job */
 
 /*
+ * TLS on the COLO link (the configuration's tls-dir): every QEMU of the
+ * pair has both credentials (roles change with failover) and an authz
+ * object that accepts only the peer node's certificate (subject CN = the
+ * peer's node name); see "Securing a pair" in docs/system/qemu-colo.rst.
+ */
+#define COLO_TLS_SERVER "colo-tls-server"  /* listeners: verify-peer=on */
+#define COLO_TLS_CLIENT "colo-tls-client"
+#define COLO_TLS_AUTHZ  "colo-tls-authz"   /* the peer's DN only */
+
+/*
+ * The -object arguments (JSON) that create the three TLS objects of @self
+ * (whose peer is @peer) on a command line, NULL-terminated; NULL without
+ * tls-dir.
+ */
+GStrv colo_tls_object_args(const ColoConfig *cfg,
+                           const ColoNodeConfig *peer);
+
+/*
  * Make the VM behind @qmp the only one serving: if it is a COLO secondary,
  * fail over (x-colo-lost-heartbeat, await COLO_EXIT), remove the
  * secondary's proxy, stop the NBD server and announce-self; if it is a

@@ -31,6 +31,7 @@
 #include "qobject/qjson.h"
 #include "qobject/qlist.h"
 #include "qobject/qstring.h"
+#include "qobject/qbool.h"
 #include "qmp-client.h"
 #include "colo-config.h"
 #include "colo-actions.h"
@@ -258,6 +259,9 @@ static GPtrArray *qemu_argv(const ColoConfig *cfg, const ColoNodeConfig *n,
     g_autofree char *serial = node_file(n, "serial.log");
     g_autofree char *log = node_file(n, "qemu.log");
     g_autofree char *disk = n->disk ? opt_escape(n->disk) : NULL;
+    g_auto(GStrv) tls = colo_tls_object_args(cfg, peer);
+    /* the secondary's proxy connects with the client certificate */
+    const char *red_tls = tls ? ",tls-creds=" COLO_TLS_CLIENT : "";
 
     if (n->launcher[0]) {
         g_auto(GStrv) pre = NULL;
@@ -290,6 +294,20 @@ static GPtrArray *qemu_argv(const ColoConfig *cfg, const ColoNodeConfig *n,
     ADD("unix:%s,server=on,wait=off", n->agent_qmp);
     ADD("-qmp");
     ADD("unix:%s,server=on,wait=off", n->status_qmp);
+    if (cfg->use_corosync) {
+        /*
+         * A primary that loses its secondary holds its output until the
+         * agent relays corosync's decision (qemu-colo-cluster.rst): the
+         * witness may yet choose the secondary.
+         */
+        ADD("-global");
+        ADD("migration.x-colo-primary-waits=on");
+    }
+    /* Both roles: the objects serve whichever role the node has later. */
+    for (int i = 0; tls && tls[i]; i++) {
+        ADD("-object");
+        ADD("%s", tls[i]);
+    }
     for (int i = 0; cfg->guest_args[i]; i++) {
         ADD("%s", cfg->guest_args[i]);
     }
@@ -328,11 +346,11 @@ static GPtrArray *qemu_argv(const ColoConfig *cfg, const ColoNodeConfig *n,
             ADD("virtio-blk-pci,drive=top-disk0");
         }
         ADD("-chardev");
-        ADD("socket,id=red0,host=%s,port=%d,reconnect-ms=200",
-            peer->link_addr, cfg->port_mirror);
+        ADD("socket,id=red0,host=%s,port=%d,reconnect-ms=200%s",
+            peer->link_addr, cfg->port_mirror, red_tls);
         ADD("-chardev");
-        ADD("socket,id=red1,host=%s,port=%d,reconnect-ms=200",
-            peer->link_addr, cfg->port_compare);
+        ADD("socket,id=red1,host=%s,port=%d,reconnect-ms=200%s",
+            peer->link_addr, cfg->port_compare, red_tls);
         ADD("-object");
         ADD("filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0,"
             "vnet_hdr_support=on");
@@ -690,6 +708,136 @@ static void print_agent(const ColoNodeConfig *n)
     }
 }
 
+static QObject *qom_get(QmpClient *c, const char *id, const char *prop)
+{
+    g_autoptr(QDict) args = qdict_new();
+    g_autofree char *path = g_strdup_printf("/objects/%s", id);
+
+    qdict_put_str(args, "path", path);
+    qdict_put_str(args, "property", prop);
+    return qmp_client_cmd(c, "qom-get", args, CMD_TIMEOUT_MS, NULL);
+}
+
+/* Whether the labels/names of @list (key @key) include @name. */
+static bool list_has(QObject *list, const char *key, const char *name)
+{
+    QList *l = qobject_to(QList, list);
+    QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(l, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (d && g_strcmp0(qdict_get_try_str(d, key), name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * Per COLO channel, whether it is encrypted, read back from QEMU: the
+ * migration parameters, the NBD client node's options (the primary), the
+ * TLS objects with verify-peer and the authz rules.  QEMU does not report
+ * the TLS of a chardev or of its NBD server: there the line says which
+ * channel exists and whether the credentials it was wired with are there.
+ */
+static char *channels_line(QmpClient *c, const char *mode)
+{
+    g_autoptr(QDict) mp = qmp_client_cmd_dict(c, "query-migrate-parameters",
+                                              NULL, CMD_TIMEOUT_MS, NULL);
+    g_autoptr(QDict) flat = qdict_new();
+    g_autoptr(GString) out = g_string_new("  channels:");
+    QObject *nodes, *chardevs, *verify, *rules;
+    const char *creds = mp ? qdict_get_try_str(mp, "tls-creds") : NULL;
+    bool server_creds, primary = g_str_equal(mode, "primary");
+    bool secondary = g_str_equal(mode, "secondary");
+
+    qdict_put_bool(flat, "flat", true);
+    nodes = qmp_client_cmd(c, "query-named-block-nodes", flat,
+                           CMD_TIMEOUT_MS, NULL);
+    chardevs = qmp_client_cmd(c, "query-chardev", NULL, CMD_TIMEOUT_MS,
+                              NULL);
+    verify = qom_get(c, COLO_TLS_SERVER, "verify-peer");
+    rules = qom_get(c, COLO_TLS_AUTHZ, "rules");
+    server_creds = verify && qbool_get_bool(qobject_to(QBool, verify));
+
+    /* migration: the parameters of this side's end */
+    if (!primary && !secondary) {
+        g_string_append(out, " migration=-");
+    } else if (creds && *creds) {
+        g_string_append_printf(out, " migration=tls(%s%s%s)", creds,
+                               primary ? ", peer name " : ", authz ",
+                               primary ?
+                               qdict_get_try_str(mp, "tls-hostname") ?: "" :
+                               qdict_get_try_str(mp, "tls-authz") ?: "none");
+    } else {
+        g_string_append(out, " migration=plain");
+    }
+
+    /* NBD: the primary's replication child, the secondary's export */
+    if (primary) {
+        QList *l = qobject_to(QList, nodes);
+        QListEntry *e;
+        const char *state = "-";
+
+        /*
+         * The nbd node's own file name omits its TLS options; its parent,
+         * the replication child, lists them in its json: file name.
+         */
+        QLIST_FOREACH_ENTRY(l, e) {
+            QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+            const char *file = d ? qdict_get_try_str(d, "file") : NULL;
+
+            if (d && file && g_strcmp0(qdict_get_try_str(d, "node-name"),
+                                       COLO_REPLICATION_NODE) == 0) {
+                state = strstr(file, "\"tls-creds\"") ? "tls" : "plain";
+            }
+        }
+        g_string_append_printf(out, " nbd=%s", state);
+    } else if (secondary) {
+        g_string_append_printf(out, " nbd=%s", server_creds &&
+                               creds && *creds ? "tls(server)" : "plain?");
+    } else {
+        g_string_append(out, " nbd=-");
+    }
+
+    /* proxy: the chardevs of the link */
+    if (primary && list_has(chardevs, "label", "mirror0")) {
+        g_string_append_printf(out, " proxy=%s", server_creds ?
+                               "tls(mirror0, compare1)" : "plain");
+    } else if (secondary && list_has(chardevs, "label", "red0")) {
+        g_string_append_printf(out, " proxy=%s", creds && *creds ?
+                               "tls(red0, red1)" : "plain");
+    } else {
+        g_string_append(out, " proxy=-");
+    }
+
+    /* who the listeners accept */
+    if (rules) {
+        QList *l = qobject_to(QList, rules);
+        QListEntry *e;
+        const char *sep = " peer-allowed=";
+
+        QLIST_FOREACH_ENTRY(l, e) {
+            QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+            if (d && g_strcmp0(qdict_get_try_str(d, "policy"), "allow") == 0) {
+                g_string_append_printf(out, "%s%s", sep,
+                                       qdict_get_try_str(d, "match") ?: "?");
+                sep = "|";
+            }
+        }
+    } else {
+        g_string_append(out, " (no TLS objects: not encrypted, anyone on the "
+                        "link may connect)");
+    }
+    qobject_unref(nodes);
+    qobject_unref(chardevs);
+    qobject_unref(verify);
+    qobject_unref(rules);
+    return g_string_free(g_steal_pointer(&out), false);
+}
+
 static int status_node(const ColoNodeConfig *n)
 {
     g_autoptr(QDict) st = NULL, mig = NULL, run = NULL;
@@ -697,6 +845,7 @@ static int status_node(const ColoNodeConfig *n)
     Error *err = NULL;
     QmpClient *c;
     const char *mstatus;
+    g_autofree char *channels = NULL;
 
     /* Its own monitor first: `reprotect` may hold the main one. */
     c = qmp_client_connect(n->status_qmp, PROBE_TIMEOUT_MS, NULL);
@@ -720,6 +869,7 @@ static int status_node(const ColoNodeConfig *n)
                                     &err) : NULL;
     jobs = run ? qmp_client_cmd(c, "query-block-jobs", NULL, CMD_TIMEOUT_MS,
                                 &err) : NULL;
+    channels = jobs ? channels_line(c, qdict_get_str(st, "mode")) : NULL;
     qmp_client_free(c);
     if (!jobs) {
         printf(" %s\n", error_get_pretty(err));
@@ -766,6 +916,7 @@ static int status_node(const ColoNodeConfig *n)
                      qdict_get_try_int(ram, "total", 0));
         printf("  migration: %s\n", bar);
     }
+    printf("%s\n", channels);
     qobject_unref(jobs);
     print_agent(n);
     return 0;
