@@ -25,7 +25,8 @@ typedef struct RwConn {
     bool isn_known;
     uint32_t sec_isn;           /* the secondary guest's ISN */
     bool offset_known;
-    uint32_t offset;            /* primary ISN - secondary ISN */
+    uint32_t offset;            /* S - G (colo-rewriter.h) */
+    uint32_t carried;           /* C - S: the primary's offset */
     bool fin_guest;
     bool fin_peer;
     bool closed;
@@ -40,6 +41,8 @@ struct ColoRewriter {
     bool failed_over;
     ColoRewriterStats stats;
 };
+
+#define SAVE_HEADER_LEN 8
 
 static guint rw_key_hash(gconstpointer p)
 {
@@ -86,6 +89,12 @@ static void wr16(uint8_t *p, uint16_t v)
 static uint32_t rd32(const uint8_t *p)
 {
     return ((uint32_t)rd16(p) << 16) | rd16(p + 2);
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    wr16(p, v >> 16);
+    wr16(p + 2, v);
 }
 
 /* RFC 1624: HC' = ~(~HC + ~m + m') */
@@ -303,7 +312,140 @@ void colo_rewriter_checkpoint(ColoRewriter *r, bool guest_replaced)
 
 void colo_rewriter_failover(ColoRewriter *r)
 {
+    GHashTableIter it;
+    RwConn *c;
+
+    g_hash_table_iter_init(&it, r->conns);
+    while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
+        /*
+         * The netdev now faces the client: S becomes C.  An offset not yet
+         * learned is learned from the client's ACK, already C - G.
+         */
+        if (c->offset_known) {
+            c->offset += c->carried;
+        }
+        c->carried = 0;
+    }
     r->failed_over = true;
+}
+
+bool colo_rewriter_failed_over(ColoRewriter *r)
+{
+    return r->failed_over;
+}
+
+static uint8_t conn_flags(const RwConn *c)
+{
+    return (c->fin_guest ? COLO_RW_F_FIN_GUEST : 0) |
+           (c->fin_peer ? COLO_RW_F_FIN_PEER : 0) |
+           (c->closed ? COLO_RW_F_CLOSED : 0);
+}
+
+size_t colo_rewriter_save(ColoRewriter *r, uint8_t **buf)
+{
+    GHashTableIter it;
+    RwConn *c;
+    uint32_t count = 0;
+    size_t len;
+    uint8_t *p;
+
+    g_hash_table_iter_init(&it, r->conns);
+    while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
+        count += c->offset_known && c->offset + c->carried != 0;
+    }
+    len = count ? SAVE_HEADER_LEN + (size_t)count * COLO_REWRITER_RECORD_LEN
+                : 0;
+    if (!buf) {
+        return len;
+    }
+    *buf = NULL;
+    if (!count) {
+        return 0;
+    }
+    p = *buf = g_malloc0(len);
+    wr32(p, COLO_REWRITER_SAVE_VERSION);
+    wr32(p + 4, count);
+    p += SAVE_HEADER_LEN;
+    g_hash_table_iter_init(&it, r->conns);
+    while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
+        if (!c->offset_known || c->offset + c->carried == 0) {
+            continue;
+        }
+        memcpy(p, c->key.guest_ip, 16);
+        memcpy(p + 16, c->key.peer_ip, 16);
+        wr32(p + 32, c->key.vlan_key);
+        wr16(p + 36, c->key.guest_port);
+        wr16(p + 38, c->key.peer_port);
+        wr32(p + 40, c->offset + c->carried);
+        wr32(p + 44, conn_flags(c));
+        p += COLO_REWRITER_RECORD_LEN;
+    }
+    return len;
+}
+
+bool colo_rewriter_load(ColoRewriter *r, const uint8_t *buf, size_t len,
+                        int64_t now_ns)
+{
+    GHashTableIter it;
+    RwConn *c;
+    uint32_t count = 0, i;
+    const uint8_t *p;
+
+    if (len) {
+        if (len < SAVE_HEADER_LEN ||
+            rd32(buf) != COLO_REWRITER_SAVE_VERSION) {
+            return false;
+        }
+        count = rd32(buf + 4);
+        if (count > r->max_connections ||
+            len != SAVE_HEADER_LEN + (size_t)count * COLO_REWRITER_RECORD_LEN) {
+            return false;
+        }
+        for (i = 0; i < count; i++) {
+            p = buf + SAVE_HEADER_LEN + (size_t)i * COLO_REWRITER_RECORD_LEN;
+            if (rd32(p + 44) & ~(uint32_t)(COLO_RW_F_FIN_GUEST |
+                                           COLO_RW_F_FIN_PEER |
+                                           COLO_RW_F_CLOSED)) {
+                return false;
+            }
+        }
+    }
+
+    g_hash_table_iter_init(&it, r->conns);
+    while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
+        c->carried = 0;
+    }
+    for (i = 0; i < count; i++) {
+        RwKey key;
+        uint32_t flags;
+
+        p = buf + SAVE_HEADER_LEN + (size_t)i * COLO_REWRITER_RECORD_LEN;
+        memset(&key, 0, sizeof(key));
+        memcpy(key.guest_ip, p, 16);
+        memcpy(key.peer_ip, p + 16, 16);
+        key.vlan_key = rd32(p + 32);
+        key.guest_port = rd16(p + 36);
+        key.peer_port = rd16(p + 38);
+        flags = rd32(p + 44);
+        c = g_hash_table_lookup(r->conns, &key);
+        if (!c) {
+            c = conn_new(r, &key, now_ns);
+            if (!c) {
+                r->stats.carried_dropped++;
+                continue;
+            }
+            /* this guest is (about to be) a copy of the primary's: S = G */
+            c->offset_known = true;
+            c->offset = 0;
+        }
+        c->carried = rd32(p + 40);
+        c->fin_guest |= !!(flags & COLO_RW_F_FIN_GUEST);
+        c->fin_peer |= !!(flags & COLO_RW_F_FIN_PEER);
+        c->closed |= !!(flags & COLO_RW_F_CLOSED);
+        c->last_ns = now_ns;
+    }
+    r->stats.connections = g_hash_table_size(r->conns);
+    return true;
 }
 
 void colo_rewriter_expire(ColoRewriter *r, int64_t now_ns)
@@ -329,8 +471,28 @@ void colo_rewriter_expire(ColoRewriter *r, int64_t now_ns)
 
 const ColoRewriterStats *colo_rewriter_stats(ColoRewriter *r)
 {
+    GHashTableIter it;
+    RwConn *c;
+
+    r->stats.offsets_carried = 0;
+    g_hash_table_iter_init(&it, r->conns);
+    while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
+        r->stats.offsets_carried += c->carried != 0;
+    }
     r->stats.connections = g_hash_table_size(r->conns);
     return &r->stats;
+}
+
+static void ipv4_key(RwKey *key, uint32_t guest_ip, uint16_t guest_port,
+                     uint32_t peer_ip, uint16_t peer_port)
+{
+    memset(key, 0, sizeof(*key));
+    key->guest_ip[10] = key->guest_ip[11] = 0xff;
+    stl_be_p(key->guest_ip + 12, guest_ip);
+    key->guest_port = guest_port;
+    key->peer_ip[10] = key->peer_ip[11] = 0xff;
+    stl_be_p(key->peer_ip + 12, peer_ip);
+    key->peer_port = peer_port;
 }
 
 bool colo_rewriter_offset(ColoRewriter *r, uint32_t guest_ip,
@@ -340,17 +502,27 @@ bool colo_rewriter_offset(ColoRewriter *r, uint32_t guest_ip,
     RwKey key;
     RwConn *c;
 
-    memset(&key, 0, sizeof(key));
-    key.guest_ip[10] = key.guest_ip[11] = 0xff;
-    stl_be_p(key.guest_ip + 12, guest_ip);
-    key.guest_port = guest_port;
-    key.peer_ip[10] = key.peer_ip[11] = 0xff;
-    stl_be_p(key.peer_ip + 12, peer_ip);
-    key.peer_port = peer_port;
+    ipv4_key(&key, guest_ip, guest_port, peer_ip, peer_port);
     c = g_hash_table_lookup(r->conns, &key);
     if (!c || !c->offset_known) {
         return false;
     }
     *offset = c->offset;
+    return true;
+}
+
+bool colo_rewriter_carried(ColoRewriter *r, uint32_t guest_ip,
+                           uint16_t guest_port, uint32_t peer_ip,
+                           uint16_t peer_port, uint32_t *carried)
+{
+    RwKey key;
+    RwConn *c;
+
+    ipv4_key(&key, guest_ip, guest_port, peer_ip, peer_port);
+    c = g_hash_table_lookup(r->conns, &key);
+    if (!c || !c->carried) {
+        return false;
+    }
+    *carried = c->carried;
     return true;
 }

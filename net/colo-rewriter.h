@@ -5,23 +5,41 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
- * Runs on the secondary.  The client only ever talks to the primary, so
- * it knows the primary guest's initial sequence number of each TCP
- * connection, not the secondary's.  For every connection the engine
- * learns offset = primary ISN - secondary ISN and
- *  - adds it to the sequence number of what the secondary guest sends
- *    (so the compare and, after failover, the client see the primary's
- *    numbering), and
- *  - subtracts it from the ACK number (and SACK blocks) of what the client
- *    sends to the secondary guest.
- * The offset is learned from the first client segment with ACK after the
- * secondary's SYN or SYN-ACK: it acknowledges primary ISN + 1.
+ * Runs on the secondary, and stays on a former secondary that failed over
+ * (and possibly became the primary of a re-protected pair).
  *
- * After a checkpoint the secondary guest is a copy of the primary, so every
- * known offset becomes 0.  After failover, connections opened from then on
- * are left alone; existing ones keep their offset until they close, also
- * across checkpoints this node takes as the primary once re-protected (its
- * guest is not replaced then, and the client still uses the old numbering).
+ * Numberings.  Three TCP numberings of one connection matter: the
+ * client's (C), this node's guest's (G) and the "COLO side" numbering (S)
+ * in which this node's peer filters hand packets over: while this node is
+ * a secondary, the client packets it gets from the primary's filter-mirror
+ * and the packets its guest sends to the primary's colo-compare are in the
+ * primary guest's numbering (the primary's own rewriter, if it has one,
+ * sits between its netdev and its mirror: see docs, "Re-protection in one
+ * step").  Per connection the engine keeps two offsets:
+ *
+ *  - offset = S - G, applied to every packet: added to the sequence number
+ *    of what the guest sends, subtracted from the ACK number (and SACK
+ *    blocks) of what it is sent.  As a secondary it is learned from the
+ *    first segment with ACK after the guest's SYN or SYN-ACK (it
+ *    acknowledges the primary's ISN + 1), and a checkpoint, which makes
+ *    this guest a copy of the primary's, sets it to 0.  From failover on,
+ *    S is the client's numbering C itself (the netdev is the client's
+ *    side); connections opened from then on are left alone (S = G).
+ *
+ *  - carried = C - S, the offset the primary's rewriter applies to the
+ *    same connection (C - primary G), sent with every checkpoint (the
+ *    filter's vmstate, see colo_rewriter_save()); 0 for connections the
+ *    primary does not rewrite.  Not applied while a secondary (the
+ *    primary rewrites at its netdev); at failover, when this node's netdev
+ *    becomes the client's side, it is added to offset: C - G =
+ *    (C - S) + (S - G).  A connection opened before one failover thus
+ *    keeps its numbering through any chain of failovers and
+ *    re-protections: each new secondary gets the current primary's
+ *    offsets with its first migration and every checkpoint.
+ *
+ * A node that failed over and is re-protected as the primary keeps its
+ * offsets across its checkpoints (its guest is not replaced, and the
+ * client still uses the old numbering).
  * Closed connections (FIN both ways, or RST) and idle ones are aged out.
  * Checksums are updated incrementally (RFC 1624), except for frames whose
  * vnet header asks for checksum offload (the checksum field then holds
@@ -50,6 +68,8 @@ typedef struct ColoRewriterStats {
     uint64_t connections_closed;
     uint64_t connections_aged;
     uint64_t untracked_after_failover;
+    uint32_t offsets_carried;   /* connections with a carried offset now */
+    uint64_t carried_dropped;   /* carried offsets with no room to keep */
     uint32_t connections;
 } ColoRewriterStats;
 
@@ -75,7 +95,45 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
  * primary's and every offset becomes 0.  On the primary nothing changes.
  */
 void colo_rewriter_checkpoint(ColoRewriter *r, bool guest_replaced);
+/*
+ * Failover: this node's netdev now faces the client.  Every carried
+ * offset joins its connection's offset; new connections are left alone.
+ */
 void colo_rewriter_failover(ColoRewriter *r);
+bool colo_rewriter_failed_over(ColoRewriter *r);
+
+/*
+ * The connections a copy of this node's guest needs rewritten towards the
+ * client, as a byte string for the copy's rewriter (colo_rewriter_load()):
+ * each connection whose C - G (offset + carried) is not 0.  Format, all
+ * big-endian: u32 version (1), u32 count, then count records of
+ * COLO_REWRITER_RECORD_LEN bytes: guest address[16], peer address[16]
+ * (IPv4 as ::ffff:a.b.c.d), u32 VLAN key, u16 guest port, u16 peer port,
+ * u32 offset (C - G), u32 flags (COLO_RW_F_*).  Returns the length; *buf
+ * (g_free) is NULL when there is nothing to carry.  With @buf NULL, only
+ * the length.
+ */
+#define COLO_REWRITER_RECORD_LEN    48
+#define COLO_RW_F_FIN_GUEST         1
+#define COLO_RW_F_FIN_PEER          2
+#define COLO_RW_F_CLOSED            4
+#define COLO_REWRITER_SAVE_VERSION  1
+size_t colo_rewriter_save(ColoRewriter *r, uint8_t **buf);
+/*
+ * Load what the primary's rewriter saved: every connection's carried
+ * offset becomes the primary's offset for it (0 where it has none); the
+ * offsets this engine learned are left to colo_rewriter_checkpoint().
+ * Checked before anything changes; false (and no change) for a malformed
+ * string.  An empty string (@len 0) clears every carried offset.
+ */
+bool colo_rewriter_load(ColoRewriter *r, const uint8_t *buf, size_t len,
+                        int64_t now_ns);
+/*
+ * The carried offset (C - S) of an IPv4 connection; false if none.
+ */
+bool colo_rewriter_carried(ColoRewriter *r, uint32_t guest_ip,
+                           uint16_t guest_port, uint32_t peer_ip,
+                           uint16_t peer_port, uint32_t *carried);
 void colo_rewriter_expire(ColoRewriter *r, int64_t now_ns);
 const ColoRewriterStats *colo_rewriter_stats(ColoRewriter *r);
 /*

@@ -19,6 +19,20 @@
  * checkpoint events as the primary: there the offsets stay, or its open
  * connections would stall.
  *
+ * Migration: the filter has a vmstate section ("rew0/filter-rewriter" for
+ * id rew0) holding the engine's offsets towards the client
+ * (colo_rewriter_save()).  It travels with every checkpoint's device state
+ * and with the first migration of a re-protection, so the secondary's
+ * rewriter of the same id holds the primary's offsets and applies them if
+ * it takes over (colo_rewriter_failover()): without them, connections the
+ * primary rewrites would stall after that failover.  The section is sent
+ * while a former secondary is the primary in COLO (an empty one clears
+ * what the secondary carried) and otherwise only when there is something
+ * to carry, so a migration to a QEMU without this filter (or a primary
+ * that has one and was never a secondary) works unless it would break
+ * connections.  On the secondary, loading happens before the checkpoint
+ * event, with the BQL held throughout (migration/colo-incoming.c).
+ *
  * Threads and locking: main loop, big QEMU lock (netfilter callbacks and
  * COLO events); no state shared between filters.
  */
@@ -26,11 +40,13 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
+#include "qemu/error-report.h"
 #include "qemu/iov.h"
 #include "qemu/timer.h"
 #include "net/filter.h"
 #include "net/net.h"
 #include "migration/colo.h"
+#include "migration/vmstate.h"
 #include "net/colo-rewriter.h"
 #include "trace.h"
 
@@ -41,6 +57,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(ColoRewriterFilter, FILTER_REWRITER)
 #define REWRITER_IDLE_NS            (300 * NANOSECONDS_PER_SECOND)
 #define REWRITER_CLOSED_NS          (30 * NANOSECONDS_PER_SECOND)
 #define REWRITER_EXPIRE_EVERY_NS    NANOSECONDS_PER_SECOND
+#define REWRITER_MAX_CARRY_LEN      (8 + REWRITER_MAX_CONNECTIONS * \
+                                     COLO_REWRITER_RECORD_LEN)
 
 /* virtio_net_hdr.flags: the checksum is left for the device to finish */
 #define VNET_HDR_F_NEEDS_CSUM       1
@@ -51,6 +69,10 @@ struct ColoRewriterFilter {
     bool vnet_hdr;
     ColoRewriter *engine;
     int64_t last_expire_ns;
+    bool vmstate_registered;
+    /* the vmstate's buffer: colo_rewriter_save()'s string while saving */
+    uint8_t *carry;
+    uint32_t carry_len;
 };
 
 static const char *rewriter_id(ColoRewriterFilter *s)
@@ -129,10 +151,114 @@ static void rewriter_handle_event(NetFilterState *nf, int event, Error **errp)
     }
 }
 
+static bool rewriter_vmstate_needed(void *opaque)
+{
+    ColoRewriterFilter *s = opaque;
+
+    if (!s->engine) {
+        return false;
+    }
+    return (get_colo_mode() == COLO_MODE_PRIMARY &&
+            colo_rewriter_failed_over(s->engine)) ||
+           colo_rewriter_save(s->engine, NULL) > 0;
+}
+
+static int rewriter_pre_save(void *opaque)
+{
+    ColoRewriterFilter *s = opaque;
+    size_t len;
+
+    g_free(s->carry);
+    s->carry = NULL;
+    len = s->engine ? colo_rewriter_save(s->engine, &s->carry) : 0;
+    if (len > REWRITER_MAX_CARRY_LEN) {
+        return -EINVAL;
+    }
+    s->carry_len = len;
+    return 0;
+}
+
+static int rewriter_post_save(void *opaque)
+{
+    ColoRewriterFilter *s = opaque;
+
+    g_free(s->carry);
+    s->carry = NULL;
+    s->carry_len = 0;
+    return 0;
+}
+
+static int rewriter_pre_load(void *opaque)
+{
+    return rewriter_post_save(opaque);
+}
+
+static bool rewriter_carry_len_ok(void *opaque, int version_id)
+{
+    ColoRewriterFilter *s = opaque;
+
+    return s->carry_len <= REWRITER_MAX_CARRY_LEN;
+}
+
+/*
+ * A string the engine refuses (well framed, so the rest of the device
+ * state is fine) is dropped with a warning, not fatal: failing here would
+ * leave the secondary's guest half loaded, while without the offsets only
+ * the connections they were for stall, and only after a failover.
+ */
+static int rewriter_post_load(void *opaque, int version_id)
+{
+    ColoRewriterFilter *s = opaque;
+    int64_t now = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
+
+    if (s->engine) {
+        if (!colo_rewriter_load(s->engine, s->carry, s->carry_len, now)) {
+            warn_report("filter-rewriter %s: malformed offsets from the "
+                        "primary dropped", rewriter_id(s));
+            colo_rewriter_load(s->engine, NULL, 0, now);
+        }
+        trace_colo_rewriter_conn(rewriter_id(s),
+                                 "offsets carried from the primary (count)",
+                                 colo_rewriter_stats(s->engine)->
+                                 offsets_carried);
+    }
+    rewriter_post_save(s);
+    return 0;
+}
+
+static const VMStateDescription vmstate_rewriter = {
+    .name = TYPE_FILTER_REWRITER,
+    .version_id = 1,
+    .minimum_version_id = 1,
+    .needed = rewriter_vmstate_needed,
+    .pre_save = rewriter_pre_save,
+    .post_save = rewriter_post_save,
+    .pre_load = rewriter_pre_load,
+    .post_load = rewriter_post_load,
+    .fields = (const VMStateField[]) {
+        VMSTATE_UINT32(carry_len, ColoRewriterFilter),
+        VMSTATE_VALIDATE("carried offsets fit", rewriter_carry_len_ok),
+        VMSTATE_VBUFFER_ALLOC_UINT32(carry, ColoRewriterFilter, 0, NULL,
+                                     carry_len),
+        VMSTATE_END_OF_LIST()
+    },
+};
+
+static char *rewriter_vmstate_get_id(VMStateIf *obj)
+{
+    return g_strdup(object_get_canonical_path_component(OBJECT(obj)));
+}
+
 static void rewriter_setup(NetFilterState *nf, Error **errp)
 {
     ColoRewriterFilter *s = FILTER_REWRITER(nf);
 
+    if (vmstate_register_any(VMSTATE_IF(s), &vmstate_rewriter, s) < 0) {
+        error_setg(errp, "filter-rewriter %s: cannot register its migration "
+                   "state", rewriter_id(s));
+        return;
+    }
+    s->vmstate_registered = true;
     s->engine = colo_rewriter_new(REWRITER_MAX_CONNECTIONS, REWRITER_IDLE_NS,
                                   REWRITER_CLOSED_NS);
     s->last_expire_ns = qemu_clock_get_ns(QEMU_CLOCK_REALTIME);
@@ -142,8 +268,14 @@ static void rewriter_cleanup(NetFilterState *nf)
 {
     ColoRewriterFilter *s = FILTER_REWRITER(nf);
 
+    if (s->vmstate_registered) {
+        vmstate_unregister(VMSTATE_IF(s), &vmstate_rewriter, s);
+        s->vmstate_registered = false;
+    }
     colo_rewriter_free(s->engine);
     s->engine = NULL;
+    g_free(s->carry);
+    s->carry = NULL;
 }
 
 static bool rewriter_get_vnet_hdr(Object *obj, Error **errp)
@@ -163,6 +295,7 @@ typedef enum {
     RW_STAT_OFFSETS_LEARNED,
     RW_STAT_MALFORMED,
     RW_STAT_UNTRACKED,
+    RW_STAT_CARRIED,
     RW_STAT__MAX,
 } RewriterStat;
 
@@ -173,6 +306,7 @@ static const char *const rw_stat_names[RW_STAT__MAX] = {
     [RW_STAT_OFFSETS_LEARNED] = "stat-offsets-learned",
     [RW_STAT_MALFORMED] = "stat-malformed-packets",
     [RW_STAT_UNTRACKED] = "stat-untracked-after-failover",
+    [RW_STAT_CARRIED] = "stat-offsets-carried",
 };
 
 static void rewriter_get_stat(Object *obj, Visitor *v, const char *name,
@@ -203,6 +337,9 @@ static void rewriter_get_stat(Object *obj, Visitor *v, const char *name,
         case RW_STAT_UNTRACKED:
             value = st->untracked_after_failover;
             break;
+        case RW_STAT_CARRIED:
+            value = st->offsets_carried;
+            break;
         default:
             break;
         }
@@ -213,6 +350,7 @@ static void rewriter_get_stat(Object *obj, Visitor *v, const char *name,
 static void filter_rewriter_class_init(ObjectClass *oc, void *data)
 {
     NetFilterClass *nfc = NETFILTER_CLASS(oc);
+    VMStateIfClass *vc = VMSTATE_IF_CLASS(oc);
     int i;
 
     object_class_property_add_bool(oc, "vnet_hdr_support",
@@ -227,6 +365,7 @@ static void filter_rewriter_class_init(ObjectClass *oc, void *data)
     nfc->cleanup = rewriter_cleanup;
     nfc->handle_event = rewriter_handle_event;
     nfc->receive_iov = rewriter_receive_iov;
+    vc->get_id = rewriter_vmstate_get_id;
 }
 
 static const TypeInfo colo_rewriter_types[] = {
@@ -235,6 +374,10 @@ static const TypeInfo colo_rewriter_types[] = {
         .parent = TYPE_NETFILTER,
         .instance_size = sizeof(ColoRewriterFilter),
         .class_init = filter_rewriter_class_init,
+        .interfaces = (InterfaceInfo[]) {
+            { TYPE_VMSTATE_IF },
+            { }
+        },
     },
 };
 

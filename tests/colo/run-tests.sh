@@ -30,6 +30,7 @@ SUITES_TABLE=(
     "faults|qemu-img|$PYTHON $top/tests/colo/e2e/test_faults.py"
     "soak-short|qemu-img|$PYTHON $top/tests/colo/e2e/soak.py --short"
     "reprotect|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py config rounds"
+    "connections|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_connections.py"
     "reprotect-interrupted|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py interrupted"
     "tls|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_tls.py"
     "heartbeat|qemu-img tools/colo/qemu-colo-agent|$PYTHON $top/tests/colo/e2e/test_heartbeat.py"

@@ -410,6 +410,216 @@ static void test_csum_partial(void)
     colo_rewriter_free(r);
 }
 
+/* What a copy of @from's guest needs: @from's save, loaded into @to. */
+static void carry(ColoRewriter *from, ColoRewriter *to)
+{
+    g_autofree uint8_t *buf = NULL;
+    size_t len = colo_rewriter_save(from, &buf);
+
+    g_assert_true(colo_rewriter_load(to, buf, len, 0));
+}
+
+static bool carried_of(ColoRewriter *r, uint32_t *carried)
+{
+    return colo_rewriter_carried(r, TF_GUEST_IP, GUEST_PORT, TF_CLIENT_IP,
+                                 CLIENT_PORT, carried);
+}
+
+/*
+ * The numbering a node's netdev side needs for the connection of
+ * handshake_server(): the client's request acknowledging the primary's
+ * byte @n reaches the guest acknowledging the secondary's byte @n, and
+ * the guest's byte @n leaves as the primary's.
+ */
+static void check_faces_client(ColoRewriter *r, uint32_t n)
+{
+    Pkt p;
+
+    mk(&p, false, 5001, primary_isn + n, ACK | COLO_TCP_PSH, "req");
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, secondary_isn + n);
+    mk(&p, true, secondary_isn + n, 5004, ACK | COLO_TCP_PSH, "answer");
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + n);
+}
+
+/* ... and a secondary behind the primary's rewriter changes nothing. */
+static void check_behind_primary(ColoRewriter *r, uint32_t n)
+{
+    Pkt p;
+
+    mk(&p, false, 5001, secondary_isn + n, ACK | COLO_TCP_PSH, "req");
+    g_assert_false(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, secondary_isn + n);
+    mk(&p, true, secondary_isn + n, 5004, ACK | COLO_TCP_PSH, "answer");
+    g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, secondary_isn + n);
+}
+
+/*
+ * A connection the secondary (b) learned an offset for, then: b takes
+ * over; a new secondary (a) gets b's offsets with its migration and every
+ * checkpoint and must not apply them while b rewrites at its netdev; a
+ * takes over and must; and again with a third copy.
+ */
+static void test_carry_chain(void)
+{
+    ColoRewriter *b = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    ColoRewriter *a = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    ColoRewriter *c = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    uint32_t v;
+
+    handshake_server(b);
+    g_assert_false(colo_rewriter_failed_over(b));
+    colo_rewriter_failover(b);
+    g_assert_true(colo_rewriter_failed_over(b));
+    check_faces_client(b, 10);
+
+    carry(b, a);                        /* the re-protection's migration */
+    g_assert_true(carried_of(a, &v));
+    g_assert_cmpuint(v, ==, primary_isn - secondary_isn);
+    g_assert_cmpuint(colo_rewriter_stats(a)->offsets_carried, ==, 1);
+    check_behind_primary(a, 20);
+    carry(b, a);                        /* a checkpoint: load, then event */
+    colo_rewriter_checkpoint(a, true);
+    colo_rewriter_checkpoint(b, false);
+    check_behind_primary(a, 30);
+    check_faces_client(b, 30);
+
+    colo_rewriter_failover(a);          /* b died */
+    g_assert_false(carried_of(a, &v));
+    g_assert_true(colo_rewriter_offset(a, TF_GUEST_IP, GUEST_PORT,
+                                       TF_CLIENT_IP, CLIENT_PORT, &v));
+    g_assert_cmpuint(v, ==, primary_isn - secondary_isn);
+    check_faces_client(a, 40);
+
+    carry(a, c);                        /* re-protected again */
+    colo_rewriter_checkpoint(c, true);
+    colo_rewriter_checkpoint(a, false);
+    check_behind_primary(c, 50);
+    colo_rewriter_failover(c);
+    check_faces_client(c, 60);
+    colo_rewriter_free(a);
+    colo_rewriter_free(b);
+    colo_rewriter_free(c);
+}
+
+/*
+ * On a secondary the offset it learned (S - G) and the one carried
+ * (C - S) add up at failover; connections the primary does not rewrite
+ * carry nothing; a checkpoint without the primary's offsets on them
+ * clears them.
+ */
+static void test_carry_composed(void)
+{
+    ColoRewriter *a = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    ColoRewriter *b = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    ColoRewriter *fresh = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    g_autofree uint8_t *buf = NULL;
+    uint32_t v;
+    Pkt p;
+
+    /* b's offset for the connection is 1000 (its guest numbers lower) */
+    mk(&p, true, secondary_isn - 1000, 5001, SYN | ACK, NULL);
+    run(b, COLO_FROM_GUEST, &p, 0);
+    mk(&p, false, 5001, secondary_isn + 1, ACK, NULL);
+    g_assert_true(run(b, COLO_TO_GUEST, &p, 0));
+    colo_rewriter_failover(b);
+    /* a learned its own offset (its guest numbers apart from b's) */
+    handshake_server(a);
+    carry(b, a);
+    g_assert_true(carried_of(a, &v));
+    g_assert_cmpuint(v, ==, 1000);
+    colo_rewriter_failover(a);
+    g_assert_true(colo_rewriter_offset(a, TF_GUEST_IP, GUEST_PORT,
+                                       TF_CLIENT_IP, CLIENT_PORT, &v));
+    g_assert_cmpuint(v, ==, primary_isn - secondary_isn + 1000);
+    colo_rewriter_free(a);
+
+    /* nothing to carry from a primary that rewrites nothing */
+    g_assert_cmpuint(colo_rewriter_save(fresh, &buf), ==, 0);
+    g_assert_null(buf);
+    a = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    carry(b, a);
+    g_assert_true(carried_of(a, &v));
+    g_assert_true(colo_rewriter_load(a, NULL, 0, 0));
+    g_assert_false(carried_of(a, &v));
+    g_assert_cmpuint(colo_rewriter_stats(a)->offsets_carried, ==, 0);
+    colo_rewriter_failover(a);
+    check_behind_primary(a, 5);
+    /* a secondary's own offsets, reset by a checkpoint, carry nothing */
+    colo_rewriter_free(a);
+    a = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    handshake_server(a);
+    g_assert_cmpuint(colo_rewriter_save(a, &buf), >, 0);
+    g_clear_pointer(&buf, g_free);
+    colo_rewriter_checkpoint(a, true);
+    g_assert_cmpuint(colo_rewriter_save(a, &buf), ==, 0);
+    colo_rewriter_free(a);
+    colo_rewriter_free(b);
+    colo_rewriter_free(fresh);
+}
+
+/* A malformed string is refused whole; what was carried stays. */
+static void test_carry_malformed(void)
+{
+    ColoRewriter *b = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    ColoRewriter *a = colo_rewriter_new(1, 60 * SEC, 5 * SEC);
+    ColoRewriter *big = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    g_autofree uint8_t *buf = NULL;
+    g_autofree uint8_t *two = NULL;
+    size_t len, two_len;
+    uint32_t v;
+    TfTcp t;
+    Pkt p;
+
+    handshake_server(b);
+    colo_rewriter_failover(b);
+    len = colo_rewriter_save(b, &buf);
+    g_assert_cmpuint(len, ==, 8 + COLO_REWRITER_RECORD_LEN);
+    g_assert_cmpuint(colo_rewriter_save(b, NULL), ==, len);
+    g_assert_true(colo_rewriter_load(a, buf, len, 0));
+    g_assert_false(colo_rewriter_load(a, buf, len - 1, 0));
+    g_assert_false(colo_rewriter_load(a, buf, 4, 0));
+    buf[3] = 2;                                     /* version */
+    g_assert_false(colo_rewriter_load(a, buf, len, 0));
+    buf[3] = 1;
+    buf[7] = 2;                                     /* count */
+    g_assert_false(colo_rewriter_load(a, buf, len, 0));
+    buf[7] = 1;
+    buf[8 + 47] = 8;                                /* unknown flag */
+    g_assert_false(colo_rewriter_load(a, buf, len, 0));
+    buf[8 + 47] = COLO_RW_F_CLOSED;
+    g_assert_true(carried_of(a, &v));
+    g_assert_cmpuint(v, ==, primary_isn - secondary_isn);
+
+    /* two connections for a table of one: more than it may hold */
+    handshake_server(big);
+    t = (TfTcp) { .seq = 77, .ack = 9001, .flags = SYN | ACK, .sport = 22,
+                  .dport = 40001 };
+    p.len = tf_tcp(p.buf, &t, NULL, 0);
+    set_csum(p.buf, p.len);
+    run(big, COLO_FROM_GUEST, &p, 0);
+    t = (TfTcp) { .src_ip = TF_CLIENT_IP, .dst_ip = TF_GUEST_IP,
+                  .sport = 40001, .dport = 22, .seq = 9001, .ack = 1000,
+                  .flags = ACK };
+    p.len = tf_tcp(p.buf, &t, NULL, 0);
+    set_csum(p.buf, p.len);
+    g_assert_true(run(big, COLO_TO_GUEST, &p, 0));
+    colo_rewriter_failover(big);
+    two_len = colo_rewriter_save(big, &two);
+    g_assert_cmpuint(two_len, ==, 8 + 2 * COLO_REWRITER_RECORD_LEN);
+    g_assert_false(colo_rewriter_load(a, two, two_len, 0));
+    /* a closed connection from the primary ages out as closed */
+    g_assert_true(colo_rewriter_load(a, buf, len, 0));
+    colo_rewriter_expire(a, 5 * SEC);
+    g_assert_cmpuint(colo_rewriter_stats(a)->connections, ==, 0);
+    g_assert_cmpuint(colo_rewriter_stats(a)->connections_closed, ==, 1);
+    colo_rewriter_free(a);
+    colo_rewriter_free(b);
+    colo_rewriter_free(big);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -427,5 +637,8 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-rewriter/table-bound", test_table_bound);
     g_test_add_func("/colo-rewriter/passthrough", test_passthrough);
     g_test_add_func("/colo-rewriter/csum-partial", test_csum_partial);
+    g_test_add_func("/colo-rewriter/carry/chain", test_carry_chain);
+    g_test_add_func("/colo-rewriter/carry/composed", test_carry_composed);
+    g_test_add_func("/colo-rewriter/carry/malformed", test_carry_malformed);
     return g_test_run();
 }

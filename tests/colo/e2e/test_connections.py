@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""A client connection opened between two checkpoints survives two failovers
+and the re-protection between them (qemu-colo-ctl on the end-to-end
+topology, as in test_reprotect.py).
+
+The connection is opened while the primary (a) takes no periodic checkpoint
+and the guests' answers match (no checkpoint at all): the secondary's
+filter-rewriter learns a non-zero sequence offset for it (its guest chose
+another initial sequence number than the primary's, which the client
+knows).  Then:
+
+  1. a is killed (-9), node b takes over: b's rewriter goes on translating
+     between the client's numbering and its guest's;
+  2. `reprotect --start`: a comes back as b's secondary, b checkpoints as
+     the primary; b's rewriter must keep the offset (its guest was not
+     replaced; a reset stalled the connection before commit faae53b);
+  3. b is killed (-9), node a takes over: a's guest is a copy of b's and
+     numbers like it, so a's rewriter needs b's offset, which a never
+     learned itself: it must have come with the checkpoints;
+  4. `reprotect --start` and b is killed once more: the offset a got went
+     on to the next secondary (it still maps the client's numbering).
+
+After each step the same connection must be answered (line numbers in
+order, nothing lost or repeated).
+
+TAP line:
+  carried   the connection survives both failovers and both re-protections
+
+The QEMUs are started by the tool; the test reads their state on each
+node's second QMP socket and kills them by pid file.  QEMU_COLO_BINARY and
+QEMU_COLO_CTL name other binaries (a copy, which a rebuild of the tree
+during the run leaves alone, or a build of older code).
+"""
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
+from colo_vm import guest_files, wait_for  # noqa: E402
+from tap import Tap  # noqa: E402
+from topology import missing_requirements  # noqa: E402
+import test_reprotect as rp  # noqa: E402
+
+t = Tap()
+COMPARE = ("mismatches-tcp", "mismatches-udp", "mismatches-icmp",
+           "mismatches-other-ip", "mismatches-non-ip", "timeouts",
+           "checkpoint-requests", "queue-full")
+STATS = ("connections", "offsets-learned", "offsets-carried", "rewritten",
+         "untracked-after-failover")
+
+
+def log(msg):
+    sys.stdout.write("# %s\n" % msg)
+    sys.stdout.flush()
+
+
+def rewriter(pair, node):
+    """The node's filter-rewriter statistics (None where it has none)."""
+    q = pair.qmp[node]
+    if not any(o["name"] == "rew0" for o in q("qom-list", path="/objects")):
+        return None
+    out = {}
+    for name in STATS:
+        try:
+            out[name] = q("qom-get", path="/objects/rew0",
+                          property="stat-" + name)
+        except RuntimeError:            # a build without this statistic
+            out[name] = None
+    return out
+
+
+def compare(pair, node):
+    return {n: pair.comp(node, n) for n in COMPARE}
+
+
+def open_between_checkpoints(topo, pair, clients):
+    """Open the client's connection while no checkpoint happens: the
+    secondary learns its offset and nothing resets it.  Returns the client."""
+    pri, sec = pair.roles()
+    # a first connection, closed again: the guest's ARP request (a non-IP
+    # mismatch) and that connection's end are behind the next checkpoint
+    warm = rp.open_client(topo)
+    warm.stop()
+    warm.close()
+    # no periodic checkpoint from now on; the change itself checkpoints once
+    c0 = pair.checkpoints(pri)
+    pair.qmp[pri]("migrate-set-parameters", **{"x-checkpoint-delay": 3600000})
+    wait_for(lambda: pair.checkpoints(pri) > c0, 60,
+             "the checkpoint that follows the new delay")
+    for attempt in range(5):
+        c1 = pair.checkpoints(pri)
+        cmp0 = compare(pair, pri)
+        learned = rewriter(pair, sec)["offsets-learned"]
+        client = rp.open_client(topo)
+        clients.append(client)
+        client.wait_answers(20, 120)
+        if pair.checkpoints(pri) == c1:
+            break
+        # a checkpoint (one in flight when the delay changed?) reset it
+        cmp1 = compare(pair, pri)
+        log("attempt %d: checkpoint during the connection's first requests "
+            "(%d to %d; compare: %s); again"
+            % (attempt, c1, pair.checkpoints(pri),
+               {k: cmp1[k] - cmp0[k] for k in COMPARE if cmp1[k] != cmp0[k]}))
+        client.stop()
+        client.close()
+        clients.remove(client)
+    else:
+        raise AssertionError("no connection without a checkpoint after it")
+    st = rewriter(pair, sec)
+    assert st["offsets-learned"] > learned, st
+    log("connection opened after checkpoint %d: %d answers, none since; "
+        "secondary %s's rewriter: %s" % (c1, client.answers(), sec, st))
+    return client
+
+
+def step(pair, what, fn):
+    """Run one step; on failure say what each rewriter knew."""
+    try:
+        return fn()
+    except BaseException:
+        for n in "ab":
+            try:
+                log("after failure (%s): node %s rewriter %s, mode %s"
+                    % (what, n, rewriter(pair, n), pair.mode(n)))
+            except Exception as e:          # a dead node
+                log("after failure (%s): node %s: %s" % (what, n, e))
+        raise
+
+
+def run_carried():
+    def body(topo, pair, clients):
+        pair.start_protected()
+        client = open_between_checkpoints(topo, pair, clients)
+        history = []
+        for rnd in range(1, 4):
+            survivor, dead = step(
+                pair, "failover %d" % rnd,
+                lambda: rp.fail(pair, topo, client, "primary"))
+            history.append("%s took over" % survivor)
+            log("failover %d: primary %s killed, %s took over; %d answers on "
+                "the connection; rewriter of %s: %s"
+                % (rnd, dead, survivor, client.answers(), survivor,
+                   rewriter(pair, survivor)))
+            if rnd == 3:
+                break
+            step(pair, "re-protection %d" % rnd,
+                 lambda: rp.reprotect(pair, topo, client, survivor, dead))
+            log("re-protection %d: %s primary, %s secondary; %d answers; "
+                "rewriter of the new secondary %s: %s"
+                % (rnd, survivor, dead, client.answers(), dead,
+                   rewriter(pair, dead)))
+        client.stop()
+        rp.last_request(client, client)
+        log("%s; the connection opened between checkpoints answered %d "
+            "requests in order" % (", ".join(history), client.answers() + 1))
+    rp.with_pair(body)
+
+
+NAMES = {
+    "carried": ("a connection opened between checkpoints survives failover, "
+                "re-protection, failover to the re-protected secondary, and "
+                "again", run_carried),
+}
+
+
+def main():
+    wanted = sys.argv[1:] or list(NAMES)
+    why = missing_requirements()
+    if why is None and not os.path.exists(guest_files()["initrd"]):
+        why = "no test guest (run make guest)"
+    for name in wanted:
+        what, fn = NAMES[name]
+        t.check_unless(why, what, fn)
+    return t.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
