@@ -30,8 +30,10 @@
  * what the secondary carried) and otherwise only when there is something
  * to carry, so a migration to a QEMU without this filter (or a primary
  * that has one and was never a secondary) works unless it would break
- * connections.  On the secondary, loading happens before the checkpoint
- * event, with the BQL held throughout (migration/colo-incoming.c).
+ * connections.  On the secondary the load (carried offsets replaced) and
+ * the checkpoint event (learned offsets reset) touch different fields, so
+ * their order does not matter (migration/colo-incoming.c loads first, with
+ * the BQL held until the event); no COLO protocol hook is needed.
  *
  * Threads and locking: main loop, big QEMU lock (netfilter callbacks and
  * COLO events); no state shared between filters.
