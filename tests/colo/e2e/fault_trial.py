@@ -362,7 +362,15 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
             wait_for(lambda: topo.port_of_guest() == "to-sec", 30,
                      "the switch to learn the guest on to-sec")
         else:
-            ev = pri.wait_event("COLO_EXIT", PEER_TIMEOUT_MS / 1000 + 30)
+            try:
+                ev = pri.wait_event("COLO_EXIT", PEER_TIMEOUT_MS / 1000 + 30)
+            except TimeoutError as e:
+                said = pri.qemu_log().strip().splitlines()
+                raise AssertionError(
+                    "the primary did not leave COLO %.0fs after the fault "
+                    "(its QEMU said: %r): a survivor that stops serving (see "
+                    "primary-stacks.txt for where it stands): %s"
+                    % (time.monotonic() - t_fault, said[-1:], e)) from e
             assert ev["data"]["mode"] == "primary", ev
             assert ev["data"]["reason"] == "error", ev
             t_exit = time.monotonic()

@@ -29,8 +29,11 @@ SOAK_ANSWERS_AFTER (answers on the survivor per trial, default 10),
 E2E_DISKS=0 (no disk replication, no record check).
 """
 
+import fcntl
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,21 +91,37 @@ def main():
         print("not ok - soak (cannot run: %s)" % why)
         return 1
 
+    # a SIGTERM (a timeout) still ends every trial's VMs and namespaces
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     snapshot = None
     if not os.environ.get("QEMU_COLO_BINARY"):
-        # one binary for the whole run: the shared build may be relinked
-        # meanwhile (its qemu-bundle, for the firmware, by a link)
-        snapshot = tempfile.mkdtemp(prefix="colo-soak-bin-")
-        shutil.copy2(DEFAULT_BINARY, snapshot)
-        os.symlink(os.path.join(os.path.dirname(DEFAULT_BINARY), "qemu-bundle"),
-                   os.path.join(snapshot, "qemu-bundle"))
-        os.environ["QEMU_COLO_BINARY"] = os.path.join(
-            snapshot, os.path.basename(DEFAULT_BINARY))
+        snapshot = snapshot_binary()
+        os.environ["QEMU_COLO_BINARY"] = snapshot[1]
     try:
         return soak(cases, trials, logdir)
     finally:
         if snapshot:
-            shutil.rmtree(snapshot, ignore_errors=True)
+            shutil.rmtree(snapshot[0], ignore_errors=True)
+
+
+def snapshot_binary():
+    """One QEMU binary for the whole run: a copy of the build's, taken under
+    the build's lock (assembly/build.sh), since the shared build may be
+    relinked meanwhile; its qemu-bundle (firmware) by a link.  Returns
+    (directory, binary)."""
+    d = tempfile.mkdtemp(prefix="colo-soak-bin-")
+    binary = os.path.join(d, os.path.basename(DEFAULT_BINARY))
+    lock = os.path.join(os.path.dirname(os.path.dirname(DEFAULT_BINARY)), ".lock")
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            shutil.copy2(DEFAULT_BINARY, binary)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+    os.symlink(os.path.join(os.path.dirname(DEFAULT_BINARY), "qemu-bundle"),
+               os.path.join(d, "qemu-bundle"))
+    subprocess.run([binary, "--version"], check=True, stdout=subprocess.DEVNULL)
+    return d, binary
 
 
 def soak(cases, trials, logdir):
