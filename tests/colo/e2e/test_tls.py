@@ -168,7 +168,15 @@ class Impostor:
             s.bind((SEC_LINK_IP, self.sport))
         s.settimeout(ATTEMPT_S)
         try:
-            s.connect((host, PORTS[channel]))
+            try:
+                s.connect((host, PORTS[channel]))
+            except ConnectionRefusedError:      # an earlier impostor killed it
+                log("impostor %-9s %-10s -> no listener" % (channel, mode))
+                return "no listener", "connection refused: the listener is gone"
+            except socket.timeout:              # its backlog full: taken
+                log("impostor %-9s %-10s -> not accepted in %d s (listener busy)"
+                    % (channel, mode, ATTEMPT_S))
+                return "busy", "the listener is busy with another client"
             local_port = s.getsockname()[1]
             fn = nbd_attempt if channel == "nbd" else stream_attempt
             try:
@@ -270,7 +278,10 @@ class QmpInterposer(threading.Thread):
 
 # ---- the run ---------------------------------------------------------------------
 
-def write_config(pair, certs, bad_b=False):
+def write_config(pair, certs, bad_b=False, tls=True):
+    """The pair's configuration with tls-dir and each node's own
+    credentials (bad_b: node b's from the impostor CA); tls=False: the
+    same pair without TLS (bench/tls.py)."""
     with open(pair.config) as f:
         lines = f.read().splitlines()
     out = []
@@ -284,14 +295,16 @@ def write_config(pair, certs, bad_b=False):
             continue
         out.append(line)
         if line == "[pair]":
-            out.append("tls-dir = %s" % certs.tls_dir)
+            if tls:
+                out.append("tls-dir = %s" % certs.tls_dir)
             out += ["port-%s = %d" % (k, v) for k, v in
                     (("mirror", PORTS["mirror"]), ("compare", PORTS["compare"]),
                      ("migrate", PORTS["migration"]), ("nbd", PORTS["nbd"]))]
         if m:
             ns = getattr(pair.topo, ToolPair.HOSTS[node][0])
             d = certs.evil_dir[node] if (bad_b and node == "b") else certs.node_dir[node]
-            out.append("launcher = " + tls_certs.launcher(d, certs.tls_dir, ns))
+            out.append("launcher = " + (tls_certs.launcher(d, certs.tls_dir, ns) if tls
+                                        else "ip netns exec %s" % ns))
     with open(pair.config, "w") as f:
         f.write("\n".join(out) + "\n")
     # heartbeat authentication is another test's business (test_heartbeat):
@@ -319,144 +332,182 @@ TITLES = {
 
 
 def scenario(results):
+    """Each stage records its own result; a failed stage is followed by a
+    recovery so that the next stages still run (on the code before the TLS
+    wiring every refusal stage fails on its own)."""
     topo = Topology()
     pair = None
-    proxy = None
-    client = None
-    rules = []
+    st = {"proxy": None, "client": None, "rules": []}
     tmp = tempfile.mkdtemp(prefix="colo-tls-")
-    stage = None
 
-    def done(name):
+    def rule(op, ch):
+        topo.ip(topo.sec, "rule", op, "ipproto", "tcp", "sport", "32768-60999",
+                "dport", str(PORTS[ch]), "prohibit")
+        if op == "add":
+            st["rules"].append(ch)
+        else:
+            st["rules"].remove(ch)
+
+    def stage(name, fn):
+        try:
+            fn()
+        except BaseException as e:          # recorded, the next stages run
+            results[name] = e
+            import traceback
+            for line in traceback.format_exc().splitlines():
+                log(line)
+            return False
         results[name] = None
         log("stage %s passed" % name)
+        return True
+
+    def a_alone():
+        """Node a serves alone, node b stopped (whatever the stage left)."""
+        ctl("stop", pair.config, "--node", "b")
+        if pair.mode("a") != "none":
+            wait_for(lambda: pair.qmp["a"]("query-colo-status")["mode"] == "none"
+                     or pair.qmp["a"]("query-colo-status")["reason"] == "error", 60,
+                     "node a to notice the secondary's end")
+        r = ctl("failover", pair.config, "--node", "a")
+        assert r.returncode == 0, r.stderr
+        assert pair.mode("a") == "none"
+
+    def protect_plainly():
+        a_alone()
+        r = ctl("start", pair.config, "--node", "b", "--role", "secondary")
+        assert r.returncode == 0, r.stderr
+        r = ctl("protect", pair.config)
+        assert r.returncode == 0, r.stderr
 
     try:
         topo.setup()
         certs = tls_certs.PairCerts(tmp, {"a": PRI_LINK_IP, "b": SEC_LINK_IP})
         pair = ToolPair(topo)
         imp = Impostor(topo, certs)
-
-        # ---- a secondary with the impostor CA's certificate
-        stage = "error"
         write_config(pair, certs, bad_b=True)
         r = ctl("start", pair.config)
         assert r.returncode == 0, r.stderr
         wait_for(lambda: "COLO-GUEST: ready" in pair.serial("a"), 240,
                  "the guest's service on node a")
-        r = ctl("protect", pair.config)
-        assert r.returncode != 0, r.stdout
-        assert re.search(r"NBD: .*(certificate|Certificate|TLS|handshake)", r.stderr), r.stderr
-        assert pair.mode("a") == "none" and \
-            pair.qmp["a"]("query-status")["status"] == "running"
-        r = ctl("stop", pair.config, "--node", "b")
-        assert r.returncode == 0, r.stderr
-        done("error")
 
-        # ---- the right certificate; the window before protection
-        stage = "listeners"
+        def error_stage():
+            # a secondary with the impostor CA's certificate
+            r = ctl("protect", pair.config)
+            assert r.returncode != 0, "protected with a foreign certificate: " + r.stdout
+            assert re.search(r"NBD: .*(certificate|Certificate|TLS|handshake)",
+                             r.stderr), r.stderr
+            assert pair.mode("a") == "none" and \
+                pair.qmp["a"]("query-status")["status"] == "running"
+        stage("error", error_stage)
+        a_alone()
         write_config(pair, certs)
-        r = ctl("start", pair.config, "--node", "b", "--role", "secondary")
-        assert r.returncode == 0, r.stderr
-        for ch in ("mirror", "compare"):
-            topo.ip(topo.sec, "rule", "add", "ipproto", "tcp", "sport", "32768-60999",
-                    "dport", str(PORTS[ch]), "prohibit")
-            rules.append(ch)
-        proxy = QmpInterposer(pair.path("a", "qmp.sock"))
-        proxy.start()
-        prot = {}
-        th = threading.Thread(target=lambda: prot.setdefault(
-            "r", ctl("protect", pair.config)), daemon=True)
-        th.start()
-        assert proxy.held.wait(300), "the tool never sent migrate"
-        log("migrate held: the listeners wait for their peer")
-        mig0 = pair.qmp["b"]("query-migrate").get("status")
 
-        def migration_check(_port):
-            if not pair.pid("b"):
-                return "the secondary died"
-            st = pair.qmp["b"]("query-migrate").get("status")
-            return None if st == mig0 else "incoming migration now '%s'" % st
+        def listeners_stage():
+            # the window before protection: the listeners wait for their peer
+            r = ctl("start", pair.config, "--node", "b", "--role", "secondary")
+            assert r.returncode == 0, r.stderr
+            for ch in ("mirror", "compare"):
+                rule("add", ch)
+            st["proxy"] = proxy = QmpInterposer(pair.path("a", "qmp.sock"))
+            proxy.start()
+            prot = {}
+            th = threading.Thread(target=lambda: prot.setdefault(
+                "r", ctl("protect", pair.config)), daemon=True)
+            th.start()
+            assert proxy.held.wait(300), "the tool never sent migrate"
+            log("migrate held: the listeners wait for their peer")
+            mig0 = pair.qmp["b"]("query-migrate").get("status")
 
-        def chardev_check(port):
-            for c in pair.qmp["a"]("query-chardev"):
-                if c["label"] in ("mirror0", "compare1") and \
-                        c["filename"].endswith(":%d" % port):
-                    return "%s connected to the impostor: %s" % (c["label"],
-                                                                c["filename"])
-            return None
+            def migration_check(_port):
+                if not pair.pid("b"):
+                    return "the secondary died"
+                s = pair.qmp["b"]("query-migrate").get("status")
+                return None if s == mig0 else "incoming migration now '%s'" % s
 
-        res = {}
-        for ch in ("migration", "nbd", "mirror", "compare"):
-            check = {"migration": migration_check, "mirror": chardev_check,
-                     "compare": chardev_check}.get(ch)
-            for mode in MODES:
-                res[(ch, mode)] = imp.attempt(ch, mode, check)
-        for ch in rules[:]:
-            topo.ip(topo.sec, "rule", "del", "ipproto", "tcp", "sport", "32768-60999",
-                    "dport", str(PORTS[ch]), "prohibit")
-            rules.remove(ch)
-        proxy.release()
-        th.join(600)
-        r = prot.get("r")
-        assert r is not None, "protect did not end"
-        check_verdicts(res)
-        assert r.returncode == 0 and "protected: a primary, b secondary" in r.stdout, \
-            r.stdout + r.stderr
-        assert pair.roles() == ("a", "b")
-        done("listeners")
+            def chardev_check(port):
+                for c in pair.qmp["a"]("query-chardev"):
+                    if c["label"] in ("mirror0", "compare1") and \
+                            c["filename"].endswith(":%d" % port):
+                        return "%s connected to the impostor: %s" % (c["label"],
+                                                                    c["filename"])
+                return None
 
-        stage = "status"
-        r = ctl("status", pair.config)
-        assert r.returncode == 0, r.stderr
-        chan = re.findall(r"^  channels: (.*)$", r.stdout, re.M)
-        assert len(chan) == 2, r.stdout
-        assert re.search(r"migration=tls\(colo-tls-client, peer name b\) nbd=tls "
-                         r"proxy=tls\(mirror0, compare1\) peer-allowed=CN=b\b", chan[0]), chan
-        assert re.search(r"migration=tls\(colo-tls-server, authz colo-tls-authz\) "
-                         r"nbd=tls\(server\) proxy=tls\(red0, red1\) "
-                         r"peer-allowed=CN=a\b", chan[1]), chan
-        done("status")
+            res = {}
+            for ch in ("migration", "nbd", "mirror", "compare"):
+                check = {"migration": migration_check, "mirror": chardev_check,
+                         "compare": chardev_check}.get(ch)
+                for mode in MODES:
+                    res[(ch, mode)] = imp.attempt(ch, mode, check)
+            for ch in st["rules"][:]:
+                rule("del", ch)
+            proxy.release()
+            th.join(600)
+            proxy.stop()
+            st["proxy"] = None
+            r = prot.get("r")
+            assert r is not None, "protect did not end"
+            check_verdicts(res)
+            assert r.returncode == 0 and "protected: a primary, b secondary" in r.stdout, \
+                r.stdout + r.stderr
+            assert pair.roles() == ("a", "b")
+        if not stage("listeners", listeners_stage):
+            if st["proxy"]:
+                st["proxy"].stop()
+                st["proxy"] = None
+            for ch in st["rules"][:]:
+                rule("del", ch)
+            protect_plainly()
 
-        stage = "protected"
-        c0 = pair.checkpoints("a")
-        wait_for(lambda: pair.checkpoints("a") >= c0 + 2, 90, "two checkpoints")
-        res = {("nbd", m): imp.attempt("nbd", m) for m in MODES}
-        check_verdicts(res)
-        c1 = pair.checkpoints("a")
-        wait_for(lambda: pair.checkpoints("a") >= c1 + 2, 90,
-                 "two checkpoints after the impostors")
-        assert pair.roles() == ("a", "b")
-        done("protected")
+        def status_stage():
+            r = ctl("status", pair.config)
+            assert r.returncode == 0, r.stderr
+            chan = re.findall(r"^  channels: (.*)$", r.stdout, re.M)
+            assert len(chan) == 2, r.stdout
+            assert re.search(r"migration=tls\(colo-tls-client, peer name b\) nbd=tls "
+                             r"proxy=tls\(mirror0, compare1\) peer-allowed=CN=b\b",
+                             chan[0]), chan
+            assert re.search(r"migration=tls\(colo-tls-server, authz colo-tls-authz\) "
+                             r"nbd=tls\(server\) proxy=tls\(red0, red1\) "
+                             r"peer-allowed=CN=a\b", chan[1]), chan
+        stage("status", status_stage)
 
-        stage = "kill"
-        client = tr.open_client(topo)
-        c0 = pair.checkpoints("a")
-        wait_for(lambda: pair.checkpoints("a") >= c0 + 2, 90,
-                 "checkpoints with the client running")
-        survivor, dead = tr.fail(pair, topo, client, "primary")
-        assert (survivor, dead) == ("b", "a")
-        with client.lock:
-            last = client.base + len(client.records)
-        n = tr.guest_records(pair, survivor, client.base + 1, last)
-        client.stop()
-        log("node b took over with TLS on; %d acknowledged records on its disk, "
-            "client at %d answers on its one connection" % (n, client.answers()))
-        done("kill")
-    except BaseException as e:
-        results[stage] = e
+        def protected_stage():
+            c0 = pair.checkpoints("a")
+            wait_for(lambda: pair.checkpoints("a") >= c0 + 2, 90, "two checkpoints")
+            res = {("nbd", m): imp.attempt("nbd", m) for m in MODES}
+            c1 = pair.checkpoints("a")
+            wait_for(lambda: pair.checkpoints("a") >= c1 + 2, 90,
+                     "two checkpoints after the impostors")
+            assert pair.roles() == ("a", "b")
+            check_verdicts(res)
+        stage("protected", protected_stage)
+
+        def kill_stage():
+            st["client"] = client = tr.open_client(topo)
+            c0 = pair.checkpoints("a")
+            wait_for(lambda: pair.checkpoints("a") >= c0 + 2, 90,
+                     "checkpoints with the client running")
+            survivor, dead = tr.fail(pair, topo, client, "primary")
+            assert (survivor, dead) == ("b", "a")
+            with client.lock:
+                last = client.base + len(client.records)
+            n = tr.guest_records(pair, survivor, client.base + 1, last)
+            client.stop()
+            log("node b took over with TLS on; %d acknowledged records on its disk, "
+                "client at %d answers on its one connection" % (n, client.answers()))
+        stage("kill", kill_stage)
+    except BaseException:
         import traceback
         for line in traceback.format_exc().splitlines():
             log(line)
     finally:
-        if client:
-            client._stop = True
-            client.close()
-        for ch in rules:
-            subprocess.run(["ip", "-n", topo.sec, "rule", "del", "ipproto", "tcp", "sport",
-                            "32768-60999", "dport", str(PORTS[ch]), "prohibit"])
-        if proxy:
-            proxy.stop()
+        if st["client"]:
+            st["client"]._stop = True
+            st["client"].close()
+        for ch in st["rules"][:]:
+            rule("del", ch)
+        if st["proxy"]:
+            st["proxy"].stop()
         if pair:
             try:
                 pair.stop()

@@ -100,15 +100,19 @@ class PairCerts:
     addresses), an impostor CA with a certificate named like each node, the
     configuration's tls-dir (placeholder) and each node's own directory."""
 
-    def __init__(self, root, nodes):
+    def __init__(self, root, nodes, impostors=True):
         self.root = root
         self.ca = make_ca(os.path.join(root, "ca"))
-        self.evil_ca = make_ca(os.path.join(root, "evil-ca"), "impostor CA")
         self.node_dir = {}
         self.evil_dir = {}
         for name, ip in nodes.items():
             self.node_dir[name] = make_node(self.ca, os.path.join(root, "node-" + name),
                                             name, ip)
+        self.tls_dir = placeholder_dir(os.path.join(root, "tls"), self.ca)
+        if not impostors:
+            return
+        self.evil_ca = make_ca(os.path.join(root, "evil-ca"), "impostor CA")
+        for name, ip in nodes.items():
             # the impostor's: same name, another CA; it trusts both CAs
             # (QEMU checks its own certificate against its ca-cert.pem)
             d = make_node(self.evil_ca, os.path.join(root, "evil-" + name), name, ip)
@@ -122,4 +126,3 @@ class PairCerts:
         self.nocert_dir = os.path.join(root, "nocert")
         os.makedirs(self.nocert_dir, exist_ok=True)
         shutil.copy(os.path.join(self.ca, "ca-cert.pem"), self.nocert_dir)
-        self.tls_dir = placeholder_dir(os.path.join(root, "tls"), self.ca)
