@@ -43,7 +43,10 @@ typedef enum ColoPhase {
     COLO_PHASE_STARTING,    /* entering COLO, until the peer's hello */
     COLO_PHASE_RUNNING,     /* both guests run; waiting for a trigger */
     COLO_PHASE_CHECKPOINT,  /* a checkpoint is in flight */
-    /* secondary: primary unreachable, guest stopped until a decision */
+    /*
+     * secondary, or a primary with x-colo-primary-waits: the peer is
+     * unreachable, the guest stopped until a decision
+     */
     COLO_PHASE_LOST,
     COLO_PHASE_FAILOVER,    /* leaving COLO: failover and cleanup */
 } ColoPhase;
@@ -80,6 +83,7 @@ typedef struct ColoSession {
     QEMUFile *to_peer;
     ColoWatchdog *watchdog;
     uint32_t peer_timeout_ms;   /* x-colo-peer-timeout, for this session */
+    bool primary_waits;         /* x-colo-primary-waits, for this session */
     ColoStats stats;
 } ColoSession;
 

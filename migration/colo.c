@@ -148,6 +148,7 @@ void colo_session_begin(COLOMode mode, QEMUFile *from_peer, QEMUFile *to_peer)
     colo_session.to_peer = to_peer;
     colo_session.watchdog = watchdog;
     colo_session.peer_timeout_ms = peer_timeout_ms;
+    colo_session.primary_waits = migrate_get_current()->colo_primary_waits;
     memset(&colo_session.stats, 0, sizeof(colo_session.stats));
     qemu_mutex_unlock(&colo_session.lock);
     colo_set_phase(COLO_PHASE_STARTING);
@@ -677,19 +678,48 @@ out:
     return !*errp;
 }
 
+/*
+ * x-colo-primary-waits: the secondary is lost and nobody asked for a
+ * failover.  With a cluster manager that may yet choose the secondary (a
+ * cut link, a witness), running on alone would release output the
+ * secondary never saw; then it takes over from a stale state and a client
+ * sees answers undone.  So stop the guest, hold the output, and wait for
+ * x-colo-lost-heartbeat (this primary goes on) or for QEMU to be killed or
+ * to quit (the secondary goes on).
+ */
+static void colo_primary_wait_for_decision(Error *err)
+{
+    error_report("COLO primary: %s; the guest is stopped and its output "
+                 "held until x-colo-lost-heartbeat",
+                 err ? error_get_pretty(err) : "COLO stopped");
+    colo_shutdown_channels();
+    colo_set_phase(COLO_PHASE_LOST);
+    bql_lock();
+    if (runstate_is_running()) {
+        vm_stop(RUN_STATE_COLO);
+    }
+    bql_unlock();
+    while (!colo_failover_requested()) {
+        qemu_sem_wait(&colo_session.wake);
+    }
+}
+
 /* Leave COLO on the primary: it carries on alone, unprotected. */
 static void colo_primary_exit(ColoPrimary *p, Error *err)
 {
     MigrationState *s = p->s;
     QEMUFile *rp;
 
-    colo_set_phase(COLO_PHASE_FAILOVER);
     if (!colo_failover_requested()) {
-        /* The secondary vanished or broke the protocol: we run alone. */
+        /* The secondary vanished or broke the protocol. */
         qapi_event_send_colo_link_lost(COLO_MODE_PRIMARY,
                                        err ? error_get_pretty(err)
                                            : "COLO stopped");
+        if (colo_session.primary_waits && !colo_quitting()) {
+            colo_primary_wait_for_decision(err);
+        }
     }
+    colo_set_phase(COLO_PHASE_FAILOVER);
     colo_compare_unregister_notifier(&colo_compare_notifier);
     /* Nothing more on these channels; make sure the secondary notices. */
     colo_shutdown_channels();

@@ -12,6 +12,7 @@ x-checkpoint-delay is large, so a checkpoint that happens was asked for.
 """
 
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -121,6 +122,44 @@ def output_released_only_after_received():
             vm.shutdown()
 
 
+def primary_waits_holds_output_until_decided():
+    """x-colo-primary-waits (a cluster manager decides): the secondary dies;
+    the primary stops its guest and holds the compare's output (the
+    secondary might yet be chosen, and it never saw that output) until
+    x-colo-lost-heartbeat says this primary goes on; then it is released."""
+    pri, sec = start_pair(bootsect_guest_args(), delay_ms=600000,
+                          primary_extra=["-global", "migration.x-colo-primary-waits=on"])
+    c = None
+    try:
+        pri.cmd("object-add", **{"qom-type": "iothread", "id": "iot0"})
+        c = Compare(pri, "cmp0", notify=False, compare_timeout=600000)
+        held = udp(b"the secondary never saw this")
+        c.primary(held)
+        c.wait_stat("primary-packets", 1)
+        sec.kill(signal.SIGKILL)
+        # An idle primary notices at its next checkpoint: ask for one now.
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
+        ev = pri.wait_event("COLO_LINK_LOST", 60)
+        assert ev["data"]["mode"] == "primary", ev
+        pri.wait_for(lambda: pri.cmd("query-status")["status"] == "colo", 60,
+                     "the primary's guest to stop")
+        st = pri.cmd("query-colo-status")
+        assert (st["mode"], st["reason"]) == ("primary", "error"), st
+        assert c.stat("flushes") == 0 and not c.peers["out"].pending(), \
+            "output released before the decision"
+        pri.cmd("x-colo-lost-heartbeat")
+        ev = pri.wait_event("COLO_EXIT", 60)
+        assert ev["data"] == {"mode": "primary", "reason": "request"}, ev
+        assert c.out() == held
+        pri.wait_for(lambda: pri.cmd("query-status")["status"] == "running", 60,
+                     "the primary's guest to run on")
+    finally:
+        if c:
+            c.close()
+        for vm in (pri, sec):
+            vm.shutdown()
+
+
 def two_compares_one_deleted_then_checkpoint_and_failover():
     """Two compares (two NICs); one is deleted while COLO runs; checkpoints
     and failover afterwards reach the other and nothing crashes."""
@@ -163,6 +202,9 @@ def main():
     t.check("proxy+controller: output commit: a held packet leaves only after the "
             "secondary acknowledged the checkpoint (RECEIVED)",
             output_released_only_after_received)
+    t.check("proxy+controller: x-colo-primary-waits: the secondary dies, the primary "
+            "holds its output until x-colo-lost-heartbeat",
+            primary_waits_holds_output_until_decided)
     t.check("proxy+controller: two compares, one deleted during COLO; checkpoint "
             "and failover afterwards", two_compares_one_deleted_then_checkpoint_and_failover)
     return t.finish()
