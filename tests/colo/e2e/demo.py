@@ -48,6 +48,7 @@ from topology import (GUEST_IP, PRI_LINK_IP, SEC_LINK_IP, Topology,  # noqa: E40
 from test_reprotect import (CTL, QEMU_IMG, Qmp, ToolPair,  # noqa: E402
                             guest_records, last_request, open_client)
 from test_heartbeat import AGENT, Agents  # noqa: E402
+import tls_certs  # noqa: E402
 
 TEMPLATE = os.path.join(HERE, "demo-pair.conf")
 START = time.monotonic()
@@ -112,6 +113,26 @@ def fill_template(topo):
     return text.replace("=  ", "= ")       # no -L options
 
 
+def with_tls(d, text):
+    """TLS on every COLO channel: a CA and a certificate per node made now
+    with certtool (in the run's directory, removed with it), tls-dir in
+    [pair].  Each host has its own credentials at the same path: on this
+    one machine, each node's launcher mounts its own directory there in a
+    private mount namespace."""
+    certs = tls_certs.PairCerts(d.pair.path("", "tls-certs"),
+                                {"a": PRI_LINK_IP, "b": SEC_LINK_IP}, impostors=False)
+    text = text.replace("[pair]\n", "[pair]\ntls-dir = %s\n" % certs.tls_dir, 1)
+    for n, ns in (("a", d.topo.pri), ("b", d.topo.sec)):
+        old = "launcher = ip netns exec %s\n" % ns
+        assert old in text, "%s: node %s's launcher is not %r" % (TEMPLATE, n, old)
+        text = text.replace(old, "launcher = %s\n"
+                            % tls_certs.launcher(certs.node_dir[n], certs.tls_dir, ns))
+    say("TLS on the COLO link: a CA and certificates for nodes a and b (CN = node "
+        "name, IP = link address) made with certtool in %s; each node's QEMU sees "
+        "its own at tls-dir" % os.path.dirname(certs.tls_dir))
+    return text
+
+
 class DemoAgents(Agents):
     """test_heartbeat's agents, but on the pair's own configuration file
     (nodes a and b, sockets in the nodes' workdirs); logs in self.dir."""
@@ -144,7 +165,7 @@ def step_topology(d):
     d.pair = ToolPair(d.topo)
     # the pair's configuration is the demo's, not ToolPair's default
     with open(d.pair.config, "w") as f:
-        f.write(fill_template(d.topo))
+        f.write(with_tls(d, fill_template(d.topo)))
     # the agents hold agent-qmp: look at the QEMUs through status-qmp
     d.pair.qmp = {n: Qmp(d.pair.path(n, "status-qmp.sock")) for n in "ab"}
     st = os.stat(d.pair.key)
@@ -172,6 +193,12 @@ def step_protect(d):
     assert rc == 0 and "protected: a primary, b secondary" in out, \
         "qemu-colo-ctl protect failed"
     assert pair.roles() == ("a", "b")
+    rc, out = tool("status", pair.config)
+    assert rc == 0 and out.count("channels: migration=tls(") == 2 and \
+        out.count(" nbd=tls") == 2 and out.count(" proxy=tls(") == 2, \
+        "not every COLO channel is encrypted"
+    say("every COLO channel (migration, NBD, proxy) runs over TLS, each "
+        "listener accepts only the peer's certificate")
     say("starting a HeartBeat agent on each host: qemu-colo-agent %s --node "
         "a|b" % pair.config)
     d.agents = DemoAgents(d.topo, pair)
