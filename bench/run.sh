@@ -42,3 +42,6 @@ echo "-- the same with the guest stopped at the end of the resync (the former or
 
 echo "== HeartBeat agent"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/heartbeat.py"
+
+echo "== TLS on the COLO link (the same pair without and with tls-dir)"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/tls.py"

@@ -796,7 +796,7 @@ static char *channels_line(QmpClient *c, const char *mode)
         g_string_append_printf(out, " nbd=%s", state);
     } else if (secondary) {
         g_string_append_printf(out, " nbd=%s", server_creds &&
-                               creds && *creds ? "tls(server)" : "plain?");
+                               creds && *creds ? "tls(server)" : "plain");
     } else {
         g_string_append(out, " nbd=-");
     }
