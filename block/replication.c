@@ -59,6 +59,7 @@
 #include "qapi/error.h"
 #include "qapi/qapi-types-block-core.h"
 #include "qapi/qapi-visit-block-core.h"
+#include "qapi/qapi-commands-yank.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
 #include "qemu/main-loop.h"
@@ -607,6 +608,34 @@ static void replication_get_error(ReplicationState *rs, Error **errp)
     }
 }
 
+/*
+ * Failover on the primary: the secondary is given up.  Writes in flight to
+ * it must not hold the drain in replication_stop(): a secondary that stopped
+ * answering (SIGSTOPped, or the link cut without a reset) never completes
+ * them, and the drain holds the BQL, so the survivor would stop serving.
+ * Yank the connection of the NBD node under us (the first node down the
+ * file chain that registered for yank): its requests fail at once, and the
+ * guest's writes still complete on the primary's own disk (quorum).
+ */
+static void replication_primary_abandon_secondary(BlockDriverState *bs)
+{
+    for (BdrvChild *c = bs->file; c; c = c->bs->file) {
+        YankInstance inst = {
+            .type = YANK_INSTANCE_TYPE_BLOCK_NODE,
+            .u.block_node.node_name = (char *)bdrv_get_node_name(c->bs),
+        };
+        YankInstanceList list = { .value = &inst };
+        Error *err = NULL;
+
+        qmp_yank(&list, &err);
+        if (!err) {
+            trace_replication_secondary_yanked(bs, inst.u.block_node.node_name);
+            return;
+        }
+        error_free(err);        /* not a node that can be yanked */
+    }
+}
+
 static void replication_stop(ReplicationState *rs, bool failover,
                              Error **errp)
 {
@@ -617,6 +646,9 @@ static void replication_stop(ReplicationState *rs, bool failover,
     if (s->mode == REPLICATION_MODE_PRIMARY) {
         /* Failover or not, the primary just stops forwarding. */
         if (s->stage == REPLICATION_STAGE_RUNNING) {
+            if (failover) {
+                replication_primary_abandon_secondary(bs);
+            }
             bdrv_drained_begin(bs);
             replication_set_stage(s, REPLICATION_STAGE_STOPPED);
             bdrv_drained_end(bs);
