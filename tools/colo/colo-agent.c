@@ -75,6 +75,7 @@ typedef struct Agent {
 
     pid_t qemu_pid;             /* 0: not known */
     int gone_checks;            /* quick re-checks left after a QMP EOF */
+    pid_t fenced_pid;           /* our QEMU we sent SIGKILL, until gone */
     char *last_action;
     int64_t last_action_ms;
 
@@ -484,6 +485,7 @@ static void evaluate(Agent *a)
                         (int)a->qemu_pid, ok ? "" : " failed",
                         a->hb.reason);
         colo_hb_action_done(&a->hb, act, ok, now);
+        a->fenced_pid = ok ? a->qemu_pid : 0;
         a->gone_checks = 100;
     }
     if (a->hb.local_health != a->sent_health ||
@@ -497,6 +499,18 @@ static void refresh_health(Agent *a)
     ColoHealth h = a->qemu_pid ? process_health(a->qemu_pid)
                                : (a->hb.local_health == COLO_HEALTH_GONE ?
                                   COLO_HEALTH_GONE : COLO_HEALTH_UNKNOWN);
+
+    /*
+     * A QEMU we fenced never runs its guest again, but SIGKILL wakes a
+     * stopped process to die, so /proc shows it running for a moment.
+     * Reported, that moment would tell the peer that the primary served
+     * alone after the COLO link broke, and the peer would refuse to take
+     * over as stale.
+     */
+    if (a->fenced_pid && a->fenced_pid == a->qemu_pid &&
+        h == COLO_HEALTH_RUNNING) {
+        h = COLO_HEALTH_STOPPED;
+    }
 
     if (h != a->hb.local_health) {
         agent_log(a, "local QEMU (pid %d): %s -> %s", (int)a->qemu_pid,
