@@ -16,7 +16,8 @@
 #                 agent, the docs (assembly/install.sh)
 #   make soak     fault trials of a protected pair (kill -9, SIGSTOP, link cut,
 #                 idle and at each checkpoint fault point), a table of what
-#                 passed; long (about an hour), not part of make check
+#                 passed; about 10 minutes (a failed trial adds about 2), not
+#                 part of make check
 #                 (SOAK_TRIALS=N trials per case, default 3; SOAK_ARGS: more
 #                 arguments of tests/colo/e2e/soak.py, e.g. case names)
 #
