@@ -93,10 +93,10 @@ def output_released_only_after_received():
     thread is held where it waits for RECEIVED (device state sent): the
     compare must not have released the held packet yet, in any wiring."""
     points = FaultPoints()
-    pri, sec = start_pair(bootsect_guest_args(), delay_ms=600000,
-                          primary_env=points.env("before-received"))
-    c = None
+    pri = sec = c = None
     try:
+        pri, sec = start_pair(bootsect_guest_args(), delay_ms=600000,
+                              primary_env=points.env("before-received"))
         pri.cmd("object-add", **{"qom-type": "iothread", "id": "iot0"})
         c = Compare(pri, "cmp0", notify=False)
         held = udp(b"only the primary said this")
@@ -119,7 +119,8 @@ def output_released_only_after_received():
         if c:
             c.close()
         for vm in (pri, sec):
-            vm.shutdown()
+            if vm:
+                vm.shutdown()
 
 
 def primary_waits_holds_output_until_decided():
