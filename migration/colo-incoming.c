@@ -296,16 +296,7 @@ static void colo_secondary_wait_for_decision(Error *err)
                  "x-colo-lost-heartbeat", why);
     /* Tell a manager at once: it decides whether the primary is gone. */
     qapi_event_send_colo_link_lost(COLO_MODE_SECONDARY, why);
-    colo_shutdown_channels();
-    bql_lock();
-    if (runstate_is_running()) {
-        vm_stop(RUN_STATE_COLO);
-    }
-    bql_unlock();
-    colo_set_phase(COLO_PHASE_LOST);
-    while (!colo_failover_requested()) {
-        qemu_sem_wait(&colo_session.wake);
-    }
+    colo_wait_for_decision();
 }
 
 static void *colo_incoming_thread(void *opaque)

@@ -103,6 +103,13 @@ void colo_stats_checkpoint(ColoTrigger trigger, int64_t pause_us,
                            uint64_t ram_bytes, uint64_t device_state_bytes);
 /* Shut the session's channels down, so blocked reads and writes fail. */
 void colo_shutdown_channels(void);
+/*
+ * The peer is lost and nobody asked for a failover (the secondary always,
+ * the primary with x-colo-primary-waits): shut the channels, phase LOST,
+ * stop the guest, and wait for x-colo-lost-heartbeat or quit.  COLO thread,
+ * without the BQL.
+ */
+void colo_wait_for_decision(void);
 /* Bound the next wait on the peer by the peer timeout / lift it. */
 void colo_arm(const char *what);
 void colo_disarm(void);

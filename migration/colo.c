@@ -213,6 +213,20 @@ void colo_shutdown_channels(void)
     qemu_mutex_unlock(&colo_session.lock);
 }
 
+void colo_wait_for_decision(void)
+{
+    colo_shutdown_channels();
+    colo_set_phase(COLO_PHASE_LOST);
+    bql_lock();
+    if (runstate_is_running()) {
+        vm_stop(RUN_STATE_COLO);
+    }
+    bql_unlock();
+    while (!colo_failover_requested()) {
+        qemu_sem_wait(&colo_session.wake);
+    }
+}
+
 void colo_arm(const char *what)
 {
     colo_watchdog_arm(colo_session.watchdog, what,
@@ -692,16 +706,7 @@ static void colo_primary_wait_for_decision(Error *err)
     error_report("COLO primary: %s; the guest is stopped and its output "
                  "held until x-colo-lost-heartbeat",
                  err ? error_get_pretty(err) : "COLO stopped");
-    colo_shutdown_channels();
-    colo_set_phase(COLO_PHASE_LOST);
-    bql_lock();
-    if (runstate_is_running()) {
-        vm_stop(RUN_STATE_COLO);
-    }
-    bql_unlock();
-    while (!colo_failover_requested()) {
-        qemu_sem_wait(&colo_session.wake);
-    }
+    colo_wait_for_decision();
 }
 
 /* Leave COLO on the primary: it carries on alone, unprotected. */

@@ -495,15 +495,22 @@ static void ipv4_key(RwKey *key, uint32_t guest_ip, uint16_t guest_port,
     key->peer_port = peer_port;
 }
 
+static RwConn *lookup_ipv4(ColoRewriter *r, uint32_t guest_ip,
+                           uint16_t guest_port, uint32_t peer_ip,
+                           uint16_t peer_port)
+{
+    RwKey key;
+
+    ipv4_key(&key, guest_ip, guest_port, peer_ip, peer_port);
+    return g_hash_table_lookup(r->conns, &key);
+}
+
 bool colo_rewriter_offset(ColoRewriter *r, uint32_t guest_ip,
                           uint16_t guest_port, uint32_t peer_ip,
                           uint16_t peer_port, uint32_t *offset)
 {
-    RwKey key;
-    RwConn *c;
+    RwConn *c = lookup_ipv4(r, guest_ip, guest_port, peer_ip, peer_port);
 
-    ipv4_key(&key, guest_ip, guest_port, peer_ip, peer_port);
-    c = g_hash_table_lookup(r->conns, &key);
     if (!c || !c->offset_known) {
         return false;
     }
@@ -515,11 +522,8 @@ bool colo_rewriter_carried(ColoRewriter *r, uint32_t guest_ip,
                            uint16_t guest_port, uint32_t peer_ip,
                            uint16_t peer_port, uint32_t *carried)
 {
-    RwKey key;
-    RwConn *c;
+    RwConn *c = lookup_ipv4(r, guest_ip, guest_port, peer_ip, peer_port);
 
-    ipv4_key(&key, guest_ip, guest_port, peer_ip, peer_port);
-    c = g_hash_table_lookup(r->conns, &key);
     if (!c || !c->carried) {
         return false;
     }
