@@ -23,6 +23,9 @@ RUNTIME_PKGS="seabios ipxe-qemu busybox-static cpio iproute2 socat"
 # them inside network namespaces), the OCF shell library and ocf-tester, xmllint.
 CLUSTER_PKGS="corosync corosync-qdevice corosync-qnetd libquorum-dev libvotequorum-dev
  libcmap-dev resource-agents libxml2-utils"
+# The libvirt example of docs/system/qemu-colo.rst (tests/colo/test_libvirt.py
+# runs a private libvirtd and virtlogd in namespaces; none is started here).
+LIBVIRT_PKGS="libvirt-daemon-system libvirt-clients"
 
 log() { echo "setup: $*"; }
 die() { echo "setup: error: $*" >&2; exit 1; }
@@ -99,7 +102,7 @@ no_daemon_starts() {
 install_pkgs() {
     local miss
     # shellcheck disable=SC2086
-    miss=$(missing_pkgs $BUILD_PKGS $RUNTIME_PKGS $CLUSTER_PKGS)
+    miss=$(missing_pkgs $BUILD_PKGS $RUNTIME_PKGS $CLUSTER_PKGS $LIBVIRT_PKGS)
     if [ -n "$miss" ]; then
         log "installing:" $miss
         # shellcheck disable=SC2086
