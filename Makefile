@@ -43,6 +43,7 @@ build: assemble
 
 guest: setup
 	@bash tests/colo/guest/build-guest.sh
+	@bash tests/colo/guest/build-guest.sh generic
 
 check: build guest
 	@bash tests/colo/run-tests.sh $(SUITES)

@@ -41,13 +41,43 @@ QEMU_IMG = os.environ.get("QEMU_COLO_IMG") or os.path.join(REPO_ROOT, "build", "
                                                             "qemu-img")
 
 
-def guest_args(append=""):
+class Guest:
+    """How the pair's guest is built (the same on both sides): machine type,
+    vCPUs, the bus of the replicated disk.  An AHCI disk needs the generic
+    kernel flavour (the cloud kernel has no AHCI driver) and is /dev/sda in
+    the guest."""
+
+    def __init__(self, machine="pc", smp=1, disk="virtio"):
+        assert disk in ("virtio", "ahci") and (disk != "ahci" or machine == "q35")
+        self.machine, self.smp, self.disk = machine, smp, disk
+
+    def files(self):
+        return guest_files("generic" if self.disk == "ahci" else "cloud")
+
+    def records_dev(self):
+        return "/dev/sda" if self.disk == "ahci" else "/dev/vda"
+
+    def disk_device(self, drive):
+        if self.disk == "ahci":
+            return ["-device", "ide-hd,drive=%s,bus=ide.0" % drive]  # q35's AHCI
+        return ["-device", "virtio-blk-pci,drive=%s" % drive]
+
+
+# The guest variants the e2e suites run (test_e2e.py --variant NAME).
+VARIANTS = {"pc": Guest(),
+            "q35-ahci": Guest(machine="q35", disk="ahci"),
+            "q35-virtio": Guest(machine="q35"),
+            "smp2": Guest(smp=2)}
+
+
+def guest_args(append="", guest=VARIANTS["pc"]):
     """The guest of the procedure; append: more kernel options (e.g.
     "colo.vary=1", see tests/colo/guest/build-guest.sh)."""
-    g = guest_files()
-    return ["-M", "pc", "-m", "256", "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
+    g = guest.files()
+    return ["-M", guest.machine, "-smp", str(guest.smp), "-m", "256",
+            "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
             "-append", "console=ttyS0 quiet ipv6.disable=1 colo.ip=%s/24 colo.serve=1%s%s"
-            % (GUEST_IP, " colo.records=/dev/vda" if DISKS else "",
+            % (GUEST_IP, " colo.records=%s" % guest.records_dev() if DISKS else "",
                " " + append if append else ""),
             "-netdev", "tap,id=hn0,ifname=tap0,script=no,downscript=no,vhost=off",
             "-device", "virtio-net-pci,netdev=hn0,mac=%s,romfile=" % GUEST_MAC]
@@ -64,14 +94,14 @@ def make_disks(d):
                         str(DISK_SIZE)], check=True)
 
 
-def primary_disk_args(d):
+def primary_disk_args(d, guest=VARIANTS["pc"]):
     return ["-drive", "if=none,id=colo-disk0,driver=quorum,read-pattern=fifo,"
                       "vote-threshold=1,children.0.file.filename=%s,"
-                      "children.0.driver=raw" % os.path.join(d, "primary.raw"),
-            "-device", "virtio-blk-pci,drive=colo-disk0"]
+                      "children.0.driver=raw" % os.path.join(d, "primary.raw")
+            ] + guest.disk_device("colo-disk0")
 
 
-def secondary_disk_args(d):
+def secondary_disk_args(d, guest=VARIANTS["pc"]):
     p = lambda name: os.path.join(d, name)
     return ["-drive", "if=none,id=colo-disk0,file.filename=%s,driver=raw,"
                       "node-name=sec0" % p("secondary.raw"),
@@ -82,8 +112,8 @@ def secondary_disk_args(d):
                       "file.cache.no-flush=on,file.backing.cache.no-flush=on"
                       % (p("active.qcow2"), p("hidden.qcow2")),
             "-drive", "if=none,id=top-disk0,driver=quorum,read-pattern=fifo,"
-                      "vote-threshold=1,children.0=childs0",
-            "-device", "virtio-blk-pci,drive=top-disk0"]
+                      "vote-threshold=1,children.0=childs0"
+            ] + guest.disk_device("top-disk0")
 
 
 def read_records(path, first, last):
@@ -149,10 +179,13 @@ class Pair:
 
     append: more guest kernel options; pri_env, sec_env: the environment of
     each QEMU (None: ours; e.g. FaultPoints.env()); qemu_args: more QEMU
-    options for both (e.g. -global migration.x-colo-peer-timeout=MS)."""
+    options for both (e.g. -global migration.x-colo-peer-timeout=MS); guest:
+    the machine (a Guest, e.g. VARIANTS["q35-ahci"])."""
 
-    def __init__(self, topo, append="", pri_env=None, sec_env=None, qemu_args=()):
+    def __init__(self, topo, append="", pri_env=None, sec_env=None, qemu_args=(),
+                 guest=VARIANTS["pc"]):
         self.topo = topo
+        self.guest = guest
         self.new = None                 # the fresh secondary of a re-protection
         self.new_dir = None
         self.disk_dir = None
@@ -160,11 +193,11 @@ class Pair:
         if DISKS:
             self.disk_dir = tempfile.mkdtemp(prefix="colo-e2e-disks-")
             make_disks(self.disk_dir)
-            pdisk = primary_disk_args(self.disk_dir)
-            sdisk = secondary_disk_args(self.disk_dir)
-        self.pri = Vm(guest_args(append) + pdisk + primary_args() + list(qemu_args),
+            pdisk = primary_disk_args(self.disk_dir, guest)
+            sdisk = secondary_disk_args(self.disk_dir, guest)
+        self.pri = Vm(guest_args(append, guest) + pdisk + primary_args() + list(qemu_args),
                       name="primary", prefix=topo.exec_prefix(topo.pri), env=pri_env)
-        self.sec = Vm(guest_args(append) + sdisk + secondary_args() + list(qemu_args),
+        self.sec = Vm(guest_args(append, guest) + sdisk + secondary_args() + list(qemu_args),
                       name="secondary", prefix=topo.exec_prefix(topo.sec), env=sec_env)
 
     def disk(self, name):
@@ -336,8 +369,8 @@ def reprotect(topo, pair, survivor):
     if DISKS:
         pair.new_dir = tempfile.mkdtemp(prefix="colo-e2e-disks-")
         make_disks(pair.new_dir)
-        disk = secondary_disk_args(pair.new_dir)
-    new = pair.new = Vm(guest_args() + disk + secondary_args(s_ip),
+        disk = secondary_disk_args(pair.new_dir, pair.guest)
+    new = pair.new = Vm(guest_args(guest=pair.guest) + disk + secondary_args(s_ip),
                         name="new-secondary", prefix=topo.exec_prefix(new_ns))
     new.start()
     new.cmd("migrate-set-capabilities", capabilities=CAPS)

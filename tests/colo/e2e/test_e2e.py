@@ -18,8 +18,15 @@ Scenarios (TAP line each):
   3  kill -9 the secondary: the primary leaves COLO by itself and runs on
   4  SIGSTOP the primary (hung host), fail over to the secondary, then the
      hung primary is killed (fencing)
+  5, 6  as 1 and 3, then re-protection and the survivor killed in turn
+  7  the guest is reset during COLO (system_reset on the primary): the pair
+     stays protected through the reboot; a new connection, then as 1
+  8  a vCPU-heavy guest (colo.burn: one busy loop per vCPU): as 2
 
-Usage: test_e2e.py [scenario numbers...]  (default: all)
+Usage: test_e2e.py [--variant NAME] [scenario numbers...]  (default: all)
+       NAME: the guest (e2e_pair.VARIANTS): pc (default), q35-ahci (q35 with
+       the replicated disk on its AHCI controller), q35-virtio, smp2 (two
+       vCPUs, MTTCG under TCG)
        test_e2e.py --demo [scenario numbers...]  (default: 1) readable
        progress for a human (make demo); same checks, same TAP result lines
 Environment: E2E_DISKS=0 runs without disk replication.
@@ -34,12 +41,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
-from colo_vm import guest_files, wait_for  # noqa: E402
+from colo_vm import wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
 from client import Client  # noqa: E402
 from e2e_pair import (CAPS, CHECKPOINT_DELAY_MS, DISK_SIZE, DISKS,  # noqa: E402,F401
-                      PORT, QEMU_IMG, RECORD, VNET, Pair, add_primary_proxy,
+                      PORT, QEMU_IMG, RECORD, VARIANTS, VNET, Pair, add_primary_proxy,
                       chardevs_connected, checkpoints, diagnose, end_run,
                       guest_args, make_disks, primary_alone, primary_args,
                       primary_disk_args, read_records, reprotect,
@@ -71,13 +78,41 @@ def demo_progress(pri, client, rounds):
                                       (recs[0][2] - recs[0][1]) * 1000 if recs else 0))
 
 
-def run_scenario(number):
+def new_client(topo):
+    """A fresh client connection to the guest's service, answering."""
+    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+    client = Client(sock)
+    client.connect((GUEST_IP, PORT), 60)
+    client.start()
+    client.wait_answers(5, 120)
+    return sock, client
+
+
+def reset_during_colo(pri, sec, client):
+    """Scenario 7: the guest reboots (system_reset on the primary) while
+    protected.  The client's connection dies with the guest's TCP state, so
+    it is ended first; the pair must stay in COLO through the reboot, the
+    secondary following the primary at each checkpoint."""
+    client.stop()
+    client.close()
+    pri.cmd("system_reset")
+    pri.serial_wait("COLO-GUEST: ready", 240)
+    c = checkpoints(pri)
+    pri.wait_for(lambda: checkpoints(pri) >= c + 2, 120,
+                 "two checkpoints after the guest's reboot")
+    for vm, mode in ((pri, "primary"), (sec, "secondary")):
+        st = vm.cmd("query-colo-status")
+        assert st["mode"] == mode, (vm.name, st, vm.qemu_log())
+
+
+def run_scenario(number, guest):
     topo = Topology()
     pair = None
     client = None
     try:
         topo.setup()
-        pair = Pair(topo)
+        burn = "colo.burn=%d" % guest.smp if number == 8 else ""
+        pair = Pair(topo, append=burn, guest=guest)
         t0 = time.monotonic()
         pair.start()
         pri, sec = pair.pri, pair.sec
@@ -87,11 +122,7 @@ def run_scenario(number):
                     os.stat("/run/netns/" + ns).st_ino), "%s not in %s" % (vm.name, ns)
         log("scenario %d: guest service up, then pair protected, after %.1fs"
             % (number, time.monotonic() - t0))
-        sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
-        client = Client(sock)
-        client.connect((GUEST_IP, PORT), 60)
-        client.start()
-        client.wait_answers(5, 120)
+        sock, client = new_client(topo)
         # protection is real: checkpoints happen with the connection open
         c0, t_c0 = checkpoints(pri), time.monotonic()
         pri.wait_for(lambda: checkpoints(pri) >= c0 + 4, 60, "four more checkpoints")
@@ -118,18 +149,23 @@ def run_scenario(number):
              "the secondary (secondary-packets %d, compared %d) although the client "
              "got %d answers" % (stat(pri, "/objects/comp0", "secondary-packets"),
                                  compared, client.answers()))
+        if number == 7:
+            reset_during_colo(pri, sec, client)
+            sock, client = new_client(topo)
+            log("scenario 7: guest reset and rebooted under COLO; %d checkpoints; "
+                "a new connection answers" % checkpoints(pri))
         if DEMO:
             demo_progress(pri, client, 3)
             log("now killing the primary QEMU (pid %d) with SIGKILL, as if its host "
                 "died" % pri.proc.pid)
-        kind = {5: 1, 6: 3}.get(number, number)
+        kind = {5: 1, 6: 3, 7: 1, 8: 2}.get(number, number)
         if kind in (1, 2, 4):
             if kind == 2:
                 sec.wait_for(lambda: sec.cmd("query-status")["status"] == "colo",
                              60, "a checkpoint in flight (run state 'colo')",
                              interval=0.005)
-                log("scenario 2: a checkpoint is in flight (secondary run state "
-                    "'colo'): kill")
+                log("scenario %d: a checkpoint is in flight (secondary run state "
+                    "'colo'): kill" % number)
             t_kill = time.monotonic()
             if kind == 4:
                 pri.kill(signal.SIGSTOP)
@@ -257,7 +293,11 @@ NAMES = {1: "kill -9 the primary while idle; the secondary takes over",
          5: "as 1, then protection resumed with a fresh secondary and the "
             "survivor killed in turn",
          6: "as 3, then protection resumed with a fresh secondary and the "
-            "primary killed in turn"}
+            "primary killed in turn",
+         7: "guest reset during COLO, the pair stays protected through the "
+            "reboot; then kill -9 the primary",
+         8: "vCPU-heavy guest (a busy loop per vCPU); kill -9 the primary "
+            "during a checkpoint"}
 
 
 def main():
@@ -266,13 +306,19 @@ def main():
     if args[:1] == ["--demo"]:
         DEMO = True
         args = args[1:] or ["1"]
+    variant = "pc"
+    if args[:1] == ["--variant"]:
+        variant, args = args[1], args[2:]
+    guest = VARIANTS[variant]
     wanted = [int(a) for a in args] or sorted(NAMES)
     why = missing_requirements()
-    if why is None and not os.path.exists(guest_files()["initrd"]):
-        why = "no test guest (run make guest)"
+    if why is None and not os.path.exists(guest.files()["initrd"]):
+        why = "no test guest %s (run make guest)" % guest.files()["initrd"]
+    label = "e2e" if variant == "pc" else "e2e %s" % variant
     for n in wanted:
-        what = "e2e scenario %d: %s; the client's connection survives" % (n, NAMES[n])
-        t.check_unless(why, what, run_scenario, n)
+        what = "%s scenario %d: %s; the client's connection survives" % (
+            label, n, NAMES[n])
+        t.check_unless(why, what, run_scenario, n, guest)
     return t.finish()
 
 

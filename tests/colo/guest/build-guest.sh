@@ -26,6 +26,9 @@
 #                       /dev/vda, a virtio-blk disk), with fsync: every
 #                       answer the client got is an acknowledged record on
 #                       the disk.
+#   colo.burn=N         N busy shell loops (a vCPU-heavy load; with -smp 2
+#                       N=2 keeps both vCPUs busy), niced so the service
+#                       still answers
 #   colo.vary=1         with colo.serve=1: answer "<n> <line> <pad>" instead,
 #                       pad being 1 to 32 dots, its length taken from the
 #                       microseconds of the guest's clock as it answers
@@ -41,19 +44,38 @@
 # running, then runs an interactive shell on ttyS0 (use "poweroff -f": /init is
 # a shell script, not busybox init, so plain poweroff has no one to signal).
 #
-# Usage: build-guest.sh [--force]
+# Flavours: "cloud" (default; output in guest/) runs on virtio only; "generic"
+# (output in guest-generic/) is the same userland on Debian's generic kernel,
+# whose modules include the AHCI stack that the cloud kernel lacks (q35's
+# own disk controller, CONFIG_SATA_AHCI is not set there): its AHCI disk is
+# /dev/sda.
+#
+# Usage: build-guest.sh [--force] [cloud|generic]
 set -euo pipefail
 
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
-CACHE="${QEMU_COLO_CACHE:-$HOME/.cache/qemu-colo}/guest"
+force=
+[[ "${1:-}" == "--force" ]] && { force=1; shift; }
+FLAVOUR="${1:-cloud}"
+case "$FLAVOUR" in
+    cloud)   CACHE="${QEMU_COLO_CACHE:-$HOME/.cache/qemu-colo}/guest"
+             META=linux-image-cloud-amd64 ;;
+    generic) CACHE="${QEMU_COLO_CACHE:-$HOME/.cache/qemu-colo}/guest-generic"
+             META=linux-image-amd64 ;;
+    *) echo "unknown flavour $FLAVOUR (cloud or generic)" >&2; exit 1 ;;
+esac
 STAMP="$CACHE/stamp"
 # The virtio stack, in dependency order: busybox insmod does not resolve
 # dependencies, and a wrong order shows "Unknown symbol" on the console.
 MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk"
+# The AHCI disk stack of the generic kernel, in dependency order (sd_mod
+# needs t10-pi, which needs the two CRC modules and their generic backends).
+[[ "$FLAVOUR" == generic ]] &&
+    MODULES="$MODULES scsi_common scsi_mod libata libahci ahci crct10dif_common crct10dif_generic crc-t10dif crc64 crc64_rocksoft_generic crc64-rocksoft t10-pi sd_mod"
 APPLETS="sh mount umount insmod ip ifconfig httpd nc dd md5sum sha256sum sync cat echo sleep mkdir ls poweroff reboot mknod grep sed awk seq hexdump head tail wc setsid renice rm mv cp ps kill dmesg uname free"
 
-hash="$(sha256sum "$SELF" | cut -d' ' -f1)"
-if [[ "${1:-}" != "--force" && -f "$CACHE/vmlinuz" && -f "$CACHE/initrd.gz" &&
+hash="$(sha256sum "$SELF" | cut -d' ' -f1) $FLAVOUR"
+if [[ -z "$force" && -f "$CACHE/vmlinuz" && -f "$CACHE/initrd.gz" &&
       -f "$STAMP" && "$(cat "$STAMP")" == "$hash" ]]; then
     echo "up to date:"
     echo "  kernel: $CACHE/vmlinuz"
@@ -79,10 +101,10 @@ fi
 
 # Exact package name only: "apt-get download linux-image-*" would fetch every
 # kernel in the archive (about 1.6 GB).
-kpkg="$(apt-cache depends linux-image-cloud-amd64 |
+kpkg="$(apt-cache depends "$META" |
         awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')"
 if [[ -z "$kpkg" ]]; then
-    echo "cannot find the kernel package linux-image-cloud-amd64 depends on" >&2
+    echo "cannot find the kernel package $META depends on" >&2
     exit 1
 fi
 echo "kernel package: $kpkg"
@@ -188,6 +210,7 @@ for opt in $(cat /proc/cmdline); do
         colo.serve=*) serve="${opt#colo.serve=}" ;;
         colo.records=*) records="${opt#colo.records=}" ;;
         colo.vary=*)  vary="${opt#colo.vary=}" ;;
+        colo.burn=*)  burn="${opt#colo.burn=}" ;;
     esac
 done
 
@@ -230,6 +253,15 @@ if [ -n "$dirty" ] && [ "$dirty" -gt 0 ]; then
     # idle shell leaves the dirtier the whole vCPU.
     renice -n 10 -p $! >/dev/null
     echo "COLO-GUEST: dirtying $dirty MiB"
+fi
+if [ -n "$burn" ] && [ "$burn" -gt 0 ]; then
+    i=0
+    while [ $i -lt "$burn" ]; do
+        sh -c 'while :; do :; done' &
+        renice -n 10 -p $! >/dev/null
+        i=$((i + 1))
+    done
+    echo "COLO-GUEST: burning $burn vCPU loops"
 fi
 
 # Printed last: a test that sees it can use everything requested above.

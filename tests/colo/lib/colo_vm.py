@@ -66,9 +66,12 @@ def cache_dir():
                         "guest")
 
 
-def guest_files():
-    """Paths of the cached test guest files (they may not exist yet)."""
+def guest_files(flavour="cloud"):
+    """Paths of the cached test guest files (they may not exist yet);
+    flavour: "cloud" or "generic" (tests/colo/guest/build-guest.sh)."""
     d = cache_dir()
+    if flavour != "cloud":
+        d = os.path.join(os.path.dirname(d), "guest-" + flavour)
     return {"vmlinuz": os.path.join(d, "vmlinuz"),
             "initrd": os.path.join(d, "initrd.gz"),
             "bootsect": os.path.join(d, "bootsect.img")}
