@@ -24,8 +24,9 @@ RUNTIME_PKGS="seabios ipxe-qemu busybox-static cpio iproute2 socat"
 CLUSTER_PKGS="corosync corosync-qdevice corosync-qnetd libquorum-dev libvotequorum-dev
  libcmap-dev resource-agents libxml2-utils"
 # The libvirt example of docs/system/qemu-colo.rst (tests/colo/test_libvirt.py
-# runs a private libvirtd and virtlogd in namespaces; none is started here).
-LIBVIRT_PKGS="libvirt-daemon-system libvirt-clients"
+# runs a private libvirtd and virtlogd in namespaces) and a real Pacemaker
+# (tests/colo/test_pacemaker.py, two nodes in namespaces); none is started here.
+MANAGER_PKGS="libvirt-daemon-system libvirt-clients pacemaker pacemaker-cli-utils"
 
 log() { echo "setup: $*"; }
 die() { echo "setup: error: $*" >&2; exit 1; }
@@ -102,7 +103,7 @@ no_daemon_starts() {
 install_pkgs() {
     local miss
     # shellcheck disable=SC2086
-    miss=$(missing_pkgs $BUILD_PKGS $RUNTIME_PKGS $CLUSTER_PKGS $LIBVIRT_PKGS)
+    miss=$(missing_pkgs $BUILD_PKGS $RUNTIME_PKGS $CLUSTER_PKGS $MANAGER_PKGS)
     if [ -n "$miss" ]; then
         log "installing:" $miss
         # shellcheck disable=SC2086

@@ -41,6 +41,7 @@ SUITES_TABLE=(
     "demo|qemu-img tools/colo/qemu-colo-ctl tools/colo/qemu-colo-agent|$PYTHON $top/tests/colo/e2e/demo.py"
     "install|qemu-img qemu-nbd tools/colo/qemu-colo-ctl tools/colo/qemu-colo-agent|$PYTHON $top/tests/colo/test_install.py"
     "libvirt|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/test_libvirt.py"
+    "pacemaker|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/test_pacemaker.py"
     "upstream-qtest|qemu-system-x86_64 tests/qtest/test-filter-mirror tests/qtest/test-filter-redirector|bash $top/tests/colo/run-upstream-qtests.sh"
 )
 

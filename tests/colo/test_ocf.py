@@ -11,7 +11,7 @@ What is tested:
   - the state machine against a stub qemu-colo-ctl that keeps each node's
     (mode, run-state) in a file and logs its calls: start/monitor/promote
     (cold start: restart as primary + protect; COLO secondary: failover),
-    notify post-start (reprotect), refusing to promote a fresh QEMU while
+    notify post-start and post-promote (reprotect), refusing to promote a fresh QEMU while
     the peer holds the guest, demote, stop; exit codes 0/7/8;
   - a QEMU that runs but does not answer (a stand-in holding the node's pid
     file, SIGSTOPped or ignoring SIGTERM): monitor 1, not 7 (also as a
@@ -23,7 +23,7 @@ What is tested:
   - a real pair (QEMUs in the e2e topology, started by qemu-colo-ctl)
     through the agent's actions, as Pacemaker would call them (skipped
     without root or the test guest; OCF_REAL_PAIR=0 skips it).
-Not tested: the agent under a real Pacemaker.
+Under a real Pacemaker: tests/colo/test_pacemaker.py.
 """
 
 import json
@@ -378,6 +378,27 @@ def run(t, env):
     t.check("failover: promote of a COLO secondary calls failover; a fresh "
             "QEMU is not promoted while the peer holds the guest; post-start "
             "notify reprotects", failover)
+
+    def restart_before_promote():
+        # Pacemaker's order after a primary's QEMU died (seen under a real
+        # Pacemaker, test_pacemaker.py): the dead node's instance restarts
+        # (post-start: nobody promoted yet), then the secondary is promoted
+        env.set_state(a=["none", "inmigrate"], b=["secondary", "running"])
+        env.calls()
+        expect(env, OCF_SUCCESS, "notify", node="b",
+               OCF_RESKEY_CRM_meta_notify_type="post",
+               OCF_RESKEY_CRM_meta_notify_operation="start")
+        assert env.calls() == []
+        expect(env, OCF_SUCCESS, "promote", node="b")
+        assert env.calls() == ["failover %s --node b" % env.config]
+        expect(env, OCF_SUCCESS, "notify", node="b",
+               OCF_RESKEY_CRM_meta_notify_type="post",
+               OCF_RESKEY_CRM_meta_notify_operation="promote")
+        assert env.calls() == ["reprotect %s" % env.config]
+        assert env.state() == {"a": ["secondary", "running"],
+                               "b": ["primary", "running"]}, env.state()
+    t.check("failover with the dead node restarted first: post-promote notify "
+            "reprotects", restart_before_promote)
 
     def demote_stop():
         env.calls()
