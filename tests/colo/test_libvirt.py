@@ -400,6 +400,8 @@ def main():
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: "shut off" in a.virsh("domstate", "web-a"), 60,
                  "libvirt to see web-a's QEMU die")
+        reason = a.virsh("domstate", "--reason", "web-a").strip()
+        assert reason == "shut off (crashed)", reason
         state["killed"] = True
 
     def failover():
@@ -434,7 +436,7 @@ def main():
                 define_start)
         t.check("qemu-colo-ctl protect: COLO with checkpoints, seen through virsh "
                 "qemu-monitor-command", protect)
-        t.check("kill -9 of web-a's QEMU: libvirt shows it shut off", kill_primary)
+        t.check("kill -9 of web-a's QEMU: libvirt shows it shut off (crashed)", kill_primary)
         t.check("qemu-colo-ctl failover --node b: web-b runs the guest, its console "
                 "answers", failover)
         t.check("web-a started by virsh as the new secondary, qemu-colo-ctl reprotect: "
