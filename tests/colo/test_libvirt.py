@@ -136,7 +136,9 @@ class Host:
         return json.loads(out)["return"]
 
     def start_libvirtd(self, qemu_conf_lines):
-        subs = ("etc", "run", "lib", "log", "cache", "sock")
+        # libvirt's run directory "run" is /run/libvirt inside a private
+        # /run ("runroot"), so that no mount point is made on the host
+        subs = ("etc", "runroot/libvirt", "run", "lib", "log", "cache", "sock")
         for s in subs:
             os.makedirs(os.path.join(self.dir, s), exist_ok=True)
         etc = os.path.join(self.dir, "etc")
@@ -149,13 +151,13 @@ class Host:
                     % os.path.dirname(self.sock))
         mounts = " && ".join(
             "mount --bind %s %s" % (os.path.join(self.dir, s), d)
-            for s, d in (("etc", "/etc/libvirt"), ("run", "/run/libvirt"),
-                         ("lib", "/var/lib/libvirt"), ("log", "/var/log/libvirt"),
-                         ("cache", "/var/cache/libvirt")))
+            for s, d in (("etc", "/etc/libvirt"), ("runroot", "/run"),
+                         ("run", "/run/libvirt"), ("lib", "/var/lib/libvirt"),
+                         ("log", "/var/log/libvirt"), ("cache", "/var/cache/libvirt")))
         # "ip netns exec" gives the daemons a mount namespace of their own
         # (a slave of the host's): the bind mounts never show outside.
-        # pid files in our directory: the default ones are in /run
-        script = ("mount --make-rprivate / && mkdir -p /run/libvirt /var/cache/libvirt && "
+        # pid files in our directory (the default ones are in /run)
+        script = ("mount --make-rprivate / && "
                   "%s && virtlogd -d -p %s && exec libvirtd -p %s"
                   % (mounts, os.path.join(self.dir, "virtlogd.pid"),
                      os.path.join(self.dir, "libvirtd.pid")))
