@@ -473,6 +473,42 @@ def case_guest_reset():
         guest_runs(p.sec)
 
 
+def case_replica_fidelity_after_reset():
+    """A guest reset during COLO (system_reset on the primary; the Linux
+    guest reboots under protection, the secondary following at each
+    checkpoint): once the guest is up again, a checkpoint of the paused
+    primary leaves the secondary with exactly its RAM and CPU state.  The
+    e2e scenario 7 found a secondary that stopped serving after such a
+    reboot."""
+    mem = 256
+    pri, sec = start_pair(linux_guest_args(mem), delay_ms=500)
+    try:
+        pri.serial_wait("COLO-GUEST: ready", 180)
+        wait_checkpoints(pri, checkpoints(pri) + 2, 180)
+        pri.cmd("system_reset")
+        pri.serial_wait("COLO-GUEST: ready", 180)
+        wait_checkpoints(pri, checkpoints(pri) + 2, 180)
+        for round_ in range(2):
+            pri.cmd("stop")
+            n = checkpoints(pri)
+            pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
+            wait_checkpoints(pri, n + 1, 180)
+            wait_checkpoints(sec, n + 1, 180)
+            assert run_state(sec) != "running", run_state(sec)
+            regs = [cpu_state(vm) for vm in (pri, sec)]
+            assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
+                round_, regs[0], regs[1])
+            dp = guest_ram_digest(pri, pri.path("ram.bin"), mem)
+            ds = guest_ram_digest(sec, sec.path("ram.bin"), mem)
+            assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+            pri.cmd("cont")
+            pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 500})
+            wait_checkpoints(pri, checkpoints(pri) + 2, 180)
+    finally:
+        for vm in (pri, sec):
+            vm.shutdown()
+
+
 def case_guest_poweroff(no_shutdown):
     """The guest powers itself off in COLO (both sides run it).  With
     -no-shutdown both QEMUs stay, checkpointing a stopped guest, and quit
@@ -551,6 +587,8 @@ def main():
     t.check("quit on the secondary during COLO: primary runs on", case_quit_secondary)
     t.check("yank of the migration channels: primary runs on, secondary waits", case_yank)
     t.check("guest reset during COLO: checkpoints go on", case_guest_reset)
+    t.check("guest reset during COLO (Linux guest reboots): RAM and CPU state "
+            "identical after a checkpoint", case_replica_fidelity_after_reset)
     t.check("guest poweroff during COLO with -no-shutdown: both stay, then quit cleanly",
             case_guest_poweroff, True)
     t.check("guest poweroff during COLO: both QEMUs exit cleanly", case_guest_poweroff, False)
