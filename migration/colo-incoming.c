@@ -111,6 +111,7 @@ static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
 {
     QIOChannelBuffer *bioc = qio_channel_buffer_new(0);
     QEMUFile *fb;
+    uint64_t rounds;
     int ret;
 
     /* The buffer channel takes over @data. */
@@ -119,7 +120,18 @@ static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
     bioc->usage = len;
     fb = qemu_file_new_input(QIO_CHANNEL(bioc));
     object_unref(OBJECT(bioc));
+    /*
+     * Loading a NIC's state makes it ask its guest to announce itself
+     * (virtio-net's post_load, with migrate_announce_params()), as after a
+     * move to a new host.  A checkpoint is no such move: the announcement
+     * would be output of this guest alone, held by colo-compare until a
+     * checkpoint it forces (and the secondary announces at failover, by
+     * announce-self).  No announcement rounds while loading, then.
+     */
+    rounds = migrate_get_current()->parameters.announce_rounds;
+    migrate_get_current()->parameters.announce_rounds = 0;
     ret = qemu_load_device_state(fb);
+    migrate_get_current()->parameters.announce_rounds = rounds;
     qemu_fclose(fb);
     if (ret < 0) {
         error_setg(errp, "COLO: loading the device state failed: %s",
