@@ -45,3 +45,6 @@ echo "== HeartBeat agent"
 
 echo "== TLS on the COLO link (the same pair without and with tls-dir)"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/tls.py"
+
+echo "== client: spurious checkpoints (identical guests, IPv6 on)"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/spurious.py"

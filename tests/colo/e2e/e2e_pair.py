@@ -47,9 +47,10 @@ class Guest:
     kernel flavour (the cloud kernel has no AHCI driver) and is /dev/sda in
     the guest."""
 
-    def __init__(self, machine="pc", smp=1, disk="virtio"):
+    def __init__(self, machine="pc", smp=1, disk="virtio", ipv6=False):
         assert disk in ("virtio", "ahci") and (disk != "ahci" or machine == "q35")
         self.machine, self.smp, self.disk = machine, smp, disk
+        self.ipv6 = ipv6        # off by default: the tests' traffic is IPv4
 
     def files(self):
         return guest_files("generic" if self.disk == "ahci" else "cloud")
@@ -67,7 +68,8 @@ class Guest:
 VARIANTS = {"pc": Guest(),
             "q35-ahci": Guest(machine="q35", disk="ahci"),
             "q35-virtio": Guest(machine="q35"),
-            "smp2": Guest(smp=2)}
+            "smp2": Guest(smp=2),
+            "ipv6": Guest(ipv6=True)}
 
 
 def guest_args(append="", guest=VARIANTS["pc"]):
@@ -76,8 +78,9 @@ def guest_args(append="", guest=VARIANTS["pc"]):
     g = guest.files()
     return ["-M", guest.machine, "-smp", str(guest.smp), "-m", "256",
             "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
-            "-append", "console=ttyS0 quiet ipv6.disable=1 colo.ip=%s/24 colo.serve=1%s%s"
-            % (GUEST_IP, " colo.records=%s" % guest.records_dev() if DISKS else "",
+            "-append", "console=ttyS0 quiet%s colo.ip=%s/24 colo.serve=1%s%s"
+            % ("" if guest.ipv6 else " ipv6.disable=1", GUEST_IP,
+               " colo.records=%s" % guest.records_dev() if DISKS else "",
                " " + append if append else ""),
             "-netdev", "tap,id=hn0,ifname=tap0,script=no,downscript=no,vhost=off",
             "-device", "virtio-net-pci,netdev=hn0,mac=%s,romfile=" % GUEST_MAC]
