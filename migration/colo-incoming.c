@@ -16,10 +16,11 @@
  * its own state, which is the last complete checkpoint plus its own
  * execution since.
  *
- * Threads and locks: see colo-internal.h.  The thread holds the BQL only to
- * stop/start the guest and to apply a checkpoint; it reads from the primary
- * without it, so the monitor stays responsive and x-colo-lost-heartbeat can
- * always interrupt a read.
+ * Threads and locks: the colo-incoming thread reaches the session through
+ * colo-session.h.  It holds the BQL only to stop/start the guest and to
+ * apply a checkpoint; it reads from the primary without it, so
+ * the monitor stays responsive and x-colo-lost-heartbeat can always
+ * interrupt a read.
  */
 
 #include "qemu/osdep.h"
@@ -39,7 +40,10 @@
 #include "migration/colo.h"
 #include "migration.h"
 #include "savevm.h"
-#include "colo-internal.h"
+#include "migration-stats.h"
+#include "colo-session.h"
+#include "colo-failover.h"
+#include "colo-ram.h"
 #include "colo-proto.h"
 #include "colo-fault.h"
 #include "trace.h"
@@ -266,7 +270,6 @@ fail:
 /* Leave COLO on the secondary: the guest runs on as a normal VM. */
 static void colo_secondary_exit(ColoSecondary *sec, Error *err)
 {
-
     colo_set_phase(COLO_PHASE_FAILOVER);
     colo_shutdown_channels();
 
@@ -299,13 +302,24 @@ static void colo_secondary_wait_for_decision(Error *err)
     colo_wait_for_decision();
 }
 
+/*
+ * The watchdog's progress measure on the secondary: pages that reached the
+ * cache (and bytes sent).  Watchdog thread; lock-free reads.
+ */
+static uint64_t colo_secondary_progress(void *opaque)
+{
+    return stat64_get(&mig_stats.qemu_file_transferred) +
+           colo_ram_pages_received();
+}
+
 static void *colo_incoming_thread(void *opaque)
 {
     ColoSecondary *sec = opaque;
     Error *err = NULL;
 
     rcu_register_thread();
-    colo_session_begin(COLO_MODE_SECONDARY, sec->from, sec->to);
+    colo_session_begin(COLO_MODE_SECONDARY, sec->from, sec->to,
+                       colo_secondary_progress);
     if (colo_secondary_start(sec, &err)) {
         colo_set_phase(COLO_PHASE_RUNNING);
         trace_colo_secondary_running();

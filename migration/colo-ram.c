@@ -38,7 +38,7 @@
 #include "migration/misc.h"
 #include "options.h"
 #include "ram.h"
-#include "colo-internal.h"
+#include "colo-ram.h"
 #include "trace.h"
 
 /*
