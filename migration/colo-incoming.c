@@ -18,9 +18,9 @@
  *
  * Threads and locks: the colo-incoming thread reaches the session through
  * colo-session.h.  It holds the BQL only to stop/start the guest and to
- * apply a checkpoint; it reads from the primary without it, so
- * the monitor stays responsive and x-colo-lost-heartbeat can always
- * interrupt a read.
+ * apply a checkpoint; it reads from the primary, RAM included (see
+ * colo_secondary_checkpoint()), without it, so the monitor stays
+ * responsive and x-colo-lost-heartbeat can always interrupt a read.
  */
 
 #include "qemu/osdep.h"
@@ -134,8 +134,8 @@ static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
 }
 
 /*
- * Serve one checkpoint.  Returns false when COLO must end; *applied tells
- * whether this checkpoint reached the guest.
+ * Serve one checkpoint.  Returns false when COLO must end; sec->half_applied
+ * tells whether it ended with this checkpoint only partly in the guest.
  */
 static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
 {
@@ -175,7 +175,18 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
     if (!colo_msg_expect(sec->from, COLO_MSG_RAM, sec->seq, &msg, errp)) {
         goto fail;
     }
-    /* RAM sections into the cache, up to QEMU_VM_EOF.  No BQL needed. */
+    /*
+     * RAM sections into the cache, up to QEMU_VM_EOF, without the BQL
+     * (upstream's COLO takes it here; postcopy's listen thread loads RAM
+     * without it too).  What makes it safe: the primary sends only its
+     * iterable sections here (qemu_savevm_live_state()) and the only one
+     * COLO allows is RAM (colo_primary_run() refuses block dirty
+     * bitmaps); in COLO, ram_load() puts each page into the cache and marks
+     * it in block->bmap (colo_ram_load_target()), which nothing else
+     * touches until the flush, and never resizes a block (MEM_SIZE comes
+     * only at setup).  Guest RAM and device state are not touched.
+     */
+    assert(migration_incoming_in_colo_state());
     ret = qemu_loadvm_state_main(sec->from, sec->mis);
     if (ret < 0) {
         error_setg(errp, "COLO: receiving RAM failed: %s", strerror(-ret));

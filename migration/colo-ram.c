@@ -15,11 +15,20 @@
  * secondary guest dirtied (from the dirty log).  Both go into each block's
  * migration bitmap (block->bmap), which is free on the incoming side.
  *
- * Threads: colo_init_ram_cache() runs in the incoming migration coroutine;
- * colo_ram_load_target() wherever ram_load() runs (the incoming coroutine,
- * then the colo-incoming thread); the rest on the colo-incoming thread.
- * Locking: the BQL is held by all but colo_ram_load_target(), which only
- * sets bits atomically while the secondary guest is stopped.
+ * Threads and locks:
+ *  - colo_init_ram_cache(): the incoming migration coroutine, BQL held;
+ *  - colo_ram_load_target(): wherever ram_load() runs: the incoming
+ *    coroutine (BQL held) during the initial migration, then the
+ *    colo-incoming thread without the BQL (see colo_secondary_checkpoint());
+ *  - colo_ram_multifd_target() and colo_ram_multifd_received(): the multifd
+ *    receive threads, without the BQL;
+ *  - colo_ram_start_dirty_log(), colo_ram_flush(), colo_ram_release(): the
+ *    colo-incoming thread, BQL held;
+ *  - colo_ram_pages_received(): any thread (the watchdog's).
+ * The loaders only set bits atomically in block->bmap and write cache pages
+ * of their own packet; the flush reads both after the checkpoint's
+ * QEMU_VM_EOF, when every loader is done with it (the primary syncs the
+ * multifd channels before it, see ram_save_complete()).
  */
 
 #include "qemu/osdep.h"
@@ -131,7 +140,7 @@ void *colo_ram_load_target(RAMBlock *block, ram_addr_t offset, void *host,
     }
     if (migration_incoming_in_colo_state()) {
         set_bit_atomic(offset >> qemu_target_page_bits(), block->bmap);
-        qatomic_set(&colo_ram_received, colo_ram_received + 1);
+        qatomic_inc(&colo_ram_received);
         return block->colo_cache + offset;
     }
     /* Initial migration: the page goes to guest RAM and to the cache. */

@@ -32,7 +32,16 @@
  * as gone and COLO fails over: -global migration.x-colo-peer-timeout=MS,
  * default 15000, at least COLO_PEER_TIMEOUT_MIN_MS.  Read at the start of a
  * session.
-
+ *
+ * It also bounds a stall of the primary's main loop: the primary sends the
+ * last RAM of a checkpoint with the BQL held (the save syncs the dirty
+ * bitmap, which needs it), so while a peer that has stopped reading keeps
+ * that send blocked, the monitor and every other BQL user wait, up to the
+ * peer timeout; then the watchdog shuts the channel, the send fails and
+ * the primary fails over.  A slow peer that still reads keeps resetting the
+ * watchdog: then the stall lasts as long as that send, which the live RAM
+ * phase before it keeps short for a guest that does not dirty memory
+ * faster than the link carries it.
  */
 #define COLO_PEER_TIMEOUT_MIN_MS  100
 

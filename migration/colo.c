@@ -23,10 +23,12 @@
  * Threads and locks: the checkpoint loop runs on the migration thread and
  * reaches the session through colo-session.h.  It holds the BQL to
  * stop/start the guest and while saving the rest of RAM and the device
- * state (the dirty-bitmap sync inside that save needs it under TCG); every
- * wait on the peer is bounded by the session's watchdog, which shuts the
- * channels down so that the loop fails over instead of hanging, with or
- * without the BQL.
+ * state (the dirty-bitmap sync inside that save needs it under TCG); so
+ * sending the rest of RAM blocks the main loop, the monitor included, for
+ * as long as it takes (bound: see COLO_PEER_TIMEOUT_MIN_MS).  Every wait on
+ * the peer is bounded by the session's watchdog, which shuts the channels
+ * down so that the loop fails over instead of hanging, with or without the
+ * BQL.
  */
 
 #include "qemu/osdep.h"
@@ -226,7 +228,11 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
         replication_do_checkpoint_all(errp);
     }
     if (!*errp) {
-        /* The rest of RAM (with a dirty-bitmap sync) and QEMU_VM_EOF. */
+        /*
+         * The rest of RAM (with a dirty-bitmap sync) and QEMU_VM_EOF, with
+         * the BQL held: a peer that stops reading stalls the main loop
+         * until the watchdog fires (see COLO_PEER_TIMEOUT_MIN_MS).
+         */
         colo_arm("RAM");
         qemu_savevm_live_state(p->to);
         colo_disarm();
@@ -389,6 +395,10 @@ static void colo_primary_run(MigrationState *s)
         error_setg(&err, "COLO: the KVM dirty ring (-accel kvm,"
                    "dirty-ring-size=N) is not supported; start QEMU without "
                    "dirty-ring-size");
+    } else if (migrate_dirty_bitmaps()) {
+        /* Their sections would reach the secondary's lock-free RAM load. */
+        error_setg(&err, "COLO: the dirty-bitmaps migration capability is "
+                   "not supported");
     }
     if (err) {
         colo_primary_exit(&p, err);
