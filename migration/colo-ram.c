@@ -1,5 +1,6 @@
 /*
- * COLO: the secondary's cache of the primary's RAM
+ * COLO: the secondary's cache of the primary's RAM, and the hooks of
+ * upstream's RAM migration (colo-ram.h)
  *
  * Copyright (c) 2026 The qemu-colo authors
  *
@@ -24,17 +25,19 @@
  *    receive threads, without the BQL;
  *  - colo_ram_start_dirty_log(), colo_ram_flush(), colo_ram_release(): the
  *    colo-incoming thread, BQL held;
+ *  - colo_ram_multifd_sync_needed(): the primary's migration thread;
  *  - colo_ram_pages_received(): any thread (the watchdog's).
  * The loaders only set bits atomically in block->bmap and write cache pages
  * of their own packet; the flush reads both after the checkpoint's
  * QEMU_VM_EOF, when every loader is done with it (the primary syncs the
- * multifd channels before it, see ram_save_complete()).
+ * multifd channels before it: colo_ram_multifd_sync_needed()).
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "qemu/bitmap.h"
+#include "qemu/cutils.h"
 #include "qemu/madvise.h"
 #include "qemu/rcu.h"
 #include "qemu/rcu_queue.h"
@@ -148,18 +151,34 @@ void *colo_ram_load_target(RAMBlock *block, ram_addr_t offset, void *host,
     return host;
 }
 
+bool colo_ram_multifd_sync_needed(void)
+{
+    return migrate_multifd() && migration_in_colo_state();
+}
+
 /*
  * Multifd: where the pages of one packet go.  In COLO they go into the cache
- * and are recorded; before, into guest RAM (colo_ram_multifd_received()
- * copies them to the cache).  Runs on the multifd receive threads.
+ * and are recorded.  Before, into guest RAM, and the cache gets a copy:
+ * here for the zero pages, in colo_ram_multifd_received() for the others.
  */
 void *colo_ram_multifd_target(RAMBlock *block,
                               const ram_addr_t *normal, uint32_t normal_num,
                               const ram_addr_t *zero, uint32_t zero_num)
 {
+    size_t page_size = qemu_target_page_size();
     int bits = qemu_target_page_bits();
 
-    if (!block->colo_cache || !migration_incoming_in_colo_state()) {
+    if (!block->colo_cache) {
+        return block->host;
+    }
+    if (!migration_incoming_in_colo_state()) {
+        for (uint32_t i = 0; i < zero_num; i++) {
+            void *page = block->colo_cache + zero[i];
+
+            if (!buffer_is_zero(page, page_size)) {
+                memset(page, 0, page_size);
+            }
+        }
         return block->host;
     }
     for (uint32_t i = 0; i < normal_num; i++) {
@@ -172,9 +191,8 @@ void *colo_ram_multifd_target(RAMBlock *block,
     return block->colo_cache;
 }
 
-void colo_ram_multifd_received(RAMBlock *block,
-                               const ram_addr_t *normal, uint32_t normal_num,
-                               const ram_addr_t *zero, uint32_t zero_num)
+void colo_ram_multifd_received(RAMBlock *block, const ram_addr_t *normal,
+                               uint32_t normal_num)
 {
     size_t page_size = qemu_target_page_size();
 
@@ -184,9 +202,6 @@ void colo_ram_multifd_received(RAMBlock *block,
     for (uint32_t i = 0; i < normal_num; i++) {
         memcpy(block->colo_cache + normal[i], block->host + normal[i],
                page_size);
-    }
-    for (uint32_t i = 0; i < zero_num; i++) {
-        memcpy(block->colo_cache + zero[i], block->host + zero[i], page_size);
     }
 }
 
