@@ -388,6 +388,8 @@ static void colo_primary_run(MigrationState *s)
     }
     colo_session_begin(COLO_MODE_PRIMARY, p.from, p.to,
                        colo_primary_progress);
+    /* Before any exit: colo_primary_exit() unregisters it. */
+    colo_compare_register_notifier(&colo_compare_notifier);
     if (!p.from) {
         error_setg(&err, "COLO: cannot open the return path");
     } else if (kvm_dirty_ring_enabled()) {
@@ -406,7 +408,6 @@ static void colo_primary_run(MigrationState *s)
         return;
     }
     migration_rate_set(RATE_LIMIT_DISABLED);
-    colo_compare_register_notifier(&colo_compare_notifier);
 
     bql_lock();
     replication_start_all(REPLICATION_MODE_PRIMARY, &err);
