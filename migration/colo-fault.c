@@ -17,7 +17,7 @@
 #include "qemu/sockets.h"
 #include "qemu/module.h"
 #include "migration/colo.h"
-#include "colo-internal.h"
+#include "colo-session.h"
 #include "colo-fault.h"
 #include "trace.h"
 

@@ -16,10 +16,11 @@
  * its own state, which is the last complete checkpoint plus its own
  * execution since.
  *
- * Threads and locks: see colo-internal.h.  The thread holds the BQL only to
- * stop/start the guest and to apply a checkpoint; it reads from the primary
- * without it, so the monitor stays responsive and x-colo-lost-heartbeat can
- * always interrupt a read.
+ * Threads and locks: the colo-incoming thread reaches the session through
+ * colo-session.h.  It holds the BQL only to stop/start the guest and to
+ * apply a checkpoint; it reads from the primary, RAM included (see
+ * colo_secondary_checkpoint()), without it, so the monitor stays
+ * responsive and x-colo-lost-heartbeat can always interrupt a read.
  */
 
 #include "qemu/osdep.h"
@@ -39,7 +40,10 @@
 #include "migration/colo.h"
 #include "migration.h"
 #include "savevm.h"
-#include "colo-internal.h"
+#include "migration-stats.h"
+#include "colo-session.h"
+#include "colo-failover.h"
+#include "colo-ram.h"
 #include "colo-proto.h"
 #include "colo-fault.h"
 #include "trace.h"
@@ -142,8 +146,8 @@ static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
 }
 
 /*
- * Serve one checkpoint.  Returns false when COLO must end; *applied tells
- * whether this checkpoint reached the guest.
+ * Serve one checkpoint.  Returns false when COLO must end; sec->half_applied
+ * tells whether it ended with this checkpoint only partly in the guest.
  */
 static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
 {
@@ -183,7 +187,18 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
     if (!colo_msg_expect(sec->from, COLO_MSG_RAM, sec->seq, &msg, errp)) {
         goto fail;
     }
-    /* RAM sections into the cache, up to QEMU_VM_EOF.  No BQL needed. */
+    /*
+     * RAM sections into the cache, up to QEMU_VM_EOF, without the BQL
+     * (upstream's COLO takes it here; postcopy's listen thread loads RAM
+     * without it too).  What makes it safe: the primary sends only its
+     * iterable sections here (qemu_savevm_live_state()) and the only one
+     * COLO allows is RAM (colo_primary_run() refuses block dirty
+     * bitmaps); in COLO, ram_load() puts each page into the cache and marks
+     * it in block->bmap (colo_ram_load_target()), which nothing else
+     * touches until the flush, and never resizes a block (MEM_SIZE comes
+     * only at setup).  Guest RAM and device state are not touched.
+     */
+    assert(migration_incoming_in_colo_state());
     ret = qemu_loadvm_state_main(sec->from, sec->mis);
     if (ret < 0) {
         error_setg(errp, "COLO: receiving RAM failed: %s", strerror(-ret));
@@ -278,7 +293,6 @@ fail:
 /* Leave COLO on the secondary: the guest runs on as a normal VM. */
 static void colo_secondary_exit(ColoSecondary *sec, Error *err)
 {
-
     colo_set_phase(COLO_PHASE_FAILOVER);
     colo_shutdown_channels();
 
@@ -311,13 +325,24 @@ static void colo_secondary_wait_for_decision(Error *err)
     colo_wait_for_decision();
 }
 
+/*
+ * The watchdog's progress measure on the secondary: pages that reached the
+ * cache (and bytes sent).  Watchdog thread; lock-free reads.
+ */
+static uint64_t colo_secondary_progress(void *opaque)
+{
+    return stat64_get(&mig_stats.qemu_file_transferred) +
+           colo_ram_pages_received();
+}
+
 static void *colo_incoming_thread(void *opaque)
 {
     ColoSecondary *sec = opaque;
     Error *err = NULL;
 
     rcu_register_thread();
-    colo_session_begin(COLO_MODE_SECONDARY, sec->from, sec->to);
+    colo_session_begin(COLO_MODE_SECONDARY, sec->from, sec->to,
+                       colo_secondary_progress);
     if (colo_secondary_start(sec, &err)) {
         colo_set_phase(COLO_PHASE_RUNNING);
         trace_colo_secondary_running();

@@ -1,5 +1,6 @@
 /*
- * COLO: the secondary's cache of the primary's RAM
+ * COLO: the secondary's cache of the primary's RAM, and the hooks of
+ * upstream's RAM migration (colo-ram.h)
  *
  * Copyright (c) 2026 The qemu-colo authors
  *
@@ -15,17 +16,28 @@
  * secondary guest dirtied (from the dirty log).  Both go into each block's
  * migration bitmap (block->bmap), which is free on the incoming side.
  *
- * Threads: colo_init_ram_cache() runs in the incoming migration coroutine;
- * colo_ram_load_target() wherever ram_load() runs (the incoming coroutine,
- * then the colo-incoming thread); the rest on the colo-incoming thread.
- * Locking: the BQL is held by all but colo_ram_load_target(), which only
- * sets bits atomically while the secondary guest is stopped.
+ * Threads and locks:
+ *  - colo_init_ram_cache(): the incoming migration coroutine, BQL held;
+ *  - colo_ram_load_target(): wherever ram_load() runs: the incoming
+ *    coroutine (BQL held) during the initial migration, then the
+ *    colo-incoming thread without the BQL (see colo_secondary_checkpoint());
+ *  - colo_ram_multifd_target() and colo_ram_multifd_received(): the multifd
+ *    receive threads, without the BQL;
+ *  - colo_ram_start_dirty_log(), colo_ram_flush(), colo_ram_release(): the
+ *    colo-incoming thread, BQL held;
+ *  - colo_ram_multifd_sync_needed(): the primary's migration thread;
+ *  - colo_ram_pages_received(): any thread (the watchdog's).
+ * The loaders only set bits atomically in block->bmap and write cache pages
+ * of their own packet; the flush reads both after the checkpoint's
+ * QEMU_VM_EOF, when every loader is done with it (the primary syncs the
+ * multifd channels before it: colo_ram_multifd_sync_needed()).
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/error-report.h"
 #include "qemu/bitmap.h"
+#include "qemu/cutils.h"
 #include "qemu/madvise.h"
 #include "qemu/rcu.h"
 #include "qemu/rcu_queue.h"
@@ -38,7 +50,7 @@
 #include "migration/misc.h"
 #include "options.h"
 #include "ram.h"
-#include "colo-internal.h"
+#include "colo-ram.h"
 #include "trace.h"
 
 /*
@@ -131,7 +143,7 @@ void *colo_ram_load_target(RAMBlock *block, ram_addr_t offset, void *host,
     }
     if (migration_incoming_in_colo_state()) {
         set_bit_atomic(offset >> qemu_target_page_bits(), block->bmap);
-        qatomic_set(&colo_ram_received, colo_ram_received + 1);
+        qatomic_inc(&colo_ram_received);
         return block->colo_cache + offset;
     }
     /* Initial migration: the page goes to guest RAM and to the cache. */
@@ -139,18 +151,34 @@ void *colo_ram_load_target(RAMBlock *block, ram_addr_t offset, void *host,
     return host;
 }
 
+bool colo_ram_multifd_sync_needed(void)
+{
+    return migrate_multifd() && migration_in_colo_state();
+}
+
 /*
  * Multifd: where the pages of one packet go.  In COLO they go into the cache
- * and are recorded; before, into guest RAM (colo_ram_multifd_received()
- * copies them to the cache).  Runs on the multifd receive threads.
+ * and are recorded.  Before, into guest RAM, and the cache gets a copy:
+ * here for the zero pages, in colo_ram_multifd_received() for the others.
  */
 void *colo_ram_multifd_target(RAMBlock *block,
                               const ram_addr_t *normal, uint32_t normal_num,
                               const ram_addr_t *zero, uint32_t zero_num)
 {
+    size_t page_size = qemu_target_page_size();
     int bits = qemu_target_page_bits();
 
-    if (!block->colo_cache || !migration_incoming_in_colo_state()) {
+    if (!block->colo_cache) {
+        return block->host;
+    }
+    if (!migration_incoming_in_colo_state()) {
+        for (uint32_t i = 0; i < zero_num; i++) {
+            void *page = block->colo_cache + zero[i];
+
+            if (!buffer_is_zero(page, page_size)) {
+                memset(page, 0, page_size);
+            }
+        }
         return block->host;
     }
     for (uint32_t i = 0; i < normal_num; i++) {
@@ -163,9 +191,8 @@ void *colo_ram_multifd_target(RAMBlock *block,
     return block->colo_cache;
 }
 
-void colo_ram_multifd_received(RAMBlock *block,
-                               const ram_addr_t *normal, uint32_t normal_num,
-                               const ram_addr_t *zero, uint32_t zero_num)
+void colo_ram_multifd_received(RAMBlock *block, const ram_addr_t *normal,
+                               uint32_t normal_num)
 {
     size_t page_size = qemu_target_page_size();
 
@@ -175,9 +202,6 @@ void colo_ram_multifd_received(RAMBlock *block,
     for (uint32_t i = 0; i < normal_num; i++) {
         memcpy(block->colo_cache + normal[i], block->host + normal[i],
                page_size);
-    }
-    for (uint32_t i = 0; i < zero_num; i++) {
-        memcpy(block->colo_cache + zero[i], block->host + zero[i], page_size);
     }
 }
 

@@ -1,6 +1,5 @@
 /*
- * COLO (COarse-grained LOck-stepping): the session state and the primary's
- * checkpoint loop
+ * COLO (COarse-grained LOck-stepping): the primary's checkpoint loop
  *
  * Copyright (c) 2026 The qemu-colo authors
  *
@@ -21,17 +20,19 @@
  *                      colo_primary_checkpoint()), the primary resumes
  *   loaded             the secondary applied it and runs again
  *
- * Threads and locks: see colo-internal.h.  The checkpoint loop runs on the
- * migration thread.  It holds the BQL to stop/start the guest and while
- * saving the rest of RAM and the device state (the dirty-bitmap sync inside
- * that save needs it under TCG); every wait on the peer is bounded by the
- * session's watchdog, which shuts the channels down so that the loop fails
- * over instead of hanging, with or without the BQL.
+ * Threads and locks: the checkpoint loop runs on the migration thread and
+ * reaches the session through colo-session.h.  It holds the BQL to
+ * stop/start the guest and while saving the rest of RAM and the device
+ * state (the dirty-bitmap sync inside that save needs it under TCG); so
+ * sending the rest of RAM blocks the main loop, the monitor included, for
+ * as long as it takes (bound: see COLO_PEER_TIMEOUT_MIN_MS).  Every wait on
+ * the peer is bounded by the session's watchdog, which shuts the channels
+ * down so that the loop fails over instead of hanging, with or without the
+ * BQL.
  */
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
-#include "qapi/qapi-commands-migration.h"
 #include "qapi/qapi-events-migration.h"
 #include "qemu/error-report.h"
 #include "qemu/main-loop.h"
@@ -46,241 +47,24 @@
 #include "net/colo-compare.h"
 #include "net/colo-input.h"
 #include "migration/colo.h"
-#include "migration/failover.h"
 #include "migration.h"
 #include "migration-stats.h"
 #include "savevm.h"
 #include "options.h"
-#include "colo-internal.h"
+#include "colo-session.h"
+#include "colo-failover.h"
 #include "colo-proto.h"
 #include "colo-fault.h"
 #include "trace.h"
 
-ColoSession colo_session = {
-    .mode = COLO_MODE_NONE,
-    .last_mode = COLO_MODE_NONE,
-    .exit_reason = COLO_EXIT_REASON_NONE,
-};
-
-static void colo_session_init(void)
-{
-    qemu_mutex_init(&colo_session.lock);
-    qemu_sem_init(&colo_session.wake, 0);
-}
-migration_init(colo_session_init);
-
-static const char *const colo_phase_names[] = {
-    [COLO_PHASE_OFF] = "off",
-    [COLO_PHASE_STARTING] = "starting",
-    [COLO_PHASE_RUNNING] = "running",
-    [COLO_PHASE_CHECKPOINT] = "checkpoint",
-    [COLO_PHASE_LOST] = "lost",
-    [COLO_PHASE_FAILOVER] = "failover",
-};
-
-static const char *const colo_trigger_names[COLO_TRIGGER__MAX] = {
-    [COLO_TRIGGER_PERIODIC] = "periodic",
-    [COLO_TRIGGER_MISMATCH] = "mismatch",
-    [COLO_TRIGGER_TIMEOUT] = "timeout",
-    [COLO_TRIGGER_FORCED] = "forced",
-};
-
-const char *colo_trigger_name(ColoTrigger trigger)
-{
-    return trigger < COLO_TRIGGER__MAX ? colo_trigger_names[trigger] : "?";
-}
-
-/* The one place where the phase changes. */
-void colo_set_phase(ColoPhase phase)
-{
-    qemu_mutex_lock(&colo_session.lock);
-    trace_colo_phase(COLOMode_str(colo_session.mode),
-                     colo_phase_names[colo_session.phase],
-                     colo_phase_names[phase]);
-    colo_session.phase = phase;
-    qemu_mutex_unlock(&colo_session.lock);
-}
-
-static void colo_watchdog_expired(void *opaque, const char *what)
-{
-    error_report("COLO: no progress from the peer for %" PRIu32 " ms (%s); "
-                 "failing over", colo_session.peer_timeout_ms, what);
-    trace_colo_watchdog_expired(what);
-    colo_shutdown_channels();
-}
-
 /*
- * What a checkpoint has moved so far: bytes the primary sent, pages the
- * secondary received.  Grows while a slow checkpoint still progresses, so
- * the watchdog only fires on a peer that stalls (slow is not dead).  Runs on
- * the watchdog thread: lock-free reads only.
+ * colo-compare wants a checkpoint: called in the main loop (the compare's
+ * request bottom half) with @data pointing to a ColoCompareRequest.
  */
-static uint64_t colo_session_progress(void *opaque)
-{
-    return stat64_get(&mig_stats.qemu_file_transferred) +
-           colo_ram_pages_received();
-}
-
-static uint32_t colo_peer_timeout_setting(void)
-{
-    uint32_t ms = migrate_get_current()->colo_peer_timeout_ms;
-
-    if (ms < COLO_PEER_TIMEOUT_MIN_MS) {
-        warn_report("COLO: x-colo-peer-timeout=%" PRIu32 " is below the "
-                    "minimum; using %d ms", ms, COLO_PEER_TIMEOUT_MIN_MS);
-        ms = COLO_PEER_TIMEOUT_MIN_MS;
-    }
-    return ms;
-}
-
-void colo_session_begin(COLOMode mode, QEMUFile *from_peer, QEMUFile *to_peer)
-{
-    ColoWatchdog *watchdog = colo_watchdog_new(colo_watchdog_expired,
-                                               colo_session_progress, NULL);
-    uint32_t peer_timeout_ms = colo_peer_timeout_setting();
-
-    qemu_mutex_lock(&colo_session.lock);
-    colo_session.mode = mode;
-    colo_session.exit_reason = COLO_EXIT_REASON_NONE;
-    colo_session.failover_requested = false;
-    colo_session.pending_triggers = 0;
-    colo_session.from_peer = from_peer;
-    colo_session.to_peer = to_peer;
-    colo_session.watchdog = watchdog;
-    colo_session.peer_timeout_ms = peer_timeout_ms;
-    colo_session.primary_waits = migrate_get_current()->colo_primary_waits;
-    memset(&colo_session.stats, 0, sizeof(colo_session.stats));
-    qemu_mutex_unlock(&colo_session.lock);
-    colo_set_phase(COLO_PHASE_STARTING);
-}
-
-void colo_session_end(Error *err)
-{
-    COLOMode mode;
-    COLOExitReason reason;
-    ColoWatchdog *watchdog;
-
-    qemu_mutex_lock(&colo_session.lock);
-    mode = colo_session.mode;
-    /* A requested failover breaks the channel on purpose: not an error. */
-    reason = colo_session.failover_requested ? COLO_EXIT_REASON_REQUEST
-                                             : COLO_EXIT_REASON_ERROR;
-    colo_session.last_mode = mode;
-    colo_session.mode = COLO_MODE_NONE;
-    colo_session.exit_reason = reason;
-    colo_session.from_peer = NULL;
-    colo_session.to_peer = NULL;
-    watchdog = colo_session.watchdog;
-    colo_session.watchdog = NULL;
-    qemu_mutex_unlock(&colo_session.lock);
-
-    colo_watchdog_free(watchdog);
-    colo_set_phase(COLO_PHASE_OFF);
-    if (err && reason == COLO_EXIT_REASON_ERROR) {
-        error_report("COLO %s: leaving COLO: %s", COLOMode_str(mode),
-                     error_get_pretty(err));
-    }
-    trace_colo_session_end(COLOMode_str(mode), COLOExitReason_str(reason));
-    qapi_event_send_colo_exit(mode, reason);
-}
-
-void colo_stats_checkpoint(ColoTrigger trigger, int64_t pause_us,
-                           uint64_t ram_bytes, uint64_t device_state_bytes)
-{
-    ColoStats *st = &colo_session.stats;
-
-    qemu_mutex_lock(&colo_session.lock);
-    st->checkpoints++;
-    st->by_trigger[trigger]++;
-    st->last_pause_us = pause_us;
-    st->max_pause_us = MAX(st->max_pause_us, pause_us);
-    st->ram_bytes += ram_bytes;
-    st->device_state_bytes += device_state_bytes;
-    qemu_mutex_unlock(&colo_session.lock);
-    trace_colo_checkpoint_done(st->checkpoints, colo_trigger_name(trigger),
-                               pause_us, ram_bytes, device_state_bytes);
-}
-
-void colo_shutdown_channels(void)
-{
-    qemu_mutex_lock(&colo_session.lock);
-    if (colo_session.from_peer) {
-        qemu_file_shutdown(colo_session.from_peer);
-    }
-    if (colo_session.to_peer) {
-        qemu_file_shutdown(colo_session.to_peer);
-    }
-    qemu_mutex_unlock(&colo_session.lock);
-}
-
-void colo_wait_for_decision(void)
-{
-    colo_shutdown_channels();
-    colo_set_phase(COLO_PHASE_LOST);
-    bql_lock();
-    if (runstate_is_running()) {
-        vm_stop(RUN_STATE_COLO);
-    }
-    bql_unlock();
-    while (!colo_failover_requested()) {
-        qemu_sem_wait(&colo_session.wake);
-    }
-}
-
-void colo_arm(const char *what)
-{
-    colo_watchdog_arm(colo_session.watchdog, what,
-                      colo_session.peer_timeout_ms);
-}
-
-void colo_disarm(void)
-{
-    colo_watchdog_disarm(colo_session.watchdog);
-}
-
-bool colo_failover_requested(void)
-{
-    bool requested;
-
-    qemu_mutex_lock(&colo_session.lock);
-    requested = colo_session.failover_requested;
-    qemu_mutex_unlock(&colo_session.lock);
-    return requested;
-}
-
-bool colo_quitting(void)
-{
-    bool quitting;
-
-    qemu_mutex_lock(&colo_session.lock);
-    quitting = colo_session.quitting;
-    qemu_mutex_unlock(&colo_session.lock);
-    return quitting;
-}
-
-/* Thread-safe: called from the main loop and from colo-compare's iothread. */
-void colo_request_checkpoint(ColoTrigger trigger)
-{
-    bool wake = false;
-
-    qemu_mutex_lock(&colo_session.lock);
-    if (colo_session.mode == COLO_MODE_PRIMARY) {
-        colo_session.pending_triggers |= 1u << trigger;
-        wake = true;
-    }
-    qemu_mutex_unlock(&colo_session.lock);
-    if (wake) {
-        trace_colo_checkpoint_requested(colo_trigger_name(trigger));
-        qemu_sem_post(&colo_session.wake);
-    }
-}
-
-/* colo-compare asks for a checkpoint; @data points to a ColoCompareRequest. */
 static void colo_compare_wants_checkpoint(Notifier *notifier, void *data)
 {
     const ColoCompareRequest *request = data;
-
-    bool timeout = request && *request == COLO_COMPARE_REQUEST_TIMEOUT;
+    bool timeout = *request == COLO_COMPARE_REQUEST_TIMEOUT;
 
     colo_request_checkpoint(timeout ? COLO_TRIGGER_TIMEOUT
                                     : COLO_TRIGGER_MISMATCH);
@@ -290,147 +74,13 @@ static Notifier colo_compare_notifier = {
     .notify = colo_compare_wants_checkpoint,
 };
 
-COLOMode get_colo_mode(void)
-{
-    COLOMode mode;
-
-    qemu_mutex_lock(&colo_session.lock);
-    mode = colo_session.mode;
-    qemu_mutex_unlock(&colo_session.lock);
-    return mode;
-}
-
-bool migration_in_colo_state(void)
-{
-    MigrationState *s = migrate_get_current();
-
-    return s->state == MIGRATION_STATUS_COLO;
-}
-
-bool migration_incoming_in_colo_state(void)
-{
-    MigrationIncomingState *mis = migration_incoming_get_current();
-
-    return mis && mis->state == MIGRATION_STATUS_COLO;
-}
-
-/* x-checkpoint-delay changed: on the primary, checkpoint now. */
-void colo_checkpoint_delay_set(void)
-{
-    colo_request_checkpoint(COLO_TRIGGER_FORCED);
-}
-
-void colo_do_failover(void)
-{
-    colo_request_failover(NULL);
-}
-
-void colo_resume_guest(void)
-{
-    if (!colo_quitting() && runstate_check(RUN_STATE_COLO)) {
-        vm_start();
-    }
-}
-
-/* QEMU is exiting: let the COLO thread leave its loop; do not wait for it. */
-void colo_shutdown(void)
-{
-    qemu_mutex_lock(&colo_session.lock);
-    colo_session.quitting = true;
-    if (colo_session.mode != COLO_MODE_NONE) {
-        colo_session.failover_requested = true;
-    }
-    qemu_mutex_unlock(&colo_session.lock);
-    colo_shutdown_channels();
-    qemu_sem_post(&colo_session.wake);
-}
-
-COLOStatus *qmp_query_colo_status(Error **errp)
-{
-    COLOStatus *status = g_new0(COLOStatus, 1);
-    ColoStats *st = &colo_session.stats;
-
-    qemu_mutex_lock(&colo_session.lock);
-    status->mode = colo_session.mode;
-    status->last_mode = colo_session.last_mode;
-    switch (colo_session.phase) {
-    case COLO_PHASE_FAILOVER:
-        status->reason = COLO_EXIT_REASON_PROCESSING;
-        break;
-    case COLO_PHASE_LOST:
-        status->reason = COLO_EXIT_REASON_ERROR;
-        break;
-    default:
-        status->reason = colo_session.exit_reason;
-        break;
-    }
-    status->has_checkpoints = true;
-    status->checkpoints = st->checkpoints;
-    status->has_checkpoints_periodic = true;
-    status->checkpoints_periodic = st->by_trigger[COLO_TRIGGER_PERIODIC];
-    status->has_checkpoints_mismatch = true;
-    status->checkpoints_mismatch = st->by_trigger[COLO_TRIGGER_MISMATCH];
-    status->has_checkpoints_timeout = true;
-    status->checkpoints_timeout = st->by_trigger[COLO_TRIGGER_TIMEOUT];
-    status->has_checkpoints_forced = true;
-    status->checkpoints_forced = st->by_trigger[COLO_TRIGGER_FORCED];
-    status->has_last_pause_us = true;
-    status->last_pause_us = st->last_pause_us;
-    status->has_max_pause_us = true;
-    status->max_pause_us = st->max_pause_us;
-    status->has_ram_bytes = true;
-    status->ram_bytes = st->ram_bytes;
-    status->has_device_state_bytes = true;
-    status->device_state_bytes = st->device_state_bytes;
-    qemu_mutex_unlock(&colo_session.lock);
-    return status;
-}
-
 /*
- * The replication commands Xen uses drive the replication framework
- * directly; they work without Xen too.
+ * The watchdog's progress measure on the primary: bytes sent.  Watchdog
+ * thread; a lock-free read.
  */
-void qmp_xen_set_replication(bool enable, bool primary,
-                             bool has_failover, bool failover,
-                             Error **errp)
+static uint64_t colo_primary_progress(void *opaque)
 {
-    ReplicationMode mode = primary ? REPLICATION_MODE_PRIMARY
-                                   : REPLICATION_MODE_SECONDARY;
-
-    if (has_failover && enable) {
-        error_setg(errp, "Parameter 'failover' is only for stopping "
-                   "replication");
-        return;
-    }
-    if (enable) {
-        replication_start_all(mode, errp);
-    } else {
-        replication_stop_all(has_failover && failover, errp);
-    }
-}
-
-ReplicationStatus *qmp_query_xen_replication_status(Error **errp)
-{
-    ReplicationStatus *status = g_new0(ReplicationStatus, 1);
-    Error *err = NULL;
-
-    replication_get_error_all(&err);
-    if (err) {
-        status->error = true;
-        status->desc = g_strdup(error_get_pretty(err));
-        error_free(err);
-    }
-    return status;
-}
-
-void qmp_xen_colo_do_checkpoint(Error **errp)
-{
-    ERRP_GUARD();
-
-    replication_do_checkpoint_all(errp);
-    if (!*errp) {
-        colo_notify_filters_event(COLO_EVENT_CHECKPOINT, errp);
-    }
+    return stat64_get(&mig_stats.qemu_file_transferred);
 }
 
 /* ---- the primary's checkpoint loop (migration thread) ---- */
@@ -452,39 +102,6 @@ static bool colo_primary_expect(ColoPrimary *p, ColoMsgType type,
     ok = colo_msg_expect(p->from, type, p->seq, msg, errp);
     colo_disarm();
     return ok;
-}
-
-/*
- * Wait for the next reason to checkpoint; false when COLO must end.
- * Runs without the BQL.
- */
-static bool colo_primary_wait_trigger(ColoPrimary *p, ColoTrigger *trigger)
-{
-    for (;;) {
-        int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-        unsigned pending;
-        bool failover;
-
-        qemu_mutex_lock(&colo_session.lock);
-        failover = colo_session.failover_requested;
-        pending = colo_session.pending_triggers;
-        colo_session.pending_triggers = 0;
-        qemu_mutex_unlock(&colo_session.lock);
-
-        if (failover) {
-            return false;
-        }
-        if (pending) {
-            *trigger = ctz32(pending);
-            return true;
-        }
-        if (now >= p->next_periodic_ms) {
-            *trigger = COLO_TRIGGER_PERIODIC;
-            return true;
-        }
-        qemu_sem_timedwait(&colo_session.wake,
-                           MIN(p->next_periodic_ms - now, INT_MAX));
-    }
 }
 
 /*
@@ -611,7 +228,11 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
         replication_do_checkpoint_all(errp);
     }
     if (!*errp) {
-        /* The rest of RAM (with a dirty-bitmap sync) and QEMU_VM_EOF. */
+        /*
+         * The rest of RAM (with a dirty-bitmap sync) and QEMU_VM_EOF, with
+         * the BQL held: a peer that stops reading stalls the main loop
+         * until the watchdog fires (see COLO_PEER_TIMEOUT_MIN_MS).
+         */
         colo_arm("RAM");
         qemu_savevm_live_state(p->to);
         colo_disarm();
@@ -720,7 +341,7 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
         qapi_event_send_colo_link_lost(COLO_MODE_PRIMARY,
                                        err ? error_get_pretty(err)
                                            : "COLO stopped");
-        if (colo_session.primary_waits && !colo_quitting()) {
+        if (colo_session_primary_waits() && !colo_quitting()) {
             colo_primary_wait_for_decision(err);
         }
     }
@@ -732,7 +353,7 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
     bql_lock();
     colo_failover_release(COLO_MODE_PRIMARY);
     colo_resume_guest();
-    if (colo_session.stats.checkpoints == 0 && err &&
+    if (colo_session_checkpoints() == 0 && err &&
         !colo_failover_requested()) {
         /* COLO never worked: say so, as a failed migration. */
         migrate_set_error(s, err);
@@ -765,7 +386,10 @@ static void colo_primary_run(MigrationState *s)
     WITH_QEMU_LOCK_GUARD(&s->qemu_file_lock) {
         s->rp_state.from_dst_file = p.from;
     }
-    colo_session_begin(COLO_MODE_PRIMARY, p.from, p.to);
+    colo_session_begin(COLO_MODE_PRIMARY, p.from, p.to,
+                       colo_primary_progress);
+    /* Before any exit: colo_primary_exit() unregisters it. */
+    colo_compare_register_notifier(&colo_compare_notifier);
     if (!p.from) {
         error_setg(&err, "COLO: cannot open the return path");
     } else if (kvm_dirty_ring_enabled()) {
@@ -773,6 +397,10 @@ static void colo_primary_run(MigrationState *s)
         error_setg(&err, "COLO: the KVM dirty ring (-accel kvm,"
                    "dirty-ring-size=N) is not supported; start QEMU without "
                    "dirty-ring-size");
+    } else if (migrate_dirty_bitmaps()) {
+        /* Their sections would reach the secondary's lock-free RAM load. */
+        error_setg(&err, "COLO: the dirty-bitmaps migration capability is "
+                   "not supported");
     }
     if (err) {
         colo_primary_exit(&p, err);
@@ -780,7 +408,6 @@ static void colo_primary_run(MigrationState *s)
         return;
     }
     migration_rate_set(RATE_LIMIT_DISABLED);
-    colo_compare_register_notifier(&colo_compare_notifier);
 
     bql_lock();
     replication_start_all(REPLICATION_MODE_PRIMARY, &err);
@@ -813,7 +440,7 @@ static void colo_primary_run(MigrationState *s)
     for (;;) {
         p.next_periodic_ms = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
                              migrate_checkpoint_delay();
-        if (!colo_primary_wait_trigger(&p, &trigger)) {
+        if (!colo_wait_trigger(p.next_periodic_ms, &trigger)) {
             break;
         }
         if (!colo_primary_checkpoint(&p, trigger, &err)) {

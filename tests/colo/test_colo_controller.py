@@ -15,9 +15,10 @@ import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from colo_pair import (bootsect_guest_args, checkpoints, colo_status,  # noqa: E402
-                       linux_guest_args, start_pair, wait_checkpoints)
-from colo_vm import guest_files, wait_for  # noqa: E402
+from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
+                       colo_status, linux_guest_args, start_pair,
+                       wait_checkpoints)
+from colo_vm import Vm, guest_files, wait_for  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
 from tap import Tap, expect_error  # noqa: E402
 
@@ -509,6 +510,39 @@ def case_replica_fidelity_after_reset():
             vm.shutdown()
 
 
+def case_dirty_bitmaps_refused():
+    """The secondary loads a checkpoint's RAM without the BQL, which is safe
+    for RAM sections only: the primary refuses COLO with the dirty-bitmaps
+    capability (its sections would reach that load) and runs on alone."""
+    caps = CAPS + [{"capability": "dirty-bitmaps", "state": True}]
+    pri = Vm(bootsect_guest_args(MEM_MB), name="primary")
+    sec = Vm(bootsect_guest_args(MEM_MB) + ["-incoming", "defer"],
+             name="secondary")
+    try:
+        pri.start()
+        sec.start()
+        for vm in (pri, sec):
+            vm.cmd("migrate-set-capabilities", capabilities=caps)
+        pri.cmd("migrate-set-parameters", **{"max-bandwidth": 8 << 30,
+                                             "downtime-limit": 2000})
+        sec_path = sec.path("migrate.sock")
+        sec.cmd("migrate-incoming", uri="unix:" + sec_path)
+        pri.cmd("migrate", uri="unix:" + sec_path)
+        # Refused: the migration fails; accepted: checkpoints begin.
+        pri.wait_for(lambda: pri.cmd("query-migrate")["status"] == "failed"
+                     or checkpoints(pri) > 0, 180,
+                     "the migration to fail or a checkpoint")
+        info = pri.cmd("query-migrate")
+        assert info["status"] == "failed", (info, colo_status(pri))
+        assert "dirty-bitmaps" in info.get("error-desc", ""), info
+        ev = pri.wait_event("COLO_EXIT", 30)
+        assert ev["data"] == {"mode": "primary", "reason": "error"}, ev
+        guest_runs(pri)
+    finally:
+        for vm in (pri, sec):
+            vm.shutdown()
+
+
 def case_guest_poweroff(no_shutdown):
     """The guest powers itself off in COLO (both sides run it).  With
     -no-shutdown both QEMUs stay, checkpointing a stopped guest, and quit
@@ -589,6 +623,8 @@ def main():
     t.check("guest reset during COLO: checkpoints go on", case_guest_reset)
     t.check("guest reset during COLO (Linux guest reboots): RAM and CPU state "
             "identical after a checkpoint", case_replica_fidelity_after_reset)
+    t.check("the dirty-bitmaps capability is refused: the primary runs on alone",
+            case_dirty_bitmaps_refused)
     t.check("guest poweroff during COLO with -no-shutdown: both stay, then quit cleanly",
             case_guest_poweroff, True)
     t.check("guest poweroff during COLO: both QEMUs exit cleanly", case_guest_poweroff, False)
