@@ -48,3 +48,6 @@ echo "== TLS on the COLO link (the same pair without and with tls-dir)"
 
 echo "== client: spurious checkpoints (identical guests, IPv6 on)"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/spurious.py"
+
+echo "== client: bulk TCP (4 MiB fetches) unprotected vs COLO"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/bulk.py"

@@ -26,6 +26,9 @@
 #                       /dev/vda, a virtio-blk disk), with fsync: every
 #                       answer the client got is an acknowledged record on
 #                       the disk.
+#   colo.http=1         busybox httpd on port 80 serving /www, which holds
+#                       "bulk", 4 MiB of random bytes written at boot (so
+#                       the same on both VMs once protected)
 #   colo.burn=N         N busy shell loops (a vCPU-heavy load; with -smp 2
 #                       N=2 keeps both vCPUs busy), niced so the service
 #                       still answers
@@ -211,6 +214,7 @@ for opt in $(cat /proc/cmdline); do
         colo.records=*) records="${opt#colo.records=}" ;;
         colo.vary=*)  vary="${opt#colo.vary=}" ;;
         colo.burn=*)  burn="${opt#colo.burn=}" ;;
+        colo.http=*)  http="${opt#colo.http=}" ;;
     esac
 done
 
@@ -253,6 +257,13 @@ if [ -n "$dirty" ] && [ "$dirty" -gt 0 ]; then
     # idle shell leaves the dirtier the whole vCPU.
     renice -n 10 -p $! >/dev/null
     echo "COLO-GUEST: dirtying $dirty MiB"
+fi
+if [ "$http" = 1 ]; then
+    mkdir -p /www
+    dd if=/dev/urandom of=/www/bulk bs=1M count=4 2>/dev/null
+    echo ok >/www/index.html
+    httpd -p 80 -h /www
+    echo "COLO-GUEST: httpd on port 80"
 fi
 if [ -n "$burn" ] && [ "$burn" -gt 0 ]; then
     i=0

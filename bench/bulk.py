@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Bulk TCP through COLO: the client fetches a 4 MiB file (busybox httpd in
+the guest, colo.http=1) over and over on fresh connections for DURATION
+seconds.  Two ways in one run, same guest, same topology:
+
+  unprotected  the primary alone, with an identical second VM running
+               beside it (not protected), so that both pay for the same CPU
+  colo         the protected pair (x-checkpoint-delay 2000 ms)
+
+Prints MB/s, fetch time p50/p99/max, checkpoints/s by trigger, and the
+ratio colo/unprotected.
+
+Usage: bulk.py [duration_s]   (default 30; root, as the e2e suites)
+Figures only, no assertion.
+"""
+
+import os
+import socket
+import sys
+import time
+
+os.environ.setdefault("E2E_DISKS", "0")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "e2e"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
+from colo_vm import Vm  # noqa: E402
+from e2e_pair import Pair, end_run, guest_args  # noqa: E402
+from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
+
+SIZE = 4 << 20
+TRIGGERS = ("periodic", "mismatch", "timeout", "forced")
+
+
+def fetch(topo):
+    """One GET of /bulk on a fresh connection; returns (bytes, seconds)."""
+    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+    t0 = time.monotonic()
+    try:
+        sock.settimeout(60)
+        sock.connect((GUEST_IP, 80))
+        sock.sendall(b"GET /bulk HTTP/1.0\r\nHost: guest\r\n\r\n")
+        got = 0
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                break
+            got += len(data)
+    finally:
+        sock.close()
+    return got, time.monotonic() - t0
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+
+
+def run(topo, duration, vm):
+    times, total = [], 0
+    t0 = time.monotonic()
+    c0 = vm.cmd("query-colo-status")
+    while time.monotonic() - t0 < duration:
+        got, secs = fetch(topo)
+        if got < SIZE:
+            raise RuntimeError("short fetch: %d bytes" % got)
+        times.append(secs)
+        total += got
+    secs = time.monotonic() - t0
+    c1 = vm.cmd("query-colo-status")
+    rates = {t: (c1.get("checkpoints-" + t, 0) - c0.get("checkpoints-" + t, 0)) / secs
+             for t in TRIGGERS}
+    return total / secs / 1e6, times, rates
+
+
+def report(name, mbs, times, rates):
+    print("%-12s %6.1f MB/s  fetch p50 %.2f s  p99 %.2f s  max %.2f s  (%d fetches)"
+          "  checkpoints/s: %s"
+          % (name, mbs, pct(times, 50), pct(times, 99), max(times), len(times),
+             ", ".join("%s %.2f" % (t, r) for t, r in rates.items())))
+
+
+def main():
+    duration = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
+    why = missing_requirements()
+    if why:
+        print("skipped: %s" % why)
+        return 0
+    results = {}
+    # unprotected: the primary's VM alone on the network, its twin idle beside
+    topo = Topology()
+    vm = twin = None
+    try:
+        topo.setup()
+        vm = Vm(guest_args("colo.http=1"), name="unprotected",
+                prefix=topo.exec_prefix(topo.pri))
+        twin = Vm(guest_args("colo.http=1")[:-4], name="twin",
+                  prefix=topo.exec_prefix(topo.sec))
+        vm.start()
+        twin.start()
+        vm.serial_wait("COLO-GUEST: ready", 240)
+        results["unprotected"] = run(topo, duration, vm)
+    finally:
+        end_run(topo, None, vm and vm.shutdown, twin and twin.shutdown)
+    topo = Topology()
+    pair = None
+    try:
+        topo.setup()
+        pair = Pair(topo, append="colo.http=1")
+        pair.start()
+        results["colo"] = run(topo, duration, pair.pri)
+        names = [p["name"] for p in pair.pri.cmd("qom-list", path="/objects/comp0")
+                 if p["name"].startswith("stat-")]
+        comp = {n[5:]: pair.pri.cmd("qom-get", path="/objects/comp0", property=n)
+                for n in names}
+    finally:
+        end_run(topo, None, pair and pair.stop)
+    print("bulk TCP: 4 MiB fetches on fresh connections, %.0f s each way" % duration)
+    for name, r in results.items():
+        report(name, *r)
+    print("colo-compare: longest hold %.0f ms; %s" % (
+        comp["max-hold-us"] / 1000.0,
+        ", ".join("%s %s" % (k, v) for k, v in sorted(comp.items())
+                  if k != "max-hold-us" and v)))
+    print("ratio colo/unprotected: %.2f"
+          % (results["colo"][0] / results["unprotected"][0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
