@@ -7,12 +7,12 @@
  */
 
 #include "qemu/osdep.h"
-#include <sys/un.h>
 #include <poll.h>
 #include "qapi/error.h"
 #include "qobject/qjson.h"
 #include "qobject/qstring.h"
 #include "qemu/timer.h"
+#include "qemu/sockets.h"
 #include "qmp-client.h"
 
 /* A QMP message larger than this is refused as garbage. */
@@ -29,9 +29,14 @@ static int64_t deadline_after(int timeout_ms)
     return qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + timeout_ms;
 }
 
-/* Read one newline-terminated JSON object before @deadline. */
-static QDict *qmp_client_read(QmpClient *c, int64_t deadline, Error **errp)
+/*
+ * Read one newline-terminated JSON object before @deadline into *@msg.
+ * Returns 0, or a negative errno as qmp_client_wait_event() does.
+ */
+static int qmp_client_read(QmpClient *c, int64_t deadline, QDict **msg,
+                           Error **errp)
 {
+    *msg = NULL;
     for (;;) {
         char *nl = memchr(c->inbuf->str, '\n', c->inbuf->len);
         struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
@@ -43,7 +48,6 @@ static QDict *qmp_client_read(QmpClient *c, int64_t deadline, Error **errp)
             size_t len = nl - c->inbuf->str + 1;
             g_autofree char *line = g_strndup(c->inbuf->str, len);
             QObject *obj;
-            QDict *dict;
 
             g_string_erase(c->inbuf, 0, len);
             if (!*g_strstrip(line)) {
@@ -51,29 +55,29 @@ static QDict *qmp_client_read(QmpClient *c, int64_t deadline, Error **errp)
             }
             obj = qobject_from_json(line, errp);
             if (!obj) {
-                return NULL;
+                return -EIO;
             }
-            dict = qobject_to(QDict, obj);
-            if (!dict) {
+            *msg = qobject_to(QDict, obj);
+            if (!*msg) {
                 qobject_unref(obj);
                 error_setg(errp, "QMP: expected a JSON object");
-                return NULL;
+                return -EIO;
             }
-            return dict;
+            return 0;
         }
         if (c->inbuf->len > QMP_MAX_MESSAGE) {
             error_setg(errp, "QMP: message too long");
-            return NULL;
+            return -EIO;
         }
         left = deadline - qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
         if (left <= 0) {
             error_setg(errp, "QMP: no answer in time");
-            return NULL;
+            return -ETIMEDOUT;
         }
         n = poll(&pfd, 1, MIN(left, INT_MAX));
         if (n < 0 && errno != EINTR) {
             error_setg_errno(errp, errno, "QMP: poll failed");
-            return NULL;
+            return -EIO;
         }
         if (n <= 0) {
             continue;
@@ -81,14 +85,14 @@ static QDict *qmp_client_read(QmpClient *c, int64_t deadline, Error **errp)
         n = read(c->fd, buf, sizeof(buf));
         if (n == 0) {
             error_setg(errp, "QMP: the monitor closed the connection");
-            return NULL;
+            return -EPIPE;
         }
         if (n < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 continue;
             }
             error_setg_errno(errp, errno, "QMP: read failed");
-            return NULL;
+            return -EIO;
         }
         g_string_append_len(c->inbuf, buf, n);
     }
@@ -131,10 +135,10 @@ QObject *qmp_client_cmd(QmpClient *c, const char *command, QDict *args,
         return NULL;
     }
     for (;;) {
-        g_autoptr(QDict) reply = qmp_client_read(c, deadline, errp);
+        g_autoptr(QDict) reply = NULL;
         QDict *error;
 
-        if (!reply) {
+        if (qmp_client_read(c, deadline, &reply, errp) < 0) {
             error_prepend(errp, "%s: ", command);
             return NULL;
         }
@@ -155,21 +159,99 @@ QObject *qmp_client_cmd(QmpClient *c, const char *command, QDict *args,
     }
 }
 
+/* qmp_client_cmd() whose reply must be of @type (@what, for the error). */
+static QObject *cmd_of_type(QmpClient *c, const char *command, QDict *args,
+                            int timeout_ms, QType type, const char *what,
+                            Error **errp)
+{
+    QObject *ret = qmp_client_cmd(c, command, args, timeout_ms, errp);
+
+    if (ret && qobject_type(ret) != type) {
+        qobject_unref(ret);
+        error_setg(errp, "%s: expected %s in the reply", command, what);
+        return NULL;
+    }
+    return ret;
+}
+
 QDict *qmp_client_cmd_dict(QmpClient *c, const char *command, QDict *args,
                            int timeout_ms, Error **errp)
 {
-    QObject *ret = qmp_client_cmd(c, command, args, timeout_ms, errp);
-    QDict *dict = qobject_to(QDict, ret);
-
-    if (ret && !dict) {
-        qobject_unref(ret);
-        error_setg(errp, "%s: expected an object in the reply", command);
-    }
-    return dict;
+    return qobject_to(QDict, cmd_of_type(c, command, args, timeout_ms,
+                                         QTYPE_QDICT, "an object", errp));
 }
 
-QDict *qmp_client_wait_event(QmpClient *c, const char *name, int timeout_ms,
-                             Error **errp)
+QList *qmp_client_cmd_list(QmpClient *c, const char *command, QDict *args,
+                           int timeout_ms, Error **errp)
+{
+    return qobject_to(QList, cmd_of_type(c, command, args, timeout_ms,
+                                         QTYPE_QLIST, "a list", errp));
+}
+
+bool qmp_client_run(QmpClient *c, const char *command, QDict *args,
+                    Error **errp)
+{
+    QObject *ret = qmp_client_cmd(c, command, args, QMP_CLIENT_TIMEOUT_MS,
+                                  errp);
+
+    qobject_unref(ret);
+    return ret != NULL;
+}
+
+bool qmp_client_run_str(QmpClient *c, const char *command, const char *key,
+                        const char *value, Error **errp)
+{
+    g_autoptr(QDict) args = qdict_new();
+
+    qdict_put_str(args, key, value);
+    return qmp_client_run(c, command, args, errp);
+}
+
+char *qmp_client_query_str(QmpClient *c, const char *command,
+                           const char *key, Error **errp)
+{
+    g_autoptr(QDict) d = qmp_client_cmd_dict(c, command, NULL,
+                                             QMP_CLIENT_TIMEOUT_MS, errp);
+
+    if (!d) {
+        return NULL;
+    }
+    return g_strdup(qdict_get_try_str(d, key) ?: "none");
+}
+
+GStrv qmp_list_values(QList *list, const char *key)
+{
+    GPtrArray *a = g_ptr_array_new();
+    QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+        const char *v = d ? qdict_get_try_str(d, key) : NULL;
+
+        if (v) {
+            g_ptr_array_add(a, g_strdup(v));
+        }
+    }
+    g_ptr_array_add(a, NULL);
+    return (GStrv)g_ptr_array_free(a, false);
+}
+
+bool qmp_list_has(QList *list, const char *key, const char *value)
+{
+    QListEntry *e;
+
+    QLIST_FOREACH_ENTRY(list, e) {
+        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
+
+        if (d && g_strcmp0(qdict_get_try_str(d, key), value) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int qmp_client_wait_event(QmpClient *c, const char *name, int timeout_ms,
+                          QDict **event, Error **errp)
 {
     int64_t deadline = deadline_after(timeout_ms);
 
@@ -177,11 +259,13 @@ QDict *qmp_client_wait_event(QmpClient *c, const char *name, int timeout_ms,
         QDict *ev = g_queue_pop_head(&c->events);
 
         if (!ev) {
-            ev = qmp_client_read(c, deadline, errp);
-            if (!ev) {
+            int ret = qmp_client_read(c, deadline, &ev, errp);
+
+            if (ret < 0) {
                 error_prepend(errp, "waiting for event %s: ",
                               name ? name : "(any)");
-                return NULL;
+                *event = NULL;
+                return ret;
             }
             if (!qdict_haskey(ev, "event")) {
                 qobject_unref(ev);     /* a late reply: nobody waits for it */
@@ -189,7 +273,8 @@ QDict *qmp_client_wait_event(QmpClient *c, const char *name, int timeout_ms,
             }
         }
         if (!name || g_str_equal(qdict_get_try_str(ev, "event") ?: "", name)) {
-            return ev;
+            *event = ev;
+            return 0;
         }
         qobject_unref(ev);
     }
@@ -197,29 +282,23 @@ QDict *qmp_client_wait_event(QmpClient *c, const char *name, int timeout_ms,
 
 QmpClient *qmp_client_connect(const char *path, int timeout_ms, Error **errp)
 {
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
     QmpClient *c;
     g_autoptr(QDict) greeting = NULL;
+    Error *err = NULL;
     QObject *ret;
+    int fd = unix_connect(path, &err);
 
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        error_setg(errp, "QMP socket path too long: %s", path);
+    if (fd < 0) {
+        error_propagate_prepend(errp, err, "cannot connect to QMP socket %s: ",
+                                path);
         return NULL;
     }
-    strcpy(addr.sun_path, path);
     c = g_new0(QmpClient, 1);
+    c->fd = fd;
     c->inbuf = g_string_new(NULL);
     g_queue_init(&c->events);
-    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0 ||
-        connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        error_setg_errno(errp, errno, "cannot connect to QMP socket %s",
-                         path);
-        qmp_client_free(c);
-        return NULL;
-    }
-    greeting = qmp_client_read(c, deadline_after(timeout_ms), errp);
-    if (!greeting || !qdict_haskey(greeting, "QMP")) {
+    if (qmp_client_read(c, deadline_after(timeout_ms), &greeting, errp) < 0 ||
+        !qdict_haskey(greeting, "QMP")) {
         if (greeting) {
             error_setg(errp, "%s does not speak QMP", path);
         }
