@@ -6,6 +6,9 @@
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
+ * The actions live in colo-takeover.c (take-over), colo-protect.c
+ * (protect and re-protect) and colo-tls.c (the TLS objects).
+ *
  * Every action is idempotent enough to be retried: it looks at what the
  * VM has (query-colo-status, qom-list /objects, query-named-block-nodes)
  * and removes or adds only what is needed.  On failure the VM is left
@@ -18,20 +21,9 @@
 #include "qmp-client.h"
 #include "colo-config.h"
 
-/* Block node and job names the actions add (besides the documented ids). */
-#define COLO_REPLICATION_NODE "rep0"     /* the primary's replication child */
-#define COLO_RESYNC_NODE      "resync0"  /* NBD target of the disk resync */
-#define COLO_RESYNC_JOB       "resync"   /* the blockdev-mirror job */
-
-/*
- * TLS on the COLO link (the configuration's tls-dir): every QEMU of the
- * pair has both credentials (roles change with failover) and an authz
- * object that accepts only the peer node's certificate (subject CN = the
- * peer's node name); see "Securing a pair" in docs/system/qemu-colo.rst.
- */
-#define COLO_TLS_SERVER "colo-tls-server"  /* listeners: verify-peer=on */
-#define COLO_TLS_CLIENT "colo-tls-client"
-#define COLO_TLS_AUTHZ  "colo-tls-authz"   /* the peer's DN only */
+/* How long an action waits for QEMU to leave a state; how often it looks */
+#define COLO_ACTION_WAIT_MS 60000
+#define COLO_ACTION_POLL_MS 50
 
 /*
  * The -object arguments (JSON) that create the three TLS objects of @self
@@ -40,6 +32,10 @@
  */
 GStrv colo_tls_object_args(const ColoConfig *cfg,
                            const ColoNodeConfig *peer);
+
+/* The TLS objects on a running QEMU (started by an older tool: added). */
+bool colo_tls_ensure_objects(QmpClient *c, const ColoConfig *cfg,
+                             const ColoNodeConfig *peer, Error **errp);
 
 /*
  * Make the VM behind @qmp the only one serving: if it is a COLO secondary,
