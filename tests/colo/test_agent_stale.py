@@ -47,7 +47,9 @@ def datagram(seq, health, mode):
 
 
 class FakeQemu:
-    """A QMP server: query-colo-status from self.colo, the rest recorded."""
+    """A QMP server: query-colo-status from self.colo, a running guest
+    without migration (what the agent's status query reads), the rest
+    recorded."""
 
     def __init__(self, path):
         self.colo = {"mode": "secondary", "last-mode": "none", "reason": "none"}
@@ -74,6 +76,10 @@ class FakeQemu:
                 cmd = json.loads(line)["execute"]
                 if cmd == "query-colo-status":
                     ret = dict(self.colo)
+                elif cmd == "query-status":
+                    ret = {"status": "running"}
+                elif cmd == "query-migrate":
+                    ret = {}
                 elif cmd == "qmp_capabilities":
                     ret = {}
                 else:

@@ -20,15 +20,11 @@
  * - answers on its status socket (agent-socket) with one JSON line.
  *
  * Threads: the main thread runs the GLib loop (heartbeats, timers, status,
- * corosync) and owns the engine; the monitor thread owns the QMP client,
- * whose calls block (a checkpoint can hold QEMU's monitor for seconds), so
- * a slow QEMU never delays a heartbeat.  The monitor thread hands what it
- * sees to the main loop with g_main_context_invoke(); the main thread asks
- * it to take over through a queue.
+ * corosync) and owns the engine; the monitor thread (colo-agent-monitor.c)
+ * owns the QMP client and reports to on_monitor_msg() in the main loop.
  */
 
 #include "qemu/osdep.h"
-#include <sys/un.h>
 #include <netinet/ip.h>
 #include <glib-unix.h>
 #include "qapi/error.h"
@@ -39,16 +35,11 @@
 #include "qobject/qjson.h"
 #include "qobject/qstring.h"
 #include "qemu/timer.h"
-#include "qmp-client.h"
 #include "colo-config.h"
-#include "colo-actions.h"
+#include "colo-agent-monitor.h"
+#include "colo-agent-status.h"
 #include "colo-heartbeat.h"
 #include "colo-quorum.h"
-
-#define QMP_CONNECT_MS      2000
-#define QMP_QUERY_MS        30000   /* a checkpoint may hold the monitor */
-#define EVENT_SLICE_MS      20      /* how soon the monitor sees a request */
-#define MODE_POLL_MS        1000    /* COLO mode also re-read on events */
 #define AUTH_NONE_WARNING   "heartbeat-auth = none: anyone on the link can " \
                             "forge or replay heartbeats (a forged 'gone' " \
                             "makes the secondary take over)"
@@ -82,9 +73,7 @@ typedef struct Agent {
     ColoQuorum *quorum;
     uint32_t peer_node_id;
 
-    /* monitor thread */
-    GAsyncQueue *requests;      /* GINT_TO_POINTER(ColoHbAction) */
-    GThread *monitor;
+    ColoMonitor *monitor;
 } Agent;
 
 static int64_t now_ms(void)
@@ -114,30 +103,6 @@ static void G_GNUC_PRINTF(2, 3) agent_log(Agent *a, const char *fmt, ...)
 
 /* ---- the local QEMU process ------------------------------------------ */
 
-/* The pid of the process that listens on the unix socket @path. */
-static pid_t socket_owner(const char *path)
-{
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    struct ucred cred = { 0 };
-    socklen_t len = sizeof(cred);
-    int fd;
-
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        return 0;
-    }
-    strcpy(addr.sun_path, path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return 0;
-    }
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-        cred.pid = 0;
-    }
-    close(fd);
-    return cred.pid;
-}
-
 /* What /proc says of @pid: running, stopped or gone (also a zombie). */
 static ColoHealth process_health(pid_t pid)
 {
@@ -162,234 +127,6 @@ static ColoHealth process_health(pid_t pid)
     default:
         return COLO_HEALTH_RUNNING;
     }
-}
-
-/* ---- monitor thread -------------------------------------------------- */
-
-typedef enum MonKind {
-    MON_CONNECTED,
-    MON_DISCONNECTED,
-    MON_MODE,
-    MON_EVENT,
-    MON_ACTION_DONE,
-    MON_NOTE,                   /* a line for the log */
-} MonKind;
-
-typedef struct MonMsg {
-    Agent *agent;
-    MonKind kind;
-    pid_t pid;
-    ColoHbMode mode;
-    bool link_lost;             /* MON_MODE: the secondary session failed */
-    ColoHbAction action;
-    bool ok;
-    char *name;                 /* event name */
-    char *text;                 /* event data as JSON, or action result */
-} MonMsg;
-
-static gboolean on_monitor_msg(gpointer opaque);
-
-static void post(Agent *a, MonMsg m)
-{
-    MonMsg *copy = g_memdup2(&m, sizeof(m));
-
-    copy->agent = a;
-    g_main_context_invoke(NULL, on_monitor_msg, copy);
-}
-
-/*
- * *link_lost: the secondary session failed (its link broke), also when the
- * COLO_LINK_LOST event was missed (an agent started later): "error" while
- * still a secondary (the guest waits for a decision), or after leaving COLO
- * without a failover request.
- */
-static ColoHbMode query_mode(QmpClient *c, bool *link_lost, Error **errp)
-{
-    g_autoptr(QDict) st = qmp_client_cmd_dict(c, "query-colo-status", NULL,
-                                              QMP_QUERY_MS, errp);
-    const char *mode = st ? qdict_get_try_str(st, "mode") : NULL;
-    const char *last = st ? qdict_get_try_str(st, "last-mode") : NULL;
-
-    if (!st) {
-        return COLO_HB_MODE_UNKNOWN;
-    }
-    *link_lost = !g_strcmp0(qdict_get_try_str(st, "reason"), "error") &&
-                 (!g_strcmp0(mode, "secondary") ||
-                  (!g_strcmp0(mode, "none") &&
-                   !g_strcmp0(last, "secondary")));
-    if (!g_strcmp0(mode, "primary")) {
-        return COLO_HB_MODE_PRIMARY;
-    }
-    if (!g_strcmp0(mode, "secondary")) {
-        return COLO_HB_MODE_SECONDARY;
-    }
-    return COLO_HB_MODE_NONE;
-}
-
-/*
- * Break the connections of NBD clients (the primary's replication child)
- * with yank: to a peer that vanished with its host or behind a cut link
- * they hang until TCP gives up, and removing the child would drain them
- * with the monitor blocked.  In-flight writes to that child fail; quorum
- * completes them from the local copy.  Returns how many were yanked.
- */
-static int yank_block_nodes(QmpClient *c, Error **errp)
-{
-    QObject *ret = qmp_client_cmd(c, "query-yank", NULL, QMP_CONNECT_MS,
-                                  errp);
-    QList *list = qobject_to(QList, ret);
-    g_autoptr(QDict) args = NULL;
-    QList *inst;
-    QListEntry *e;
-    int n = 0;
-
-    if (!list) {
-        qobject_unref(ret);
-        return -1;
-    }
-    inst = qlist_new();
-    QLIST_FOREACH_ENTRY(list, e) {
-        QDict *d = qobject_to(QDict, qlist_entry_obj(e));
-
-        if (d && !g_strcmp0(qdict_get_try_str(d, "type"), "block-node")) {
-            qlist_append(inst, qobject_ref(d));
-            n++;
-        }
-    }
-    qobject_unref(ret);
-    args = qdict_new();
-    qdict_put(args, "instances", inst);
-    if (n) {
-        QObject *r = qmp_client_cmd(c, "yank", args, QMP_CONNECT_MS, errp);
-
-        if (!r) {
-            return -1;
-        }
-        qobject_unref(r);
-    }
-    return n;
-}
-
-static bool is_eof(Error *err)
-{
-    return err && strstr(error_get_pretty(err), "closed the connection");
-}
-
-static gpointer monitor_thread(gpointer opaque)
-{
-    Agent *a = opaque;
-    QmpClient *c = NULL;
-    int64_t next_query = 0;
-    bool told_unreachable = false;
-
-    for (;;) {
-        Error *err = NULL;
-        gpointer req;
-        QDict *ev;
-
-        if (!c) {
-            pid_t pid = socket_owner(a->node->agent_qmp);
-
-            c = pid ? qmp_client_connect(a->node->agent_qmp, QMP_CONNECT_MS,
-                                         &err) : NULL;
-            if (!c) {
-                if (!told_unreachable) {
-                    post(a, (MonMsg) { .kind = MON_DISCONNECTED,
-                                       .text = g_strdup(err ?
-                                           error_get_pretty(err) :
-                                           "no QEMU listens on it") });
-                    told_unreachable = true;
-                }
-                error_free(err);
-                req = g_async_queue_timeout_pop(a->requests,
-                                  a->cfg.heartbeat_interval_ms * 1000);
-                if (req) {
-                    post(a, (MonMsg) { .kind = MON_ACTION_DONE,
-                                       .action = GPOINTER_TO_INT(req),
-                                       .text = g_strdup("no QMP connection "
-                                                        "to the local QEMU") });
-                }
-                continue;
-            }
-            told_unreachable = false;
-            post(a, (MonMsg) { .kind = MON_CONNECTED, .pid = pid });
-            next_query = 0;
-        }
-
-        req = g_async_queue_try_pop(a->requests);
-        if (req) {
-            const char *what = NULL;
-            int yanked = yank_block_nodes(c, &err);
-            bool ok;
-
-            if (yanked != 0) {
-                post(a, (MonMsg) { .kind = MON_NOTE,
-                    .text = yanked > 0 ?
-                        g_strdup_printf("yanked %d NBD client node(s)",
-                                        yanked) :
-                        g_strdup_printf("yank failed: %s",
-                                        error_get_pretty(err)) });
-                error_free(err);
-                err = NULL;
-            }
-            ok = colo_action_take_over(c, &a->cfg, &what, &err);
-
-            post(a, (MonMsg) {
-                .kind = MON_ACTION_DONE, .action = GPOINTER_TO_INT(req),
-                .ok = ok,
-                .text = g_strdup(ok ? what : error_get_pretty(err)) });
-            error_free(err);
-            err = NULL;
-            next_query = 0;
-        }
-
-        if (now_ms() >= next_query) {
-            bool lost = false;
-            ColoHbMode mode = query_mode(c, &lost, &err);
-
-            if (mode != COLO_HB_MODE_UNKNOWN) {
-                post(a, (MonMsg) { .kind = MON_MODE, .mode = mode,
-                                   .link_lost = lost });
-            }
-            next_query = now_ms() + MODE_POLL_MS;
-            /*
-             * Any failure ends this connection: after a timeout the late
-             * reply would be taken for the next command's.
-             */
-        } else {
-            ev = qmp_client_wait_event(c, NULL, EVENT_SLICE_MS, &err);
-            if (ev) {
-                QObject *data = qdict_get(ev, "data");
-                g_autoptr(GString) json =
-                    data ? qobject_to_json(data) : g_string_new("{}");
-
-                post(a, (MonMsg) {
-                    .kind = MON_EVENT,
-                    .name = g_strdup(qdict_get_try_str(ev, "event")),
-                    .text = g_strdup(json->str) });
-                /* COLO_EXIT, MIGRATION (to colo) ...: the mode changed */
-                if (g_str_has_prefix(qdict_get_try_str(ev, "event") ?: "",
-                                     "COLO") ||
-                    !g_strcmp0(qdict_get_try_str(ev, "event"), "MIGRATION")) {
-                    next_query = 0;
-                }
-                qobject_unref(ev);
-            } else if (!is_eof(err)) {
-                /* no event in this slice: normal */
-                error_free(err);
-                err = NULL;
-            }
-        }
-        if (err) {
-            post(a, (MonMsg) { .kind = MON_DISCONNECTED,
-                               .text = g_strdup(error_get_pretty(err)) });
-            told_unreachable = true;
-            qmp_client_free(c);
-            c = NULL;
-            error_free(err);
-        }
-    }
-    return NULL;
 }
 
 /* ---- heartbeats ------------------------------------------------------ */
@@ -474,7 +211,7 @@ static void evaluate(Agent *a)
     if (act == COLO_HB_TAKE_OVER) {
         agent_log(a, "decision: take over: %s", a->hb.reason);
         set_last_action(a, "take-over started: %s", a->hb.reason);
-        g_async_queue_push(a->requests, GINT_TO_POINTER(act));
+        colo_monitor_request(a->monitor, act);
     } else if (act == COLO_HB_FENCE) {
         bool ok = a->qemu_pid > 0 && kill(a->qemu_pid, SIGKILL) == 0;
 
@@ -610,19 +347,18 @@ static gboolean on_heartbeat(gint fd, GIOCondition cond, gpointer opaque)
     return G_SOURCE_CONTINUE;
 }
 
-static gboolean on_monitor_msg(gpointer opaque)
+static void on_monitor_msg(const ColoMonMsg *m, void *opaque)
 {
-    MonMsg *m = opaque;
-    Agent *a = m->agent;
+    Agent *a = opaque;
 
     switch (m->kind) {
-    case MON_CONNECTED:
+    case COLO_MON_CONNECTED:
         agent_log(a, "QMP %s connected (QEMU pid %d)", a->node->agent_qmp,
                   (int)m->pid);
         a->qemu_pid = m->pid;
         refresh_health(a);
         break;
-    case MON_DISCONNECTED:
+    case COLO_MON_DISCONNECTED:
         agent_log(a, "QMP %s: %s", a->node->agent_qmp, m->text);
         if (a->qemu_pid) {
             a->gone_checks = 100;   /* one second in 10 ms steps */
@@ -630,7 +366,7 @@ static gboolean on_monitor_msg(gpointer opaque)
             refresh_health(a);
         }
         break;
-    case MON_MODE:
+    case COLO_MON_MODE:
         if (m->mode != a->hb.local_mode) {
             agent_log(a, "local QEMU COLO mode: %s -> %s",
                       colo_hb_mode_name(a->hb.local_mode),
@@ -643,7 +379,7 @@ static gboolean on_monitor_msg(gpointer opaque)
             colo_hb_session_broken(&a->hb);
         }
         break;
-    case MON_EVENT:
+    case COLO_MON_EVENT:
         /* checkpoints make STOP, RESUME, MIGRATION_PASS: only if asked */
         if (a->verbose || g_str_has_prefix(m->name ?: "", "COLO") ||
             !g_strcmp0(m->name, "SHUTDOWN") ||
@@ -654,10 +390,10 @@ static gboolean on_monitor_msg(gpointer opaque)
             colo_hb_link_lost(&a->hb);
         }
         break;
-    case MON_NOTE:
+    case COLO_MON_NOTE:
         agent_log(a, "%s", m->text);
         break;
-    case MON_ACTION_DONE:
+    case COLO_MON_ACTION_DONE:
         agent_log(a, "%s %s: %s", action_name(m->action),
                   m->ok ? "done" : "failed", m->text);
         set_last_action(a, "%s %s: %s", action_name(m->action),
@@ -666,10 +402,6 @@ static gboolean on_monitor_msg(gpointer opaque)
         break;
     }
     evaluate(a);
-    g_free(m->name);
-    g_free(m->text);
-    g_free(m);
-    return G_SOURCE_REMOVE;
 }
 
 /* ---- corosync -------------------------------------------------------- */
@@ -756,43 +488,39 @@ static const char *role_name(ColoHbMode m, const ColoHeartbeat *hb)
 static char *status_json(Agent *a)
 {
     int64_t now = now_ms();
-    g_autoptr(QDict) d = qdict_new();
-    g_autoptr(GString) s = NULL;
+    ColoAgentStatus st = {
+        .node = a->node->name,
+        .role = role_name(a->hb.local_mode, &a->hb),
+        .peer = a->peer->name,
+        .peer_state = colo_peer_state_name(colo_hb_peer_state(&a->hb, now)),
+        .last_heartbeat_ms = colo_hb_silence_ms(&a->hb, now),
+        .quorum = a->cfg.use_corosync ? colo_hb_quorum_name(a->hb.quorum)
+                                      : "none",
+        .last_action = a->last_action ?: "none",
+        .last_action_ms_ago = a->last_action ? now - a->last_action_ms : -1,
+        .reason = a->hb.reason ?: "",
+        .stale = a->hb.stale,
+        .local_qemu = colo_health_name(a->hb.local_health),
+        .qemu_pid = a->qemu_pid,
+        .peer_qemu = colo_health_name(a->hb.peer_health),
+        .peer_mode = colo_hb_mode_name(a->hb.peer_mode),
+        .heartbeats_sent = a->seq,
+        .heartbeats_received = a->hb.rx_ok,
+        .bad_datagrams = a->hb.rx_bad,
+        .forged_datagrams = a->hb.rx_forged,
+        .corrupt_datagrams = a->hb.rx_corrupt,
+        .replayed_datagrams = a->hb.rx_replayed,
+        .stale_datagrams = a->hb.rx_stale,
+        .heartbeat_auth = a->cfg.heartbeat_auth ? "hmac-sha256" : "none",
+        .warning = a->cfg.heartbeat_auth ? NULL : AUTH_NONE_WARNING,
+        .bytes_sent = a->tx_bytes,
+        .bytes_received = a->rx_bytes,
+        .interval_ms = a->cfg.heartbeat_interval_ms,
+        .timeout_ms = a->cfg.heartbeat_timeout_ms,
+    };
+    g_autoptr(QDict) d = colo_agent_status_to_qdict(&st);
+    g_autoptr(GString) s = qobject_to_json(QOBJECT(d));
 
-    qdict_put_str(d, "node", a->node->name);
-    qdict_put_str(d, "role", role_name(a->hb.local_mode, &a->hb));
-    qdict_put_str(d, "peer", a->peer->name);
-    qdict_put_str(d, "peer-state",
-                  colo_peer_state_name(colo_hb_peer_state(&a->hb, now)));
-    qdict_put_int(d, "last-heartbeat-ms", colo_hb_silence_ms(&a->hb, now));
-    qdict_put_str(d, "quorum", a->cfg.use_corosync ?
-                  colo_hb_quorum_name(a->hb.quorum) : "none");
-    qdict_put_str(d, "last-action", a->last_action ?: "none");
-    qdict_put_int(d, "last-action-ms-ago",
-                  a->last_action ? now - a->last_action_ms : -1);
-    qdict_put_str(d, "reason", a->hb.reason ?: "");
-    qdict_put_bool(d, "stale", a->hb.stale);
-    qdict_put_str(d, "local-qemu", colo_health_name(a->hb.local_health));
-    qdict_put_int(d, "qemu-pid", a->qemu_pid);
-    qdict_put_str(d, "peer-qemu", colo_health_name(a->hb.peer_health));
-    qdict_put_str(d, "peer-mode", colo_hb_mode_name(a->hb.peer_mode));
-    qdict_put_int(d, "heartbeats-sent", a->seq);
-    qdict_put_int(d, "heartbeats-received", a->hb.rx_ok);
-    qdict_put_int(d, "bad-datagrams", a->hb.rx_bad);
-    qdict_put_int(d, "forged-datagrams", a->hb.rx_forged);
-    qdict_put_int(d, "corrupt-datagrams", a->hb.rx_corrupt);
-    qdict_put_int(d, "replayed-datagrams", a->hb.rx_replayed);
-    qdict_put_int(d, "stale-datagrams", a->hb.rx_stale);
-    qdict_put_str(d, "heartbeat-auth",
-                  a->cfg.heartbeat_auth ? "hmac-sha256" : "none");
-    if (!a->cfg.heartbeat_auth) {
-        qdict_put_str(d, "warning", AUTH_NONE_WARNING);
-    }
-    qdict_put_int(d, "bytes-sent", a->tx_bytes);
-    qdict_put_int(d, "bytes-received", a->rx_bytes);
-    qdict_put_int(d, "interval-ms", a->cfg.heartbeat_interval_ms);
-    qdict_put_int(d, "timeout-ms", a->cfg.heartbeat_timeout_ms);
-    s = qobject_to_json(QOBJECT(d));
     g_string_append_c(s, '\n');
     return g_strdup(s->str);
 }
@@ -818,23 +546,10 @@ static gboolean on_status(gint fd, GIOCondition cond, gpointer opaque)
 
 static int listen_status(const char *path, Error **errp)
 {
-    struct sockaddr_un addr = { .sun_family = AF_UNIX };
-    int fd;
+    int fd = unix_listen(path, errp);
 
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        error_setg(errp, "status socket path too long: %s", path);
-        return -1;
-    }
-    strcpy(addr.sun_path, path);
-    unlink(path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        listen(fd, 8) < 0) {
-        error_setg_errno(errp, errno, "cannot listen on %s", path);
-        if (fd >= 0) {
-            close(fd);
-        }
-        return -1;
+    if (fd >= 0) {
+        qemu_socket_set_nonblock(fd);
     }
     return fd;
 }
@@ -982,8 +697,7 @@ int main(int argc, char **argv)
         g_timeout_add(1000, connect_quorum, a);
     }
 
-    a->requests = g_async_queue_new();
-    a->monitor = g_thread_new("qmp-monitor", monitor_thread, a);
+    a->monitor = colo_monitor_start(&a->cfg, a->node, on_monitor_msg, a);
 
     agent_log(a, "started: pair %s, peer %s, heartbeats %s:%d <-> %s:%d "
               "every %" PRId64 " ms, timeout %" PRId64 " ms, corosync %s",
