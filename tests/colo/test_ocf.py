@@ -49,8 +49,8 @@ OCF_SUCCESS, OCF_ERR_GENERIC, OCF_ERR_UNIMPLEMENTED = 0, 1, 3
 OCF_ERR_INSTALLED, OCF_ERR_CONFIGURED, OCF_NOT_RUNNING = 5, 6, 7
 OCF_RUNNING_PROMOTED = 8
 
-# A stand-in for qemu-colo-ctl: the same command line and the same
-# "NAME (started as ROLE, link ADDR): mode=M run-state=R ..." status lines.
+# A stand-in for qemu-colo-ctl: the same command line and, for
+# status --json --node NAME, the same keys as the real one.
 STUB = r'''#!/usr/bin/env python3
 import json, os, sys
 state_file = os.environ["COLO_STUB_STATE"]
@@ -59,16 +59,24 @@ with open(state_file) as f:
 with open(state_file + ".log", "a") as f:
     f.write(" ".join(sys.argv[1:]) + "\n")
 cmd, cfg = sys.argv[1], sys.argv[2]
-opts = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+args = sys.argv[3:]
+json_out = "--json" in args
+if json_out:
+    args.remove("--json")
+opts = dict(zip(args[0::2], args[1::2]))
 node = opts.get("--node")
 if cmd == "status":
-    print("pair test (%s)" % cfg)
-    for n in sorted(st):
-        if st[n] is None:
-            print("%s (started as x, link y): QEMU not reachable: no" % n)
-        else:
-            print("%s (started as x, link y): mode=%s run-state=%s migration=none"
-                  " checkpoints=0" % (n, st[n][0], st[n][1]))
+    if not (json_out and node):
+        sys.exit(2)
+    n = {"name": node, "initial-role": "x", "link-addr": "y", "agent": None,
+         "reachable": st[node] is not None}
+    if st[node] is None:
+        n["error"] = "no"
+    else:
+        n.update({"mode": st[node][0], "run-state": st[node][1],
+                  "migration": "none", "checkpoints": 0})
+    print(json.dumps(n))
+    sys.exit(0 if st[node] is not None else 1)
 elif cmd == "start":
     st[node] = ["none", "running" if opts.get("--role") == "primary" else "inmigrate"]
 elif cmd == "stop":
@@ -199,7 +207,7 @@ def real_pair(env):
         why = "no %s" % REAL_CTL
     if why:
         return why
-    from test_reprotect import ToolPair
+    from tool_pair import ToolPair
     topo = topology.Topology()
     pair = None
     try:

@@ -282,6 +282,13 @@ class ToolPair:
         assert re.search(r"^b \(started as secondary, link %s\): mode=secondary "
                          % SEC_LINK_IP, r.stdout, re.M), r.stdout
         assert r.stdout.count("  agent: not running") == 2, r.stdout
+        r = ctl("status", self.config, "--json")
+        assert r.returncode == 0, r
+        nodes = {n["name"]: n for n in json.loads(r.stdout)["nodes"]}
+        assert nodes["a"]["mode"] == "primary" and \
+            nodes["a"]["migration"] == "colo" and \
+            nodes["b"]["mode"] == "secondary" and nodes["b"]["reachable"], nodes
+
 
     def stop(self):
         r = ctl("stop", self.config, timeout=120)
@@ -722,22 +729,38 @@ def run_config():
         srv.bind(os.path.join(d, "b", "agent.sock"))
         srv.listen(1)
 
-        def serve():
-            conn, _ = srv.accept()
-            conn.sendall(json.dumps({
-                "node": "b", "role": "secondary", "peer-state": "silent",
+        line = {"node": "b", "role": "secondary", "peer-state": "silent",
                 "last-heartbeat-ms": 1234, "quorum": "quorate",
                 "last-action": "none", "forged-datagrams": 3,
                 "replayed-datagrams": 2, "stale-datagrams": 0,
                 "heartbeat-auth": "none",
-                "warning": "heartbeat-auth = none: anyone"}).encode() + b"\n")
-            conn.close()
+                "warning": "heartbeat-auth = none: anyone"}
+
+        def serve():
+            for _ in range(2):      # status, then status --json
+                conn, _ = srv.accept()
+                conn.sendall(json.dumps(line).encode() + b"\n")
+                conn.close()
         th = threading.Thread(target=serve, daemon=True)
         th.start()
         r = subprocess.run([CTL, "status", path], capture_output=True, text=True,
                            timeout=60)
+        # --json: the same, for programs (docs: qemu-colo-ctl status --json)
+        rj = subprocess.run([CTL, "status", path, "--json"], capture_output=True,
+                            text=True, timeout=60)
         th.join(10)
         srv.close()
+        assert rj.returncode == 1, rj
+        pair = json.loads(rj.stdout)
+        assert pair["pair"] == "colo" and len(pair["nodes"]) == 2, pair
+        a, b = pair["nodes"]
+        assert a["name"] == "a" and a["initial-role"] == "primary" and \
+            a["reachable"] is False and "qmp.sock" in a["error"] and \
+            a["agent"] is None, a
+        assert b["agent"] == line, b
+        rj = subprocess.run([CTL, "status", path, "--node", "a", "--json"],
+                            capture_output=True, text=True, timeout=60)
+        assert rj.returncode == 1 and json.loads(rj.stdout)["name"] == "a", rj
         assert "  agent: role=secondary peer=silent (last heartbeat 1234 ms ago) " \
             "quorum=quorate last-action=none" in r.stdout, r.stdout
         assert "  agent: heartbeats ignored: forged=3 replayed=2\n" in r.stdout, \
