@@ -4,7 +4,7 @@
 Boots the Linux test guest (guest/build-guest.sh) and the boot-sector guest
 (guest/build-bootsect.py) with the QEMU of this tree, and checks that they do
 what the COLO tests rely on.  Prints one "ok - ..." / "not ok - ..." line per
-check; exits non-zero if any check failed.
+check and the plan line "1..N" last; exits non-zero if any check failed.
 
 Usage: test_guest_boot.py [--qemu BINARY] [--timeout SECONDS]
 """
@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(HERE, "lib"))
 from colo_vm import Vm, guest_files, DEFAULT_BINARY  # noqa: E402
 
 failures = 0
+checks = 0
 # md5sum's answer, not the echo of the typed command line.
 MD5_LINE = re.compile(r"([0-9a-f]{32})  /run/colo-dirty")
 
@@ -29,7 +30,8 @@ MD5_LINE = re.compile(r"([0-9a-f]{32})  /run/colo-dirty")
 def check(desc, fn):
     """Run one check; fn returns an optional detail string or raises.
     Returns whether it passed."""
-    global failures
+    global failures, checks
+    checks += 1
     start = time.monotonic()
     try:
         detail = fn()
@@ -155,12 +157,13 @@ def main():
 
     if not os.access(args.qemu, os.X_OK):
         print("not ok - QEMU binary %s not found (build it first)" % args.qemu)
+        print("1..1")
         return 1
-    if not check("build test guests (cached)", build_guests):
-        return 1
-    linux_guest(args.qemu, args.timeout)
-    bootsect_guest(args.qemu, args.timeout)
+    if check("build test guests (cached)", build_guests):
+        linux_guest(args.qemu, args.timeout)
+        bootsect_guest(args.qemu, args.timeout)
     print("%d check(s) failed" % failures if failures else "all checks passed")
+    print("1..%d" % checks)     # the TAP plan, last
     return 1 if failures else 0
 
 

@@ -1,13 +1,18 @@
-"""Minimal TAP-style reporting for our Python test scripts.
+"""TAP output for our Python test scripts.
 
     from tap import Tap
     t = Tap()
     t.check("what is checked", function)   # ok/not ok line; exceptions = not ok
     t.check_unless(why, "what", function)  # not ok with the reason if why
-    sys.exit(t.finish())
+    t.fail("what", "why")                  # a not ok line of the script's own
+    sys.exit(t.finish())                   # the plan line "1..N"
+
+The plan comes last (TAP allows it there): a script that dies half-way
+has no plan, so a harness sees that it did not finish.
 
 COLO_TEST_ONLY=TEXT in the environment runs only the checks whose
-description contains TEXT (to run one case while working on it).
+description contains TEXT (to run one case while working on it); the
+plan then counts only those.
 """
 
 import os
@@ -21,8 +26,12 @@ class Tap:
         self.passed = 0
         self.only = os.environ.get("COLO_TEST_ONLY")
 
+    def wanted(self, what):
+        """Whether check(what, ...) would run (COLO_TEST_ONLY)."""
+        return not self.only or self.only in what
+
     def check(self, what, fn, *args):
-        if self.only and self.only not in what:
+        if not self.wanted(what):
             return
         try:
             fn(*args)
@@ -41,13 +50,22 @@ class Tap:
         """check(), unless @why says what the machine lacks: then the check
         fails with that reason (a test that cannot run is not a pass)."""
         if why:
-            self.failed += 1
-            print("not ok - %s (cannot run: %s)" % (what, why))
-            sys.stdout.flush()
+            self.fail(what, "cannot run: %s" % why)
         else:
             self.check(what, fn, *args)
 
+    def fail(self, what, why):
+        """A "not ok" line for a case the script could not check."""
+        if not self.wanted(what):
+            return
+        self.failed += 1
+        print("not ok - %s (%s)" % (what, why))
+        sys.stdout.flush()
+
     def finish(self):
+        """Print the plan; the exit status of the script."""
+        print("1..%d" % (self.passed + self.failed))
+        sys.stdout.flush()
         return 1 if self.failed else 0
 
 
