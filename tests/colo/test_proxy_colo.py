@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from colo_fault import FaultPoints  # noqa: E402
 from colo_pair import bootsect_guest_args, checkpoints, start_pair  # noqa: E402
 from tap import Tap  # noqa: E402
-from test_colo_proxy import Compare, tcp, udp  # noqa: E402
+from compare_rig import Compare  # noqa: E402
+from frames import tcp, udp  # noqa: E402
 
 t = Tap()
 

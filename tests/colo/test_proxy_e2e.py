@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from colo_fault import FaultPoints  # noqa: E402
 from colo_pair import checkpoints, colo_status, start_pair  # noqa: E402
 from colo_vm import guest_files, wait_for  # noqa: E402
+from frames import csum, eth, ipv4, tcp  # noqa: E402
 from tap import Tap  # noqa: E402
 
 t = Tap()
@@ -39,15 +40,6 @@ GUEST_MAC = bytes.fromhex("525400123456")
 CLIENT_IP = socket.inet_aton("10.0.0.1")
 GUEST_IP = socket.inet_aton("10.0.0.2")
 PORT = 7777
-
-
-def csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
 
 
 class Client:
@@ -64,14 +56,10 @@ class Client:
         self.unacked = None             # (seq, payload) not yet acknowledged
 
     def frame(self, flags, payload=b""):
-        tcp = struct.pack("!HHIIBBHHH", self.sport, PORT, self.snd_nxt,
-                          self.rcv_nxt or 0, 5 << 4, flags, 65535, 0, 0) + payload
-        pseudo = CLIENT_IP + GUEST_IP + struct.pack("!HH", 6, len(tcp))
-        tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64,
-                         6, 0, CLIENT_IP, GUEST_IP)
-        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-        return GUEST_MAC + CLIENT_MAC + b"\x08\x00" + ip + tcp
+        return tcp(self.snd_nxt, payload, ack=self.rcv_nxt or 0, flags=flags,
+                   sport=self.sport, dport=PORT, window=65535, ip_id=0,
+                   src=socket.inet_ntoa(CLIENT_IP), dst=socket.inet_ntoa(GUEST_IP),
+                   checksum=True, df=True, dst_mac=GUEST_MAC, src_mac=CLIENT_MAC)
 
     def send(self, frame):
         self.sock.sendto(frame, self.peer)
@@ -285,10 +273,9 @@ def client_connection_survives_failover():
 def icmp_echo(ident, seq):
     icmp = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"colo-ping-%08d" % seq
     icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), seq & 0xffff, 0x4000,
-                     64, 1, 0, CLIENT_IP, GUEST_IP)
-    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-    return GUEST_MAC + CLIENT_MAC + b"\x08\x00" + ip + icmp
+    return eth(ipv4(1, icmp, ip_id=seq & 0xffff, src=socket.inet_ntoa(CLIENT_IP),
+                    dst=socket.inet_ntoa(GUEST_IP), df=True, checksum=True),
+               dst=GUEST_MAC, src=CLIENT_MAC)
 
 
 def no_duplicated_input():
@@ -372,8 +359,8 @@ def no_duplicated_input():
 
 def main():
     if not os.path.exists(guest_files()["initrd"]):
-        print("not ok - no test guest (run make guest)")
-        return 1
+        t.fail("end to end through the COLO proxy", "no test guest (run make guest)")
+        return t.finish()
     t.check("end to end: a client's TCP connection through the COLO proxy "
             "survives the primary's death", client_connection_survives_failover)
     t.check("end to end: no duplicated input: echo requests the primary answered "
