@@ -45,9 +45,9 @@ from colo_vm import (DEFAULT_BINARY, default_firmware_dirs,  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import (GUEST_IP, PRI_LINK_IP, SEC_LINK_IP, Topology,  # noqa: E402
                       missing_requirements)
-from test_reprotect import (CTL, QEMU_IMG, Qmp, ToolPair,  # noqa: E402
+from tool_pair import (CTL, QEMU_IMG, Qmp, ToolPair,  # noqa: E402
                             guest_records, last_request, open_client)
-from test_heartbeat import AGENT, Agents  # noqa: E402
+from agents import AGENT, Agents  # noqa: E402
 import tls_certs  # noqa: E402
 
 TEMPLATE = os.path.join(HERE, "demo-pair.conf")
@@ -415,8 +415,8 @@ def main():
         if why is None and not os.access(path, os.X_OK):
             why = "no %s (run make)" % path
     if why:
-        print("not ok - demo (cannot run: %s)" % why)
-        return 1
+        t.fail("demo", "cannot run: %s" % why)
+        return t.finish()
     # Ctrl-C (also when started with SIGINT ignored) and SIGTERM: clean up
     signal.signal(signal.SIGINT, interrupted)
     signal.signal(signal.SIGTERM, interrupted)
@@ -426,8 +426,7 @@ def main():
         failed = False
         for what, fn in STEPS:
             if failed:
-                print("not ok - %s (not run: an earlier step failed)" % what)
-                t.failed += 1
+                t.fail(what, "not run: an earlier step failed")
                 continue
             n = t.failed
             t.check(what, fn, d)
@@ -444,7 +443,8 @@ def main():
         t.check("demo: clean-up: no QEMU, agent, namespace or temp dir left",
                 cleanup, d)
     say("%d steps passed, %d failed" % (t.passed, t.failed))
-    return rc or t.finish()
+    status = t.finish()         # the plan line, in any case
+    return rc or status
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from colo_vm import guest_files, wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import missing_requirements  # noqa: E402
-import test_reprotect as rp  # noqa: E402
+import tool_pair as rp  # noqa: E402
 
 t = Tap()
 COMPARE = ("mismatches-tcp", "mismatches-udp", "mismatches-icmp",

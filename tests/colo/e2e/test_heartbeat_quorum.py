@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End to end: the HeartBeat agents with corosync and a qnetd witness.
 
-The pair, client and agents of test_heartbeat.py (imported), with
+The pair, client and agents of e2e_pair.py and agents.py, with
 "use-corosync = true" and a two-node corosync cluster with corosync-qdevice
 on each host namespace and corosync-qnetd on a witness namespace
 (tests/colo/lib/cluster.py).  Corosync's ring runs over the COLO link, the
@@ -39,9 +39,9 @@ from tap import Tap  # noqa: E402
 from topology import Topology, missing_requirements  # noqa: E402
 import cluster as clmod  # noqa: E402
 from cluster import Cluster  # noqa: E402
-from test_heartbeat import (AGENT, Agents, last_request, log,  # noqa: E402
-                            objects, protected, survivor_serves)
-from test_e2e import Pair, diagnose, end_run  # noqa: E402
+from agents import (AGENT, Agents, last_request, log,  # noqa: E402
+                    objects, protected, survivor_serves)
+from e2e_pair import Pair, diagnose, end_run  # noqa: E402
 
 t = Tap()
 NAMES = {"pri": "hostA", "sec": "hostB"}    # Agents' node names

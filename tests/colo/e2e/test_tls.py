@@ -52,8 +52,8 @@ from colo_vm import wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import PRI_LINK_IP, SEC_LINK_IP, Topology, missing_requirements  # noqa: E402
 import tls_certs  # noqa: E402
-import test_reprotect as tr  # noqa: E402
-from test_reprotect import ToolPair, ctl, log  # noqa: E402
+import tool_pair as tr  # noqa: E402
+from tool_pair import ToolPair, ctl, log  # noqa: E402
 
 PORTS = {"mirror": 9003, "compare": 9004, "migration": 9998, "nbd": 9999}
 MODES = ("plain", "no-cert", "other-ca", "other-name")

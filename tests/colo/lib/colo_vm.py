@@ -23,7 +23,6 @@ thread.
 """
 
 import atexit
-import json
 import os
 import shutil
 import signal
@@ -34,6 +33,8 @@ import tempfile
 import threading
 import time
 import weakref
+
+from qmp import Qmp, QmpClosed, QmpError  # noqa: F401 (QmpError: for callers)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
@@ -75,15 +76,6 @@ def guest_files(flavour="cloud"):
     return {"vmlinuz": os.path.join(d, "vmlinuz"),
             "initrd": os.path.join(d, "initrd.gz"),
             "bootsect": os.path.join(d, "bootsect.img")}
-
-
-class QmpError(Exception):
-    """A QMP command answered with an error."""
-
-    def __init__(self, desc, cls):
-        super().__init__("%s: %s" % (cls, desc))
-        self.desc = desc
-        self.cls = cls
 
 
 class VmExited(RuntimeError):
@@ -164,10 +156,8 @@ class Vm:
         self.stderr_path = self.path("qemu.log")
         self.proc = None
         self._stderr = None
-        self.events = []            # events received and not yet consumed
+        self._events = []           # until QMP is connected
         self._qmp = None
-        self._qmp_buf = b""
-        self._qmp_id = 0
         self._serial = None
         self._serial_buf = bytearray()
         self._serial_pos = 0        # serial_wait() searches from here
@@ -211,7 +201,8 @@ class Vm:
                                      env=self.env, preexec_fn=_set_pdeathsig)
         deadline = time.monotonic() + timeout
         try:
-            self._qmp = self._connect(self.qmp_path, deadline, "QMP socket")
+            self._qmp = Qmp(self._connect(self.qmp_path, deadline, "QMP socket"),
+                            self.name, alive=self._check_alive)
             greeting = self._qmp_recv(deadline, "QMP greeting")
             if "QMP" not in greeting:
                 raise RuntimeError("%s: unexpected QMP greeting %r" % (self.name, greeting))
@@ -279,7 +270,7 @@ class Vm:
             if self.proc:
                 self.proc.wait()
         finally:
-            for s in (self._qmp, self._serial):
+            for s in (self._qmp and self._qmp.sock, self._serial):
                 if s:
                     try:
                         # shutdown() wakes a recv() blocked in another thread;
@@ -326,67 +317,52 @@ class Vm:
                                    % (self.name, what, path, last_error))
             time.sleep(POLL_INTERVAL)
 
-    # ---- QMP ---------------------------------------------------------------
+    # ---- QMP (qmp.Qmp, with QEMU's exit turned into VmExited) ------------
+
+    @property
+    def events(self):
+        """Events received and not yet consumed."""
+        return self._qmp.events if self._qmp else self._events
+
+    @events.setter
+    def events(self, value):
+        if self._qmp:
+            self._qmp.events = value
+        else:
+            self._events = value
+
+    def _closed_qmp(self, what):
+        if self.proc.poll() is None:
+            try:
+                self.proc.wait(5)   # QMP closes just before QEMU exits
+            except subprocess.TimeoutExpired:
+                pass
+        self._check_alive(what)
+        return VmExited("%s: QMP connection closed while waiting for %s"
+                        % (self.name, what))
 
     def _qmp_recv(self, deadline, what):
         """Next QMP message (reply or event), waiting until deadline."""
-        start = time.monotonic()
-        while b"\n" not in self._qmp_buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("%s: timed out after %.1fs waiting for %s"
-                                   % (self.name, time.monotonic() - start, what))
-            # Short slices so that a QEMU that dies is noticed quickly.
-            self._qmp.settimeout(min(remaining, 0.5))
-            try:
-                data = self._qmp.recv(65536)
-            except socket.timeout:
-                self._check_alive(what)
-                continue
-            if not data:
-                if self.proc.poll() is None:
-                    try:
-                        self.proc.wait(5)   # QMP closes just before QEMU exits
-                    except subprocess.TimeoutExpired:
-                        pass
-                self._check_alive(what)
-                raise VmExited("%s: QMP connection closed while waiting for %s"
-                               % (self.name, what))
-            self._qmp_buf += data
-        line, self._qmp_buf = self._qmp_buf.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            return self._qmp.recv(deadline, what)
+        except QmpClosed:
+            raise self._closed_qmp(what) from None
 
     def cmd(self, name, _timeout=DEFAULT_CMD_TIMEOUT, **args):
         """Run a QMP command and return its 'return' value.
 
         Raises QmpError on an error reply.  Argument names are passed as
         given; for names with dashes use cmd("x", **{"node-name": "n"})."""
-        self._qmp_id += 1
-        msg_id = "colo-%d" % self._qmp_id
-        msg = {"execute": name, "id": msg_id}
-        if args:
-            msg["arguments"] = args
-        what = "reply to QMP %s" % name
-        self._check_alive(what)
         try:
-            self._qmp.sendall(json.dumps(msg).encode() + b"\n")
-        except OSError as e:
-            self._check_alive(what)     # gives QEMU's exit status and log
-            raise VmExited("%s: QMP send failed for %s: %s" % (self.name, name, e))
-        deadline = time.monotonic() + _timeout
-        while True:
-            try:
-                reply = self._qmp_recv(deadline, what)
-            except VmExited:
-                if name == "quit":
-                    return {}
-                raise
-            if "event" in reply:
-                self.events.append(reply)
-            elif reply.get("id") == msg_id:
-                if "error" in reply:
-                    raise QmpError(reply["error"].get("desc"), reply["error"].get("class"))
-                return reply.get("return")
+            return self._qmp.cmd(name, _timeout=_timeout, **args)
+        except QmpClosed:
+            if name == "quit":
+                return {}
+            raise self._closed_qmp("reply to QMP %s" % name) from None
+        except VmExited:
+            if name == "quit":
+                return {}
+            raise
 
     def hmp(self, command_line, _timeout=DEFAULT_CMD_TIMEOUT):
         """Run a human monitor command and return its text output."""
@@ -397,21 +373,10 @@ class Vm:
         """Return (and consume) the first event called name, satisfying
         predicate(event) if given, that arrived since the last one consumed;
         events received meanwhile are kept in self.events."""
-        def match(ev):
-            return ev.get("event") == name and (predicate is None or predicate(ev))
-
-        for i, ev in enumerate(self.events):
-            if match(ev):
-                return self.events.pop(i)
-        deadline = time.monotonic() + timeout
-        what = "event %s%s" % (name, " (with predicate)" if predicate else "")
-        while True:
-            ev = self._qmp_recv(deadline, what)
-            if "event" not in ev:
-                continue                # stray reply to a timed-out command
-            if match(ev):
-                return ev
-            self.events.append(ev)
+        try:
+            return self._qmp.wait_event(name, timeout, predicate)
+        except QmpClosed:
+            raise self._closed_qmp("event %s" % name) from None
 
     def clear_events(self):
         """Forget the events received so far (call before triggering the
@@ -422,14 +387,9 @@ class Vm:
         """Read the events QEMU already sent, without waiting; return and
         clear the buffered ones."""
         try:
-            while True:
-                ev = self._qmp_recv(time.monotonic() + 0.05, "pending events")
-                if "event" in ev:
-                    self.events.append(ev)
-        except TimeoutError:
-            pass
-        events, self.events = self.events, []
-        return events
+            return self._qmp.poll_events()
+        except QmpClosed:
+            raise self._closed_qmp("pending events") from None
 
     def wait_for(self, predicate, timeout, what, interval=POLL_INTERVAL):
         """Like the module's wait_for(), but fails early if QEMU exits."""
