@@ -9,9 +9,8 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 
-/* The pure encoding only: no QEMUFile in a unit test. */
-#define COLO_PROTO_NO_QEMUFILE
-#include "../../../migration/colo-proto.c"
+/* Built with -DCOLO_PROTO_NO_QEMUFILE (meson.build): the pure encoding. */
+#include "../../../migration/colo-proto.h"
 
 static void test_round_trip(void)
 {
