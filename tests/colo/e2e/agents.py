@@ -173,19 +173,6 @@ def protected(topo, pair, agents):
     return client, sock
 
 
-def last_request(sock, client, f):
-    """One more request on the same connection, by hand."""
-    sock.settimeout(60)
-    sock.sendall(b"last\n")
-    buf = b""
-    while b"\n" not in buf:
-        data = sock.recv(4096)
-        assert data, "connection closed"
-        buf += data
-    assert buf.decode().split() == [str(client.base + f["answers"] + 1), "last"], buf
-    return client.base + f["answers"] + 1
-
-
 def survivor_serves(topo, pair, agents, client, sock, survivor, t_fail, what):
     """The survivor's agent took over without a command; the client's
     connection lives and the answers are right."""
@@ -209,7 +196,7 @@ def survivor_serves(topo, pair, agents, client, sock, survivor, t_fail, what):
         "survivor %.2fs after the failure; longest gap %.2fs; %d answers, all "
         "right" % (what, n, st["last-action"], t_done - t_fail,
                    f["first_answer_s"], f["max_gap_s"], f["answers"]))
-    last = last_request(sock, client, f)
+    last = client.last_request()
     if DISKS:
         image = pair.disk("secondary.raw" if survivor is pair.sec else "primary.raw")
         survivor.cmd("quit")

@@ -188,6 +188,20 @@ class Client:
                               "number %d" % (req, line, self.base + k))
         return n
 
+    def last_request(self, timeout=60):
+        """After stop(): "last" on the same connection, by hand; its answer
+        must carry the next line number.  Returns that number."""
+        n = self.base + self.answers() + 1
+        self.sock.settimeout(timeout)
+        self.sock.sendall(b"last\n")
+        buf = b""
+        while b"\n" not in buf:
+            data = self.sock.recv(4096)
+            assert data, "connection closed"
+            buf += data
+        assert buf.decode().split() == [str(n), "last"], buf
+        return n
+
     def write_transcript(self, path):
         with self.lock:
             lines = list(self.transcript)

@@ -46,7 +46,7 @@ from tap import Tap  # noqa: E402
 from topology import (GUEST_IP, PRI_LINK_IP, SEC_LINK_IP, Topology,  # noqa: E402
                       missing_requirements)
 from tool_pair import (CTL, QEMU_IMG, Qmp, ToolPair,  # noqa: E402
-                            guest_records, last_request, open_client)
+                            guest_records, open_client)
 from agents import AGENT, Agents  # noqa: E402
 import tls_certs  # noqa: E402
 
@@ -323,7 +323,7 @@ def step_reprotect(d):
 def step_final(d):
     pair, client = d.pair, d.client
     client.stop()
-    last = last_request(client, client)
+    last = client.last_request()
     f = client.figures(0)
     n = guest_records(pair, "b", client.base + 1, last)
     assert "%s:%d -> %s:%d" % (client.sock.getsockname() +

@@ -170,7 +170,7 @@ def run_carried():
                 % (rnd, survivor, dead, client.answers(), dead,
                    rewriter(pair, dead)))
         client.stop()
-        rp.last_request(client, client)
+        client.last_request()
         log("%s; the connection opened between checkpoints answered %d "
             "requests in order" % (", ".join(history), client.answers() + 1))
     rp.with_pair(body)

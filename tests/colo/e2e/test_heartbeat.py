@@ -67,7 +67,7 @@ from topology import (PRI_LINK_IP, SEC_LINK_IP,  # noqa: E402
                       Topology, missing_requirements)
 from e2e_pair import Pair, checkpoints, diagnose, end_run  # noqa: E402
 from agents import (AGENT, HB_PORT, Agents, append_guest_option,  # noqa: E402
-                    last_request, log, objects, protected, survivor_serves)
+                    log, objects, protected, survivor_serves)
 
 SHAPE_MBIT = 200                # the COLO link's rate in scenario "dirty"
 t = Tap()
@@ -348,7 +348,7 @@ def scenario(kind):
             assert topo.port_of_guest() == "to-pri"
             client.stop()
             f = client.figures(t_fail)
-            last_request(sock, client, f)
+            client.last_request()
             log("link-cut: primary: %s; secondary: %s; first answer %.2fs after "
                 "the cut, %d answers, all right"
                 % (st["last-action"], sb["reason"], f["first_answer_s"],

@@ -39,7 +39,7 @@ from tap import Tap  # noqa: E402
 from topology import Topology, missing_requirements  # noqa: E402
 import cluster as clmod  # noqa: E402
 from cluster import Cluster  # noqa: E402
-from agents import (AGENT, Agents, last_request, log,  # noqa: E402
+from agents import (AGENT, Agents, log,  # noqa: E402
                     objects, protected, survivor_serves)
 from e2e_pair import Pair, diagnose, end_run  # noqa: E402
 
@@ -70,7 +70,7 @@ def exactly_one_serves(topo, pair, agents, client, sock, server, t_fail, what):
         assert mode == "secondary", (mode, st)
     client.stop()
     f = client.figures(t_fail)
-    last_request(sock, client, f)
+    client.last_request()
     return f
 
 

@@ -40,7 +40,7 @@ from colo_vm import guest_files, wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import missing_requirements  # noqa: E402
 from tool_pair import (CTL, ToolPair, check_records, ctl, fail,  # noqa: E402
-                       guest_records, last_request, log, open_client,
+                       guest_records, log, open_client,
                        reprotect, with_pair)
 
 t = Tap()
@@ -71,7 +71,7 @@ def run_rounds():
                 "secondary; client at %d answers on its first connection"
                 % (rnd, took, survivor, dead, client.answers()))
         client.stop()
-        last = last_request(client, client)
+        last = client.last_request()
         pri, sec = pair.roles()
         # the end: the primary quits; its image holds every record
         pair.qmp[pri]("quit")

@@ -341,22 +341,6 @@ def reprotect(pair, topo, client, survivor, dead):
     return took
 
 
-def last_request(sock_client, client):
-    """One more request on the same connection, by hand; its number."""
-    f = client.figures(0)
-    sock = sock_client.sock
-    sock.settimeout(60)
-    sock.sendall(b"last\n")
-    buf = b""
-    while b"\n" not in buf:
-        data = sock.recv(4096)
-        assert data, "connection closed"
-        buf += data
-    n = client.base + f["answers"] + 1
-    assert buf.decode().split() == [str(n), "last"], buf
-    return n
-
-
 def with_pair(body, **kw):
     """Run body(topo, pair, clients) and clean up everything after it."""
     topo = Topology()
