@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests of the tree assembly (TAP-style lines: "ok - ..." / "not ok - ...").
+# Tests of the tree assembly (TAP: "ok - ..." / "not ok - ..." lines, the plan last).
 #  - a tarball with a wrong checksum is refused with a clear message;
 #  - the assembled tree holds none of upstream's COLO implementation;
 #  - our repository tracks only our own files (no upstream files, no binaries);
@@ -14,8 +14,9 @@ SRC="${QEMU_COLO_BUILD:-$top/build}/src"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-ok() { echo "ok - $*"; }
-not_ok() { echo "not ok - $*"; }
+cases=0
+ok() { cases=$((cases + 1)); echo "ok - $*"; }
+not_ok() { cases=$((cases + 1)); echo "not ok - $*"; }
 check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
 
 # 1. Checksum: a copy of the tarball with one byte changed must be refused.
@@ -135,3 +136,4 @@ other_file_system() {
     return $rc
 }
 check "a build directory on another file system than the cache assembles the same tree" other_file_system
+echo "1..$cases"     # the TAP plan, last
