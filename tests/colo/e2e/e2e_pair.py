@@ -1,5 +1,5 @@
 """The pair, disks and failover steps of the end-to-end tests (moved out of
-test_e2e.py so that several tests share them; test_e2e.py re-exports them).
+test_e2e.py so that several tests share them).
 
     pair = Pair(topo)                   # or Pair(topo, append="colo.vary=1",
                                         #         pri_env=..., sec_env=...)

@@ -45,12 +45,9 @@ from colo_vm import wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
 from client import Client  # noqa: E402
-from e2e_pair import (CAPS, CHECKPOINT_DELAY_MS, DISK_SIZE, DISKS,  # noqa: E402,F401
-                      PORT, QEMU_IMG, RECORD, VARIANTS, VNET, Pair, add_primary_proxy,
-                      chardevs_connected, checkpoints, diagnose, end_run,
-                      guest_args, make_disks, primary_alone, primary_args,
-                      primary_disk_args, read_records, reprotect,
-                      secondary_args, secondary_disk_args, secondary_failover)
+from e2e_pair import (DISKS, PORT, VARIANTS, Pair, checkpoints,  # noqa: E402
+                      diagnose, end_run, primary_alone, read_records,
+                      reprotect, secondary_failover)
 
 t = Tap()
 
@@ -105,185 +102,306 @@ def reset_during_colo(pri, sec, client):
         assert st["mode"] == mode, (vm.name, st, vm.qemu_log())
 
 
-def run_scenario(number, guest):
-    topo = Topology()
-    pair = None
-    client = None
-    try:
-        topo.setup()
-        burn = "colo.burn=%d" % guest.smp if number == 8 else ""
-        pair = Pair(topo, append=burn, guest=guest)
-        t0 = time.monotonic()
-        pair.start()
-        pri, sec = pair.pri, pair.sec
-        for vm, ns in ((pri, topo.pri), (sec, topo.sec)):
-            # the Vm prefix put QEMU itself (same pid) in its host namespace
-            assert (os.stat("/proc/%d/ns/net" % vm.proc.pid).st_ino ==
-                    os.stat("/run/netns/" + ns).st_ino), "%s not in %s" % (vm.name, ns)
-        log("scenario %d: guest service up, then pair protected, after %.1fs"
-            % (number, time.monotonic() - t0))
-        sock, client = new_client(topo)
-        # protection is real: checkpoints happen with the connection open
-        c0, t_c0 = checkpoints(pri), time.monotonic()
-        pri.wait_for(lambda: checkpoints(pri) >= c0 + 4, 60, "four more checkpoints")
-        client.wait_answers(client.answers() + 5, 120)
-        ck = checkpoints(pri)
-        log("scenario %d: %d answers, %d checkpoints (%.1f/s with the client "
-            "running), guest MAC on switch port %s"
-            % (number, client.answers(), ck, (ck - c0) / (time.monotonic() - t_c0),
-               topo.port_of_guest()))
+# ---- the steps of the scenarios ---------------------------------------------
 
-        stat = lambda vm, path, n: vm.cmd("qom-get", path=path, property="stat-" + n)
-        log("scenario %d: colo-compare: %d packets compared, %d TCP and %d non-IP "
-            "mismatches; filter-rewriter: %d offsets learned, %d packets rewritten"
-            % (number, stat(pri, "/objects/comp0", "packets-compared"),
-               stat(pri, "/objects/comp0", "mismatches-tcp"),
-               stat(pri, "/objects/comp0", "mismatches-non-ip"),
-               stat(sec, "/objects/rew0", "offsets-learned"),
-               stat(sec, "/objects/rew0", "rewritten")))
-        # protection is real: the secondary runs the same service, and its
-        # output reaches colo-compare and matches
-        compared = stat(pri, "/objects/comp0", "packets-compared")
-        assert compared > 0 and stat(pri, "/objects/comp0", "secondary-packets") > 0, \
-            ("the pair is not really protected: colo-compare got no packets from "
-             "the secondary (secondary-packets %d, compared %d) although the client "
-             "got %d answers" % (stat(pri, "/objects/comp0", "secondary-packets"),
-                                 compared, client.answers()))
-        if number == 7:
-            reset_during_colo(pri, sec, client)
-            sock, client = new_client(topo)
-            log("scenario 7: guest reset and rebooted under COLO; %d checkpoints; "
-                "a new connection answers" % checkpoints(pri))
-        if DEMO:
-            demo_progress(pri, client, 3)
-            log("now killing the primary QEMU (pid %d) with SIGKILL, as if its host "
-                "died" % pri.proc.pid)
-        kind = {5: 1, 6: 3, 7: 1, 8: 2}.get(number, number)
-        if kind in (1, 2, 4):
-            if kind == 2:
-                sec.wait_for(lambda: sec.cmd("query-status")["status"] == "colo",
-                             60, "a checkpoint in flight (run state 'colo')",
-                             interval=0.005)
-                log("scenario %d: a checkpoint is in flight (secondary run state "
-                    "'colo'): kill" % number)
-            t_kill = time.monotonic()
-            if kind == 4:
-                pri.kill(signal.SIGSTOP)
-            else:
-                pri.kill(signal.SIGKILL)
-                pri.wait_exit(30)
-                sec.wait_for(lambda: sec.cmd("query-colo-status")["reason"] == "error",
-                             60, "the secondary to notice the primary's death")
-            if DEMO:
-                log("the secondary noticed (query-colo-status: reason 'error', its "
-                    "guest waits); failover: x-colo-lost-heartbeat, its filters "
-                    "removed, announce-self")
-            secondary_failover(sec)
-            t_done = time.monotonic()
-            survivor = sec
-            wait_for(lambda: topo.port_of_guest() == "to-sec", 30,
-                     "the switch to learn the guest on to-sec")
-        else:
-            t_kill = time.monotonic()
-            sec.kill(signal.SIGKILL)
-            sec.wait_exit(30)
-            ev = pri.wait_event("COLO_EXIT", 60)
-            t_done = time.monotonic()
-            assert ev["data"]["mode"] == "primary", ev
-            primary_alone(pri)
-            survivor = pri
-        n = client.answers()
-        if DEMO:
-            log("the switch now sends the guest's traffic to port %s"
-                % topo.port_of_guest())
-            for k in (5, 10, 20):
-                client.wait_answers(n + k, 180)
-                log("the survivor serves: client at %d answers, same connection, "
-                    "no error" % client.answers())
-        client.wait_answers(n + 20, 180)
-        st = survivor.cmd("query-colo-status")
-        assert st["mode"] == "none", st
-        if kind == 4:
-            pri.kill(signal.SIGKILL)    # fencing the hung host
-            pri.wait_exit(30)
-        image = DISKS and pair.disk("secondary.raw" if survivor is sec
+class Run:
+    """One scenario: its topology, pair and client, and what the steps
+    found (the survivor, the failure's times, its disk image)."""
+
+    def __init__(self, number, guest):
+        self.number = number
+        self.guest = guest
+        self.topo = Topology()
+        self.pair = None
+        self.client = None
+        self.sock = None
+        self.ck = 0             # checkpoints done before the failure
+        self.t_kill = None      # the failure
+        self.t_done = None      # the failover sequence done
+        self.survivor = None
+        self.st = None          # the survivor's query-colo-status
+        self.image = None       # the survivor's disk image (DISKS)
+
+
+def stat(vm, path, name):
+    return vm.cmd("qom-get", path=path, property="stat-" + name)
+
+
+def start_protected(run):
+    """A fresh pair of the guest, protected, a client answering, and
+    colo-compare really comparing the secondary's output."""
+    topo, number = run.topo, run.number
+    topo.setup()
+    burn = "colo.burn=%d" % run.guest.smp if number == 8 else ""
+    run.pair = pair = Pair(topo, append=burn, guest=run.guest)
+    t0 = time.monotonic()
+    pair.start()
+    pri, sec = pair.pri, pair.sec
+    for vm, ns in ((pri, topo.pri), (sec, topo.sec)):
+        # the Vm prefix put QEMU itself (same pid) in its host namespace
+        assert (os.stat("/proc/%d/ns/net" % vm.proc.pid).st_ino ==
+                os.stat("/run/netns/" + ns).st_ino), "%s not in %s" % (vm.name, ns)
+    log("scenario %d: guest service up, then pair protected, after %.1fs"
+        % (number, time.monotonic() - t0))
+    run.sock, run.client = new_client(topo)
+    client = run.client
+    # protection is real: checkpoints happen with the connection open
+    c0, t_c0 = checkpoints(pri), time.monotonic()
+    pri.wait_for(lambda: checkpoints(pri) >= c0 + 4, 60, "four more checkpoints")
+    client.wait_answers(client.answers() + 5, 120)
+    run.ck = ck = checkpoints(pri)
+    log("scenario %d: %d answers, %d checkpoints (%.1f/s with the client "
+        "running), guest MAC on switch port %s"
+        % (number, client.answers(), ck, (ck - c0) / (time.monotonic() - t_c0),
+           topo.port_of_guest()))
+    log("scenario %d: colo-compare: %d packets compared, %d TCP and %d non-IP "
+        "mismatches; filter-rewriter: %d offsets learned, %d packets rewritten"
+        % (number, stat(pri, "/objects/comp0", "packets-compared"),
+           stat(pri, "/objects/comp0", "mismatches-tcp"),
+           stat(pri, "/objects/comp0", "mismatches-non-ip"),
+           stat(sec, "/objects/rew0", "offsets-learned"),
+           stat(sec, "/objects/rew0", "rewritten")))
+    # protection is real: the secondary runs the same service, and its
+    # output reaches colo-compare and matches
+    compared = stat(pri, "/objects/comp0", "packets-compared")
+    assert compared > 0 and stat(pri, "/objects/comp0", "secondary-packets") > 0, \
+        ("the pair is not really protected: colo-compare got no packets from "
+         "the secondary (secondary-packets %d, compared %d) although the client "
+         "got %d answers" % (stat(pri, "/objects/comp0", "secondary-packets"),
+                             compared, client.answers()))
+
+
+def reset_and_reconnect(run):
+    """Scenario 7's reboot under COLO, then a new connection."""
+    reset_during_colo(run.pair.pri, run.pair.sec, run.client)
+    run.sock, run.client = new_client(run.topo)
+    log("scenario 7: guest reset and rebooted under COLO; %d checkpoints; "
+        "a new connection answers" % checkpoints(run.pair.pri))
+
+
+def demo_before_failure(run):
+    if DEMO:
+        pri = run.pair.pri
+        demo_progress(pri, run.client, 3)
+        log("now killing the primary QEMU (pid %d) with SIGKILL, as if its host "
+            "died" % pri.proc.pid)
+
+
+def fail_primary(run, in_checkpoint=False, hang=False):
+    """kill -9 the primary (during a checkpoint), or SIGSTOP it (a hung
+    host); the documented failover on the secondary."""
+    topo, pri, sec = run.topo, run.pair.pri, run.pair.sec
+    demo_before_failure(run)
+    if in_checkpoint:
+        sec.wait_for(lambda: sec.cmd("query-status")["status"] == "colo",
+                     60, "a checkpoint in flight (run state 'colo')",
+                     interval=0.005)
+        log("scenario %d: a checkpoint is in flight (secondary run state "
+            "'colo'): kill" % run.number)
+    run.t_kill = time.monotonic()
+    if hang:
+        pri.kill(signal.SIGSTOP)
+    else:
+        pri.kill(signal.SIGKILL)
+        pri.wait_exit(30)
+        sec.wait_for(lambda: sec.cmd("query-colo-status")["reason"] == "error",
+                     60, "the secondary to notice the primary's death")
+    if DEMO:
+        log("the secondary noticed (query-colo-status: reason 'error', its "
+            "guest waits); failover: x-colo-lost-heartbeat, its filters "
+            "removed, announce-self")
+    secondary_failover(sec)
+    run.t_done = time.monotonic()
+    run.survivor = sec
+    wait_for(lambda: topo.port_of_guest() == "to-sec", 30,
+             "the switch to learn the guest on to-sec")
+
+
+def fail_secondary(run):
+    """kill -9 the secondary: the primary leaves COLO by itself."""
+    pri, sec = run.pair.pri, run.pair.sec
+    demo_before_failure(run)
+    run.t_kill = time.monotonic()
+    sec.kill(signal.SIGKILL)
+    sec.wait_exit(30)
+    ev = pri.wait_event("COLO_EXIT", 60)
+    run.t_done = time.monotonic()
+    assert ev["data"]["mode"] == "primary", ev
+    primary_alone(pri)
+    run.survivor = pri
+
+
+def survivor_serves(run, fence=False):
+    """The client's connection goes on with the survivor, out of COLO;
+    @fence: the hung primary is killed."""
+    client, survivor, pair = run.client, run.survivor, run.pair
+    n = client.answers()
+    if DEMO:
+        log("the switch now sends the guest's traffic to port %s"
+            % run.topo.port_of_guest())
+        for k in (5, 10, 20):
+            client.wait_answers(n + k, 180)
+            log("the survivor serves: client at %d answers, same connection, "
+                "no error" % client.answers())
+    client.wait_answers(n + 20, 180)
+    run.st = survivor.cmd("query-colo-status")
+    assert run.st["mode"] == "none", run.st
+    if fence:
+        pair.pri.kill(signal.SIGKILL)    # fencing the hung host
+        pair.pri.wait_exit(30)
+    run.image = DISKS and pair.disk("secondary.raw" if survivor is pair.sec
                                     else "primary.raw")
-        if number in (5, 6):
-            f = client.figures(t_kill)
-            log("scenario %d: first failover: first answer from the survivor %.2fs "
-                "after the failure, longest gap %.2fs"
-                % (number, f["first_answer_s"], f["max_gap_s"]))
-            t_r0 = time.monotonic()
-            new = reprotect(topo, pair, survivor)
-            t_r1 = time.monotonic()
-            client.wait_answers(client.answers() + 10, 120)
-            c0 = checkpoints(survivor)
-            survivor.wait_for(lambda: checkpoints(survivor) >= c0 + 2, 60,
-                              "two checkpoints of the new pair")
-            comp = lambda n: stat(survivor, "/objects/comp0", n)
-            assert comp("packets-compared") > 0 and comp("secondary-packets") > 0, \
-                "the new pair does not compare"
-            with client.lock:
-                during = [r for r in client.records if r[2] >= t_r0]
-            log("scenario %d: re-protected in %.2fs (the guest stopped for the "
-                "last disk copy and the COLO start; longest client gap around it "
-                "%.2fs); new pair: %d checkpoints, %d packets compared"
-                % (number, t_r1 - t_r0,
-                   max(b[2] - a[2] for a, b in zip(during, during[1:])),
-                   checkpoints(survivor), comp("packets-compared")))
-            # the second failure: the survivor's host dies
-            t_kill = time.monotonic()
-            survivor.kill(signal.SIGKILL)
-            survivor.wait_exit(30)
-            new.wait_for(lambda: new.cmd("query-colo-status")["reason"] == "error",
-                         60, "the new secondary to notice")
-            secondary_failover(new)
-            t_done = time.monotonic()
-            port = "to-pri" if survivor is sec else "to-sec"
-            wait_for(lambda: topo.port_of_guest() == port, 30,
-                     "the switch to learn the guest on %s" % port)
-            n = client.answers()
-            client.wait_answers(n + 20, 180)
-            st = new.cmd("query-colo-status")
-            assert st["mode"] == "none", st
-            survivor = new
-            if DISKS:
-                image = os.path.join(pair.new_dir, "secondary.raw")
-        client.stop()
-        f = client.figures(t_kill)
-        log("scenario %d: failover sequence took %.2fs after the failure; "
-            "first answer from the survivor %.2fs after the failure; "
-            "%d checkpoints; longest request latency %.2fs, longest gap between "
-            "answers %.2fs, median latency %.1f ms; %d answers in all, all right"
-            % (number, t_done - t_kill, f["first_answer_s"], st.get("checkpoints", ck),
-               f["max_stall_s"], f["max_gap_s"], f["median_latency_ms"],
-               f["answers"]))
-        for vm in (pri, sec, pair.new):
-            for line in (vm.qemu_log() if vm else "").splitlines():
-                log("%s QEMU said: %s" % (vm.name, line))
-        # the connection is still open: a last request on it, by hand
-        sock.settimeout(60)
-        sock.sendall(b"last\n")
-        buf = b""
-        while b"\n" not in buf:
-            data = sock.recv(4096)
-            assert data, "connection closed"
-            buf += data
-        assert buf.decode().split() == [str(client.base + f["answers"] + 1), "last"], buf
-        if DISKS:
-            # every answer the client got is a record on the survivor's disk
-            last = client.base + f["answers"] + 1
-            survivor.cmd("quit")
-            survivor.wait_exit(30)
-            checked = read_records(image, client.base + 1, last)
-            log("scenario %d: %d acknowledged records (%d..%d) on the survivor's "
-                "disk image %s" % (number, checked, client.base + 1, last,
-                                   os.path.basename(image)))
+
+
+def reprotect_and_fail_survivor(run):
+    """Scenarios 5 and 6: protection resumed with a fresh secondary, then
+    the survivor's host dies in turn and the new secondary takes over."""
+    topo, pair, client, survivor = run.topo, run.pair, run.client, run.survivor
+    number = run.number
+    f = client.figures(run.t_kill)
+    log("scenario %d: first failover: first answer from the survivor %.2fs "
+        "after the failure, longest gap %.2fs"
+        % (number, f["first_answer_s"], f["max_gap_s"]))
+    t_r0 = time.monotonic()
+    new = reprotect(topo, pair, survivor)
+    t_r1 = time.monotonic()
+    client.wait_answers(client.answers() + 10, 120)
+    c0 = checkpoints(survivor)
+    survivor.wait_for(lambda: checkpoints(survivor) >= c0 + 2, 60,
+                      "two checkpoints of the new pair")
+    comp = lambda n: stat(survivor, "/objects/comp0", n)
+    assert comp("packets-compared") > 0 and comp("secondary-packets") > 0, \
+        "the new pair does not compare"
+    with client.lock:
+        during = [r for r in client.records if r[2] >= t_r0]
+    log("scenario %d: re-protected in %.2fs (the guest stopped for the "
+        "last disk copy and the COLO start; longest client gap around it "
+        "%.2fs); new pair: %d checkpoints, %d packets compared"
+        % (number, t_r1 - t_r0,
+           max(b[2] - a[2] for a, b in zip(during, during[1:])),
+           checkpoints(survivor), comp("packets-compared")))
+    # the second failure: the survivor's host dies
+    run.t_kill = time.monotonic()
+    survivor.kill(signal.SIGKILL)
+    survivor.wait_exit(30)
+    new.wait_for(lambda: new.cmd("query-colo-status")["reason"] == "error",
+                 60, "the new secondary to notice")
+    secondary_failover(new)
+    run.t_done = time.monotonic()
+    port = "to-pri" if survivor is pair.sec else "to-sec"
+    wait_for(lambda: topo.port_of_guest() == port, 30,
+             "the switch to learn the guest on %s" % port)
+    n = client.answers()
+    client.wait_answers(n + 20, 180)
+    run.st = new.cmd("query-colo-status")
+    assert run.st["mode"] == "none", run.st
+    run.survivor = new
+    if DISKS:
+        run.image = os.path.join(pair.new_dir, "secondary.raw")
+
+
+def connection_and_disk_intact(run):
+    """The figures; the connection is still open (a last request on it, by
+    hand), and every answer is a record on the survivor's disk."""
+    client, pair, number = run.client, run.pair, run.number
+    client.stop()
+    f = client.figures(run.t_kill)
+    log("scenario %d: failover sequence took %.2fs after the failure; "
+        "first answer from the survivor %.2fs after the failure; "
+        "%d checkpoints; longest request latency %.2fs, longest gap between "
+        "answers %.2fs, median latency %.1f ms; %d answers in all, all right"
+        % (number, run.t_done - run.t_kill, f["first_answer_s"],
+           run.st.get("checkpoints", run.ck), f["max_stall_s"], f["max_gap_s"],
+           f["median_latency_ms"], f["answers"]))
+    for vm in (pair.pri, pair.sec, pair.new):
+        for line in (vm.qemu_log() if vm else "").splitlines():
+            log("%s QEMU said: %s" % (vm.name, line))
+    last = client.last_request()
+    if DISKS:
+        run.survivor.cmd("quit")
+        run.survivor.wait_exit(30)
+        checked = read_records(run.image, client.base + 1, last)
+        log("scenario %d: %d acknowledged records (%d..%d) on the survivor's "
+            "disk image %s" % (number, checked, client.base + 1, last,
+                               os.path.basename(run.image)))
+
+
+# ---- the scenarios ------------------------------------------------------------
+
+def scenario_1(run):
+    start_protected(run)
+    fail_primary(run)
+    survivor_serves(run)
+    connection_and_disk_intact(run)
+
+
+def scenario_2(run):
+    start_protected(run)
+    fail_primary(run, in_checkpoint=True)
+    survivor_serves(run)
+    connection_and_disk_intact(run)
+
+
+def scenario_3(run):
+    start_protected(run)
+    fail_secondary(run)
+    survivor_serves(run)
+    connection_and_disk_intact(run)
+
+
+def scenario_4(run):
+    start_protected(run)
+    fail_primary(run, hang=True)
+    survivor_serves(run, fence=True)
+    connection_and_disk_intact(run)
+
+
+def scenario_5(run):
+    start_protected(run)
+    fail_primary(run)
+    survivor_serves(run)
+    reprotect_and_fail_survivor(run)
+    connection_and_disk_intact(run)
+
+
+def scenario_6(run):
+    start_protected(run)
+    fail_secondary(run)
+    survivor_serves(run)
+    reprotect_and_fail_survivor(run)
+    connection_and_disk_intact(run)
+
+
+def scenario_7(run):
+    start_protected(run)
+    reset_and_reconnect(run)
+    fail_primary(run)
+    survivor_serves(run)
+    connection_and_disk_intact(run)
+
+
+def scenario_8(run):
+    start_protected(run)
+    fail_primary(run, in_checkpoint=True)
+    survivor_serves(run)
+    connection_and_disk_intact(run)
+
+
+SCENARIOS = {1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4,
+             5: scenario_5, 6: scenario_6, 7: scenario_7, 8: scenario_8}
+
+
+def run_scenario(number, guest):
+    run = Run(number, guest)
+    try:
+        SCENARIOS[number](run)
     except Exception as e:
-        raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, client))) from e
+        raise AssertionError("%s\n%s" % (e, diagnose(run.topo, run.pair,
+                                                     run.client))) from e
     finally:
-        end_run(topo, client, pair and pair.stop)
-        assert not (pair and pair.disk_dir and os.path.exists(pair.disk_dir))
+        end_run(run.topo, run.client, run.pair and run.pair.stop)
+        assert not (run.pair and run.pair.disk_dir and
+                    os.path.exists(run.pair.disk_dir))
 
 
 NAMES = {1: "kill -9 the primary while idle; the secondary takes over",
