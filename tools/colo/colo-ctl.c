@@ -197,35 +197,49 @@ static bool load_with_node(const char *config, const CtlArgs *args,
     return true;
 }
 
-static int cmd_start(const char *config, const CtlArgs *args)
+typedef bool NodeAction(const ColoConfig *cfg, const ColoNodeConfig *n,
+                        const CtlArgs *args, Error **errp);
+
+/* @fn on both nodes, or on --node; 1 if it failed on one, 2: bad usage. */
+static int on_nodes(const char *config, const CtlArgs *args, NodeAction *fn)
 {
     ColoConfig cfg;
     ColoNodeConfig *only;
-    Error *err = NULL;
     int rc = 0;
 
     if (!load_with_node(config, args, &cfg, &only)) {
         return 2;
     }
     for (int i = 0; i < 2; i++) {
-        ColoNodeConfig *n = &cfg.nodes[i];
-        ColoRole role = n->initial_role;
+        Error *err = NULL;
 
-        if (only && n != only) {
-            continue;
-        }
-        if (args->role) {
-            role = g_str_equal(args->role, "primary") ? COLO_ROLE_PRIMARY :
-                   COLO_ROLE_SECONDARY;
-        }
-        if (!colo_node_start(&cfg, n, role, &err)) {
+        if ((!only || &cfg.nodes[i] == only) &&
+            !fn(&cfg, &cfg.nodes[i], args, &err)) {
             error_report_err(err);
-            err = NULL;
             rc = 1;
         }
     }
     colo_config_free(&cfg);
     return rc;
+}
+
+/* start: in its initial role, or --role. */
+static bool start_one(const ColoConfig *cfg, const ColoNodeConfig *n,
+                      const CtlArgs *args, Error **errp)
+{
+    ColoRole role = n->initial_role;
+
+    if (args->role) {
+        role = g_str_equal(args->role, "primary") ? COLO_ROLE_PRIMARY :
+               COLO_ROLE_SECONDARY;
+    }
+    return colo_node_start(cfg, n, role, errp);
+}
+
+static bool stop_one(const ColoConfig *cfg, const ColoNodeConfig *n,
+                     const CtlArgs *args, Error **errp)
+{
+    return colo_node_stop(n, errp);
 }
 
 static int cmd_status(const char *config, const CtlArgs *args)
@@ -238,28 +252,6 @@ static int cmd_status(const char *config, const CtlArgs *args)
         return 2;
     }
     rc = colo_ctl_status_config(&cfg, only, args->json);
-    colo_config_free(&cfg);
-    return rc;
-}
-
-static int cmd_stop(const char *config, const CtlArgs *args)
-{
-    ColoConfig cfg;
-    ColoNodeConfig *only;
-    Error *err = NULL;
-    int rc = 0;
-
-    if (!load_with_node(config, args, &cfg, &only)) {
-        return 2;
-    }
-    for (int i = 0; i < 2; i++) {
-        if ((!only || &cfg.nodes[i] == only) &&
-            !colo_node_stop(&cfg.nodes[i], &err)) {
-            error_report_err(err);
-            err = NULL;
-            rc = 1;
-        }
-    }
     colo_config_free(&cfg);
     return rc;
 }
@@ -503,9 +495,9 @@ int main(int argc, char **argv)
             return 2;
         }
         if (g_str_equal(cmd, "start")) {
-            return cmd_start(argv[2], &args);
+            return on_nodes(argv[2], &args, start_one);
         } else if (g_str_equal(cmd, "stop")) {
-            return cmd_stop(argv[2], &args);
+            return on_nodes(argv[2], &args, stop_one);
         } else if (g_str_equal(cmd, "status")) {
             return cmd_status(argv[2], &args);
         } else if (g_str_equal(cmd, "failover")) {
