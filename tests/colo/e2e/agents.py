@@ -19,9 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from colo_vm import REPO_ROOT, wait_for  # noqa: E402
 import colo_heartbeat_wire as wire  # noqa: E402
-from topology import GUEST_IP, PRI_LINK_IP, SEC_LINK_IP  # noqa: E402
-from client import Client  # noqa: E402
-from e2e_pair import DISKS, PORT, checkpoints, read_records  # noqa: E402
+from topology import PRI_LINK_IP, SEC_LINK_IP  # noqa: E402
+from e2e_pair import DISKS, checkpoints, open_client, read_records  # noqa: E402
 
 AGENT = os.environ.get("QEMU_COLO_AGENT") or os.path.join(
     REPO_ROOT, "build", "qemu", "tools", "colo", "qemu-colo-agent")
@@ -159,11 +158,8 @@ def protected(topo, pair, agents):
         agents.wait(n, lambda s, role=role: s["role"] == role and
                     s["peer-state"] == "alive" and s["local-qemu"] == "running",
                     30, "role %s, peer alive" % role)
-    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
-    client = Client(sock)
-    client.connect((GUEST_IP, PORT), 60)
-    client.start()
-    client.wait_answers(5, 120)
+    client = open_client(topo)
+    sock = client.sock
     c0 = checkpoints(pair.pri)
     pair.pri.wait_for(lambda: checkpoints(pair.pri) >= c0 + 2, 60,
                       "two more checkpoints")

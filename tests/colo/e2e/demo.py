@@ -45,8 +45,8 @@ from colo_vm import (DEFAULT_BINARY, default_firmware_dirs,  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import (GUEST_IP, PRI_LINK_IP, SEC_LINK_IP, Topology,  # noqa: E402
                       missing_requirements)
-from tool_pair import (CTL, QEMU_IMG, Qmp, ToolPair,  # noqa: E402
-                            guest_records, open_client)
+from tool_pair import CTL, QEMU_IMG, Qmp, ToolPair, guest_records  # noqa: E402
+from e2e_pair import open_client  # noqa: E402
 from agents import AGENT, Agents  # noqa: E402
 import tls_certs  # noqa: E402
 

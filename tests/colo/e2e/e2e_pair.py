@@ -17,6 +17,7 @@ Environment: E2E_DISKS=0 runs without disk replication.
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from colo_vm import REPO_ROOT, Vm, guest_files  # noqa: E402
 from topology import GUEST_IP, GUEST_MAC, PRI_LINK_IP, SEC_LINK_IP  # noqa: E402
+from client import Client  # noqa: E402
 
 PORT = 7777
 CHECKPOINT_DELAY_MS = 2000
@@ -247,6 +249,17 @@ class Pair:
         for d in (self.disk_dir, self.new_dir):
             if d:
                 shutil.rmtree(d, ignore_errors=True)
+
+
+def open_client(topo):
+    """A client connection from the client namespace to the guest's
+    service, running and answering (its socket: client.sock)."""
+    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+    client = Client(sock)
+    client.connect((GUEST_IP, PORT), 60)
+    client.start()
+    client.wait_answers(5, 120)
+    return client
 
 
 def checkpoints(vm):

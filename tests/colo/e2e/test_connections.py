@@ -44,6 +44,7 @@ from colo_vm import guest_files, wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import missing_requirements  # noqa: E402
 import tool_pair as rp  # noqa: E402
+from e2e_pair import open_client  # noqa: E402
 
 t = Tap()
 COMPARE = ("mismatches-tcp", "mismatches-udp", "mismatches-icmp",
@@ -93,7 +94,7 @@ def open_between_checkpoints(topo, pair, clients):
     pri, sec = pair.roles()
     # a first connection, closed again: the guest's ARP request (a non-IP
     # mismatch) and that connection's end are behind the next checkpoint
-    warm = rp.open_client(topo)
+    warm = open_client(topo)
     warm.stop()
     warm.close()
     quiet_checkpoint(pair, pri)
@@ -101,7 +102,7 @@ def open_between_checkpoints(topo, pair, clients):
         c1 = pair.checkpoints(pri)
         cmp0 = compare(pair, pri)
         rw0 = rewriter(pair, sec)
-        client = rp.open_client(topo)
+        client = open_client(topo)
         clients.append(client)
         client.wait_answers(20, 120)
         rw1 = rewriter(pair, sec)

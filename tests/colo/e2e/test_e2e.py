@@ -34,7 +34,6 @@ Environment: E2E_DISKS=0 runs without disk replication.
 
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -43,10 +42,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from colo_vm import wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
-from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
-from client import Client  # noqa: E402
-from e2e_pair import (DISKS, PORT, VARIANTS, Pair, checkpoints,  # noqa: E402
-                      diagnose, end_run, primary_alone, read_records,
+from topology import Topology, missing_requirements  # noqa: E402
+from e2e_pair import (DISKS, VARIANTS, Pair, checkpoints, diagnose,  # noqa: E402
+                      end_run, open_client, primary_alone, read_records,
                       reprotect, secondary_failover)
 
 t = Tap()
@@ -73,16 +71,6 @@ def demo_progress(pri, client, rounds):
         log("protected: checkpoint %d done; client: %d answers on one connection, "
             "last latency %.0f ms" % (checkpoints(pri), client.answers(),
                                       (recs[0][2] - recs[0][1]) * 1000 if recs else 0))
-
-
-def new_client(topo):
-    """A fresh client connection to the guest's service, answering."""
-    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
-    client = Client(sock)
-    client.connect((GUEST_IP, PORT), 60)
-    client.start()
-    client.wait_answers(5, 120)
-    return sock, client
 
 
 def reset_during_colo(pri, sec, client):
@@ -114,7 +102,6 @@ class Run:
         self.topo = Topology()
         self.pair = None
         self.client = None
-        self.sock = None
         self.ck = 0             # checkpoints done before the failure
         self.t_kill = None      # the failure
         self.t_done = None      # the failover sequence done
@@ -143,8 +130,7 @@ def start_protected(run):
                 os.stat("/run/netns/" + ns).st_ino), "%s not in %s" % (vm.name, ns)
     log("scenario %d: guest service up, then pair protected, after %.1fs"
         % (number, time.monotonic() - t0))
-    run.sock, run.client = new_client(topo)
-    client = run.client
+    run.client = client = open_client(topo)
     # protection is real: checkpoints happen with the connection open
     c0, t_c0 = checkpoints(pri), time.monotonic()
     pri.wait_for(lambda: checkpoints(pri) >= c0 + 4, 60, "four more checkpoints")
@@ -174,7 +160,7 @@ def start_protected(run):
 def reset_and_reconnect(run):
     """Scenario 7's reboot under COLO, then a new connection."""
     reset_during_colo(run.pair.pri, run.pair.sec, run.client)
-    run.sock, run.client = new_client(run.topo)
+    run.client = open_client(run.topo)
     log("scenario 7: guest reset and rebooted under COLO; %d checkpoints; "
         "a new connection answers" % checkpoints(run.pair.pri))
 

@@ -40,8 +40,8 @@ from colo_vm import guest_files, wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
 from topology import missing_requirements  # noqa: E402
 from tool_pair import (CTL, ToolPair, check_records, ctl, fail,  # noqa: E402
-                       guest_records, log, open_client,
-                       reprotect, with_pair)
+                       guest_records, log, reprotect, with_pair)
+from e2e_pair import open_client  # noqa: E402
 
 t = Tap()
 

@@ -54,6 +54,7 @@ from topology import PRI_LINK_IP, SEC_LINK_IP, Topology, missing_requirements  #
 import tls_certs  # noqa: E402
 import tool_pair as tr  # noqa: E402
 from tool_pair import ToolPair, ctl, log  # noqa: E402
+from e2e_pair import open_client  # noqa: E402
 
 PORTS = {"mirror": 9003, "compare": 9004, "migration": 9998, "nbd": 9999}
 MODES = ("plain", "no-cert", "other-ca", "other-name")
@@ -483,7 +484,7 @@ def scenario(results):
         stage("protected", protected_stage)
 
         def kill_stage():
-            st["client"] = client = tr.open_client(topo)
+            st["client"] = client = open_client(topo)
             c0 = pair.checkpoints("a")
             wait_for(lambda: pair.checkpoints("a") >= c0 + 2, 90,
                      "checkpoints with the client running")

@@ -10,7 +10,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,6 @@ from colo_vm import (DEFAULT_BINARY, REPO_ROOT, default_firmware_dirs,  # noqa: 
 import colo_heartbeat_wire as wire  # noqa: E402
 from qmp import Qmp as Qmp_, qmp_call  # noqa: E402
 from topology import GUEST_IP, PRI_LINK_IP, SEC_LINK_IP, Topology  # noqa: E402
-from client import Client  # noqa: E402
 
 CTL = os.environ.get("QEMU_COLO_CTL") or os.path.join(REPO_ROOT, "build", "qemu", "tools",
                                                    "colo", "qemu-colo-ctl")
@@ -273,15 +271,6 @@ def check_records(data, first, last, offset, where):
         if not text.startswith("%d req-" % n) and not text.startswith("%d last" % n):
             raise AssertionError("%s: acknowledged record %d missing: sector holds %r"
                                  % (where, n, text[:40]))
-
-
-def open_client(topo):
-    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
-    client = Client(sock)
-    client.connect((GUEST_IP, PORT), 60)
-    client.start()
-    client.wait_answers(5, 120)
-    return client
 
 
 def fail(pair, topo, client, victim_role):
