@@ -22,6 +22,7 @@ SUITES_TABLE=(
     "controller||$PYTHON $top/tests/colo/test_colo_controller.py"
     "tools||$PYTHON $top/tests/colo/test_colo_ctl.py"
     "disk||$PYTHON $top/tests/colo/test_disk_replication.py"
+    "shared-disk|qemu-img|$PYTHON $top/tests/colo/test_shared_disk.py"
     "proxy||$PYTHON $top/tests/colo/test_colo_proxy.py"
     "proxy-asan||bash $top/tests/colo/run-asan-unit-tests.sh"
     "proxy-colo||$PYTHON $top/tests/colo/test_proxy_colo.py"
