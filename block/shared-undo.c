@@ -421,7 +421,12 @@ static int shared_undo_empty_active(BDRVSharedUndoState *s, Error **errp)
     if (!active) {
         return -EINVAL;
     }
-    blk = blk_new(bdrv_get_aio_context(active), BLK_PERM_WRITE,
+    /*
+     * WRITE_UNCHANGED, which the guest's device shares (it unshares
+     * WRITE): the guest is stopped for the checkpoint, and emptying puts
+     * back what the checkpoint says it sees.
+     */
+    blk = blk_new(bdrv_get_aio_context(active), BLK_PERM_WRITE_UNCHANGED,
                   BLK_PERM_ALL);
     ret = blk_insert_bs(blk, active, errp);
     if (ret < 0) {

@@ -219,7 +219,9 @@ static void secondary_open(Pair *p)
     qdict_put_str(opts, "driver", "qcow2");
     put_file(opts, "file.", p->active_path);
     put_node(opts, "backing.", p->snode, "secondary");
-    p->top = blk_new_open(NULL, NULL, opts, BDRV_O_RDWR, &error_abort);
+    /* As a guest device: sharing no writes with others. */
+    p->top = blk_new_open(NULL, NULL, opts, BDRV_O_RDWR | BDRV_O_NO_SHARE,
+                          &error_abort);
 }
 
 /* The initial migration: the stream carries the epoch, both start. */
@@ -405,7 +407,8 @@ static void pair_init(Pair *p, uint32_t seed)
     create_image(undo_path, "raw", UNDO_SIZE);
     p->pnode = g_strdup("prim");
     put_node(opts, "", p->pnode, "primary");
-    p->primary = blk_new_open(NULL, NULL, opts, BDRV_O_RDWR, &error_abort);
+    p->primary = blk_new_open(NULL, NULL, opts, BDRV_O_RDWR | BDRV_O_NO_SHARE,
+                              &error_abort);
     /* Before protection the primary runs alone: nothing saved. */
     for (int i = 0; i < 20; i++) {
         primary_write(p);
