@@ -36,6 +36,7 @@ SUITES_TABLE=(
     "soak-short|qemu-img|$PYTHON $top/tests/colo/e2e/soak.py --short"
     "reprotect|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py config rounds"
     "connections|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_connections.py"
+    "reprotect-shared|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py shared"
     "reprotect-interrupted|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py interrupted"
     "tls|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_tls.py"
     "heartbeat|qemu-img tools/colo/qemu-colo-agent|$PYTHON $top/tests/colo/e2e/test_heartbeat.py"

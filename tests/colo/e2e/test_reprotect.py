@@ -12,12 +12,15 @@ TAP lines:
               resync and the migration (sampled on a spare monitor), every
               acknowledged record on the survivor's disk after each round and
               on the image at the end
+  shared      rounds with shared-disk: one image both namespaces see, the
+              secondary rolls back and commits at failover, re-protection
+              copies no disk
   interrupted re-protection interrupted (the new secondary killed during the
               disk resync, then during the first migration, then once COLO
               runs but before the mirror is ended): the survivor keeps
               serving, the tool names the step, a retry succeeds
 
-Usage: test_reprotect.py [config|rounds|interrupted ...]  (default: all)
+Usage: test_reprotect.py [config|rounds|shared|interrupted ...]  (default: all)
 The QEMUs are started by the tool (-daemonize, pid files in the workdir);
 the test reads their state through each node's second QMP socket
 (agent-qmp, free while no agent runs) and kills them by pid file.
@@ -156,11 +159,12 @@ class Watch(threading.Thread):
         self.f.close()          # the monitor serves one client at a time
         self.sock.close()
 
-    def check_guest_ran(self):
+    def check_guest_ran(self, resync=True):
         """The tool never stopped the guest: while the resync ran and while
         the RAM migrated the guest ran (at most the migration's own
         completion, finish-migrate, is seen); 'paused' is what `stop`
-        gives.  Returns (samples during the resync, during the migration)."""
+        gives.  Returns (samples during the resync, during the migration).
+        resync=False: a shared disk, no resync."""
         pre, migrating = [], False        # the samples until COLO runs
         for x in self.samples:
             if migrating and x[1] not in ("setup", "active"):
@@ -169,13 +173,16 @@ class Watch(threading.Thread):
             pre.append(x)
         bad = [x for x in pre if x[0] not in ("running", "finish-migrate")]
         assert not bad, "guest not running before COLO: %s" % bad[:5]
-        resync = [x for x in pre if x[2] and x[1] not in ("setup", "active")
-                  and x[0] == "running"]
+        in_resync = [x for x in pre if x[2] and x[1] not in ("setup", "active")
+                     and x[0] == "running"]
         live = [x for x in pre if x[1] == "active" and x[0] == "running"]
-        assert resync, "no sample during the resync: %s" % self.samples[:20]
+        if resync:
+            assert in_resync, "no sample during the resync: %s" % self.samples[:20]
+        else:
+            assert not any(x[2] for x in pre), "a block job with a shared disk"
         assert live, "no sample with the guest running during the migration: %s" \
             % sorted(set(self.samples))
-        return len(resync), len(live)
+        return len(in_resync), len(live)
 
 
 # ---- the pair, as the tool sees it -----------------------------------------
@@ -197,8 +204,10 @@ class ToolPair:
 
     HOSTS = {"a": ("pri", PRI_LINK_IP, "to-pri"), "b": ("sec", SEC_LINK_IP, "to-sec")}
 
-    def __init__(self, topo, disk_size=16 << 20, resync_speed=0, mem_mb=256):
+    def __init__(self, topo, disk_size=16 << 20, resync_speed=0, mem_mb=256,
+                 shared=False):
         self.topo = topo
+        self.shared = shared    # one image both namespaces see, no copies
         self.dir = tempfile.mkdtemp(prefix="colo-reprotect-")
         self.disk_size = disk_size
         self.config = os.path.join(self.dir, "pair.conf")
@@ -213,19 +222,28 @@ class ToolPair:
                  "resync-speed = %d" % resync_speed,
                  "checkpoint-delay-ms = 2000",
                  "heartbeat-key-file = heartbeat.key"]
+        if shared:
+            lines.append("shared-disk = shared.raw")
         for name, role in (("a", "primary"), ("b", "secondary")):
             ns_attr, link, _ = self.HOSTS[name]
             lines += ["", "[node %s]" % name, "initial-role = %s" % role,
                       "link-addr = %s" % link,
                       "launcher = ip netns exec %s" % getattr(topo, ns_attr),
-                      "workdir = %s" % name,
-                      "disk = %s/disk.raw" % name]
+                      "workdir = %s" % name]
+            if not shared:
+                lines.append("disk = %s/disk.raw" % name)
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.qmp = {n: Qmp(os.path.join(self.dir, n, "agent-qmp.sock")) for n in "ab"}
 
     def path(self, node, name):
         return os.path.join(self.dir, node, name)
+
+    def image(self, node):
+        """The disk image node @node's guest writes."""
+        if self.shared:
+            return os.path.join(self.dir, "shared.raw")
+        return self.path(node, "disk.raw")
 
     def pid(self, node):
         try:
@@ -376,11 +394,12 @@ def reprotect(pair, topo, client, survivor, dead):
     took = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert watch.error is None, watch.error
-    n_resync, n_live = watch.check_guest_ran()
+    n_resync, n_live = watch.check_guest_ran(resync=not pair.shared)
     log("guest running in all %d samples during the resync and %d during the "
         "live migration" % (n_resync, n_live))
     assert "protected: %s primary, %s secondary" % (survivor, dead) in r.stdout, r.stdout
-    assert "disk resync" in r.stdout, r.stdout
+    # a shared disk is never copied
+    assert ("disk resync" in r.stdout) == (not pair.shared), r.stdout
     assert pair.roles() == (survivor, dead)
     c0 = pair.checkpoints(survivor)
     wait_for(lambda: pair.checkpoints(survivor) >= c0 + 2, 90,
@@ -430,7 +449,7 @@ def with_pair(body, **kw):
         assert not (pair and os.path.exists(pair.dir))
 
 
-def run_rounds():
+def run_rounds(shared=False):
     def body(topo, pair, clients):
         pair.start_protected()
         client = open_client(topo)
@@ -460,12 +479,12 @@ def run_rounds():
         # the end: the primary quits; its image holds every record
         pair.qmp[pri]("quit")
         wait_for(lambda: not pair.pid(pri), 30, "the primary to quit")
-        with open(pair.path(pri, "disk.raw"), "rb") as f:
+        with open(pair.image(pri), "rb") as f:
             data = f.read()
         check_records(data, client.base + 1, last, 0, "image of node %s" % pri)
         log("%d acknowledged records on node %s's image after 4 rounds"
             % (last - client.base, pri))
-    with_pair(body)
+    with_pair(body, shared=shared)
 
 
 def run_interrupted():
@@ -620,6 +639,14 @@ def run_config():
         expect(GOOD.replace("disk-size = 16M", "disk-size = 1000"),
                "disk-size must be a size in bytes")
         expect(GOOD.replace("disk = b.raw\n", ""), "'disk' is set on one node only")
+        expect(GOOD.replace("[pair]\n", "[pair]\nshared-disk = s.raw\n"),
+               "[pair]: shared-disk and the nodes' 'disk' exclude each other")
+        expect(GOOD.replace("[pair]\n", "[pair]\nshared-undo = s.undo\n"),
+               "[pair]: shared-undo needs shared-disk")
+        expect(GOOD.replace("[pair]\n", "[pair]\nshared-disk = s.raw\n"
+                            "shared-undo = s.raw\n").replace("disk = a.raw\n", "")
+               .replace("disk = b.raw\n", ""),
+               "[pair]: shared-undo must be another file than shared-disk")
         expect(GOOD.replace("[node b]", "[node a]"),
                "a pair needs two [node NAME] groups, found 1")
         expect(GOOD + "[node c]\ninitial-role = primary\nlink-addr = x\n",
@@ -755,6 +782,11 @@ NAMES = {
     "rounds": ("qemu-colo-ctl: four rounds of failover and one-step re-protection "
                "(every role history), one client connection throughout, records "
                "on the disks after each round", run_rounds),
+    "shared": ("qemu-colo-ctl with shared-disk (one image both namespaces "
+               "see): four rounds of kill -9 + failover (roll-back and commit on "
+               "a secondary) + re-protection without any disk copy, one client "
+               "connection throughout, every acknowledged record on the shared "
+               "image", lambda: run_rounds(shared=True)),
     "interrupted": ("qemu-colo-ctl: re-protection interrupted during the resync, "
                     "during the migration and after COLO start rolls back, the "
                     "survivor serves, a retry succeeds", run_interrupted),
