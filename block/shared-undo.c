@@ -181,12 +181,14 @@ shared_undo_read_header(BDRVSharedUndoState *s, uint64_t *epoch,
 
 /*
  * Make @epoch the undo image's epoch: one sector into the slot that does
- * not hold the current epoch, then a flush.  A torn write leaves the other
- * slot valid.  This is what empties the undo image.
+ * not hold the current epoch, then, with @flush, a flush.  A torn write
+ * leaves the other slot valid.  This is what empties the undo image.
+ * Without @flush the next save's flush makes it durable (same image),
+ * before the shared image changes in the new epoch.
  */
 static int GRAPH_RDLOCK
 shared_undo_write_header(BDRVSharedUndoState *s, uint64_t epoch,
-                         Error **errp)
+                         bool flush, Error **errp)
 {
     uint8_t buf[SHARED_UNDO_SLOT_SIZE] = { 0 };
     SharedUndoHeader h = { .magic = SHARED_UNDO_MAGIC };
@@ -202,7 +204,7 @@ shared_undo_write_header(BDRVSharedUndoState *s, uint64_t epoch,
     trace_shared_undo_epoch(s->bs, epoch);
     ret = bdrv_pwrite(s->undo, (epoch % 2) * SHARED_UNDO_SLOT_SIZE,
                       sizeof(buf), buf, 0);
-    if (ret >= 0) {
+    if (ret >= 0 && flush) {
         ret = bdrv_flush(s->undo->bs);
     }
     if (ret < 0) {
@@ -610,7 +612,7 @@ static void shared_undo_secondary_failover(BDRVSharedUndoState *s,
     /* Nothing left to undo, for anyone. */
     s->epoch = MAX(header_epoch, s->view_epoch) + 1;
     bdrv_graph_rdlock_main_loop();
-    ret = shared_undo_write_header(s, s->epoch, errp);
+    ret = shared_undo_write_header(s, s->epoch, true, errp);
     bdrv_graph_rdunlock_main_loop();
     if (ret < 0) {
         return;
@@ -660,7 +662,7 @@ static void shared_undo_primary_start(BDRVSharedUndoState *s, Error **errp)
     /* The secondary holds the state the stream carried: s->epoch + 1. */
     bdrv_drained_begin(s->bs);
     bdrv_graph_rdlock_main_loop();
-    ret = shared_undo_write_header(s, s->epoch + 1, errp);
+    ret = shared_undo_write_header(s, s->epoch + 1, true, errp);
     bdrv_graph_rdunlock_main_loop();
     if (ret >= 0) {
         s->epoch++;
@@ -678,6 +680,7 @@ static void shared_undo_checkpoint_received(ReplicationState *rs,
 {
     BlockDriverState *bs = rs->opaque;
     BDRVSharedUndoState *s = bs->opaque;
+    Error *local_err = NULL;
     int ret;
 
     if (s->role != SHARED_UNDO_PRIMARY || !s->running) {
@@ -685,16 +688,18 @@ static void shared_undo_checkpoint_received(ReplicationState *rs,
     }
     bdrv_drained_begin(bs);
     bdrv_graph_rdlock_main_loop();
-    ret = shared_undo_write_header(s, s->epoch + 1, errp);
+    /* In the checkpoint's pause: no flush of its own (see the function). */
+    ret = shared_undo_write_header(s, s->epoch + 1, false, &local_err);
     bdrv_graph_rdunlock_main_loop();
     if (ret >= 0) {
         s->epoch++;
         bitmap_zero(s->saved, s->nregions);
     } else if (!s->save_error) {
         /* Whether the header landed is unknown: nothing may be saved. */
-        s->save_error = error_copy(*errp);
+        s->save_error = error_copy(local_err);
     }
     bdrv_drained_end(bs);
+    error_propagate(errp, local_err);
 }
 
 static void shared_undo_primary_stop(BDRVSharedUndoState *s, Error **errp)
@@ -707,7 +712,7 @@ static void shared_undo_primary_stop(BDRVSharedUndoState *s, Error **errp)
      */
     s->epoch += 2;
     bdrv_graph_rdlock_main_loop();
-    shared_undo_write_header(s, s->epoch, errp);
+    shared_undo_write_header(s, s->epoch, true, errp);
     bdrv_graph_rdunlock_main_loop();
     bdrv_drained_end(s->bs);
 }
