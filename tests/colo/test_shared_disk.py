@@ -38,17 +38,21 @@ QEMU_IMG = os.path.join(os.path.dirname(os.environ.get("QEMU_COLO_BINARY")
 
 def shared_args(d, mode):
     """The disk nodes, without a guest device (the guest never touches
-    them).  The top node hangs on a -drive BlockBackend: an incoming QEMU
+    them), without the page cache as across hosts (O_DIRECT: the 16-byte
+    records are written read-modify-write).  The top node hangs on a -drive BlockBackend: an incoming QEMU
     activates the nodes below BlockBackends at the end of migration, not
     -blockdev nodes without one."""
     node = ("driver=shared-undo,node-name=colo-disk0,mode=%s,granularity=%d,"
             % (mode, GRAN))
     if mode == "primary":
         return ["-drive", "if=none,id=pdisk," + node +
-                "file.driver=file,file.filename=%s/shared.raw,"
-                "undo.driver=file,undo.filename=%s/undo.raw" % (d, d)]
-    return ["-blockdev", "driver=file,node-name=shared0,filename=%s/shared.raw" % d,
-            "-blockdev", "driver=file,node-name=undo0,filename=%s/undo.raw" % d,
+                "file.driver=file,file.filename=%s/shared.raw,file.cache.direct=on,"
+                "undo.driver=file,undo.filename=%s/undo.raw,undo.cache.direct=on"
+                % (d, d)]
+    return ["-blockdev", "driver=file,node-name=shared0,filename=%s/shared.raw,"
+            "cache.direct=on" % d,
+            "-blockdev", "driver=file,node-name=undo0,filename=%s/undo.raw,"
+            "cache.direct=on" % d,
             "-blockdev", node + "file=shared0,undo=undo0",
             "-drive", "if=none,id=sdisk,driver=qcow2,node-name=active0,"
             "file.driver=file,file.filename=%s/active.qcow2,backing=colo-disk0" % d]

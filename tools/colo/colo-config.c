@@ -25,7 +25,7 @@ static const char *const pair_keys[] = {
     "heartbeat-port",
     "heartbeat-interval-ms", "heartbeat-timeout-ms", "use-corosync",
     "tls-dir", "heartbeat-key-file", "heartbeat-auth", "shared-disk",
-    "shared-undo", NULL
+    "shared-undo", "shared-cache-direct", NULL
 };
 
 #define KEY_FILE_MAX    4096    /* bytes read from a heartbeat key file */
@@ -594,6 +594,21 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
         if (g_str_equal(cfg->shared_disk, cfg->shared_undo)) {
             error_setg(errp, "%s: [pair]: shared-undo must be another file "
                        "than shared-disk", l->path);
+            return false;
+        }
+    }
+    if (cfg->shared_disk) {
+        g_autofree char *direct = get_str(l, "pair", "shared-cache-direct",
+                                          "true", errp);
+
+        if (g_str_equal(direct, "true") || g_str_equal(direct, "yes")) {
+            cfg->shared_cache_direct = true;
+        } else if (g_str_equal(direct, "false") ||
+                   g_str_equal(direct, "no")) {
+            cfg->shared_cache_direct = false;
+        } else {
+            error_setg(errp, "%s: [pair]: shared-cache-direct must be true "
+                       "or false, not '%s'", l->path, direct);
             return false;
         }
     }

@@ -61,6 +61,11 @@ typedef struct ColoConfig {
      */
     char *shared_disk;
     char *shared_undo;
+    /*
+     * shared-cache-direct (default true): open both without the host's
+     * page cache, so each host reads what the other wrote
+     */
+    bool shared_cache_direct;
     int64_t checkpoint_delay_ms;
     int64_t resync_speed;   /* bytes/s of the disk resync, 0: unlimited */
     int port_mirror, port_compare, port_migrate, port_nbd;

@@ -319,11 +319,13 @@ static GPtrArray *qemu_argv(const ColoConfig *cfg, const ColoNodeConfig *n,
         /* One image both nodes reach: see "Shared storage" in the docs. */
         g_autofree char *shared = opt_escape(cfg->shared_disk);
         g_autofree char *undo = opt_escape(cfg->shared_undo);
+        const char *direct = cfg->shared_cache_direct ? "on" : "off";
         g_autofree char *node = g_strdup_printf(
             "driver=shared-undo,node-name=colo-shared0,mode=%s,"
-            "file.driver=file,file.filename=%s,undo.driver=file,"
-            "undo.filename=%s", role == COLO_ROLE_PRIMARY ? "primary" :
-            "secondary", shared, undo);
+            "file.driver=file,file.filename=%s,file.cache.direct=%s,"
+            "undo.driver=file,undo.filename=%s,undo.cache.direct=%s",
+            role == COLO_ROLE_PRIMARY ? "primary" : "secondary", shared,
+            direct, undo, direct);
 
         if (role == COLO_ROLE_PRIMARY) {
             ADD("-drive");

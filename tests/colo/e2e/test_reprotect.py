@@ -647,6 +647,10 @@ def run_config():
                             "shared-undo = s.raw\n").replace("disk = a.raw\n", "")
                .replace("disk = b.raw\n", ""),
                "[pair]: shared-undo must be another file than shared-disk")
+        expect(GOOD.replace("[pair]\n", "[pair]\nshared-disk = s.raw\n"
+                            "shared-cache-direct = maybe\n")
+               .replace("disk = a.raw\n", "").replace("disk = b.raw\n", ""),
+               "[pair]: shared-cache-direct must be true or false, not 'maybe'")
         expect(GOOD.replace("[node b]", "[node a]"),
                "a pair needs two [node NAME] groups, found 1")
         expect(GOOD + "[node c]\ninitial-role = primary\nlink-addr = x\n",
