@@ -594,6 +594,55 @@ static void test_stale_secondary_refused(void)
     pair_free(&p);
 }
 
+/*
+ * The undo image fails a save: the guest's write fails and never reaches
+ * the shared image, the error is latched for the controller, and nothing
+ * is saved (so nothing written) after it.
+ */
+static void test_save_error(void)
+{
+    g_autofree uint8_t *buf = g_malloc(2 * GRANULARITY);
+    g_autofree uint8_t *model = g_malloc(DISK_SIZE);
+    g_autofree char *sector = g_strdup_printf("%d", (int)(DATA_OFF / 512));
+    QDict *opts = qdict_new();
+    ReplicationState *rs;
+    BlockBackend *blk;
+    Error *err = NULL;
+
+    create_image(shared_path, "raw", DISK_SIZE);
+    create_image(undo_path, "raw", UNDO_SIZE);
+    put_node(opts, "", "failing", "primary");
+    qdict_del(opts, "undo.driver");
+    qdict_del(opts, "undo.filename");
+    qdict_del(opts, "undo.locking");
+    qdict_put_str(opts, "undo.driver", "blkdebug");
+    qdict_put_str(opts, "undo.inject-error.0.event", "pwritev");
+    qdict_put_str(opts, "undo.inject-error.0.sector", sector);
+    qdict_put_str(opts, "undo.inject-error.0.errno", "5");
+    put_file(opts, "undo.image.", undo_path);
+    blk = blk_new_open(NULL, NULL, opts, BDRV_O_RDWR | BDRV_O_NO_SHARE,
+                       &error_abort);
+    memset(model, 0x11, DISK_SIZE);
+    g_assert_cmpint(blk_pwrite(blk, 0, DISK_SIZE, model, 0), ==, 0);
+
+    rs = rs_of("failing");
+    rs->ops->start(rs, REPLICATION_MODE_PRIMARY, &error_abort);
+    memset(buf, 0x22, 2 * GRANULARITY);
+    /* Region 0's data lies where the undo image fails. */
+    g_assert_cmpint(blk_pwrite(blk, 512, 4096, buf, 0), ==, -EIO);
+    rs->ops->get_error(rs, &err);
+    expect_error(&err, "saving the old content at offset 512 of node "
+                 "'failing' into the undo image failed");
+    rs->ops->do_checkpoint(rs, &err);
+    expect_error(&err, "into the undo image failed");
+    /* Another region: not saved any more, so not written either. */
+    g_assert_cmpint(blk_pwrite(blk, 5 * GRANULARITY, 4096, buf, 0), ==,
+                    -EIO);
+    check_file(shared_path, model, "shared image after failed saves");
+    rs->ops->stop(rs, true, &error_abort);
+    blk_unref(blk);
+}
+
 int main(int argc, char **argv)
 {
     int ret;
@@ -611,6 +660,7 @@ int main(int argc, char **argv)
     g_test_add_func("/shared-undo/secondary-refuses", test_secondary_refuses);
     g_test_add_func("/shared-undo/stale-secondary-refused",
                     test_stale_secondary_refused);
+    g_test_add_func("/shared-undo/save-error", test_save_error);
     for (int c = CRASH_RUNNING; c < CRASH__MAX; c++) {
         g_autofree char *name = g_strdup_printf("/shared-undo/crash/%s",
                                                 crash_names[c]);
