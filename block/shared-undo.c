@@ -81,6 +81,9 @@ typedef struct BDRVSharedUndoState {
     CoMutex save_lock;
     Error *save_error;          /* first saving failure since start */
 
+    /* Secondary failover refused: the view is not the checkpoint's. */
+    bool mismatched;
+
     /* Secondary failover: the commit of the active overlay into us. */
     bool commit_running;
     int commit_ret;
@@ -563,12 +566,17 @@ static void shared_undo_secondary_failover(BDRVSharedUndoState *s,
     if (ret >= 0 && header_epoch == s->view_epoch) {
         ret = shared_undo_roll_back(s, &undone, errp);
     } else if (ret >= 0 && header_epoch + 1 != s->view_epoch) {
-        /* Not this checkpoint's undo image: touch nothing. */
+        /*
+         * Not this checkpoint's undo image: touch nothing, and serve no
+         * I/O: what the view shows no longer matches the checkpoint.
+         */
         error_setg(errp, "shared-undo: node '%s' resumes from the "
                    "checkpoint of epoch %" PRIu64 " but the undo image is at "
                    "epoch %" PRIu64 " (the primary ran on without this "
-                   "secondary?); the shared image is left as it is",
-                   shared_undo_name(s), s->view_epoch, header_epoch);
+                   "secondary?); the shared image is left as it is and "
+                   "the node fails all I/O", shared_undo_name(s),
+                   s->view_epoch, header_epoch);
+        s->mismatched = true;
         ret = -EINVAL;
     }
     bdrv_graph_rdunlock_main_loop();
@@ -1050,6 +1058,9 @@ shared_undo_co_preadv_part(BlockDriverState *bs, int64_t offset,
     BDRVSharedUndoState *s = bs->opaque;
 
     if (s->role == SHARED_UNDO_SECONDARY) {
+        if (s->mismatched) {
+            return -EIO;
+        }
         return shared_undo_view_read(s, offset, bytes, qiov, qiov_offset,
                                      flags);
     }

@@ -591,6 +591,8 @@ static void test_stale_secondary_refused(void)
     srs->ops->stop(srs, true, &err);
     expect_error(&err, "the primary ran on without this secondary?");
     check_file(shared_path, p.m.shared, "shared image after the refusal");
+    /* The secondary's view is no checkpoint's: its guest gets errors. */
+    g_assert_cmpint(blk_pread(p.top, 0, DISK_SIZE, p.m.sec, 0), ==, -EIO);
     pair_free(&p);
 }
 
