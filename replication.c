@@ -55,6 +55,20 @@ void replication_remove(ReplicationState *rs)
     }
 }
 
+ReplicationState *replication_find(void *opaque)
+{
+    GPtrArray *all = participants_get();
+
+    for (guint i = 0; i < all->len; i++) {
+        ReplicationState *rs = g_ptr_array_index(all, i);
+
+        if (rs->opaque == opaque) {
+            return rs;
+        }
+    }
+    return NULL;
+}
+
 void replication_start_all(ReplicationMode mode, Error **errp)
 {
     ERRP_GUARD();
@@ -94,6 +108,20 @@ void replication_do_checkpoint_all(Error **errp)
 
         if (rs->ops->do_checkpoint && still_registered(rs)) {
             rs->ops->do_checkpoint(rs, errp);
+        }
+    }
+}
+
+void replication_checkpoint_received_all(Error **errp)
+{
+    ERRP_GUARD();
+    g_autoptr(GPtrArray) all = participants_snapshot();
+
+    for (guint i = 0; i < all->len && !*errp; i++) {
+        ReplicationState *rs = g_ptr_array_index(all, i);
+
+        if (rs->ops->checkpoint_received && still_registered(rs)) {
+            rs->ops->checkpoint_received(rs, errp);
         }
     }
 }

@@ -51,3 +51,6 @@ echo "== client: spurious checkpoints (identical guests, IPv6 on)"
 
 echo "== client: bulk TCP (4 MiB fetches) unprotected vs COLO"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/bulk.py"
+
+echo "== COLO on a shared disk against forwarded disks (the same pair, one run)"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/shared.py"

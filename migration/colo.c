@@ -296,10 +296,15 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
      */
     bql_lock();
     colo_primary_release_output(p);
-    if (was_running) {
+    /* Disks on shared storage open their next epoch: see shared-undo.c. */
+    replication_checkpoint_received_all(errp);
+    if (was_running && !*errp) {
         colo_resume_guest();
     }
     bql_unlock();
+    if (*errp) {
+        goto out;
+    }
     pause_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME) - stop_us;
 
     colo_fault_point(COLO_FAULT_BEFORE_LOADED, p->seq);

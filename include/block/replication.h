@@ -22,6 +22,11 @@ typedef struct ReplicationState ReplicationState;
 typedef struct ReplicationOps {
     void (*start)(ReplicationState *rs, ReplicationMode mode, Error **errp);
     void (*do_checkpoint)(ReplicationState *rs, Error **errp);
+    /*
+     * Primary only: the secondary acknowledged the checkpoint (RECEIVED);
+     * the guest is still stopped.  Optional.
+     */
+    void (*checkpoint_received)(ReplicationState *rs, Error **errp);
     /* Report a latched error, if any; leave *errp untouched otherwise. */
     void (*get_error)(ReplicationState *rs, Error **errp);
     void (*stop)(ReplicationState *rs, bool failover, Error **errp);
@@ -39,6 +44,8 @@ struct ReplicationState {
 ReplicationState *replication_new(void *opaque, const ReplicationOps *ops);
 /* Unregister and free @rs (NULL is allowed). */
 void replication_remove(ReplicationState *rs);
+/* The participant registered with @opaque, or NULL (tests drive one). */
+ReplicationState *replication_find(void *opaque);
 
 /*
  * Start every participant in @mode.  If one fails, the ones already started
@@ -47,6 +54,11 @@ void replication_remove(ReplicationState *rs);
 void replication_start_all(ReplicationMode mode, Error **errp);
 /* Checkpoint every participant; stops at the first error. */
 void replication_do_checkpoint_all(Error **errp);
+/*
+ * The primary got RECEIVED for the checkpoint just taken: tell every
+ * participant, before the guest runs again; stops at the first error.
+ */
+void replication_checkpoint_received_all(Error **errp);
 /* Return the first error latched by any participant. */
 void replication_get_error_all(Error **errp);
 /* Stop every participant, even if some fail; returns the first error. */

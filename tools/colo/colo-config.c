@@ -24,7 +24,8 @@ static const char *const pair_keys[] = {
     "port-migrate", "port-nbd", "port-local-compare", "port-local-out",
     "heartbeat-port",
     "heartbeat-interval-ms", "heartbeat-timeout-ms", "use-corosync",
-    "tls-dir", "heartbeat-key-file", "heartbeat-auth", NULL
+    "tls-dir", "heartbeat-key-file", "heartbeat-auth", "shared-disk",
+    "shared-undo", "shared-cache-direct", NULL
 };
 
 #define KEY_FILE_MAX    4096    /* bytes read from a heartbeat key file */
@@ -568,7 +569,50 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
                    "not '%s'", l->path, corosync);
         return false;
     }
-    if (cfg->nodes[0].disk && !cfg->disk_size) {
+    cfg->shared_disk = get_path(l, "pair", "shared-disk", "", errp);
+    if (!*cfg->shared_disk) {
+        g_clear_pointer(&cfg->shared_disk, g_free);
+        cfg->shared_undo = get_path(l, "pair", "shared-undo", "", errp);
+        if (*cfg->shared_undo) {
+            error_setg(errp, "%s: [pair]: shared-undo needs shared-disk",
+                       l->path);
+            return false;
+        }
+        g_clear_pointer(&cfg->shared_undo, g_free);
+    } else {
+        g_autofree char *def_undo = g_strdup_printf("%s.undo",
+                                                    cfg->shared_disk);
+
+        cfg->shared_undo = get_path(l, "pair", "shared-undo", def_undo,
+                                    errp);
+        if (cfg->nodes[0].disk) {
+            error_setg(errp, "%s: [pair]: shared-disk and the nodes' 'disk' "
+                       "exclude each other (one shared image, or a copy on "
+                       "each node)", l->path);
+            return false;
+        }
+        if (g_str_equal(cfg->shared_disk, cfg->shared_undo)) {
+            error_setg(errp, "%s: [pair]: shared-undo must be another file "
+                       "than shared-disk", l->path);
+            return false;
+        }
+    }
+    if (cfg->shared_disk) {
+        g_autofree char *direct = get_str(l, "pair", "shared-cache-direct",
+                                          "true", errp);
+
+        if (g_str_equal(direct, "true") || g_str_equal(direct, "yes")) {
+            cfg->shared_cache_direct = true;
+        } else if (g_str_equal(direct, "false") ||
+                   g_str_equal(direct, "no")) {
+            cfg->shared_cache_direct = false;
+        } else {
+            error_setg(errp, "%s: [pair]: shared-cache-direct must be true "
+                       "or false, not '%s'", l->path, direct);
+            return false;
+        }
+    }
+    if ((cfg->nodes[0].disk || cfg->shared_disk) && !cfg->disk_size) {
         error_setg(errp, "%s: [pair]: disk-size is needed with disks "
                    "(the size of the overlay images)", l->path);
         return false;
@@ -635,6 +679,8 @@ void colo_config_free(ColoConfig *cfg)
     g_free(cfg->name);
     g_free(cfg->qemu_binary);
     g_free(cfg->qemu_img);
+    g_free(cfg->shared_disk);
+    g_free(cfg->shared_undo);
     g_strfreev(cfg->guest_args);
     g_free(cfg->netdev);
     g_free(cfg->mac);

@@ -54,6 +54,18 @@ typedef struct ColoConfig {
     char *netdev;           /* -netdev options of hn0, without the id */
     char *mac;
     int64_t disk_size;
+    /*
+     * shared-disk: one raw image both nodes reach at this path (COLO on
+     * shared storage, the shared-undo driver); NULL: per-node disks or
+     * none.  shared_undo: its undo image (default: shared_disk + ".undo")
+     */
+    char *shared_disk;
+    char *shared_undo;
+    /*
+     * shared-cache-direct (default true): open both without the host's
+     * page cache, so each host reads what the other wrote
+     */
+    bool shared_cache_direct;
     int64_t checkpoint_delay_ms;
     int64_t resync_speed;   /* bytes/s of the disk resync, 0: unlimited */
     int port_mirror, port_compare, port_migrate, port_nbd;

@@ -100,6 +100,36 @@ static GPtrArray *qemu_argv(const ColoConfig *cfg, const ColoNodeConfig *n,
     ADD("%s,id=" COLO_ID_NETDEV, cfg->netdev);
     ADD("-device");
     ADD("virtio-net-pci,netdev=" COLO_ID_NETDEV ",mac=%s,romfile=", cfg->mac);
+    if (cfg->shared_disk) {
+        /* One image both nodes reach: see "Shared storage" in the docs. */
+        g_autofree char *shared = opt_escape(cfg->shared_disk);
+        g_autofree char *undo = opt_escape(cfg->shared_undo);
+        const char *direct = cfg->shared_cache_direct ? "on" : "off";
+        g_autofree char *node = g_strdup_printf(
+            "driver=shared-undo,node-name=colo-shared0,mode=%s,"
+            "file.driver=file,file.filename=%s,file.cache.direct=%s,"
+            "undo.driver=file,undo.filename=%s,undo.cache.direct=%s",
+            role == COLO_ROLE_PRIMARY ? "primary" : "secondary", shared,
+            direct, undo, direct);
+
+        if (role == COLO_ROLE_PRIMARY) {
+            ADD("-drive");
+            ADD("if=none,id=" COLO_ID_DISK ",%s", node);
+            ADD("-device");
+            ADD("virtio-blk-pci,drive=" COLO_ID_DISK);
+        } else {
+            g_autofree char *active = opt_escape(n->active);
+
+            /* The VM writes its overlay; the shared image is the backing. */
+            ADD("-blockdev");
+            ADD("%s", node);
+            ADD("-drive");
+            ADD("if=none,id=" COLO_ID_TOP_DISK ",driver=qcow2,file.filename=%s,"
+                "file.cache.no-flush=on,backing=colo-shared0", active);
+            ADD("-device");
+            ADD("virtio-blk-pci,drive=" COLO_ID_TOP_DISK);
+        }
+    }
     if (role == COLO_ROLE_PRIMARY) {
         /* The proxy and the replication child come with `protect`. */
         if (disk) {
@@ -209,6 +239,38 @@ static bool ensure_raw_disk(const ColoConfig *cfg, const char *path,
     return true;
 }
 
+/*
+ * The undo image of a shared disk is at least as large as shared-undo
+ * needs with its default granularity (include/block/shared-undo.h): the
+ * header, a 16-byte record per 64 KiB region, a copy of the disk.  Its
+ * content does not matter: the primary writes a header when it starts.
+ */
+static bool ensure_undo_image(const ColoConfig *cfg, Error **errp)
+{
+    const int64_t gran = 64 * 1024;
+    int64_t regions = DIV_ROUND_UP(cfg->disk_size, gran);
+    int64_t need = ROUND_UP(4096 + 16 * regions, gran) + regions * gran;
+    struct stat st;
+    int fd;
+
+    if (stat(cfg->shared_undo, &st) == 0 && st.st_size >= need) {
+        return true;
+    }
+    fd = open(cfg->shared_undo, O_WRONLY | O_CREAT, 0600);
+    if (fd < 0 || ftruncate(fd, need) < 0) {
+        error_setg_errno(errp, errno, "cannot create the undo image %s",
+                         cfg->shared_undo);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return false;
+    }
+    close(fd);
+    printf("prepared the undo image %s (%" PRId64 " bytes)\n",
+           cfg->shared_undo, need);
+    return true;
+}
+
 static bool make_overlay(const ColoConfig *cfg, const char *path,
                          Error **errp)
 {
@@ -244,6 +306,17 @@ bool colo_node_start(const ColoConfig *cfg, const ColoNodeConfig *n,
     if (g_mkdir_with_parents(n->workdir, 0700) < 0) {
         error_setg_errno(errp, errno, "cannot create %s", n->workdir);
         return false;
+    }
+    if (cfg->shared_disk) {
+        if (!ensure_raw_disk(cfg, cfg->shared_disk, errp) ||
+            !ensure_undo_image(cfg, errp)) {
+            return false;
+        }
+        /* A secondary starts from an empty overlay, always. */
+        if (role == COLO_ROLE_SECONDARY &&
+            !make_overlay(cfg, n->active, errp)) {
+            return false;
+        }
     }
     if (n->disk) {
         if (!ensure_raw_disk(cfg, n->disk, errp)) {

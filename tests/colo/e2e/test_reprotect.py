@@ -12,12 +12,15 @@ TAP lines:
               resync and the migration (sampled on a spare monitor), every
               acknowledged record on the survivor's disk after each round and
               on the image at the end
+  shared      rounds with shared-disk: one image both namespaces see, the
+              secondary rolls back and commits at failover, re-protection
+              copies no disk
   interrupted re-protection interrupted (the new secondary killed during the
               disk resync, then during the first migration, then once COLO
               runs but before the mirror is ended): the survivor keeps
               serving, the tool names the step, a retry succeeds
 
-Usage: test_reprotect.py [config|rounds|interrupted ...]  (default: all)
+Usage: test_reprotect.py [config|rounds|shared|interrupted ...]  (default: all)
 The QEMUs are started by the tool (-daemonize, pid files in the workdir);
 the test reads their state through each node's second QMP socket
 (agent-qmp, free while no agent runs) and kills them by pid file.
@@ -46,7 +49,7 @@ from e2e_pair import open_client  # noqa: E402
 t = Tap()
 
 
-def run_rounds():
+def run_rounds(shared=False):
     def body(topo, pair, clients):
         pair.start_protected()
         client = open_client(topo)
@@ -76,12 +79,12 @@ def run_rounds():
         # the end: the primary quits; its image holds every record
         pair.qmp[pri]("quit")
         wait_for(lambda: not pair.pid(pri), 30, "the primary to quit")
-        with open(pair.path(pri, "disk.raw"), "rb") as f:
+        with open(pair.image(pri), "rb") as f:
             data = f.read()
         check_records(data, client.base + 1, last, 0, "image of node %s" % pri)
         log("%d acknowledged records on node %s's image after 4 rounds"
             % (last - client.base, pri))
-    with_pair(body)
+    with_pair(body, shared=shared)
 
 
 def run_interrupted():
@@ -236,6 +239,18 @@ def run_config():
         expect(GOOD.replace("disk-size = 16M", "disk-size = 1000"),
                "disk-size must be a size in bytes")
         expect(GOOD.replace("disk = b.raw\n", ""), "'disk' is set on one node only")
+        expect(GOOD.replace("[pair]\n", "[pair]\nshared-disk = s.raw\n"),
+               "[pair]: shared-disk and the nodes' 'disk' exclude each other")
+        expect(GOOD.replace("[pair]\n", "[pair]\nshared-undo = s.undo\n"),
+               "[pair]: shared-undo needs shared-disk")
+        expect(GOOD.replace("[pair]\n", "[pair]\nshared-disk = s.raw\n"
+                            "shared-undo = s.raw\n").replace("disk = a.raw\n", "")
+               .replace("disk = b.raw\n", ""),
+               "[pair]: shared-undo must be another file than shared-disk")
+        expect(GOOD.replace("[pair]\n", "[pair]\nshared-disk = s.raw\n"
+                            "shared-cache-direct = maybe\n")
+               .replace("disk = a.raw\n", "").replace("disk = b.raw\n", ""),
+               "[pair]: shared-cache-direct must be true or false, not 'maybe'")
         expect(GOOD.replace("[node b]", "[node a]"),
                "a pair needs two [node NAME] groups, found 1")
         expect(GOOD + "[node c]\ninitial-role = primary\nlink-addr = x\n",
@@ -387,6 +402,11 @@ NAMES = {
     "rounds": ("qemu-colo-ctl: four rounds of failover and one-step re-protection "
                "(every role history), one client connection throughout, records "
                "on the disks after each round", run_rounds),
+    "shared": ("qemu-colo-ctl with shared-disk (one image both namespaces "
+               "see): four rounds of kill -9 + failover (roll-back and commit on "
+               "a secondary) + re-protection without any disk copy, one client "
+               "connection throughout, every acknowledged record on the shared "
+               "image", lambda: run_rounds(shared=True)),
     "interrupted": ("qemu-colo-ctl: re-protection interrupted during the resync, "
                     "during the migration and after COLO start rolls back, the "
                     "survivor serves, a retry succeeds", run_interrupted),

@@ -98,11 +98,12 @@ class Watch(threading.Thread):
         self.join(30)
         self.qmp.close()        # the monitor serves one client at a time
 
-    def check_guest_ran(self):
+    def check_guest_ran(self, resync=True):
         """The tool never stopped the guest: while the resync ran and while
         the RAM migrated the guest ran (at most the migration's own
         completion, finish-migrate, is seen); 'paused' is what `stop`
-        gives.  Returns (samples during the resync, during the migration)."""
+        gives.  Returns (samples during the resync, during the migration).
+        resync=False: a shared disk, no resync."""
         pre, migrating = [], False        # the samples until COLO runs
         for x in self.samples:
             if migrating and x[1] not in ("setup", "active"):
@@ -111,13 +112,16 @@ class Watch(threading.Thread):
             pre.append(x)
         bad = [x for x in pre if x[0] not in ("running", "finish-migrate")]
         assert not bad, "guest not running before COLO: %s" % bad[:5]
-        resync = [x for x in pre if x[2] and x[1] not in ("setup", "active")
-                  and x[0] == "running"]
+        in_resync = [x for x in pre if x[2] and x[1] not in ("setup", "active")
+                     and x[0] == "running"]
         live = [x for x in pre if x[1] == "active" and x[0] == "running"]
-        assert resync, "no sample during the resync: %s" % self.samples[:20]
+        if resync:
+            assert in_resync, "no sample during the resync: %s" % self.samples[:20]
+        else:
+            assert not any(x[2] for x in pre), "a block job with a shared disk"
         assert live, "no sample with the guest running during the migration: %s" \
             % sorted(set(self.samples))
-        return len(resync), len(live)
+        return len(in_resync), len(live)
 
 
 # ---- the pair, as the tool sees it -----------------------------------------
@@ -139,8 +143,10 @@ class ToolPair:
 
     HOSTS = {"a": ("pri", PRI_LINK_IP, "to-pri"), "b": ("sec", SEC_LINK_IP, "to-sec")}
 
-    def __init__(self, topo, disk_size=16 << 20, resync_speed=0, mem_mb=256):
+    def __init__(self, topo, disk_size=16 << 20, resync_speed=0, mem_mb=256,
+                 shared=False):
         self.topo = topo
+        self.shared = shared    # one image both namespaces see, no copies
         self.dir = tempfile.mkdtemp(prefix="colo-reprotect-")
         self.disk_size = disk_size
         self.config = os.path.join(self.dir, "pair.conf")
@@ -155,16 +161,25 @@ class ToolPair:
                  "resync-speed = %d" % resync_speed,
                  "checkpoint-delay-ms = 2000",
                  "heartbeat-key-file = heartbeat.key"]
+        if shared:
+            lines.append("shared-disk = shared.raw")
         for name, role in (("a", "primary"), ("b", "secondary")):
             ns_attr, link, _ = self.HOSTS[name]
             lines += ["", "[node %s]" % name, "initial-role = %s" % role,
                       "link-addr = %s" % link,
                       "launcher = ip netns exec %s" % getattr(topo, ns_attr),
-                      "workdir = %s" % name,
-                      "disk = %s/disk.raw" % name]
+                      "workdir = %s" % name]
+            if not shared:
+                lines.append("disk = %s/disk.raw" % name)
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.qmp = {n: Qmp(os.path.join(self.dir, n, "agent-qmp.sock")) for n in "ab"}
+
+    def image(self, node):
+        """The disk image node @node's guest writes."""
+        if self.shared:
+            return os.path.join(self.dir, "shared.raw")
+        return self.path(node, "disk.raw")
 
     def path(self, node, name):
         return os.path.join(self.dir, node, name)
@@ -315,11 +330,12 @@ def reprotect(pair, topo, client, survivor, dead):
     took = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert watch.error is None, watch.error
-    n_resync, n_live = watch.check_guest_ran()
+    n_resync, n_live = watch.check_guest_ran(resync=not pair.shared)
     log("guest running in all %d samples during the resync and %d during the "
         "live migration" % (n_resync, n_live))
     assert "protected: %s primary, %s secondary" % (survivor, dead) in r.stdout, r.stdout
-    assert "disk resync" in r.stdout, r.stdout
+    # a shared disk is never copied
+    assert ("disk resync" in r.stdout) == (not pair.shared), r.stdout
     assert pair.roles() == (survivor, dead)
     c0 = pair.checkpoints(survivor)
     wait_for(lambda: pair.checkpoints(survivor) >= c0 + 2, 90,
