@@ -145,6 +145,24 @@ def cpu_state(vm):
                   lambda m: "RFL=%08x" % (int(m.group(1), 16) & ~0x8d5), text)
 
 
+def assert_replica_after_paused_checkpoint(pri, sec, mem, round_):
+    """Stop the primary, force a checkpoint of it, and require the stopped
+    secondary to hold exactly its CPU state and RAM (the primary is left
+    stopped)."""
+    pri.cmd("stop")
+    n = checkpoints(pri)
+    pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
+    wait_checkpoints(pri, n + 1, 180)
+    wait_checkpoints(sec, n + 1, 180)
+    assert run_state(sec) != "running", run_state(sec)
+    regs = [cpu_state(vm) for vm in (pri, sec)]
+    assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
+        round_, regs[0], regs[1])
+    dp = guest_ram_digest(pri, pri.path("ram.bin"), mem)
+    ds = guest_ram_digest(sec, sec.path("ram.bin"), mem)
+    assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+
+
 def case_replica_fidelity_lazy_secondary():
     """Replica fidelity with guests that do different work between
     checkpoints: the Linux guest rewrites 16 MiB from /dev/urandom at its own
@@ -161,18 +179,7 @@ def case_replica_fidelity_lazy_secondary():
             # Both guests run and dirty memory on their own for a while.
             pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 1500})
             wait_checkpoints(pri, checkpoints(pri) + 2, 180)
-            pri.cmd("stop")
-            n = checkpoints(pri)
-            pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
-            wait_checkpoints(pri, n + 1, 180)
-            wait_checkpoints(sec, n + 1, 180)
-            assert run_state(sec) != "running", run_state(sec)
-            regs = [cpu_state(vm) for vm in (pri, sec)]
-            assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
-                round_, regs[0], regs[1])
-            dp = guest_ram_digest(pri, pri.path("ram.bin"), mem)
-            ds = guest_ram_digest(sec, sec.path("ram.bin"), mem)
-            assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+            assert_replica_after_paused_checkpoint(pri, sec, mem, round_)
             pri.cmd("cont")
     finally:
         for vm in (pri, sec):
@@ -496,18 +503,7 @@ def case_replica_fidelity_after_reset():
         pri.serial_wait("COLO-GUEST: ready", 180)
         wait_checkpoints(pri, checkpoints(pri) + 2, 180)
         for round_ in range(2):
-            pri.cmd("stop")
-            n = checkpoints(pri)
-            pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
-            wait_checkpoints(pri, n + 1, 180)
-            wait_checkpoints(sec, n + 1, 180)
-            assert run_state(sec) != "running", run_state(sec)
-            regs = [cpu_state(vm) for vm in (pri, sec)]
-            assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
-                round_, regs[0], regs[1])
-            dp = guest_ram_digest(pri, pri.path("ram.bin"), mem)
-            ds = guest_ram_digest(sec, sec.path("ram.bin"), mem)
-            assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+            assert_replica_after_paused_checkpoint(pri, sec, mem, round_)
             pri.cmd("cont")
             pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 500})
             wait_checkpoints(pri, checkpoints(pri) + 2, 180)
