@@ -26,9 +26,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from colo_vm import Vm  # noqa: E402
 from e2e_pair import Pair, end_run, guest_args  # noqa: E402
 from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
+from spurious import TRIGGERS, colo_counts  # noqa: E402
 
 SIZE = 4 << 20
-TRIGGERS = ("periodic", "mismatch", "timeout", "forced")
 
 
 def fetch(topo):
@@ -58,7 +58,7 @@ def pct(values, p):
 def run(topo, duration, vm):
     times, total = [], 0
     t0 = time.monotonic()
-    c0 = vm.cmd("query-colo-status")
+    c0 = colo_counts(vm)
     while time.monotonic() - t0 < duration:
         got, secs = fetch(topo)
         if got < SIZE:
@@ -66,9 +66,8 @@ def run(topo, duration, vm):
         times.append(secs)
         total += got
     secs = time.monotonic() - t0
-    c1 = vm.cmd("query-colo-status")
-    rates = {t: (c1.get("checkpoints-" + t, 0) - c0.get("checkpoints-" + t, 0)) / secs
-             for t in TRIGGERS}
+    c1 = colo_counts(vm)
+    rates = {t: (c1[t] - c0[t]) / secs for t in TRIGGERS}
     return total / secs / 1e6, times, rates
 
 
