@@ -727,6 +727,8 @@ typedef enum {
     STAT_FLUSHES,
     STAT_PASSED_THROUGH,
     STAT_WRITE_ERRORS,
+    STAT_LINK_CONTROL_PRIMARY,
+    STAT_LINK_CONTROL_SECONDARY,
     STAT__MAX,
 } CompareStat;
 
@@ -757,6 +759,8 @@ static const char *const stat_names[STAT__MAX] = {
     [STAT_FLUSHES] = "stat-flushes",
     [STAT_PASSED_THROUGH] = "stat-passed-through",
     [STAT_WRITE_ERRORS] = "stat-write-errors",
+    [STAT_LINK_CONTROL_PRIMARY] = "stat-link-control-primary",
+    [STAT_LINK_CONTROL_SECONDARY] = "stat-link-control-secondary",
 };
 
 static uint64_t stat_value(const ColoEngineStats *st,
@@ -815,6 +819,10 @@ static uint64_t stat_value(const ColoEngineStats *st,
         return c->passed_through;
     case STAT_WRITE_ERRORS:
         return c->write_errors;
+    case STAT_LINK_CONTROL_PRIMARY:
+        return st->link_control[COLO_PRIMARY];
+    case STAT_LINK_CONTROL_SECONDARY:
+        return st->link_control[COLO_SECONDARY];
     default:
         return 0;
     }

@@ -85,6 +85,7 @@ static ColoParseError parse_l4(const uint8_t *data, size_t l4_offset,
             return COLO_PARSE_SHORT_ICMP;
         }
         info->kind = COLO_PKT_ICMP;
+        info->icmp_type = data[l4_offset];
     }
     return COLO_PARSE_OK;
 }

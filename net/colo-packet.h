@@ -87,6 +87,9 @@ typedef struct ColoPacketInfo {
     uint8_t tcp_flags;
     size_t tcp_hdr_len;
 
+    /* ICMP and ICMPv6 */
+    uint8_t icmp_type;
+
     /*
      * What is compared: TCP and UDP data, the whole ICMP message, the IP
      * payload of other protocols and fragments, the whole frame for non-IP.

@@ -571,6 +571,56 @@ static bool tcp_agrees_with_held(ColoConn *c, const ColoHeld *h)
     return agree;
 }
 
+/* ---- IPv6 neighbour discovery and MLD ----------------------------------- */
+
+/*
+ * The guest's own link-level chatter: router solicitations, neighbour
+ * solicitations and advertisements, MLD reports.  The two guests cannot
+ * send it identically: a duplicate address detection probe carries a
+ * random nonce (RFC 7527), and reports and probes leave after random
+ * delays.  Compared, each would force a checkpoint.  It is released
+ * uncompared (the primary's at once, the secondary's dropped) because a
+ * client cannot see a divergence in it: at every checkpoint both guests
+ * have the same MAC and addresses, so what it tells the network (this
+ * address is at this MAC, this host listens to these groups, who is the
+ * router) holds for both, and neighbours re-validate it on their own
+ * (RFC 4861 reachability, RFC 3810 report robustness), as on any network
+ * that loses or reorders packets.  Router advertisements and redirects are
+ * not in the list: they configure other hosts and stay compared.
+ */
+static bool is_link_control(const ColoPacketInfo *info)
+{
+    if (info->kind != COLO_PKT_ICMP || !info->ipv6) {
+        return false;
+    }
+    switch (info->icmp_type) {
+    case 130:   /* multicast listener query */
+    case 131:   /* multicast listener report */
+    case 132:   /* multicast listener done */
+    case 133:   /* router solicitation */
+    case 135:   /* neighbour solicitation */
+    case 136:   /* neighbour advertisement */
+    case 143:   /* MLDv2 report */
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void pass_link_control(ColoEngine *e, ColoSide side,
+                              const uint8_t *frame, size_t len,
+                              uint32_t vnet_hdr_len)
+{
+    e->stats.link_control[side]++;
+    if (side == COLO_SECONDARY) {
+        e->stats.secondary_dropped++;
+        return;
+    }
+    e->stats.packets_released++;
+    e->stats.bytes_released += len;
+    e->release(e->opaque, frame, len, vnet_hdr_len, 0);
+}
+
 /* ---- input -------------------------------------------------------------- */
 
 static ColoCheckpointReason flow_progress(ColoEngine *e, ColoConn *c,
@@ -623,6 +673,10 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
     }
     e->stats.packets_in[side]++;
     e->stats.bytes_in[side] += len;
+    if (is_link_control(&info)) {
+        pass_link_control(e, side, frame, len, vnet_hdr_len);
+        return COLO_REASON_NONE;
+    }
 
     make_key(&info, &key);
     c = conn_get(e, &key, now_ns);

@@ -38,6 +38,10 @@
  *  - UDP per flow (addresses and ports), ICMP per address pair: the n-th
  *    primary datagram is compared with the n-th secondary datagram, by
  *    payload (UDP data; the whole ICMP message).
+ *  - Not compared: IPv6 neighbour discovery and MLD from the guest (router
+ *    and neighbour solicitations, neighbour advertisements, listener
+ *    messages): the primary's are released at once, the secondary's
+ *    dropped, both counted in link_control (why: is_link_control()).
  *  - Other IP protocols, IPv4 fragments, IPv6 packets with extension
  *    headers: by IP payload, in order, per address pair and protocol.
  *  - IPv4 and IPv6 alike (addresses are keyed as 128 bits).
@@ -96,6 +100,7 @@ typedef struct ColoEngineStats {
     uint64_t packets_released;      /* primary packets sent, any reason */
     uint64_t bytes_released;
     uint64_t secondary_dropped;     /* secondary packets freed */
+    uint64_t link_control[2];       /* by side, ND/MLD passed uncompared */
     uint64_t mismatches[COLO_PKT__MAX];
     uint64_t timeouts;
     uint64_t queue_full;

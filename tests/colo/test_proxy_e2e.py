@@ -341,12 +341,16 @@ def no_duplicated_input():
         mismatches = {
             n: pri.cmd("qom-get", path="/objects/comp0", property="stat-" + n)
             for n in ("mismatches-tcp", "mismatches-udp", "mismatches-icmp",
-                      "mismatches-other-ip", "mismatches-non-ip", "timeouts")}
+                      "mismatches-other-ip", "mismatches-non-ip", "timeouts",
+                      "link-control-primary", "link-control-secondary")}
         sys.stdout.write("# compare: %s\n" % mismatches)
         assert dups == 0, answered
         # Echo answers are identical on both guests: an ICMP mismatch means
-        # the secondary answered a request twice.  (IPv6 neighbour discovery
-        # and MLD are timing-dependent, 'other-ip': not this test's subject.)
+        # the secondary answered a request twice.  (The guest's IPv6
+        # neighbour discovery and MLD, which differ between the guests, are
+        # not compared: 'link-control'.  A loaded machine delays the guest's
+        # duplicate address detection into this window; its random nonce
+        # made an ICMP mismatch before they were left uncompared.)
         assert mismatches["mismatches-icmp"] == 0, (spurious, mismatches)
     finally:
         points.close()

@@ -155,6 +155,37 @@ static inline size_t tf_icmp(uint8_t *buf, uint8_t type, uint16_t id,
     return off + 8 + len;
 }
 
+/*
+ * ICMPv6 from the guest's link-local fe80::2 (or from :: when @dad) to
+ * @dst_last (ff02::1:ffXX:XXXX style destinations keep only the last byte),
+ * message @type with @len bytes of body after the 4-byte type/code/checksum.
+ */
+static inline size_t tf_icmp6(uint8_t *buf, uint8_t type, bool dad,
+                              uint8_t dst_last, const void *body, size_t len)
+{
+    size_t off = tf_eth(buf, 0, 0x86dd);
+    uint8_t *ip = buf + off, *ih = ip + 40;
+
+    memset(ip, 0, 40 + 4);
+    ip[0] = 0x60;
+    stw_be_p(ip + 4, 4 + len);
+    ip[6] = 58;
+    ip[7] = 255;
+    if (!dad) {
+        ip[8] = 0xfe;
+        ip[9] = 0x80;
+        ip[23] = 2;
+    }
+    ip[24] = 0xff;
+    ip[25] = 0x02;
+    ip[39] = dst_last;
+    ih[0] = type;
+    if (len) {
+        memcpy(ih + 4, body, len);
+    }
+    return off + 40 + 4 + len;
+}
+
 static inline size_t tf_arp(uint8_t *buf, uint8_t last_byte)
 {
     size_t off = tf_eth(buf, 0, 0x0806);

@@ -912,6 +912,59 @@ static void test_icmp_and_arp(void)
     fx_free(&f);
 }
 
+/*
+ * IPv6 neighbour discovery and MLD are released uncompared: a duplicate
+ * address detection probe carries a random nonce (RFC 7527), so the two
+ * guests' probes always differ, and the timing of reports is random.  The
+ * primary's leave at once, the secondary's are dropped; neither is a
+ * mismatch nor waits for a timeout.  Echo (ICMPv6 128/129) on the same
+ * addresses is still compared.
+ */
+static void test_icmp6_link_control(void)
+{
+    Fixture f;
+    uint8_t buf[256];
+    /* reserved, target fe80::5054:ff:fe12:3456, nonce option (14) */
+    uint8_t ns[28] = { 0, 0, 0, 0, 0xfe, 0x80, [12] = 0x50, 0x54, 0x00, 0xff,
+                       0xfe, 0x12, 0x34, 0x56, 14, 1, 1, 2, 3, 4, 5, 6 };
+    uint8_t mld[24] = { 0, 0, 0, 1, 4, 0, 0, 0, 0xff, 0x02, [23] = 0xfb };
+    size_t n;
+
+    fx_init(&f, NULL);
+    /* DAD probes whose nonces differ */
+    n = tf_icmp6(buf, 135, true, 0x56, ns, sizeof(ns));
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 1);
+    ns[27] ^= 0xff;
+    n = tf_icmp6(buf, 135, true, 0x56, ns, sizeof(ns));
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    /* an MLDv2 report from the secondary alone, an RS from the primary */
+    n = tf_icmp6(buf, 143, false, 0x16, mld, sizeof(mld));
+    colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    n = tf_icmp6(buf, 133, false, 0x02, mld, 4);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->link_control[COLO_PRIMARY], ==, 2);
+    g_assert_cmpuint(st(&f)->link_control[COLO_SECONDARY], ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 60000 * MS),
+                    ==, COLO_REASON_NONE);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_ICMP], ==, 0);
+
+    /* ICMPv6 echo replies (129) on the same addresses: compared */
+    n = tf_icmp6(buf, 129, false, 0x56, "pong-1", 6);
+    colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 2);
+    n = tf_icmp6(buf, 129, false, 0x56, "pong-2", 6);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_ICMP], ==, 1);
+    fx_free(&f);
+}
+
 /* VLAN-tagged TCP: compared by stream; VLAN ids keep connections apart. */
 static void test_vlan(void)
 {
@@ -1184,6 +1237,8 @@ int main(int argc, char **argv)
                     test_tcp_below_first_seen);
     g_test_add_func("/colo-stream/udp", test_udp);
     g_test_add_func("/colo-stream/icmp-and-arp", test_icmp_and_arp);
+    g_test_add_func("/colo-stream/icmp6-link-control",
+                    test_icmp6_link_control);
     g_test_add_func("/colo-stream/vlan", test_vlan);
     g_test_add_func("/colo-stream/malformed", test_malformed);
     g_test_add_func("/colo-stream/vnet-header", test_vnet_header);
