@@ -18,7 +18,7 @@ BUILD_PKGS="build-essential ninja-build pkg-config flex bison libglib2.0-dev
  libpixman-1-dev libslirp-dev libfdt-dev python3-venv dpkg-dev xz-utils rsync
  libgnutls28-dev gnutls-bin libaio-dev"
 BACKPORT_PKGS="meson python3-pycotap qemu-system-data"
-RUNTIME_PKGS="seabios ipxe-qemu busybox-static cpio iproute2 socat"
+RUNTIME_PKGS="seabios ipxe-qemu busybox-static cpio iproute2 socat gdb"
 # HeartBeat agent: corosync membership/quorum with a qnetd witness (the tests run
 # them inside network namespaces), the OCF shell library and ocf-tester, xmllint.
 CLUSTER_PKGS="corosync corosync-qdevice corosync-qnetd libquorum-dev libvotequorum-dev

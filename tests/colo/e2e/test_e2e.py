@@ -159,8 +159,15 @@ def start_protected(run):
 
 def reset_and_reconnect(run):
     """Scenario 7's reboot under COLO, then a new connection."""
-    reset_during_colo(run.pair.pri, run.pair.sec, run.client)
+    pri = run.pair.pri
+    reset_during_colo(pri, run.pair.sec, run.client)
     run.client = open_client(run.topo)
+    # the secondary's rebooted guest answers too: its output reaches the
+    # compare (a secondary NIC left broken by the reboot sent nothing)
+    s0 = stat(pri, "/objects/comp0", "secondary-packets")
+    run.client.wait_answers(run.client.answers() + 5, 120)
+    pri.wait_for(lambda: stat(pri, "/objects/comp0", "secondary-packets") > s0,
+                 60, "output from the secondary's rebooted guest")
     log("scenario 7: guest reset and rebooted under COLO; %d checkpoints; "
         "a new connection answers" % checkpoints(run.pair.pri))
 
