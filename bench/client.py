@@ -146,16 +146,23 @@ class OurCounts(Counts):
     def __init__(self, vm):
         self.vm = vm
 
+    def hold_us(self):
+        return self.vm.cmd("qom-get", path="/objects/comp0", property="stat-max-hold-us")
+
     def begin(self):
         self.c0 = colo_counts(self.vm)
+        self.h0 = self.hold_us()
 
     def end(self, secs):
         c1 = colo_counts(self.vm)
-        hold = self.vm.cmd("qom-get", path="/objects/comp0", property="stat-max-hold-us")
+        hold = self.hold_us()
         d = {t: c1[t] - self.c0[t] for t in TRIGGERS}
+        # stat-max-hold-us is a maximum since the object was made: it says
+        # this workload's longest hold only when the workload raised it.
         return ("%.2f: %s" % (sum(d.values()) / secs,
                               ", ".join("%s %.2f" % (t, d[t] / secs) for t in TRIGGERS)),
-                "%.0f ms" % (hold / 1000.0))
+                "%.0f ms" % (hold / 1000.0) if hold > self.h0 else
+                "<= %.0f ms (not raised by this workload)" % (hold / 1000.0))
 
 
 class UpstreamCounts(Counts):
@@ -257,8 +264,8 @@ def report_client(results, duration):
             if "colo" in rate and other in rate:
                 print("ratio colo/%s: req/s %.2f, p99 latency %.2f"
                       % (other, rate["colo"] / rate[other], p99["colo"] / p99[other]))
-    print("(longest hold: colo-compare's stat-max-hold-us since protection "
-          "started, read after each workload)")
+    print("(longest hold: the longest any packet waited in colo-compare, "
+          "stat-max-hold-us)")
 
 
 # ---- the pause benchmark -------------------------------------------------------
