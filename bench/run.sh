@@ -46,6 +46,10 @@ echo "== HeartBeat agent"
 echo "== TLS on the COLO link (the same pair without and with tls-dir)"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/tls.py"
 
+echo "== client: what the client feels, unprotected (with its twin) vs COLO vs upstream 10.0.13's COLO, one run"
+echo "-- (the first run builds upstream's QEMU into build/upstream: bench/upstream-build.sh, about 10 minutes)"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/client.py"
+
 echo "== client: spurious checkpoints (identical guests, IPv6 on)"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/spurious.py"
 

@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""What the client feels, three ways in one run: the same guest and the same
+client against
+
+  unprotected  the VM alone on the network, an identical second VM running
+               beside it (not protected), so that both pay for the same CPU
+  colo         our COLO pair (x-checkpoint-delay 2000 ms, as the e2e suites)
+  upstream     upstream QEMU 10.0.13's own COLO, built by
+               bench/upstream-build.sh with only its one-line lock fix, run
+               through the same documented procedure and command line
+
+Guest: the e2e test guest with IPv6 left on and busybox httpd (colo.http=1).
+Two workloads per way, one after the other on the same VMs:
+
+  http   GET / on a fresh TCP connection each, one at a time
+  echo   one long connection to the guest's echo service (tests/colo/e2e/
+         client.py), one request outstanding, the next sent on the answer
+
+For each: requests/s, latency p50/p99/max, checkpoints/s by trigger, the
+longest colo-compare hold, and the ratios colo/unprotected, colo/upstream.
+Checkpoints by trigger: ours from query-colo-status.  Upstream has no
+counters: its primary traces every "checkpoint-request" it sends
+(-trace colo_send_message, with -msg timestamp=on); upstream re-arms its
+periodic timer at every checkpoint, so a request that comes sooner than
+x-checkpoint-delay after the previous one was asked for by colo-compare
+(a mismatch or a timeout: upstream does not say which) and one at the
+delay is periodic.  Longest hold: ours reads colo-compare's stat-max-hold-us;
+upstream has no such figure.
+
+Then the pause benchmark against upstream, same run: a checkpoint-only pair
+(no network) at x-checkpoint-delay 1000; pause = the primary's QMP STOP to
+RESUME of each checkpoint; on two guests:
+
+  tmpfs32  256 MiB, its only load a shell loop writing 32 MiB to tmpfs
+           (from /dev/zero) once a second, started on the serial console
+  dirty64  bench/colo_pause.py's guest: 512 MiB, a 64 MiB random buffer
+           copied once a second
+
+Usage: client.py [--duration S] [--checkpoints N] [--only client|pause]
+(root, as the e2e suites).  Figures only, no assertion.
+"""
+
+import argparse
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("E2E_DISKS", "0")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "e2e"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
+from client import Client  # noqa: E402
+from colo_pair import linux_guest_args, start_pair  # noqa: E402
+from colo_vm import DEFAULT_BINARY, Vm  # noqa: E402
+from e2e_pair import CHECKPOINT_DELAY_MS, PORT, VARIANTS, Pair, end_run, guest_args  # noqa: E402
+from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
+from spurious import TRIGGERS, colo_counts  # noqa: E402
+
+GUEST = VARIANTS["ipv6"]
+APPEND = "colo.http=1"
+TRACE_RE = re.compile(r"@(\d+)\.(\d+):colo_send_message Send 'checkpoint-request'")
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+
+
+def upstream_binary():
+    """Build (once) upstream's QEMU; its path, or raise with the reason."""
+    r = subprocess.run(["bash", os.path.join(HERE, "upstream-build.sh")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("build failed: %s" % r.stderr.strip().splitlines()[-1:])
+    return r.stdout.strip().splitlines()[-1]
+
+
+# ---- the two workloads -----------------------------------------------------
+
+def http_run(topo, duration):
+    """GET / on fresh connections for duration s; (latencies, errors, secs)."""
+    lat, errors = [], 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < duration:
+        sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+        t = time.monotonic()
+        try:
+            sock.settimeout(30)
+            sock.connect((GUEST_IP, 80))
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n")
+            got = b""
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                got += data
+            if b" 200 " not in got.split(b"\r\n", 1)[0]:
+                raise OSError("bad answer %r" % got[:40])
+            lat.append(time.monotonic() - t)
+        except OSError:
+            errors += 1
+        finally:
+            sock.close()
+    return lat, errors, time.monotonic() - t0
+
+
+def echo_run(topo, duration):
+    """One connection to the echo service, requests back to back."""
+    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+    client = Client(sock, interval_s=0)
+    try:
+        client.connect((GUEST_IP, PORT), 60)
+        t0 = time.monotonic()
+        client.start()
+        client.wait_answers(1, 120)
+        while time.monotonic() - t0 < duration:
+            client.wait_answers(client.answers() + 1, 120)
+        secs = time.monotonic() - t0
+        client.stop()
+        lat = [r[2] - r[1] for r in client.records]
+        return lat, 0, secs
+    finally:
+        client.close()
+
+
+WORKLOADS = (("http", http_run), ("echo", echo_run))
+
+
+# ---- checkpoint counts per way -------------------------------------------
+
+class Counts:
+    """Checkpoints by trigger and longest hold, for one way."""
+
+    def begin(self):
+        pass
+
+    def end(self, secs):
+        return "n/a (not protected)", None
+
+
+class OurCounts(Counts):
+    def __init__(self, vm):
+        self.vm = vm
+
+    def hold_us(self):
+        return self.vm.cmd("qom-get", path="/objects/comp0", property="stat-max-hold-us")
+
+    def begin(self):
+        self.c0 = colo_counts(self.vm)
+        self.h0 = self.hold_us()
+
+    def end(self, secs):
+        c1 = colo_counts(self.vm)
+        hold = self.hold_us()
+        d = {t: c1[t] - self.c0[t] for t in TRIGGERS}
+        # stat-max-hold-us is a maximum since the object was made: it says
+        # this workload's longest hold only when the workload raised it.
+        return ("%.2f: %s" % (sum(d.values()) / secs,
+                              ", ".join("%s %.2f" % (t, d[t] / secs) for t in TRIGGERS)),
+                "%.0f ms" % (hold / 1000.0) if hold > self.h0 else
+                "<= %.0f ms (not raised by this workload)" % (hold / 1000.0))
+
+
+class UpstreamCounts(Counts):
+    def __init__(self, trace_path, delay_ms):
+        self.path, self.delay = trace_path, delay_ms / 1000.0
+
+    def _requests(self):
+        with open(self.path, errors="replace") as f:
+            return [int(m.group(1)) + int(m.group(2)) / 1e6
+                    for m in TRACE_RE.finditer(f.read())]
+
+    def begin(self):
+        self.t0 = time.time()
+
+    def end(self, secs):
+        t1 = time.time()
+        reqs = self._requests()
+        inside = [(prev, t) for prev, t in zip(reqs, reqs[1:]) if self.t0 <= t <= t1]
+        early = sum(1 for prev, t in inside if t - prev < 0.9 * self.delay)
+        return ("%.2f: at the periodic interval %.2f, sooner (colo-compare: mismatch "
+                "or timeout) %.2f" % (len(inside) / secs, (len(inside) - early) / secs,
+                                       early / secs),
+                "n/a (upstream has no such figure)")
+
+
+# ---- the three ways ---------------------------------------------------------
+
+def run_workloads(topo, duration, counts):
+    out = {}
+    for name, fn in WORKLOADS:
+        counts.begin()
+        lat, errors, secs = fn(topo, duration)
+        ckpt, hold = counts.end(secs)
+        out[name] = (lat, errors, secs, ckpt, hold)
+    return out
+
+
+def way_unprotected(duration):
+    topo = Topology()
+    vm = twin = None
+    try:
+        topo.setup()
+        vm = Vm(guest_args(APPEND, GUEST), name="unprotected",
+                prefix=topo.exec_prefix(topo.pri))
+        twin = Vm(guest_args(APPEND, GUEST)[:-4], name="twin",
+                  prefix=topo.exec_prefix(topo.sec))
+        vm.start()
+        twin.start()
+        vm.serial_wait("COLO-GUEST: ready", 240)
+        return run_workloads(topo, duration, Counts())
+    finally:
+        end_run(topo, None, vm and vm.shutdown, twin and twin.shutdown)
+
+
+def way_colo(duration, binary=None):
+    topo = Topology()
+    pair = None
+    try:
+        topo.setup()
+        pair = Pair(topo, append=APPEND, guest=GUEST)
+        if binary:
+            trace = pair.pri.path("colo-trace.log")
+            for vm in (pair.pri, pair.sec):
+                vm.binary = binary
+            pair.pri.add_args("-msg", "timestamp=on",
+                              "-trace", "enable=colo_send_message,file=%s" % trace)
+            counts = lambda: UpstreamCounts(trace, CHECKPOINT_DELAY_MS)
+        else:
+            counts = lambda: OurCounts(pair.pri)
+        pair.start()
+        return run_workloads(topo, duration, counts())
+    finally:
+        end_run(topo, None, pair and pair.stop)
+
+
+def report_client(results, duration):
+    print("client: the e2e guest (IPv6 on, httpd), %.0f s per workload; COLO at "
+          "x-checkpoint-delay %d ms" % (duration, CHECKPOINT_DELAY_MS))
+    for wl, _ in WORKLOADS:
+        print("-- %s (%s)" % (wl, "GET / on a fresh connection each" if wl == "http"
+                              else "one connection, request/response back to back"))
+        rate = {}
+        p99 = {}
+        for way, res in results.items():
+            if isinstance(res, str):
+                print("%-12s %s" % (way, res))
+                continue
+            lat, errors, secs, ckpt, hold = res[wl]
+            if not lat:
+                print("%-12s no answer in %.0f s (%d errors)" % (way, secs, errors))
+                continue
+            rate[way], p99[way] = len(lat) / secs, pct(lat, 99) * 1000
+            print("%-12s %7.1f req/s  latency p50 %.1f ms  p99 %.1f ms  max %.1f ms"
+                  "%s  checkpoints/s %s%s"
+                  % (way, rate[way], pct(lat, 50) * 1000, p99[way], max(lat) * 1000,
+                     "  errors %d" % errors if errors else "", ckpt,
+                     "  longest hold %s" % hold if hold else ""))
+        for other in ("unprotected", "upstream"):
+            if "colo" in rate and other in rate:
+                print("ratio colo/%s: req/s %.2f, p99 latency %.2f"
+                      % (other, rate["colo"] / rate[other], p99["colo"] / p99[other]))
+    print("(longest hold: the longest any packet waited in colo-compare, "
+          "stat-max-hold-us)")
+
+
+# ---- the pause benchmark -------------------------------------------------------
+
+def pause_run(binary, guest, n):
+    """Pauses (ms) of n checkpoints of a checkpoint-only pair at delay 1000."""
+    saved = os.environ.get("QEMU_COLO_BINARY")
+    os.environ["QEMU_COLO_BINARY"] = binary
+    try:
+        if guest == "tmpfs32":
+            pri, sec = start_pair(linux_guest_args(256), delay_ms=1000)
+        else:
+            pri, sec = start_pair(linux_guest_args(512), delay_ms=1000)
+    finally:
+        if saved is None:
+            del os.environ["QEMU_COLO_BINARY"]
+        else:
+            os.environ["QEMU_COLO_BINARY"] = saved
+    try:
+        pri.serial_wait("COLO-GUEST: ready", 240)
+        # "loop-$((40+2))": the console echoes the command typed, so wait
+        # for what only the shell's output holds.
+        if guest == "tmpfs32":
+            pri.serial_send("while true; do dd if=/dev/zero of=/run/w bs=1M count=32 "
+                            "2>/dev/null; sleep 1; done & echo loop-$((40+2))")
+        else:
+            pri.serial_send("dd if=/dev/urandom of=/run/src bs=1M count=64 2>/dev/null; "
+                            "while true; do cp /run/src /run/dst; sleep 1; done & "
+                            "echo loop-$((40+2))")
+        pri.serial_wait("loop-42", 300)
+        pri.poll_events()
+        st0 = pri.cmd("query-colo-status")
+        pauses, stop = [], None
+        skip = 2        # the loop's first seconds
+        deadline = time.monotonic() + 120 + n * 5
+        while len(pauses) < n + skip:
+            if time.monotonic() > deadline:
+                raise TimeoutError("%d pauses in time" % len(pauses))
+            ev = pri.wait_event("STOP" if stop is None else "RESUME", 30)
+            ts = ev["timestamp"]["seconds"] + ev["timestamp"]["microseconds"] / 1e6
+            if stop is None:
+                stop = ts
+            else:
+                pauses.append((ts - stop) * 1000)
+                stop = None
+        per = None
+        if "ram-bytes" in st0:      # ours; upstream has no such counters
+            st1 = pri.cmd("query-colo-status")
+            n_ckpt = max(st1["checkpoints"] - st0["checkpoints"], 1)
+            per = ((st1["ram-bytes"] - st0["ram-bytes"]) / n_ckpt,
+                   (st1.get("device-state-bytes", 0) -
+                    st0.get("device-state-bytes", 0)) / n_ckpt)
+        return pauses[skip:], per
+    finally:
+        pri.shutdown()
+        sec.shutdown()
+
+
+def report_pause(rows):
+    print("pause: checkpoint-only pair, x-checkpoint-delay 1000, primary's "
+          "STOP->RESUME")
+    for guest, res in rows.items():
+        med = {}
+        for way, p in res.items():
+            if isinstance(p, str):
+                print("%-8s %-9s %s" % (guest, way, p))
+                continue
+            p, per = p
+            med[way] = statistics.median(p)
+            print("%-8s %-9s median %.1f ms  p99 %.1f ms  max %.1f ms  (%d checkpoints)  %s"
+                  % (guest, way, med[way], pct(p, 99), max(p), len(p),
+                     "per checkpoint: RAM %.2f MB, device state %.0f kB"
+                     % (per[0] / 1e6, per[1] / 1e3) if per else
+                     "per checkpoint: n/a (no counters upstream)"))
+        if len(med) == 2:
+            print("%-8s ratio colo/upstream (median): %.2f"
+                  % (guest, med["colo"] / med["upstream"]))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--checkpoints", type=int, default=15)
+    ap.add_argument("--only", choices=("client", "pause"))
+    args = ap.parse_args()
+    why = missing_requirements()
+    if why:
+        print("skipped: %s" % why)
+        return 0
+    try:
+        upstream, up_err = upstream_binary(), None
+    except Exception as e:
+        upstream, up_err = None, "failed: %s" % e
+
+    def attempt(fn, *a):
+        try:
+            return fn(*a)
+        except Exception as e:
+            return "failed: %s: %s" % (type(e).__name__, str(e).splitlines()[0][:200])
+
+    if args.only != "pause":
+        results = {"unprotected": attempt(way_unprotected, args.duration),
+                   "colo": attempt(way_colo, args.duration)}
+        results["upstream"] = (up_err if upstream is None else
+                               attempt(way_colo, args.duration, upstream))
+        report_client(results, args.duration)
+    if args.only != "client":
+        rows = {}
+        for guest in ("tmpfs32", "dirty64"):
+            rows[guest] = {"colo": attempt(pause_run, DEFAULT_BINARY, guest,
+                                           args.checkpoints)}
+            rows[guest]["upstream"] = (up_err if upstream is None else
+                                       attempt(pause_run, upstream, guest,
+                                               args.checkpoints))
+        report_pause(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
