@@ -362,17 +362,17 @@ def no_duplicated_input():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# gdb commands that put the virtio-net device of a QEMU into virtio's broken
-# state, as virtio_error() does when a device meets a malformed ring (seen on
-# a secondary whose rebooting guest raced its NIC: "zero sized buffers are
-# not allowed").  There is no monitor command that does it.
-BREAK_VIRTIO_NET = """
+# gdb commands that set a flag of the virtio-net device of a QEMU, as virtio
+# does on its own: 'broken' on an error (virtio_error(), e.g. a malformed
+# ring), 'disabled' when the guest clears PCI bus mastering (at reboot).
+# There is no monitor command that does either.
+SET_VIRTIO_NET_FLAG = """
 set pagination off
 set $n = 'net.c'::net_clients.tqh_first
 while $n
   if $n->info->type == NET_CLIENT_DRIVER_NIC
     set $nic = (NICState *)((char *)$n - $n->info->size)
-    set var ((VirtIODevice *)$nic->opaque)->broken = 1
+    set var ((VirtIODevice *)$nic->opaque)->%s = 1
   end
   set $n = $n->next.tqe_next
 end
@@ -382,57 +382,63 @@ quit
 VIRTIO_NET_PATH = "/machine/peripheral-anon/device[0]/virtio-backend"
 
 
-def break_virtio_net(vm, tmp):
-    script = os.path.join(tmp, "break-virtio-net.gdb")
+def set_virtio_net_flag(vm, tmp, flag):
+    script = os.path.join(tmp, "set-virtio-net-%s.gdb" % flag)
     with open(script, "w") as f:
-        f.write(BREAK_VIRTIO_NET)
+        f.write(SET_VIRTIO_NET_FLAG % flag)
     r = subprocess.run(["gdb", "-q", "-nx", "-batch", "-x", script, "-p",
                         str(vm.proc.pid)], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def virtio_net_broken(vm):
-    return vm.cmd("x-query-virtio-status", path=VIRTIO_NET_PATH)["broken"]
+def virtio_net_flag(vm, flag):
+    return vm.cmd("x-query-virtio-status", path=VIRTIO_NET_PATH)[flag]
 
 
-def broken_device_replaced_by_checkpoint():
-    """A checkpoint replaces the secondary's whole device state, and with it
-    any error its devices met on their own.  virtio's 'broken' flag is not
-    part of a device's migrated state: once set on the secondary (by a ring
-    its diverging guest left malformed), no load cleared it, and the
-    secondary's NIC neither sent nor received again: every checkpoint made
-    it a copy of the primary except for a dead NIC, and after failover the
-    client got no answer.  Break the secondary's virtio-net, take a
-    checkpoint: the device must work again, produce output for the compare,
-    and serve the client after failover."""
+def stale_device_flags_replaced_by_checkpoint():
+    """A checkpoint replaces the secondary's whole device state, including
+    what its devices did on their own since the last one.  Two flags of a
+    virtio device are not in the state a load brings unless set: 'broken'
+    (never migrated) and 'disabled' (sent only when true).  A secondary
+    whose rebooting guest broke or disabled its NIC on its own (a malformed
+    ring; bus mastering cleared while the primary's guest had it set again)
+    kept the flag through every later checkpoint: its NIC neither sent nor
+    received, every checkpoint made it a copy of the primary except for a
+    dead NIC, and after failover the client got no answer.  For each flag:
+    set it on the secondary's virtio-net, take a checkpoint: the device must
+    work again and produce output for the compare; then the secondary must
+    serve the client after failover."""
     tmp = tempfile.mkdtemp(prefix="colo-e2e-")
     p = lambda name: os.path.join(tmp, name)
     guest, primary, secondary, _, _, client_path = proxy_pair_args(tmp)
     client = Client(client_path)
     pri = sec = None
+    stat = lambda vm, n: vm.cmd("qom-get", path="/objects/comp0",
+                                property="stat-" + n)
     try:
         pri, sec = start_pair(guest, delay_ms=600000, primary_extra=primary,
                               secondary_extra=secondary)
         pri.serial_wait("COLO-GUEST: ready", 240)
         client.peer = p("pri-net.sock")
         client.connect(120)
-        first = client.request("hello", 60)
-        break_virtio_net(sec, tmp)
-        assert virtio_net_broken(sec), "gdb did not break the secondary's NIC"
-        assert not virtio_net_broken(pri)
-        n = checkpoints(pri)
-        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
-        wait_for(lambda: checkpoints(pri) > n, 120, "a checkpoint")
-        assert not virtio_net_broken(sec), (
-            "the secondary's virtio-net is still broken after a checkpoint "
-            "loaded the primary's working one")
-        stat = lambda vm, n: vm.cmd("qom-get", path="/objects/comp0",
-                                    property="stat-" + n)
-        s0 = stat(pri, "secondary-packets")
-        assert client.request("after the checkpoint", 120) == first + 1
-        wait_for(lambda: stat(pri, "secondary-packets") > s0, 60,
-                 "output from the secondary's guest")
+        n = client.request("hello", 60)
+        for i, flag in enumerate(("broken", "disabled")):
+            set_virtio_net_flag(sec, tmp, flag)
+            assert virtio_net_flag(sec, flag), "gdb did not set " + flag
+            assert not virtio_net_flag(pri, flag)
+            c = checkpoints(pri)
+            pri.cmd("migrate-set-parameters",
+                    **{"x-checkpoint-delay": 600001 + i})
+            wait_for(lambda: checkpoints(pri) > c, 120, "a checkpoint")
+            assert not virtio_net_flag(sec, flag), (
+                "the secondary's virtio-net is still %s after a checkpoint "
+                "loaded the primary's working one" % flag)
+            s0 = stat(pri, "secondary-packets")
+            n += 1
+            assert client.request("after %s" % flag, 120) == n
+            wait_for(lambda: stat(pri, "secondary-packets") > s0, 60,
+                     "output from the secondary's guest")
         pri.kill(signal.SIGKILL)
         pri.wait_exit(30)
         wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
@@ -440,7 +446,7 @@ def broken_device_replaced_by_checkpoint():
         sec.cmd("x-colo-lost-heartbeat")
         sec.wait_event("COLO_EXIT", 60)
         client.peer = p("sec-net.sock")
-        assert client.request("after failover", 120) == first + 2
+        assert client.request("after failover", 120) == n + 1
     finally:
         client.close()
         for vm in (pri, sec):
@@ -459,9 +465,9 @@ def main():
             "before its stop are not answered again by the secondary",
             no_duplicated_input)
     t.check_unless(None if shutil.which("gdb") else "no gdb to break a device with",
-                   "end to end: a secondary NIC broken on its own (virtio error) "
+                   "end to end: a secondary NIC broken or disabled on its own "
                    "works again after the next checkpoint and serves after failover",
-                   broken_device_replaced_by_checkpoint)
+                   stale_device_flags_replaced_by_checkpoint)
     return t.finish()
 
 
