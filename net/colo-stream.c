@@ -52,6 +52,10 @@
  *  below the first sequence number seen after a checkpoint: out at once;
  *    relies on those bytes having been sent before the checkpoint, whose
  *    flush released them (audit/below-first-seen)
+ *  the secondary sending released bytes again before the primary's first
+ *    segment after a checkpoint: held the primary's new bytes until the
+ *    next checkpoint; now position 0 is the primary's first segment, the
+ *    bytes above it compared (audit/secondary-resends-first)
  */
 
 #include "qemu/osdep.h"
@@ -107,6 +111,7 @@ struct ColoConn {
     /* TCP */
     bool base_known;
     bool base_is_isn;           /* base is the primary's SYN */
+    bool base_by_secondary;     /* base came from a secondary segment */
     uint32_t base;              /* sequence number of stream position 0 */
     bool sec_isn_known;
     uint32_t sec_isn;           /* the secondary's SYN, in its numbering */
@@ -435,6 +440,34 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
 }
 
 /*
+ * Position 0 of a connection first seen mid-stream (after a checkpoint's
+ * flush) came from the secondary, and the primary's first segment starts
+ * above it: the secondary was sending bytes again that the primary had
+ * sent before the checkpoint, whose flush released them.  The primary need
+ * not send them again, and then the matched point would wait at 0 for
+ * them until the next checkpoint while the primary's new bytes are held
+ * (bulk TCP stalled so).  Move position 0 to the primary's segment, as
+ * long as none of the primary's is placed yet: the secondary's held
+ * segments move with it and those wholly below are done (tcp_progress()).
+ */
+static void tcp_rebase(ColoConn *c, uint32_t seq)
+{
+    uint32_t delta = seq - c->base;
+    ColoHeld *s;
+
+    if (c->matched || c->nheld[COLO_PRIMARY] || !seq_lt(c->base, seq)) {
+        return;
+    }
+    c->base = seq;
+    c->base_by_secondary = false;
+    QTAILQ_FOREACH(s, &c->held[COLO_SECONDARY], conn_link) {
+        if (!s->syn) {          /* its SYN is at 0 in its own numbering */
+            s->rel_start -= delta;
+        }
+    }
+}
+
+/*
  * Does SYN @h open a new connection on c's addresses and ports?  A SYN
  * after data, or with another ISN than the one seen, does; a retransmitted
  * SYN does not.
@@ -498,6 +531,9 @@ static bool tcp_place(ColoConn *c, ColoHeld *h)
             c->base = seq;
             c->base_known = true;
             c->base_is_isn = h->syn;
+            c->base_by_secondary = h->side == COLO_SECONDARY;
+        } else if (c->base_by_secondary && h->side == COLO_PRIMARY) {
+            tcp_rebase(c, seq);
         }
         h->rel_start = seq - c->base;
     }

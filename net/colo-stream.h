@@ -14,7 +14,8 @@
  *
  *  - TCP, per connection, as a byte stream in sequence order.  Positions
  *    are taken relative to the primary's SYN (or, for a connection first
- *    seen mid-stream, to the first sequence number seen).  The secondary's
+ *    seen mid-stream, to the first sequence number seen, or the primary's
+ *    first when the secondary's came first and below it).  The secondary's
  *    output is expected in the primary's numbering (filter-rewriter on the
  *    secondary does that), except for its SYN, which carries the
  *    secondary's own ISN and is taken as position 0.  SYN and FIN each

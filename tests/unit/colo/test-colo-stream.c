@@ -850,6 +850,50 @@ static void test_tcp_below_first_seen(void)
     fx_free(&f);
 }
 
+/*
+ * After a checkpoint the secondary is first, sending again bytes the
+ * flush released (a loss probe as it resumes): the primary's new bytes
+ * above them are compared and leave once the secondary sent them too,
+ * not at the next checkpoint; they are still compared.
+ */
+static void test_tcp_secondary_resends_first(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 100, 1, PSH, "abc", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    colo_engine_flush(f.e, f.now);
+
+    seg(&f, COLO_SECONDARY, 100, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 103, 1, PSH, "def", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_SECONDARY, 103, 1, PSH, "def", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    seg(&f, COLO_PRIMARY, 106, 1, PSH, "ghi", 3, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 106, 1, PSH, "ghI", 3, 1), ==,
+                    COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 2);
+
+    /* resent bytes reaching into the primary's: compared from there */
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 3);
+    seg(&f, COLO_SECONDARY, 103, 1, PSH, "defgh", 5, 1);
+    seg(&f, COLO_PRIMARY, 106, 1, PSH, "ghi", 3, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    seg(&f, COLO_SECONDARY, 108, 1, PSH, "i", 1, 1);
+    g_assert_cmpuint(released(&f), ==, 4);
+    colo_engine_flush(f.e, f.now);
+    seg(&f, COLO_SECONDARY, 106, 1, PSH, "gXi", 3, 1);
+    g_assert_cmpint(seg(&f, COLO_PRIMARY, 108, 1, PSH, "ij", 2, 1), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 109, 1, PSH, "J", 1, 1), ==,
+                    COLO_REASON_MISMATCH);
+    fx_free(&f);
+}
+
 /* ---- UDP, ICMP, other IP, non-IP ---------------------------------------- */
 
 static void test_udp(void)
@@ -1233,6 +1277,8 @@ int main(int argc, char **argv)
                     test_tcp_window_probe);
     g_test_add_func("/colo-stream/tcp/audit/rst-and-fin-hold",
                     test_tcp_rst_and_fin_hold);
+    g_test_add_func("/colo-stream/tcp/audit/secondary-resends-first",
+                    test_tcp_secondary_resends_first);
     g_test_add_func("/colo-stream/tcp/audit/below-first-seen",
                     test_tcp_below_first_seen);
     g_test_add_func("/colo-stream/udp", test_udp);
