@@ -207,6 +207,18 @@ static void drop_secondary(ColoEngine *e, ColoHeld *h)
     held_free(h);
 }
 
+/* Send one primary frame on, @hold_ns after it arrived. */
+static void release_frame(ColoEngine *e, const uint8_t *frame, size_t len,
+                          uint32_t vnet_hdr_len, int64_t hold_ns)
+{
+    e->stats.packets_released++;
+    e->stats.bytes_released += len;
+    if (hold_ns > e->stats.max_hold_ns) {
+        e->stats.max_hold_ns = hold_ns;
+    }
+    e->release(e->opaque, frame, len, vnet_hdr_len, hold_ns);
+}
+
 static void release_primary(ColoEngine *e, ColoHeld *h, int64_t now_ns,
                             bool compared)
 {
@@ -216,12 +228,7 @@ static void release_primary(ColoEngine *e, ColoHeld *h, int64_t now_ns,
     if (compared) {
         e->stats.packets_compared++;
     }
-    e->stats.packets_released++;
-    e->stats.bytes_released += h->len;
-    if (hold > e->stats.max_hold_ns) {
-        e->stats.max_hold_ns = hold;
-    }
-    e->release(e->opaque, h->frame, h->len, h->vnet_hdr_len, hold);
+    release_frame(e, h->frame, h->len, h->vnet_hdr_len, hold);
     held_free(h);
 }
 
@@ -652,9 +659,7 @@ static void pass_link_control(ColoEngine *e, ColoSide side,
         e->stats.secondary_dropped++;
         return;
     }
-    e->stats.packets_released++;
-    e->stats.bytes_released += len;
-    e->release(e->opaque, frame, len, vnet_hdr_len, 0);
+    release_frame(e, frame, len, vnet_hdr_len, 0);
 }
 
 /* ---- input -------------------------------------------------------------- */

@@ -199,6 +199,18 @@ def proxy_pair_args(tmp):
             p("client.sock"))
 
 
+def primary_dies(pri, sec, client, sec_net):
+    """kill -9 of the primary, failover on the secondary, and the client
+    talking to the secondary's netdev (a bridge relearning the MAC)."""
+    pri.kill(signal.SIGKILL)
+    pri.wait_exit(30)
+    wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
+             "the secondary to notice")
+    sec.cmd("x-colo-lost-heartbeat")
+    sec.wait_event("COLO_EXIT", 60)
+    client.peer = sec_net
+
+
 def client_connection_survives_failover():
     tmp = tempfile.mkdtemp(prefix="colo-e2e-")
     p = lambda name: os.path.join(tmp, name)
@@ -250,13 +262,7 @@ def client_connection_survives_failover():
                             sec.cmd("qom-get", path="/objects/rew0",
                                     property="stat-offsets-learned")))
         # the primary host dies
-        pri.kill(signal.SIGKILL)
-        pri.wait_exit(30)
-        wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
-                 "the secondary to notice")
-        sec.cmd("x-colo-lost-heartbeat")
-        sec.wait_event("COLO_EXIT", 60)
-        client.peer = p("sec-net.sock")
+        primary_dies(pri, sec, client, p("sec-net.sock"))
         n = client.request("after failover", 120)
         assert n == first + 3, (first, n)
         n = client.request("and on", 60)
@@ -439,13 +445,7 @@ def stale_device_flags_replaced_by_checkpoint():
             assert client.request("after %s" % flag, 120) == n
             wait_for(lambda: stat(pri, "secondary-packets") > s0, 60,
                      "output from the secondary's guest")
-        pri.kill(signal.SIGKILL)
-        pri.wait_exit(30)
-        wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
-                 "the secondary to notice")
-        sec.cmd("x-colo-lost-heartbeat")
-        sec.wait_event("COLO_EXIT", 60)
-        client.peer = p("sec-net.sock")
+        primary_dies(pri, sec, client, p("sec-net.sock"))
         assert client.request("after failover", 120) == n + 1
     finally:
         client.close()
