@@ -27,6 +27,12 @@ typedef struct RwConn {
     bool offset_known;
     uint32_t offset;            /* S - G (colo-rewriter.h) */
     uint32_t carried;           /* C - S: the primary's offset */
+    bool ts_syn_known;
+    uint32_t sec_ts_syn;        /* the TSval of the secondary guest's SYN */
+    uint32_t ts_offset;         /* S - G for timestamps */
+    uint32_t ts_carried;        /* C - S for timestamps */
+    bool ts_echoed_known;
+    uint32_t ts_echoed;         /* the peer's latest TSecr, in S */
     bool fin_guest;
     bool fin_peer;
     bool closed;
@@ -163,6 +169,37 @@ static bool rewrite_sack(uint8_t *opt, size_t opt_len, uint32_t offset,
     return changed;
 }
 
+/* The timestamp option (RFC 7323: kind 8, length 10) in @opt, or NULL. */
+static uint8_t *find_timestamps(uint8_t *opt, size_t opt_len)
+{
+    size_t i = 0;
+
+    while (i < opt_len) {
+        uint8_t kind = opt[i];
+        size_t len;
+
+        if (kind == 0) {
+            break;
+        }
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= opt_len) {
+            break;
+        }
+        len = opt[i + 1];
+        if (len < 2 || i + len > opt_len) {
+            break;
+        }
+        if (kind == 8 && len == 10) {
+            return opt + i + 2;
+        }
+        i += len;
+    }
+    return NULL;
+}
+
 static RwConn *conn_new(ColoRewriter *r, const RwKey *key, int64_t now_ns)
 {
     RwConn *c;
@@ -188,7 +225,8 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
 {
     ColoPacketInfo info;
     ColoParseError err = colo_packet_parse(frame, len, &info);
-    uint8_t *th, *csum;
+    uint8_t *th, *csum, *ts;
+    uint32_t tsval = 0, tsecr = 0;
     RwKey key;
     RwConn *c;
     bool syn, changed = false;
@@ -206,6 +244,12 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
     }
     th = frame + info.l3_offset + info.ip_hdr_len;
     csum = th + 16;
+    ts = info.tcp_hdr_len > 20 ? find_timestamps(th + 20, info.tcp_hdr_len - 20)
+                               : NULL;
+    if (ts) {
+        tsval = rd32(ts);
+        tsecr = rd32(ts + 4);
+    }
     memset(&key, 0, sizeof(key));
     key.vlan_key = info.vlan_key;
     if (dir == COLO_FROM_GUEST) {
@@ -242,6 +286,9 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
             c->isn_known = true;
             c->sec_isn = info.tcp_seq;
         }
+        /* the TSval the peer will echo from the primary's SYN, in ours */
+        c->ts_syn_known = ts != NULL;
+        c->sec_ts_syn = tsval;
     }
     if (!c) {
         /* not opened while we watched: same numbering on both guests */
@@ -254,8 +301,20 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
             (info.tcp_flags & COLO_TCP_ACK) && !(info.tcp_flags &
                                                  COLO_TCP_RST)) {
             c->offset = info.tcp_ack - 1 - c->sec_isn;
+            /* its TSecr echoes the TSval of the primary's SYN */
+            c->ts_offset = ts && c->ts_syn_known ? tsecr - c->sec_ts_syn : 0;
             c->offset_known = true;
             r->stats.offsets_learned++;
+        }
+        if (ts && (info.tcp_flags & COLO_TCP_ACK)) {
+            if (!c->ts_echoed_known || (int32_t)(tsecr - c->ts_echoed) > 0) {
+                c->ts_echoed = tsecr;
+                c->ts_echoed_known = true;
+            }
+            if (c->ts_offset) {
+                set32(ts + 4, tsecr - c->ts_offset, csum, csum_partial);
+                changed = true;
+            }
         }
         if (c->offset_known && c->offset) {
             if (info.tcp_flags & COLO_TCP_ACK) {
@@ -275,6 +334,25 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
         if (c->offset_known && c->offset) {
             set32(th + 4, info.tcp_seq + c->offset, csum, csum_partial);
             changed = true;
+        }
+        if (ts && c->offset_known) {
+            uint32_t v = tsval + c->ts_offset;
+
+            /*
+             * After failover the client drops a TSval older than the last
+             * one the primary sent it (PAWS, RFC 7323 section 5), and this
+             * guest's clock lags the primary's by the extra time it was
+             * stopped.  Never go below what the client last echoed.
+             */
+            if (r->failed_over && c->ts_echoed_known &&
+                (int32_t)(v - c->ts_echoed) < 0) {
+                c->ts_offset += c->ts_echoed - v;
+                v = c->ts_echoed;
+            }
+            if (v != tsval) {
+                set32(ts, v, csum, csum_partial);
+                changed = true;
+            }
         }
         if (info.tcp_flags & COLO_TCP_FIN) {
             c->fin_guest = true;
@@ -304,8 +382,9 @@ void colo_rewriter_checkpoint(ColoRewriter *r, bool guest_replaced)
     }
     g_hash_table_iter_init(&it, r->conns);
     while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
-        /* The secondary guest now numbers like the primary. */
+        /* The secondary guest now numbers and stamps like the primary. */
         c->offset = 0;
+        c->ts_offset = 0;
         c->offset_known = true;
     }
 }
@@ -323,8 +402,11 @@ void colo_rewriter_failover(ColoRewriter *r)
          */
         if (c->offset_known) {
             c->offset += c->carried;
+            c->ts_offset += c->ts_carried;
         }
+        c->ts_echoed += c->ts_carried;
         c->carried = 0;
+        c->ts_carried = 0;
     }
     r->failed_over = true;
 }
@@ -341,6 +423,13 @@ static uint8_t conn_flags(const RwConn *c)
            (c->closed ? COLO_RW_F_CLOSED : 0);
 }
 
+/* A copy of this guest would need the connection rewritten. */
+static bool conn_carries(const RwConn *c)
+{
+    return c->offset_known &&
+           (c->offset + c->carried != 0 || c->ts_offset + c->ts_carried != 0);
+}
+
 size_t colo_rewriter_save(ColoRewriter *r, uint8_t **buf)
 {
     GHashTableIter it;
@@ -351,7 +440,7 @@ size_t colo_rewriter_save(ColoRewriter *r, uint8_t **buf)
 
     g_hash_table_iter_init(&it, r->conns);
     while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
-        count += c->offset_known && c->offset + c->carried != 0;
+        count += conn_carries(c);
     }
     len = count ? SAVE_HEADER_LEN + (size_t)count * COLO_REWRITER_RECORD_LEN
                 : 0;
@@ -368,7 +457,7 @@ size_t colo_rewriter_save(ColoRewriter *r, uint8_t **buf)
     p += SAVE_HEADER_LEN;
     g_hash_table_iter_init(&it, r->conns);
     while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
-        if (!c->offset_known || c->offset + c->carried == 0) {
+        if (!conn_carries(c)) {
             continue;
         }
         memcpy(p, c->key.guest_ip, 16);
@@ -378,6 +467,7 @@ size_t colo_rewriter_save(ColoRewriter *r, uint8_t **buf)
         wr16(p + 38, c->key.peer_port);
         wr32(p + 40, c->offset + c->carried);
         wr32(p + 44, conn_flags(c));
+        wr32(p + 48, c->ts_offset + c->ts_carried);
         p += COLO_REWRITER_RECORD_LEN;
     }
     return len;
@@ -414,6 +504,7 @@ bool colo_rewriter_load(ColoRewriter *r, const uint8_t *buf, size_t len,
     g_hash_table_iter_init(&it, r->conns);
     while (g_hash_table_iter_next(&it, NULL, (gpointer *)&c)) {
         c->carried = 0;
+        c->ts_carried = 0;
     }
     for (i = 0; i < count; i++) {
         RwKey key;
@@ -439,6 +530,7 @@ bool colo_rewriter_load(ColoRewriter *r, const uint8_t *buf, size_t len,
             c->offset = 0;
         }
         c->carried = rd32(p + 40);
+        c->ts_carried = rd32(p + 48);
         c->fin_guest |= !!(flags & COLO_RW_F_FIN_GUEST);
         c->fin_peer |= !!(flags & COLO_RW_F_FIN_PEER);
         c->closed |= !!(flags & COLO_RW_F_CLOSED);

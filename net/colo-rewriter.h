@@ -37,6 +37,17 @@
  *    re-protections: each new secondary gets the current primary's
  *    offsets with its first migration and every checkpoint.
  *
+ * TCP timestamps (RFC 7323) are numbered the same way: each guest stamps
+ * with its own clock plus a random offset per connection, so the TSvals
+ * of a connection the secondary guest opened itself differ from the
+ * primary's.  Its timestamp offset (S - G) is learned from the same
+ * segment as offset (whose TSecr echoes the primary's SYN), added to the
+ * TSval of what the guest sends, subtracted from the TSecr of what it is
+ * sent, set to 0 by a checkpoint and carried like offset.  After failover
+ * it also grows so that the guest's TSvals never go below the latest one
+ * the client echoed: the client drops older ones (PAWS), and a former
+ * secondary's clock lags the primary's by the time it was stopped.
+ *
  * A node that failed over and is re-protected as the primary keeps its
  * offsets across its checkpoints (its guest is not replaced, and the
  * client still uses the old numbering).
@@ -106,18 +117,19 @@ bool colo_rewriter_failed_over(ColoRewriter *r);
  * The connections a copy of this node's guest needs rewritten towards the
  * client, as a byte string for the copy's rewriter (colo_rewriter_load()):
  * each connection whose C - G (offset + carried) is not 0.  Format, all
- * big-endian: u32 version (1), u32 count, then count records of
+ * big-endian: u32 version (2), u32 count, then count records of
  * COLO_REWRITER_RECORD_LEN bytes: guest address[16], peer address[16]
  * (IPv4 as ::ffff:a.b.c.d), u32 VLAN key, u16 guest port, u16 peer port,
- * u32 offset (C - G), u32 flags (COLO_RW_F_*).  Returns the length; *buf
+ * u32 offset (C - G), u32 flags (COLO_RW_F_*), u32 timestamp offset
+ * (C - G for TSvals).  Returns the length; *buf
  * (g_free) is NULL when there is nothing to carry.  With @buf NULL, only
  * the length.
  */
-#define COLO_REWRITER_RECORD_LEN    48
+#define COLO_REWRITER_RECORD_LEN    52
 #define COLO_RW_F_FIN_GUEST         1
 #define COLO_RW_F_FIN_PEER          2
 #define COLO_RW_F_CLOSED            4
-#define COLO_REWRITER_SAVE_VERSION  1
+#define COLO_REWRITER_SAVE_VERSION  2
 size_t colo_rewriter_save(ColoRewriter *r, uint8_t **buf);
 /*
  * Load what the primary's rewriter saved: every connection's carried

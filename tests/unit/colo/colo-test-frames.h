@@ -22,6 +22,7 @@ typedef struct TfTcp {
     uint16_t window;
     size_t opt_len;             /* multiple of 4, filled with NOP + ts */
     uint32_t ts_val;            /* differs between guests in real life */
+    uint32_t ts_ecr;
     uint16_t vlan;              /* 0: untagged */
     uint16_t ip_id;
 } TfTcp;
@@ -85,6 +86,7 @@ static inline size_t tf_tcp(uint8_t *buf, const TfTcp *t, const void *data,
         th[22] = 8;
         th[23] = 10;
         stl_be_p(th + 24, t->ts_val);
+        stl_be_p(th + 28, t->ts_ecr);
     }
     if (len) {
         memcpy(th + thl, data, len);

@@ -410,6 +410,175 @@ static void test_csum_partial(void)
     colo_rewriter_free(r);
 }
 
+/* A segment with a timestamp option (RFC 7323): TSval @val, TSecr @ecr. */
+static void mk_ts(Pkt *p, bool from_guest, uint32_t seq, uint32_t ack,
+                  uint8_t flags, const char *data, uint32_t val, uint32_t ecr)
+{
+    TfTcp t = { .seq = seq, .ack = ack, .flags = flags, .opt_len = 12,
+                .ts_val = val, .ts_ecr = ecr };
+
+    if (from_guest) {
+        t.src_ip = TF_GUEST_IP;
+        t.dst_ip = TF_CLIENT_IP;
+        t.sport = GUEST_PORT;
+        t.dport = CLIENT_PORT;
+    } else {
+        t.src_ip = TF_CLIENT_IP;
+        t.dst_ip = TF_GUEST_IP;
+        t.sport = CLIENT_PORT;
+        t.dport = GUEST_PORT;
+    }
+    p->len = tf_tcp(p->buf, &t, data, data ? strlen(data) : 0);
+    set_csum(p->buf, p->len);
+}
+
+static uint32_t tsval_of(Pkt *p)
+{
+    return ldl_be_p(p->buf + 34 + 24);
+}
+
+static uint32_t tsecr_of(Pkt *p)
+{
+    return ldl_be_p(p->buf + 34 + 28);
+}
+
+/*
+ * Each guest stamps its segments with its own clock and a random offset
+ * per connection (Linux: secure_tcp_ts_off()).  The client echoes the
+ * primary's; the secondary's own must not reach it.
+ */
+static const uint32_t primary_ts = 0x0a16b2a4;      /* 169259684 */
+static const uint32_t secondary_ts = 0xf8436a84;    /* ~3.5 days away */
+
+static void handshake_server_ts(ColoRewriter *r)
+{
+    Pkt p;
+
+    mk_ts(&p, false, 5000, 0, SYN, NULL, 7000, 0);
+    g_assert_false(run(r, COLO_TO_GUEST, &p, 0));
+    mk_ts(&p, true, secondary_isn, 5001, SYN | ACK, NULL, secondary_ts, 7000);
+    g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
+    /* the client acknowledges the primary's SYN-ACK and echoes its TSval */
+    mk_ts(&p, false, 5001, primary_isn + 1, ACK, NULL, 7001, primary_ts);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(ack_of(&p), ==, secondary_isn + 1);
+    g_assert_cmpuint(tsecr_of(&p), ==, secondary_ts);
+}
+
+/*
+ * A connection opened since the last checkpoint carries the secondary
+ * guest's own timestamps.  Should it take over before the next
+ * checkpoint, its TSvals must continue the primary's, or the client
+ * drops every segment as old (PAWS, RFC 7323 section 5) and the
+ * connection stalls: seen after a guest reboot, when the guests' secrets
+ * for timestamp offsets differ.
+ */
+static void test_timestamps(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    Pkt p;
+
+    handshake_server_ts(r);
+    mk_ts(&p, true, secondary_isn + 1, 5001, ACK | COLO_TCP_PSH, "answer",
+          secondary_ts + 40, 7001);
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    g_assert_cmpuint(tsval_of(&p), ==, primary_ts + 40);
+    g_assert_cmpuint(tsecr_of(&p), ==, 7001);
+
+    colo_rewriter_failover(r);
+    mk_ts(&p, false, 5001, primary_isn + 7, ACK | COLO_TCP_PSH, "next",
+          7100, primary_ts + 40);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(tsecr_of(&p), ==, secondary_ts + 40);
+    mk_ts(&p, true, secondary_isn + 7, 5005, ACK | COLO_TCP_PSH, "again",
+          secondary_ts + 90, 7100);
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 7);
+    g_assert_cmpuint(tsval_of(&p), ==, primary_ts + 90);
+    colo_rewriter_free(r);
+}
+
+/* A checkpoint makes the guest stamp like the primary's: nothing to do. */
+static void test_timestamps_after_checkpoint(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    Pkt p;
+
+    handshake_server_ts(r);
+    colo_rewriter_checkpoint(r, true);
+    mk_ts(&p, true, primary_isn + 1, 5001, ACK | COLO_TCP_PSH, "answer",
+          primary_ts + 40, 7001);
+    g_assert_false(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(tsval_of(&p), ==, primary_ts + 40);
+    mk_ts(&p, false, 5001, primary_isn + 7, ACK, NULL, 7100, primary_ts + 40);
+    g_assert_false(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(tsecr_of(&p), ==, primary_ts + 40);
+    colo_rewriter_free(r);
+}
+
+/*
+ * After failover a guest whose clock lags the primary's (a secondary is
+ * stopped longer at each checkpoint) would stamp older than what the
+ * client last saw from the primary: PAWS drops those segments.  The
+ * survivor's TSvals are raised to the client's latest echo, and its echoes
+ * lowered by as much, so its own clock stays consistent.
+ */
+static void test_timestamps_lagging_clock(void)
+{
+    ColoRewriter *r = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    Pkt p;
+
+    handshake_server_ts(r);
+    colo_rewriter_checkpoint(r, true);
+    /* the primary ran 500 ms further than the secondary's clock shows */
+    mk_ts(&p, false, 5001, primary_isn + 1, ACK | COLO_TCP_PSH, "req",
+          7200, primary_ts + 500);
+    g_assert_false(run(r, COLO_TO_GUEST, &p, 0));
+    colo_rewriter_failover(r);
+    mk_ts(&p, true, primary_isn + 1, 5004, ACK | COLO_TCP_PSH, "answer",
+          primary_ts + 300, 7200);
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    g_assert_cmpuint(tsval_of(&p), ==, primary_ts + 500);
+    mk_ts(&p, false, 5004, primary_isn + 7, ACK, NULL, 7300, primary_ts + 500);
+    g_assert_true(run(r, COLO_TO_GUEST, &p, 0));
+    g_assert_cmpuint(tsecr_of(&p), ==, primary_ts + 300);
+    mk_ts(&p, true, primary_isn + 7, 5004, ACK | COLO_TCP_PSH, "more",
+          primary_ts + 350, 7300);
+    g_assert_true(run(r, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(tsval_of(&p), ==, primary_ts + 550);
+    colo_rewriter_free(r);
+}
+
+/*
+ * A connection opened since the last checkpoint, carried through a
+ * re-protection: the new secondary takes over and must stamp like the
+ * client expects too.
+ */
+static void test_timestamps_carried(void)
+{
+    ColoRewriter *b = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    ColoRewriter *a = colo_rewriter_new(16, 60 * SEC, 5 * SEC);
+    g_autofree uint8_t *buf = NULL;
+    size_t len;
+    Pkt p;
+
+    handshake_server_ts(b);
+    colo_rewriter_failover(b);
+    /* a: the new secondary, a copy of b's guest (b's numbering) */
+    len = colo_rewriter_save(b, &buf);
+    g_assert_true(colo_rewriter_load(a, buf, len, 0));
+    colo_rewriter_failover(a);
+    mk_ts(&p, true, secondary_isn + 1, 5001, ACK | COLO_TCP_PSH, "answer",
+          secondary_ts + 40, 7001);
+    g_assert_true(run(a, COLO_FROM_GUEST, &p, 0));
+    g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
+    g_assert_cmpuint(tsval_of(&p), ==, primary_ts + 40);
+    colo_rewriter_free(a);
+    colo_rewriter_free(b);
+}
+
 /* What a copy of @from's guest needs: @from's save, loaded into @to. */
 static void carry(ColoRewriter *from, ColoRewriter *to)
 {
@@ -581,9 +750,9 @@ static void test_carry_malformed(void)
     g_assert_true(colo_rewriter_load(a, buf, len, 0));
     g_assert_false(colo_rewriter_load(a, buf, len - 1, 0));
     g_assert_false(colo_rewriter_load(a, buf, 4, 0));
-    buf[3] = 2;                                     /* version */
+    buf[3] = COLO_REWRITER_SAVE_VERSION + 1;        /* version */
     g_assert_false(colo_rewriter_load(a, buf, len, 0));
-    buf[3] = 1;
+    buf[3] = COLO_REWRITER_SAVE_VERSION;
     buf[7] = 2;                                     /* count */
     g_assert_false(colo_rewriter_load(a, buf, len, 0));
     buf[7] = 1;
@@ -640,5 +809,12 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-rewriter/carry/chain", test_carry_chain);
     g_test_add_func("/colo-rewriter/carry/composed", test_carry_composed);
     g_test_add_func("/colo-rewriter/carry/malformed", test_carry_malformed);
+    g_test_add_func("/colo-rewriter/timestamps", test_timestamps);
+    g_test_add_func("/colo-rewriter/timestamps/after-checkpoint",
+                    test_timestamps_after_checkpoint);
+    g_test_add_func("/colo-rewriter/timestamps/lagging-clock",
+                    test_timestamps_lagging_clock);
+    g_test_add_func("/colo-rewriter/timestamps/carried",
+                    test_timestamps_carried);
     return g_test_run();
 }
