@@ -172,9 +172,7 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
 
     bql_lock();
     stop_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    if (runstate_is_running()) {
-        vm_stop_force_state(RUN_STATE_COLO);
-    }
+    colo_stop_guest();
     bql_unlock();
     colo_fault_point(COLO_FAULT_AFTER_STOP, sec->seq);
 

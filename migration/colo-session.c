@@ -38,7 +38,8 @@
  * written only by the COLO thread, in colo_session_begin() before the
  * watchdog can fire, and read without the lock by that thread and by the
  * watchdog thread.  The COLO thread, the only writer of stats, reads its
- * own stats without the lock; other threads read them under it.
+ * own stats without the lock; other threads read them under it.  Fields
+ * marked [B] are read and written with the BQL held.
  */
 typedef struct ColoSession {
     QemuMutex lock;
@@ -56,6 +57,7 @@ typedef struct ColoSession {
     ColoWatchdog *watchdog;     /* [T] */
     uint32_t peer_timeout_ms;   /* [T] x-colo-peer-timeout */
     bool primary_waits;         /* [T] x-colo-primary-waits */
+    bool stopped_guest;         /* [B] COLO stopped the guest, not resumed */
 } ColoSession;
 
 static ColoSession colo_session = {
@@ -263,20 +265,37 @@ void colo_wait_for_decision(void)
     colo_shutdown_channels();
     colo_set_phase(COLO_PHASE_LOST);
     bql_lock();
-    if (runstate_is_running()) {
-        vm_stop(RUN_STATE_COLO);
-    }
+    colo_stop_guest();
     bql_unlock();
     while (!colo_failover_requested()) {
         qemu_sem_wait(&colo_session.wake);
     }
 }
 
+void colo_stop_guest(void)
+{
+    if (runstate_is_running()) {
+        vm_stop(RUN_STATE_COLO);
+        colo_session.stopped_guest = true;
+    }
+}
+
 void colo_resume_guest(void)
 {
-    if (!colo_quitting() && runstate_check(RUN_STATE_COLO)) {
+    /*
+     * A reset handled while COLO had the guest stopped (a QMP
+     * system_reset, or the guest rebooting itself) leaves the run state
+     * prelaunch, not colo: main_loop_should_exit() sets it for any reset
+     * of a stopped VM.  That guest runs again too; one a user paused and
+     * reset before COLO stopped it does not.
+     */
+    if (!colo_quitting() &&
+        (runstate_check(RUN_STATE_COLO) ||
+         (colo_session.stopped_guest &&
+          runstate_check(RUN_STATE_PRELAUNCH)))) {
         vm_start();
     }
+    colo_session.stopped_guest = false;
 }
 
 void colo_shutdown_channels(void)

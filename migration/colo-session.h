@@ -125,7 +125,13 @@ bool colo_wait_trigger(int64_t periodic_ms, ColoTrigger *trigger);
  * BQL.
  */
 void colo_wait_for_decision(void);
-/* Leaving COLO: run the guest again if COLO stopped it.  BQL held. */
+/* Stop the guest for COLO if it runs (run state colo).  BQL held. */
+void colo_stop_guest(void);
+/*
+ * After a checkpoint, or leaving COLO: run the guest again if COLO stopped
+ * it (run state colo, or prelaunch after a reset while colo_stop_guest()
+ * had it stopped).  BQL held.
+ */
 void colo_resume_guest(void);
 
 /* ---- any thread ---- */

@@ -219,9 +219,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     bql_lock();
     was_running = runstate_is_running();
     stop_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    if (was_running) {
-        vm_stop_force_state(RUN_STATE_COLO);
-    }
+    colo_stop_guest();
     colo_fault_point(COLO_FAULT_AFTER_STOP, p->seq);
     replication_get_error_all(errp);
     if (!*errp) {

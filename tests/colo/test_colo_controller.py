@@ -19,6 +19,7 @@ from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
                        colo_status, linux_guest_args, start_pair,
                        wait_checkpoints)
 from colo_vm import Vm, guest_files, wait_for  # noqa: E402
+from colo_fault import FaultPoints  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
 from tap import Tap, expect_error  # noqa: E402
 
@@ -481,6 +482,44 @@ def case_guest_reset():
         guest_runs(p.sec)
 
 
+def case_reset_during_checkpoint():
+    """A reset (system_reset, or the guest rebooting itself) while a
+    checkpoint has the guest stopped.  QEMU's main loop then sets the run
+    state to prelaunch instead of leaving it 'colo'; the checkpoint must
+    still run the guest again (it stayed stopped for good, checkpoint after
+    checkpoint, with the pair 'protected').  The primary is held at the
+    point where it stopped its guest; the reset is done there."""
+    points = FaultPoints()
+    pri = sec = None
+    try:
+        pri, sec = start_pair(bootsect_guest_args(MEM_MB), delay_ms=600000,
+                              primary_env=points.env("after-stop"))
+        n = checkpoints(pri)
+        # changing x-checkpoint-delay checkpoints now (trigger "forced")
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
+        points.wait("after-stop", mode="primary")
+        assert run_state(pri) == "colo", run_state(pri)
+        pri.clear_events()
+        pri.cmd("system_reset")
+        pri.wait_event("RESET", 30)
+        points.release()
+        points.close()
+        wait_checkpoints(pri, n + 1)
+        pri.wait_for(lambda: run_state(pri) == "running", 30,
+                     "the primary's guest to run again after the checkpoint "
+                     "(run state %s)" % run_state(pri))
+        guest_runs(pri)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 300})
+        wait_checkpoints(pri, checkpoints(pri) + 2)
+        assert run_state(pri) == "running", run_state(pri)
+        guest_runs(sec)
+    finally:
+        points.close()
+        for vm in (pri, sec):
+            if vm:
+                vm.shutdown()
+
+
 def case_replica_fidelity_after_reset():
     """A guest reset during COLO (system_reset on the primary; the Linux
     guest reboots under protection, the secondary following at each
@@ -584,6 +623,8 @@ def main():
     t.check("replica fidelity with a lazy-secondary detector: guests doing different "
             "work; RAM and CPU state identical after each checkpoint",
             case_replica_fidelity_lazy_secondary)
+    t.check("a reset while a checkpoint has the guest stopped: the guest runs "
+            "again after it", case_reset_during_checkpoint)
     t.check("q35 (ICH9, AHCI disk): checkpoints load every device again; replica "
             "identical; failover", case_machine_variant, ("q35",))
     t.check("-smp 2 (MTTCG): checkpoints, replica identical, failover",
