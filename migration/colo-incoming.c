@@ -33,6 +33,7 @@
 #include "io/channel-buffer.h"
 #include "system/runstate.h"
 #include "system/cpus.h"
+#include "exec/memory.h"
 #include "block/aio.h"
 #include "block/replication.h"
 #include "net/filter.h"
@@ -59,6 +60,25 @@ typedef struct ColoSecondary {
 } ColoSecondary;
 
 static ColoSecondary colo_secondary;
+
+/*
+ * True while a checkpoint's device state loads, after colo_ram_flush()
+ * copied its RAM.  BQL.
+ */
+static bool colo_loading_checkpoint;
+
+bool colo_incoming_code_invalidated(void)
+{
+    /*
+     * The device state of a checkpoint holds no RAM (the primary's
+     * qemu_save_device_state() leaves the RAM section out), and
+     * colo_ram_flush() has dropped the code translated from every page it
+     * overwrote.  Devices that write guest RAM as they load do it through
+     * the memory API, which drops translated code itself; a device that
+     * discards RAM (virtio-mem) does not, so with one, flush everything.
+     */
+    return colo_loading_checkpoint && !ram_block_discard_is_required();
+}
 
 /* Enter COLO: disks active, replication started, dirty log on, guest runs. */
 static bool colo_secondary_start(ColoSecondary *sec, Error **errp)
@@ -110,7 +130,7 @@ static uint8_t *colo_receive_payload(ColoSecondary *sec, const ColoMsg *msg,
     return g_steal_pointer(&data);
 }
 
-/* Load the buffered device state.  BQL held. */
+/* Load the buffered device state, after colo_ram_flush().  BQL held. */
 static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
 {
     QIOChannelBuffer *bioc = qio_channel_buffer_new(0);
@@ -134,7 +154,9 @@ static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
      */
     rounds = migrate_get_current()->parameters.announce_rounds;
     migrate_get_current()->parameters.announce_rounds = 0;
+    colo_loading_checkpoint = true;
     ret = qemu_load_device_state(fb);
+    colo_loading_checkpoint = false;
     migrate_get_current()->parameters.announce_rounds = rounds;
     qemu_fclose(fb);
     if (ret < 0) {

@@ -46,6 +46,10 @@
 #include "exec/target_page.h"
 #include "exec/memory.h"
 #include "system/kvm.h"
+#include "system/tcg.h"
+#ifdef CONFIG_TCG
+#include "exec/exec-all.h"
+#endif
 #include "migration/colo.h"
 #include "migration/misc.h"
 #include "options.h"
@@ -236,6 +240,26 @@ bool colo_ram_start_dirty_log(Error **errp)
     return true;
 }
 
+/*
+ * TCG: drop the code translated from [offset, offset + len) of @block,
+ * which the flush overwrites behind TCG's back (TCG sees stores of the
+ * vCPUs and through the memory API only).  tb_invalidate_phys_range()
+ * takes the locks it needs itself (the pages' locks, through
+ * page_collection_lock(); mmap_lock is for user mode only): any thread may
+ * call it, with or without the BQL, as physmem.c does for DMA.  The vCPUs
+ * are stopped here, so none runs a block while it goes.
+ */
+static void colo_ram_invalidate_code(RAMBlock *block, ram_addr_t offset,
+                                     size_t len)
+{
+#ifdef CONFIG_TCG
+    if (tcg_enabled()) {
+        tb_invalidate_phys_range(block->offset + offset,
+                                 block->offset + offset + len - 1);
+    }
+#endif
+}
+
 uint64_t colo_ram_flush(void)
 {
     size_t page_size = qemu_target_page_size();
@@ -255,6 +279,7 @@ uint64_t colo_ram_flush(void)
                 size_t len = (end - first) * page_size;
 
                 memcpy(block->host + offset, block->colo_cache + offset, len);
+                colo_ram_invalidate_code(block, offset, len);
                 bitmap_clear(block->bmap, first, end - first);
                 pages += end - first;
                 first = find_next_bit(block->bmap, npages, end);

@@ -46,7 +46,10 @@ void colo_ram_multifd_received(RAMBlock *block, const ram_addr_t *normal,
 /* ---- the secondary's COLO thread (colo-incoming.c) ---- */
 
 bool colo_ram_start_dirty_log(Error **errp);
-/* Copy pages the primary sent or the secondary dirtied: cache -> RAM. */
+/*
+ * Copy pages the primary sent or the secondary dirtied: cache -> RAM.
+ * Under TCG, also drops the code translated from each page it copies.
+ */
 uint64_t colo_ram_flush(void);
 void colo_ram_release(void);
 /*

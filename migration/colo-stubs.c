@@ -49,6 +49,11 @@ bool migration_incoming_in_colo_state(void)
     return false;
 }
 
+bool colo_incoming_code_invalidated(void)
+{
+    return false;
+}
+
 int colo_init_ram_cache(void)
 {
     return -ENOTSUP;

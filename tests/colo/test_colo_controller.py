@@ -20,6 +20,7 @@ from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
                        wait_checkpoints)
 from colo_vm import Vm, guest_files, wait_for  # noqa: E402
 from colo_fault import FaultPoints  # noqa: E402
+import smc_guest  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
 from tap import Tap, expect_error  # noqa: E402
 
@@ -245,6 +246,52 @@ def case_machine_variant(extra):
     finally:
         for vm in (pri, sec):
             vm.shutdown()
+
+
+def tb_flush_count(vm):
+    """How many times TCG threw all its translated code away."""
+    return int(re.search(r"TB flush count\s+(\d+)", vm.hmp("info jit")).group(1))
+
+
+def case_rewritten_code_after_checkpoint():
+    """Translated code follows the checkpoint: the primary's guest rewrites
+    the instruction that loads its console marker ('B' to 'N', on input
+    that only the primary gets) while the secondary's guest runs the old
+    one.  After a checkpoint and failover the secondary must run the new
+    code; a translation kept from before the checkpoint prints 'B'.  The
+    checkpoint loads drop only the code of the pages they overwrite: TCG's
+    count of whole flushes does not grow."""
+    img = smc_guest.write_image(os.path.join(REPO_TMP, "smc-guest-%d.img" % os.getpid()))
+    guest = ["-M", "pc", "-m", str(MEM_MB), "-nic", "none",
+             "-drive", "file=%s,format=raw,snapshot=on,if=ide" % img]
+    pri, sec = start_pair(guest, delay_ms=300)
+    try:
+        wait_checkpoints(pri, 2)
+        # Both run (and so have translated) the loop as it is now.
+        for vm in (pri, sec):
+            vm.serial_mark()
+            vm.serial_wait("BBB", 60)
+        flushes = tb_flush_count(sec)
+        pri.serial_send("N")
+        pri.serial_wait("NNN", 60)
+        n = checkpoints(pri)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
+        wait_checkpoints(sec, n + 1)
+        # Precisely: the checkpoint loads did not throw all code away.
+        assert tb_flush_count(sec) == flushes, (flushes, tb_flush_count(sec))
+        pri.kill(signal.SIGKILL)
+        sec.wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
+                     "the secondary to notice the primary is gone")
+        sec.cmd("x-colo-lost-heartbeat")
+        assert_exit(sec, "secondary", "request")
+        sec.serial_mark()
+        seen = sec.serial_wait(re.compile("NNN|BBB"), 60)
+        assert seen.endswith("NNN"), \
+            "the secondary runs the code as it was before the checkpoint: %r" % seen[-40:]
+    finally:
+        for vm in (pri, sec):
+            vm.shutdown()
+        os.unlink(img)
 
 
 def case_primary_failover_idle(multifd=False):
@@ -629,6 +676,9 @@ def main():
             "identical; failover", case_machine_variant, ("q35",))
     t.check("-smp 2 (MTTCG): checkpoints, replica identical, failover",
             case_machine_variant, ("-smp", "2"))
+    t.check("translated code follows the checkpoint: code the primary's guest "
+            "rewrote runs on the secondary after failover",
+            case_rewritten_code_after_checkpoint)
     t.check("the RAM cache fits the RAM: a resizable block larger on the primary "
             "(ACPI tables)", case_resized_ram_block)
     for multifd in (False, True):
