@@ -279,7 +279,7 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
             warn_report_err(filter_err);
         }
         if (dev_msg.flags & COLO_FLAG_RUN) {
-            colo_resume_guest();
+            colo_resume_guest(true);
         }
     }
     bql_unlock();
@@ -321,9 +321,8 @@ static void colo_secondary_exit(ColoSecondary *sec, Error *err)
     colo_ram_release();
     migrate_set_state(&sec->mis->state, MIGRATION_STATUS_COLO,
                       MIGRATION_STATUS_COMPLETED);
-    if (!sec->half_applied) {
-        colo_resume_guest();
-    }
+    /* A half-applied checkpoint: the guest stays stopped. */
+    colo_resume_guest(!sec->half_applied);
     colo_session_end(err);
     bql_unlock();
 }

@@ -57,7 +57,10 @@ typedef struct ColoSession {
     ColoWatchdog *watchdog;     /* [T] */
     uint32_t peer_timeout_ms;   /* [T] x-colo-peer-timeout */
     bool primary_waits;         /* [T] x-colo-primary-waits */
-    bool stopped_guest;         /* [B] COLO stopped the guest, not resumed */
+    /* [B] a checkpoint (or a lost peer) holds the guest stopped */
+    bool holds_guest;
+    /* [B] it runs when that ends: it ran, or the operator's cont since */
+    bool run_after;
 } ColoSession;
 
 static ColoSession colo_session = {
@@ -274,28 +277,73 @@ void colo_wait_for_decision(void)
 
 void colo_stop_guest(void)
 {
+    if (!colo_session.holds_guest) {
+        colo_session.holds_guest = true;
+        colo_session.run_after = runstate_is_running();
+    }
     if (runstate_is_running()) {
         vm_stop(RUN_STATE_COLO);
-        colo_session.stopped_guest = true;
     }
 }
 
-void colo_resume_guest(void)
+/*
+ * A reset handled while COLO holds the guest stopped (a QMP system_reset,
+ * or the guest rebooting itself) leaves the run state prelaunch, not colo:
+ * main_loop_should_exit() sets it for any reset of a stopped VM.
+ */
+static bool colo_guest_may_start(bool held)
 {
-    /*
-     * A reset handled while COLO had the guest stopped (a QMP
-     * system_reset, or the guest rebooting itself) leaves the run state
-     * prelaunch, not colo: main_loop_should_exit() sets it for any reset
-     * of a stopped VM.  That guest runs again too; one a user paused and
-     * reset before COLO stopped it does not.
-     */
-    if (!colo_quitting() &&
-        (runstate_check(RUN_STATE_COLO) ||
-         (colo_session.stopped_guest &&
-          runstate_check(RUN_STATE_PRELAUNCH)))) {
+    return runstate_check(RUN_STATE_COLO) ||
+           (held && runstate_check(RUN_STATE_PRELAUNCH));
+}
+
+void colo_resume_guest(bool run)
+{
+    bool held = colo_session.holds_guest;
+
+    colo_session.holds_guest = false;
+    if (run && !colo_quitting() && colo_guest_may_start(held)) {
         vm_start();
     }
-    colo_session.stopped_guest = false;
+}
+
+void colo_release_guest(void)
+{
+    bool held = colo_session.holds_guest;
+    bool run = held ? colo_session.run_after
+                    : runstate_check(RUN_STATE_COLO);
+
+    colo_session.holds_guest = false;
+    if (colo_quitting()) {
+        return;
+    }
+    if (run && (colo_guest_may_start(held) ||
+                runstate_check(RUN_STATE_PAUSED))) {
+        vm_start();
+    } else if (!run && runstate_check(RUN_STATE_COLO)) {
+        /* the operator stopped it meanwhile: a paused VM, as asked */
+        runstate_set(RUN_STATE_PAUSED);
+    }
+}
+
+bool colo_guest_run_request(bool run, Error **errp)
+{
+    if (!colo_session.holds_guest || get_colo_mode() == COLO_MODE_NONE) {
+        return false;
+    }
+    if (get_colo_mode() == COLO_MODE_SECONDARY) {
+        error_setg(errp, "COLO: the secondary's guest runs when the "
+                   "primary's does; stop or continue the primary's");
+        return true;
+    }
+    /*
+     * Starting the guest now would let it run, and send output that
+     * colo-compare releases with this checkpoint, before the secondary
+     * has the checkpoint; stopping it now would not last (the checkpoint
+     * runs it again).  Both take effect when the checkpoint ends.
+     */
+    colo_session.run_after = run;
+    return true;
 }
 
 void colo_shutdown_channels(void)

@@ -125,14 +125,28 @@ bool colo_wait_trigger(int64_t periodic_ms, ColoTrigger *trigger);
  * BQL.
  */
 void colo_wait_for_decision(void);
-/* Stop the guest for COLO if it runs (run state colo).  BQL held. */
+/*
+ * The guest is held stopped for COLO from colo_stop_guest() (run state
+ * colo if it ran) until colo_resume_guest() or colo_release_guest().
+ * Meanwhile the operator's stop and cont only say what happens at the end
+ * (colo_guest_run_request()).  All with the BQL held.
+ */
 void colo_stop_guest(void);
 /*
- * After a checkpoint, or leaving COLO: run the guest again if COLO stopped
- * it (run state colo, or prelaunch after a reset while colo_stop_guest()
- * had it stopped).  BQL held.
+ * The secondary applied a checkpoint of a running primary guest, or leaves
+ * COLO (@run false: a half-applied checkpoint; the guest stays stopped):
+ * the hold ends; run the guest if COLO stopped it (run state colo, or
+ * prelaunch after a reset while held).  A checkpoint of a stopped primary
+ * guest leaves the hold on.
  */
-void colo_resume_guest(void);
+void colo_resume_guest(bool run);
+/*
+ * The primary's checkpoint ended, or the primary leaves COLO: the guest
+ * runs if it ran when it was stopped, unless the operator stopped it
+ * since, or if the operator continued it since; a guest stopped by the
+ * operator ends paused.
+ */
+void colo_release_guest(void);
 
 /* ---- any thread ---- */
 

@@ -26,6 +26,11 @@ void coroutine_fn colo_incoming_co(void)
 {
 }
 
+bool colo_guest_run_request(bool run, Error **errp)
+{
+    return false;
+}
+
 void colo_checkpoint_delay_set(void)
 {
 }

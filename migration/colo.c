@@ -296,8 +296,8 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     colo_primary_release_output(p);
     /* Disks on shared storage open their next epoch: see shared-undo.c. */
     replication_checkpoint_received_all(errp);
-    if (was_running && !*errp) {
-        colo_resume_guest();
+    if (!*errp) {
+        colo_release_guest();
     }
     bql_unlock();
     if (*errp) {
@@ -355,7 +355,7 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
 
     bql_lock();
     colo_failover_release(COLO_MODE_PRIMARY);
-    colo_resume_guest();
+    colo_release_guest();
     if (colo_session_checkpoints() == 0 && err &&
         !colo_failover_requested()) {
         /* COLO never worked: say so, as a failed migration. */

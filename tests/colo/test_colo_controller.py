@@ -567,6 +567,79 @@ def case_reset_during_checkpoint():
                 vm.shutdown()
 
 
+def case_operator_stop_during_checkpoint():
+    """The operator stops the primary's guest (QMP stop) while a checkpoint
+    has it stopped: it must stay stopped (paused) after the checkpoint, not
+    run on as if nobody had asked, and cont then runs it."""
+    points = FaultPoints()
+    pri = sec = None
+    try:
+        pri, sec = start_pair(bootsect_guest_args(MEM_MB), delay_ms=600000,
+                              primary_env=points.env("after-stop"))
+        n = checkpoints(pri)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
+        points.wait("after-stop", mode="primary")
+        assert run_state(pri) == "colo", run_state(pri)
+        pri.cmd("stop")
+        points.release()
+        points.close()
+        wait_checkpoints(pri, n + 1)
+        pri.wait_for(lambda: run_state(pri) != "colo", 30,
+                     "the checkpoint to let go of the guest")
+        assert run_state(pri) == "paused", run_state(pri)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 300})
+        wait_checkpoints(pri, checkpoints(pri) + 2)
+        assert run_state(pri) == "paused", run_state(pri)
+        pri.cmd("cont")
+        guest_runs(pri)
+    finally:
+        points.close()
+        for vm in (pri, sec):
+            if vm:
+                vm.shutdown()
+
+
+def case_operator_cont_during_checkpoint():
+    """The operator continues a paused primary (QMP cont) while a checkpoint
+    is in flight, after its state was saved: the guest must not run before
+    the secondary has that checkpoint (its output would be released with a
+    checkpoint that does not hold what produced it), but when it ends.  The
+    secondary's guest follows the primary's: stop and cont on it are
+    refused while it is held."""
+    points = FaultPoints()
+    pri = sec = None
+    try:
+        pri, sec = start_pair(bootsect_guest_args(MEM_MB), delay_ms=600000,
+                              primary_env=points.env("before-received"))
+        pri.cmd("stop")
+        n = checkpoints(pri)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
+        points.wait("before-received", mode="primary")
+        pri.cmd("cont")
+        assert run_state(pri) == "paused", \
+            "the guest runs before the secondary has the checkpoint (%s)" \
+            % run_state(pri)
+        points.release()
+        points.close()
+        wait_checkpoints(pri, n + 1)
+        pri.wait_for(lambda: run_state(pri) == "running", 30,
+                     "the guest to run once the checkpoint ended")
+        guest_runs(pri)
+        # a checkpoint of the paused primary leaves the secondary held
+        pri.cmd("stop")
+        n = checkpoints(pri)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600002})
+        wait_checkpoints(sec, n + 1)
+        assert run_state(sec) == "colo", run_state(sec)
+        expect_error(lambda: sec.cmd("cont"), "secondary")
+        assert run_state(sec) == "colo", run_state(sec)
+    finally:
+        points.close()
+        for vm in (pri, sec):
+            if vm:
+                vm.shutdown()
+
+
 def case_replica_fidelity_after_reset():
     """A guest reset during COLO (system_reset on the primary; the Linux
     guest reboots under protection, the secondary following at each
@@ -672,6 +745,11 @@ def main():
             case_replica_fidelity_lazy_secondary)
     t.check("a reset while a checkpoint has the guest stopped: the guest runs "
             "again after it", case_reset_during_checkpoint)
+    t.check("the operator stops the guest during a checkpoint: it stays paused",
+            case_operator_stop_during_checkpoint)
+    t.check("the operator continues a paused guest during a checkpoint: it runs "
+            "only once the secondary has the checkpoint",
+            case_operator_cont_during_checkpoint)
     t.check("q35 (ICH9, AHCI disk): checkpoints load every device again; replica "
             "identical; failover", case_machine_variant, ("q35",))
     t.check("-smp 2 (MTTCG): checkpoints, replica identical, failover",
