@@ -39,6 +39,13 @@ def run_state(vm):
     return vm.cmd("query-status")["status"]
 
 
+def stop_guest(vm):
+    """QMP stop, and wait until it took effect: during a checkpoint it does
+    when the checkpoint ends."""
+    vm.cmd("stop")
+    vm.wait_for(lambda: run_state(vm) == "paused", 60, "the guest paused")
+
+
 def make_idle(pri):
     """Long delay (forces one checkpoint), then wait for that one: after it,
     no checkpoint is in flight for a long time."""
@@ -119,7 +126,7 @@ def case_replica_fidelity(multifd=False):
     with Pair(multifd) as p:
         wait_checkpoints(p.pri, 2)
         for round_ in range(3):
-            p.pri.cmd("stop")
+            stop_guest(p.pri)
             n = checkpoints(p.pri)
             # Changing the delay forces a checkpoint, taken of the paused guest.
             p.pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
@@ -151,7 +158,7 @@ def assert_replica_after_paused_checkpoint(pri, sec, mem, round_):
     """Stop the primary, force a checkpoint of it, and require the stopped
     secondary to hold exactly its CPU state and RAM (the primary is left
     stopped)."""
-    pri.cmd("stop")
+    stop_guest(pri)
     n = checkpoints(pri)
     pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
     wait_checkpoints(pri, n + 1, 180)
@@ -202,7 +209,7 @@ def case_resized_ram_block():
             wait_checkpoints(p.pri, 3)
             for vm, mode in ((p.pri, "primary"), (p.sec, "secondary")):
                 assert colo_status(vm)["mode"] == mode, (vm.name, vm.qemu_log())
-            p.pri.cmd("stop")
+            stop_guest(p.pri)
             n = checkpoints(p.pri)
             p.pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
             wait_checkpoints(p.sec, n + 1)
@@ -230,7 +237,7 @@ def case_machine_variant(extra):
         wait_checkpoints(pri, 5)
         for vm, mode in ((pri, "primary"), (sec, "secondary")):
             assert colo_status(vm)["mode"] == mode, (vm.name, vm.qemu_log())
-        pri.cmd("stop")
+        stop_guest(pri)
         n = checkpoints(pri)
         pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
         wait_checkpoints(sec, n + 1)
@@ -626,7 +633,7 @@ def case_operator_cont_during_checkpoint():
                      "the guest to run once the checkpoint ended")
         guest_runs(pri)
         # a checkpoint of the paused primary leaves the secondary held
-        pri.cmd("stop")
+        stop_guest(pri)
         n = checkpoints(pri)
         pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600002})
         wait_checkpoints(sec, n + 1)
