@@ -215,6 +215,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (!colo_primary_send_live_ram(p, errp)) {
         return false;
     }
+    colo_fault_point(COLO_FAULT_AFTER_LIVE_RAM, p->seq);
 
     bql_lock();
     was_running = runstate_is_running();
