@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
                        colo_status, linux_guest_args, start_pair,
                        wait_checkpoints)
+from colo_fault import FaultPoints  # noqa: E402
 from colo_vm import Vm, guest_files, wait_for  # noqa: E402
 from colo_fault import FaultPoints  # noqa: E402
 import smc_guest  # noqa: E402
@@ -193,6 +194,79 @@ def case_replica_fidelity_lazy_secondary():
     finally:
         for vm in (pri, sec):
             vm.shutdown()
+
+
+def case_secondary_runs_during_live_ram(multifd=False):
+    """Hold less: while the primary is in its live RAM phase (held at the
+    fault point after-live-ram, its guest running) the secondary's guest
+    runs too, so colo-compare has its output to compare.  It keeps dirtying
+    its RAM meanwhile; those writes must be rolled back: the primary is
+    paused there, the checkpoint completes, and the stopped secondary must
+    hold exactly the primary's RAM and CPU state."""
+    points = FaultPoints()
+    pri = sec = None
+    try:
+        pri, sec = start_pair(bootsect_guest_args(MEM_MB), primary_env=points.env(
+            "after-live-ram"), extra_caps=MULTIFD if multifd else ())
+        for round_ in range(3):
+            seq = points.wait("after-live-ram", mode="primary",
+                              min_seq=checkpoints(pri) + 2)[2]
+            assert run_state(pri) == "running", run_state(pri)
+            assert run_state(sec) == "running", (
+                "round %d: the secondary's guest is %s during the primary's live "
+                "RAM phase" % (round_, run_state(sec)))
+            guest_runs(sec)         # it writes its RAM while RAM arrives
+            pri.cmd("stop")
+            points.release()
+            wait_checkpoints(pri, seq)
+            wait_checkpoints(sec, seq)
+            assert run_state(sec) != "running", run_state(sec)
+            regs = [cpu_state(vm) for vm in (pri, sec)]
+            assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
+                round_, regs[0], regs[1])
+            dp = guest_ram_digest(pri, pri.path("ram.bin"))
+            ds = guest_ram_digest(sec, sec.path("ram.bin"))
+            assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+            pri.cmd("cont")
+    finally:
+        points.close()
+        for vm in (pri, sec):
+            if vm:
+                vm.shutdown()
+
+
+def case_primary_lost_in_live_ram(how):
+    """The primary is lost in its live RAM phase (held at after-live-ram):
+    the secondary's guest runs and its cache holds part of that checkpoint.
+    how="kill": the primary is SIGKILLed; the secondary notices, stops its
+    guest and waits; on x-colo-lost-heartbeat it runs on from its own state
+    (the checkpoint discarded).  how="failover": x-colo-lost-heartbeat
+    reaches the secondary while its guest runs mid-RAM; it leaves COLO at
+    once and its guest runs on."""
+    points = FaultPoints()
+    pri = sec = None
+    try:
+        pri, sec = start_pair(bootsect_guest_args(MEM_MB), primary_env=points.env(
+            "after-live-ram"))
+        seq = points.wait("after-live-ram", mode="primary", min_seq=3)[2]
+        assert run_state(sec) == "running", run_state(sec)
+        if how == "kill":
+            pri.kill(signal.SIGKILL)
+            sec.wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
+                         "secondary to notice the primary is gone")
+            st = colo_status(sec)
+            assert st["mode"] == "secondary" and st["checkpoints"] == seq - 1, st
+            assert run_state(sec) != "running", run_state(sec)
+        sec.cmd("x-colo-lost-heartbeat")
+        assert_exit(sec, "secondary", "request")
+        assert colo_status(sec)["checkpoints"] == seq - 1, colo_status(sec)
+        assert run_state(sec) == "running", run_state(sec)
+        guest_runs(sec)
+    finally:
+        points.close()
+        for vm in (pri, sec):
+            if vm:
+                vm.shutdown()
 
 
 def case_resized_ram_block():
@@ -770,6 +844,9 @@ def main():
         kind = "multifd" if multifd else "plain"
         t.check("%s: replica fidelity: guest RAM identical on both sides after checkpoints"
                 % kind, case_replica_fidelity, multifd)
+        t.check("%s: hold less: the secondary's guest runs during the primary's live "
+                "RAM phase; what it wrote meanwhile is rolled back (RAM and CPU state "
+                "identical)" % kind, case_secondary_runs_during_live_ram, multifd)
         t.check("%s: failover matrix: primary failover while idle" % kind,
                 case_primary_failover_idle, multifd)
         t.check("%s: failover matrix: primary failover during a checkpoint" % kind,
@@ -782,6 +859,12 @@ def main():
             case_secondary_killed_during_checkpoint)
     t.check("fault: primary SIGKILLed during a checkpoint, secondary waits, then takes over",
             case_primary_killed_during_checkpoint)
+    t.check("fault: primary SIGKILLed in its live RAM phase (secondary running): "
+            "secondary waits, then runs on from its own state",
+            case_primary_lost_in_live_ram, "kill")
+    t.check("failover on the secondary while its guest runs in the primary's live "
+            "RAM phase: leaves COLO at once, runs on", case_primary_lost_in_live_ram,
+            "failover")
     t.check("fault: corrupt device state is detected and discarded",
             tampered_stream_case, "corrupt")
     t.check("fault: stream cut inside the device state is discarded",
