@@ -147,12 +147,13 @@ def case_replica_fidelity(multifd=False):
 
 def cpu_state(vm):
     """'info registers' of a stopped guest, without the arithmetic flags of
-    RFL: a stopped TCG vCPU keeps its lazily computed flags beside the saved
-    EFLAGS, and the dump ORs both in, so a secondary's stale lazy flags show
-    up there although they are discarded when it runs again."""
+    RFL (EFL outside long mode): a stopped TCG vCPU keeps its lazily
+    computed flags beside the saved EFLAGS, and the dump ORs both in, so a
+    secondary's stale lazy flags show up there although they are discarded
+    when it runs again."""
     text = vm.hmp("info registers")
-    return re.sub(r"RFL=([0-9a-f]+) \[[^]]*\]",
-                  lambda m: "RFL=%08x" % (int(m.group(1), 16) & ~0x8d5), text)
+    return re.sub(r"(RFL|EFL)=([0-9a-f]+) \[[^]]*\]",
+                  lambda m: "%s=%08x" % (m.group(1), int(m.group(2), 16) & ~0x8d5), text)
 
 
 def assert_replica_after_paused_checkpoint(pri, sec, mem, round_):
