@@ -200,33 +200,40 @@ def case_replica_fidelity_lazy_secondary():
 def case_secondary_runs_during_live_ram(multifd=False):
     """Hold less: while the primary is in its live RAM phase (held at the
     fault point after-live-ram, its guest running) the secondary's guest
-    runs too, so colo-compare has its output to compare.  It keeps dirtying
-    its RAM meanwhile; those writes must be rolled back: the primary is
-    paused there, the checkpoint completes, and the stopped secondary must
-    hold exactly the primary's RAM and CPU state."""
+    runs too, so colo-compare has its output to compare.  Meanwhile the
+    secondary's guest alone runs a shell command typed on its console (it
+    writes pages the primary's guest does not); those writes must be rolled
+    back: the primary is paused there, the checkpoint completes, and the
+    stopped secondary must hold exactly the primary's RAM and CPU state."""
+    mem = 256
     points = FaultPoints()
     pri = sec = None
     try:
-        pri, sec = start_pair(bootsect_guest_args(MEM_MB), primary_env=points.env(
+        pri, sec = start_pair(linux_guest_args(mem), primary_env=points.env(
             "after-live-ram"), extra_caps=MULTIFD if multifd else ())
-        for round_ in range(3):
+        pri.serial_wait("COLO-GUEST: ready", 180)
+        for round_ in range(2):
             seq = points.wait("after-live-ram", mode="primary",
-                              min_seq=checkpoints(pri) + 2)[2]
+                              min_seq=checkpoints(pri) + 2, timeout=180)[2]
             assert run_state(pri) == "running", run_state(pri)
             assert run_state(sec) == "running", (
                 "round %d: the secondary's guest is %s during the primary's live "
                 "RAM phase" % (round_, run_state(sec)))
-            guest_runs(sec)         # it writes its RAM while RAM arrives
+            # The console echoes what is typed: wait for what only the
+            # shell's output holds.
+            sec.serial_mark()
+            sec.serial_send("echo only-secondary-$((%d+1))" % (100 * round_))
+            sec.serial_wait("only-secondary-%d" % (100 * round_ + 1), 60)
             pri.cmd("stop")
             points.release()
-            wait_checkpoints(pri, seq)
-            wait_checkpoints(sec, seq)
+            wait_checkpoints(pri, seq, 180)
+            wait_checkpoints(sec, seq, 180)
             assert run_state(sec) != "running", run_state(sec)
             regs = [cpu_state(vm) for vm in (pri, sec)]
             assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
                 round_, regs[0], regs[1])
-            dp = guest_ram_digest(pri, pri.path("ram.bin"))
-            ds = guest_ram_digest(sec, sec.path("ram.bin"))
+            dp = guest_ram_digest(pri, pri.path("ram.bin"), mem)
+            ds = guest_ram_digest(sec, sec.path("ram.bin"), mem)
             assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
             pri.cmd("cont")
     finally:
