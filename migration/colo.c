@@ -9,8 +9,8 @@
  * migration thread calls migrate_start_colo_process(), which runs the
  * checkpoint loop until COLO ends.  One checkpoint (see colo-proto.h):
  *
- *   request/reply      the secondary stops its guest
- *   live RAM phase     dirty RAM is sent while the primary guest still runs
+ *   request/reply      the secondary is ready for the RAM
+ *   live RAM phase     dirty RAM is sent while both guests still run
  *   stop               the primary stops; the disks checkpoint; the RAM
  *                      dirtied since the live phase and the device state
  *                      (into a buffer) are saved
