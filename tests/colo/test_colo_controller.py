@@ -250,12 +250,14 @@ def case_primary_lost_in_live_ram(how):
     guest and waits; on x-colo-lost-heartbeat it runs on from its own state
     (the checkpoint discarded).  how="failover": x-colo-lost-heartbeat
     reaches the secondary while its guest runs mid-RAM; it leaves COLO at
-    once and its guest runs on."""
+    once and its guest runs on.  Either way the part of the checkpoint in
+    the cache never reaches guest RAM: one flush (trace colo_ram_flush) per
+    complete checkpoint, none for this one."""
     points = FaultPoints()
     pri = sec = None
     try:
         pri, sec = start_pair(bootsect_guest_args(MEM_MB), primary_env=points.env(
-            "after-live-ram"))
+            "after-live-ram"), secondary_extra=["-trace", "colo_ram_flush"])
         seq = points.wait("after-live-ram", mode="primary", min_seq=3)[2]
         assert run_state(sec) == "running", run_state(sec)
         if how == "kill":
@@ -270,6 +272,8 @@ def case_primary_lost_in_live_ram(how):
         assert colo_status(sec)["checkpoints"] == seq - 1, colo_status(sec)
         assert run_state(sec) == "running", run_state(sec)
         guest_runs(sec)
+        flushes = re.findall(r"colo_ram_flush \d+ pages", sec.qemu_log())
+        assert len(flushes) == seq - 1, (seq, flushes)
     finally:
         points.close()
         for vm in (pri, sec):
