@@ -206,9 +206,9 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
      *  - RAM goes into the cache only (colo-ram.c); the flush, after the
      *    stop below, syncs the dirty log first, so every page the guest
      *    wrote meanwhile is copied back from the cache, i.e. rolled back;
-     *  - its disk writes meanwhile land in the replication active/hidden
-     *    layers, which replication_do_checkpoint_all() below (guest
-     *    stopped, I/O drained) discards;
+     *  - its disk writes meanwhile land in its replication overlays
+     *    (active disk), which replication_do_checkpoint_all() below
+     *    (guest stopped, I/O drained) empties, as between checkpoints;
      *  - client input it takes meanwhile is input between checkpoints: the
      *    input marks sort it out after the load (net/colo-input.h);
      *  - should the checkpoint not complete (failover, fault, torn stream),
