@@ -19,7 +19,7 @@ from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
                        colo_status, linux_guest_args, start_pair,
                        wait_checkpoints)
 from colo_fault import FaultPoints  # noqa: E402
-from colo_vm import Vm, guest_files, wait_for  # noqa: E402
+from colo_vm import Vm, VmExited, guest_files, wait_for  # noqa: E402
 from colo_fault import FaultPoints  # noqa: E402
 import smc_guest  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
@@ -819,9 +819,13 @@ def case_guest_poweroff(no_shutdown):
         else:
             assert pri.wait_exit(60) == 0
             # The secondary ran the same poweroff, or lost its primary first.
-            wait_for(lambda: not sec.is_running() or
-                     colo_status(sec)["reason"] == "error", 60,
-                     "the secondary to exit or to notice")
+            def sec_done():
+                try:
+                    return (not sec.is_running() or
+                            colo_status(sec)["reason"] == "error")
+                except VmExited:    # it exited after is_running() looked
+                    return True
+            wait_for(sec_done, 60, "the secondary to exit or to notice")
             if sec.is_running():
                 sec.cmd("quit")
             assert sec.wait_exit(30) == 0, sec.qemu_log()
