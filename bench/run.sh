@@ -53,6 +53,9 @@ echo "-- (the first run builds upstream's QEMU into build/upstream: bench/upstre
 echo "== client: spurious checkpoints (identical guests, IPv6 on)"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/spurious.py"
 
+echo "== client: what an echo client waits for at each checkpoint (the guest rewriting 32 MiB)"
+"${PYTHON:-/usr/bin/python3}" "$top/bench/hold.py"
+
 echo "== client: bulk TCP (4 MiB fetches) unprotected vs COLO"
 "${PYTHON:-/usr/bin/python3}" "$top/bench/bulk.py"
 

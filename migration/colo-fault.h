@@ -26,7 +26,10 @@
 #define MIGRATION_COLO_FAULT_H
 
 typedef enum ColoFaultPoint {
-    /* both: the guest of this side was just stopped for the checkpoint */
+    /*
+     * both: the guest of this side was just stopped for the checkpoint (on
+     * the secondary: when the primary's RAM ended, see colo-proto.h)
+     */
     COLO_FAULT_AFTER_STOP,
     /*
      * primary: RECEIVED arrived and the compares and filters were told to
@@ -45,6 +48,11 @@ typedef enum ColoFaultPoint {
      * checkpoint applied, about to send LOADED
      */
     COLO_FAULT_BEFORE_LOADED,
+    /*
+     * primary: its live RAM phase is over and its guest still runs, about
+     * to stop (the secondary's guest runs too, loading RAM meanwhile)
+     */
+    COLO_FAULT_AFTER_LIVE_RAM,
     COLO_FAULT__MAX,
 } ColoFaultPoint;
 

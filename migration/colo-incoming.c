@@ -16,6 +16,14 @@
  * its own state, which is the last complete checkpoint plus its own
  * execution since.
  *
+ * The secondary's guest runs on while the primary's RAM arrives (the
+ * primary's guest runs then too, in its live RAM phase), so that
+ * colo-compare has the secondary's output to compare the primary's with
+ * and need not hold it for the whole checkpoint.  It stops only when the
+ * primary's RAM ends (QEMU_VM_EOF: the primary stopped before sending the
+ * last of it).  Why running meanwhile changes nothing the checkpoint
+ * promises: see colo_secondary_checkpoint().
+ *
  * Threads and locks: the colo-incoming thread reaches the session through
  * colo-session.h.  It holds the BQL only to stop/start the guest and to
  * apply a checkpoint; it reads from the primary, RAM included (see
@@ -192,12 +200,20 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
     colo_set_phase(COLO_PHASE_CHECKPOINT);
     trace_colo_checkpoint_start(sec->seq, colo_trigger_name(trigger));
 
-    bql_lock();
-    stop_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
-    colo_stop_guest();
-    bql_unlock();
-    colo_fault_point(COLO_FAULT_AFTER_STOP, sec->seq);
-
+    /*
+     * The guest runs on while RAM arrives.  It stays a consistent guest,
+     * and the checkpoint a faithful copy of the primary, because:
+     *  - RAM goes into the cache only (colo-ram.c); the flush, after the
+     *    stop below, syncs the dirty log first, so every page the guest
+     *    wrote meanwhile is copied back from the cache, i.e. rolled back;
+     *  - its disk writes meanwhile land in its replication overlays
+     *    (active disk), which replication_do_checkpoint_all() below
+     *    (guest stopped, I/O drained) empties, as between checkpoints;
+     *  - client input it takes meanwhile is input between checkpoints: the
+     *    input marks sort it out after the load (net/colo-input.h);
+     *  - should the checkpoint not complete (failover, fault, torn stream),
+     *    nothing of it reached the guest: it runs on from its own state.
+     */
     msg = (ColoMsg) { .type = COLO_MSG_CHECKPOINT_REPLY, .seq = sec->seq };
     if (!colo_msg_send(sec->to, &msg, errp)) {
         return false;
@@ -216,7 +232,8 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
      * bitmaps); in COLO, ram_load() puts each page into the cache and marks
      * it in block->bmap (colo_ram_load_target()), which nothing else
      * touches until the flush, and never resizes a block (MEM_SIZE comes
-     * only at setup).  Guest RAM and device state are not touched.
+     * only at setup).  Guest RAM and device state are not touched, so the
+     * guest may run meanwhile.
      */
     assert(migration_incoming_in_colo_state());
     ret = qemu_loadvm_state_main(sec->from, sec->mis);
@@ -224,6 +241,16 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
         error_setg(errp, "COLO: receiving RAM failed: %s", strerror(-ret));
         goto fail;
     }
+
+    /*
+     * The primary sends the end of its RAM with its guest stopped: stop
+     * ours too, before the flush and the disk checkpoint.
+     */
+    bql_lock();
+    stop_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+    colo_stop_guest();
+    bql_unlock();
+    colo_fault_point(COLO_FAULT_AFTER_STOP, sec->seq);
 
     colo_arm("device state");
     if (!colo_msg_expect(sec->from, COLO_MSG_DEVICE_STATE, sec->seq,
@@ -261,7 +288,11 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
         trace_colo_secondary_send_failed(error_get_pretty(local_err));
     }
 
-    /* Apply it whatever happens now, so the guest never sees half of it. */
+    /*
+     * Apply it whatever happens now, so the guest never sees half of it.
+     * The flush syncs the dirty log of the stopped guest: the pages it
+     * wrote while RAM arrived go back to the checkpoint's.
+     */
     bql_lock();
     colo_ram_flush();
     if (colo_load_device_state(g_steal_pointer(&dev_state), dev_msg.length,

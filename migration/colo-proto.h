@@ -11,9 +11,14 @@
  * upon.  One checkpoint, numbered by @seq:
  *
  *   P -> S  CHECKPOINT_REQUEST    the primary starts a checkpoint
- *   S -> P  CHECKPOINT_REPLY      the secondary has stopped its guest
+ *   S -> P  CHECKPOINT_REPLY      the secondary is ready for the RAM;
+ *                                 its guest runs on
  *   P -> S  RAM                   followed by a migration stream of RAM
- *                                 sections ending with QEMU_VM_EOF
+ *                                 sections ending with QEMU_VM_EOF; the
+ *                                 first while the primary's guest runs
+ *                                 (live RAM phase), the rest after it
+ *                                 stopped; the secondary stops its guest
+ *                                 at QEMU_VM_EOF
  *   P -> S  DEVICE_STATE          @length bytes of device state follow, with
  *                                 CRC32C @crc; @flags has COLO_FLAG_RUN
  *                                 when the guest is to run afterwards
@@ -27,6 +32,13 @@
  *
  * Once, when the secondary enters COLO:  S -> P  HELLO (magic, version).
  * A peer with another version is refused with a clear error.
+ *
+ * When the secondary stops its guest is its own affair: the messages and
+ * their order do not depend on it, so a secondary that stops at the
+ * request and one that runs until QEMU_VM_EOF work with the same primary.
+ * It runs meanwhile so that colo-compare has its output to compare the
+ * primary's with during the live RAM phase; see colo-incoming.c for why
+ * the checkpoint stays exact.
  */
 
 #ifndef MIGRATION_COLO_PROTO_H

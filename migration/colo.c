@@ -9,8 +9,8 @@
  * migration thread calls migrate_start_colo_process(), which runs the
  * checkpoint loop until COLO ends.  One checkpoint (see colo-proto.h):
  *
- *   request/reply      the secondary stops its guest
- *   live RAM phase     dirty RAM is sent while the primary guest still runs
+ *   request/reply      the secondary is ready for the RAM
+ *   live RAM phase     dirty RAM is sent while both guests still run
  *   stop               the primary stops; the disks checkpoint; the RAM
  *                      dirtied since the live phase and the device state
  *                      (into a buffer) are saved
@@ -215,6 +215,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (!colo_primary_send_live_ram(p, errp)) {
         return false;
     }
+    colo_fault_point(COLO_FAULT_AFTER_LIVE_RAM, p->seq);
 
     bql_lock();
     was_running = runstate_is_running();

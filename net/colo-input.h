@@ -6,11 +6,12 @@
  * SPDX-License-Identifier: GPL-2.0-or-later
  *
  * Client frames reach the secondary through the primary's filter-mirror
- * and the secondary's filter-redirector.  The secondary stops its guest at
- * the checkpoint request, the primary only later (after its live RAM
- * phase): frames the primary's guest received in between are part of the
- * checkpoint, and delivered once more to the secondary after the load they
- * would be answered twice (duplicate UDP/ICMP answers, mismatches).
+ * and the secondary's filter-redirector.  Both guests run and take client
+ * input during the primary's live RAM phase; the primary stops at its end,
+ * the secondary when the primary's RAM ended (later).  Frames the
+ * primary's guest received before its stop are part of the checkpoint:
+ * delivered once more to the secondary after the load, they would be
+ * answered twice (duplicate UDP/ICMP answers, mismatches).
  *
  * Both ends count the frames on that chardev since it connected (a byte
  * stream: the n-th frame written is the n-th frame read).  At the stop the
@@ -19,6 +20,17 @@
  * its redirector holds the frames it reads; with the checkpoint it learns
  * the mark, drops the held and later frames below it (they are in the
  * checkpoint), and delivers the rest when its guest runs again.
+ *
+ * The secondary's guest takes client frames while the primary's RAM
+ * arrives: those below the mark are in the checkpoint, and the load
+ * replaces the state that took them, as between checkpoints.  One at or
+ * above the mark was mirrored after the primary stopped; the secondary's
+ * guest takes it only if it arrives before the secondary stops, which
+ * hardly happens: a stopped VM's netdevs pass no frames on
+ * (qemu_can_send_packet()), so at most the one frame a netdev read just
+ * then is mirrored, and the secondary stops as soon as the primary's RAM
+ * ends.  Lost with the state the load replaces, it is like the frame
+ * below: a difference, a checkpoint.
  *
  * A frame the primary mirrored but its NIC had not taken yet when it
  * stopped (its receive queue was full) counts as received by the primary:

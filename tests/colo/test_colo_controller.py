@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
                        colo_status, linux_guest_args, start_pair,
                        wait_checkpoints)
-from colo_vm import Vm, guest_files, wait_for  # noqa: E402
+from colo_fault import FaultPoints  # noqa: E402
+from colo_vm import Vm, VmExited, guest_files, wait_for  # noqa: E402
 from colo_fault import FaultPoints  # noqa: E402
 import smc_guest  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
@@ -146,12 +147,13 @@ def case_replica_fidelity(multifd=False):
 
 def cpu_state(vm):
     """'info registers' of a stopped guest, without the arithmetic flags of
-    RFL: a stopped TCG vCPU keeps its lazily computed flags beside the saved
-    EFLAGS, and the dump ORs both in, so a secondary's stale lazy flags show
-    up there although they are discarded when it runs again."""
+    RFL (EFL outside long mode): a stopped TCG vCPU keeps its lazily
+    computed flags beside the saved EFLAGS, and the dump ORs both in, so a
+    secondary's stale lazy flags show up there although they are discarded
+    when it runs again."""
     text = vm.hmp("info registers")
-    return re.sub(r"RFL=([0-9a-f]+) \[[^]]*\]",
-                  lambda m: "RFL=%08x" % (int(m.group(1), 16) & ~0x8d5), text)
+    return re.sub(r"(RFL|EFL)=([0-9a-f]+) \[[^]]*\]",
+                  lambda m: "%s=%08x" % (m.group(1), int(m.group(2), 16) & ~0x8d5), text)
 
 
 def assert_replica_after_paused_checkpoint(pri, sec, mem, round_):
@@ -193,6 +195,90 @@ def case_replica_fidelity_lazy_secondary():
     finally:
         for vm in (pri, sec):
             vm.shutdown()
+
+
+def case_secondary_runs_during_live_ram(multifd=False):
+    """Hold less: while the primary is in its live RAM phase (held at the
+    fault point after-live-ram, its guest running) the secondary's guest
+    runs too, so colo-compare has its output to compare.  Meanwhile the
+    secondary's guest alone runs a shell command typed on its console (it
+    writes pages the primary's guest does not); those writes must be rolled
+    back: the primary is paused there, the checkpoint completes, and the
+    stopped secondary must hold exactly the primary's RAM and CPU state."""
+    mem = 256
+    points = FaultPoints()
+    pri = sec = None
+    try:
+        pri, sec = start_pair(linux_guest_args(mem), primary_env=points.env(
+            "after-live-ram"), extra_caps=MULTIFD if multifd else ())
+        pri.serial_wait("COLO-GUEST: ready", 180)
+        for round_ in range(2):
+            seq = points.wait("after-live-ram", mode="primary",
+                              min_seq=checkpoints(pri) + 2, timeout=180)[2]
+            assert run_state(pri) == "running", run_state(pri)
+            assert run_state(sec) == "running", (
+                "round %d: the secondary's guest is %s during the primary's live "
+                "RAM phase" % (round_, run_state(sec)))
+            # The console echoes what is typed: wait for what only the
+            # shell's output holds.
+            sec.serial_mark()
+            sec.serial_send("echo only-secondary-$((%d+1))" % (100 * round_))
+            sec.serial_wait("only-secondary-%d" % (100 * round_ + 1), 60)
+            pri.cmd("stop")
+            points.release()
+            wait_checkpoints(pri, seq, 180)
+            wait_checkpoints(sec, seq, 180)
+            assert run_state(sec) != "running", run_state(sec)
+            regs = [cpu_state(vm) for vm in (pri, sec)]
+            assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
+                round_, regs[0], regs[1])
+            dp = guest_ram_digest(pri, pri.path("ram.bin"), mem)
+            ds = guest_ram_digest(sec, sec.path("ram.bin"), mem)
+            assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+            pri.cmd("cont")
+    finally:
+        points.close()
+        for vm in (pri, sec):
+            if vm:
+                vm.shutdown()
+
+
+def case_primary_lost_in_live_ram(how):
+    """The primary is lost in its live RAM phase (held at after-live-ram):
+    the secondary's guest runs and its cache holds part of that checkpoint.
+    how="kill": the primary is SIGKILLed; the secondary notices, stops its
+    guest and waits; on x-colo-lost-heartbeat it runs on from its own state
+    (the checkpoint discarded).  how="failover": x-colo-lost-heartbeat
+    reaches the secondary while its guest runs mid-RAM; it leaves COLO at
+    once and its guest runs on.  Either way the part of the checkpoint in
+    the cache never reaches guest RAM: one flush (trace colo_ram_flush) per
+    complete checkpoint, none for this one."""
+    points = FaultPoints()
+    pri = sec = None
+    try:
+        pri, sec = start_pair(bootsect_guest_args(MEM_MB), primary_env=points.env(
+            "after-live-ram"), secondary_extra=["-trace", "colo_ram_flush"])
+        seq = points.wait("after-live-ram", mode="primary", min_seq=3)[2]
+        assert run_state(sec) == "running", run_state(sec)
+        if how == "kill":
+            pri.kill(signal.SIGKILL)
+            sec.wait_for(lambda: colo_status(sec)["reason"] == "error", 60,
+                         "secondary to notice the primary is gone")
+            st = colo_status(sec)
+            assert st["mode"] == "secondary" and st["checkpoints"] == seq - 1, st
+            assert run_state(sec) != "running", run_state(sec)
+        sec.cmd("x-colo-lost-heartbeat")
+        assert_exit(sec, "secondary", "request")
+        assert colo_status(sec)["checkpoints"] == seq - 1, colo_status(sec)
+        assert run_state(sec) == "running", run_state(sec)
+        guest_runs(sec)
+        flushes = re.findall(r"colo_ram_flush \d+ pages", sec.qemu_log())
+        assert len(flushes) == seq - 1, (seq, flushes)
+    finally:
+        points.close()
+        for vm in (pri, sec):
+            if vm:
+                vm.shutdown()
 
 
 def case_resized_ram_block():
@@ -733,9 +819,13 @@ def case_guest_poweroff(no_shutdown):
         else:
             assert pri.wait_exit(60) == 0
             # The secondary ran the same poweroff, or lost its primary first.
-            wait_for(lambda: not sec.is_running() or
-                     colo_status(sec)["reason"] == "error", 60,
-                     "the secondary to exit or to notice")
+            def sec_done():
+                try:
+                    return (not sec.is_running() or
+                            colo_status(sec)["reason"] == "error")
+                except VmExited:    # it exited after is_running() looked
+                    return True
+            wait_for(sec_done, 60, "the secondary to exit or to notice")
             if sec.is_running():
                 sec.cmd("quit")
             assert sec.wait_exit(30) == 0, sec.qemu_log()
@@ -770,6 +860,9 @@ def main():
         kind = "multifd" if multifd else "plain"
         t.check("%s: replica fidelity: guest RAM identical on both sides after checkpoints"
                 % kind, case_replica_fidelity, multifd)
+        t.check("%s: hold less: the secondary's guest runs during the primary's live "
+                "RAM phase; what it wrote meanwhile is rolled back (RAM and CPU state "
+                "identical)" % kind, case_secondary_runs_during_live_ram, multifd)
         t.check("%s: failover matrix: primary failover while idle" % kind,
                 case_primary_failover_idle, multifd)
         t.check("%s: failover matrix: primary failover during a checkpoint" % kind,
@@ -782,6 +875,12 @@ def main():
             case_secondary_killed_during_checkpoint)
     t.check("fault: primary SIGKILLed during a checkpoint, secondary waits, then takes over",
             case_primary_killed_during_checkpoint)
+    t.check("fault: primary SIGKILLed in its live RAM phase (secondary running): "
+            "secondary waits, then runs on from its own state",
+            case_primary_lost_in_live_ram, "kill")
+    t.check("failover on the secondary while its guest runs in the primary's live "
+            "RAM phase: leaves COLO at once, runs on", case_primary_lost_in_live_ram,
+            "failover")
     t.check("fault: corrupt device state is detected and discarded",
             tampered_stream_case, "corrupt")
     t.check("fault: stream cut inside the device state is discarded",

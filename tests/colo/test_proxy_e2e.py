@@ -287,14 +287,14 @@ def icmp_echo(ident, seq):
 
 def no_duplicated_input():
     """Client input the checkpoint already holds is not delivered again.
-    The secondary stops its guest at the checkpoint request, the primary
-    only after its live RAM phase: echo requests that reach the primary in
-    between are answered by the primary before its stop, so the checkpoint
-    holds them.  Delivered to the secondary again after the load, it would
-    answer them twice and the compare would see a mismatch.  The secondary
-    is held (fault point after-stop) while requests flow, at each of five
-    checkpoints; the guests answer identically, so no mismatch checkpoint
-    may follow."""
+    Both guests take client input during the primary's live RAM phase:
+    echo requests that reach the primary then are answered by the primary
+    before its stop, so the checkpoint holds them.  Delivered to the
+    secondary again after the load, they would be answered twice and the
+    compare would see a mismatch.  The primary is held at the end of its
+    live RAM phase (fault point after-live-ram) while requests flow, at each
+    of five checkpoints; the guests answer identically, so no mismatch
+    checkpoint may follow."""
     tmp = tempfile.mkdtemp(prefix="colo-e2e-")
     p = lambda name: os.path.join(tmp, name)
     guest, primary, secondary, _, _, client_path = proxy_pair_args(tmp)
@@ -324,7 +324,7 @@ def no_duplicated_input():
     try:
         pri, sec = start_pair(guest, delay_ms=600000, primary_extra=primary,
                               secondary_extra=secondary,
-                              secondary_env=points.env("after-stop"))
+                              primary_env=points.env("after-live-ram"))
         pri.serial_wait("COLO-GUEST: ready", 240)
         client.peer = p("pri-net.sock")
         client.connect(120)         # also answers the guest's ARP for us
@@ -333,8 +333,8 @@ def no_duplicated_input():
         for i in range(5):
             n = checkpoints(pri)
             pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001 + i})
-            points.wait("after-stop", mode="secondary")
-            ping_for(0.5)           # the primary runs and answers meanwhile
+            points.wait("after-live-ram", mode="primary")
+            ping_for(0.5)           # both guests run and answer meanwhile
             points.release()
             wait_for(lambda: checkpoints(pri) > n, 120, "checkpoint %d" % i)
             ping_for(0.5)
