@@ -729,6 +729,7 @@ typedef enum {
     STAT_WRITE_ERRORS,
     STAT_LINK_CONTROL_PRIMARY,
     STAT_LINK_CONTROL_SECONDARY,
+    STAT_SEGMENTS_SPLIT,
     STAT__MAX,
 } CompareStat;
 
@@ -761,6 +762,7 @@ static const char *const stat_names[STAT__MAX] = {
     [STAT_WRITE_ERRORS] = "stat-write-errors",
     [STAT_LINK_CONTROL_PRIMARY] = "stat-link-control-primary",
     [STAT_LINK_CONTROL_SECONDARY] = "stat-link-control-secondary",
+    [STAT_SEGMENTS_SPLIT] = "stat-segments-split",
 };
 
 static uint64_t stat_value(const ColoEngineStats *st,
@@ -823,6 +825,8 @@ static uint64_t stat_value(const ColoEngineStats *st,
         return st->link_control[COLO_PRIMARY];
     case STAT_LINK_CONTROL_SECONDARY:
         return st->link_control[COLO_SECONDARY];
+    case STAT_SEGMENTS_SPLIT:
+        return st->segments_split;
     default:
         return 0;
     }
