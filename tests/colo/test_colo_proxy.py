@@ -550,7 +550,9 @@ def primary_topology_documented_command_line():
         sec_out.send(frame(tcp(9014, b"OK\r\n\r\n", ack=5021, ts=3)))
         assert netpeer.recv_frame()[0] == tcp(9014, b"OK\r\n\r\n", ack=5021,
                                               checksum=True)
-        assert stat("bytes-compared") == len(b"HTTP/1.1 200 OK\r\n\r\n")
+        # the statistics are published just after the release
+        vm.wait_for(lambda: stat("bytes-compared") == len(b"HTTP/1.1 200 OK\r\n\r\n"),
+                    IO_TIMEOUT, "bytes-compared to count the answer")
     finally:
         if net:
             net.close()
