@@ -10,14 +10,17 @@ client against
                through the same documented procedure and command line
 
 Guest: the e2e test guest with IPv6 left on and busybox httpd (colo.http=1).
-Two workloads per way, one after the other on the same VMs:
+Three workloads per way, one after the other on the same VMs:
 
   http   GET / on a fresh TCP connection each, one at a time
   echo   one long connection to the guest's echo service (tests/colo/e2e/
          client.py), one request outstanding, the next sent on the answer
+  bulk   GET /bulk (4 MiB) on a fresh TCP connection each, one at a time
+         (as bench/bulk.py)
 
-For each: requests/s, latency p50/p99/max, checkpoints/s by trigger, the
-longest colo-compare hold, and the ratios colo/unprotected, colo/upstream.
+For each: requests/s (bulk: MB/s), latency p50/p99/max, checkpoints/s by
+trigger, the longest colo-compare hold, and the ratios colo/unprotected,
+colo/upstream.
 Checkpoints by trigger: ours from query-colo-status.  Upstream has no
 counters: its primary traces every "checkpoint-request" it sends
 (-trace colo_send_message, with -msg timestamp=on); upstream re-arms its
@@ -127,7 +130,41 @@ def echo_run(topo, duration):
         client.close()
 
 
-WORKLOADS = (("http", http_run), ("echo", echo_run))
+BULK_SIZE = 4 << 20
+
+
+def bulk_run(topo, duration):
+    """GET /bulk on fresh connections for duration s; a fetch that got less
+    than the whole file counts as an error."""
+    lat, errors = [], 0
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < duration:
+        sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+        t = time.monotonic()
+        try:
+            sock.settimeout(60)
+            sock.connect((GUEST_IP, 80))
+            sock.sendall(b"GET /bulk HTTP/1.0\r\nHost: guest\r\n\r\n")
+            got = 0
+            while True:
+                data = sock.recv(1 << 16)
+                if not data:
+                    break
+                got += len(data)
+            if got < BULK_SIZE:
+                raise OSError("short fetch: %d bytes" % got)
+            lat.append(time.monotonic() - t)
+        except OSError:
+            errors += 1
+        finally:
+            sock.close()
+    return lat, errors, time.monotonic() - t0
+
+
+WORKLOADS = (("http", http_run), ("echo", echo_run), ("bulk", bulk_run))
+WHAT = {"http": "GET / on a fresh connection each",
+        "echo": "one connection, request/response back to back",
+        "bulk": "GET of 4 MiB on a fresh connection each; MB/s of the body"}
 
 
 # ---- checkpoint counts per way -------------------------------------------
@@ -242,8 +279,7 @@ def report_client(results, duration):
     print("client: the e2e guest (IPv6 on, httpd), %.0f s per workload; COLO at "
           "x-checkpoint-delay %d ms" % (duration, CHECKPOINT_DELAY_MS))
     for wl, _ in WORKLOADS:
-        print("-- %s (%s)" % (wl, "GET / on a fresh connection each" if wl == "http"
-                              else "one connection, request/response back to back"))
+        print("-- %s (%s)" % (wl, WHAT[wl]))
         rate = {}
         p99 = {}
         for way, res in results.items():
@@ -255,15 +291,19 @@ def report_client(results, duration):
                 print("%-12s no answer in %.0f s (%d errors)" % (way, secs, errors))
                 continue
             rate[way], p99[way] = len(lat) / secs, pct(lat, 99) * 1000
-            print("%-12s %7.1f req/s  latency p50 %.1f ms  p99 %.1f ms  max %.1f ms"
+            if wl == "bulk":
+                rate[way] *= BULK_SIZE / 1e6
+            print("%-12s %7.1f %s  latency p50 %.1f ms  p99 %.1f ms  max %.1f ms"
                   "%s  checkpoints/s %s%s"
-                  % (way, rate[way], pct(lat, 50) * 1000, p99[way], max(lat) * 1000,
+                  % (way, rate[way], "MB/s " if wl == "bulk" else "req/s",
+                     pct(lat, 50) * 1000, p99[way], max(lat) * 1000,
                      "  errors %d" % errors if errors else "", ckpt,
                      "  longest hold %s" % hold if hold else ""))
         for other in ("unprotected", "upstream"):
             if "colo" in rate and other in rate:
-                print("ratio colo/%s: req/s %.2f, p99 latency %.2f"
-                      % (other, rate["colo"] / rate[other], p99["colo"] / p99[other]))
+                print("ratio colo/%s: %s %.2f, p99 latency %.2f"
+                      % (other, "MB/s" if wl == "bulk" else "req/s",
+                         rate["colo"] / rate[other], p99["colo"] / p99[other]))
     print("(longest hold: the longest any packet waited in colo-compare, "
           "stat-max-hold-us)")
 

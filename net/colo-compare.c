@@ -106,6 +106,7 @@ struct ColoCompare {
     /* iothread */
     ColoEngine *engine;
     QEMUTimer *scan_timer;
+    GByteArray *out_buf;            /* send_frame(): header and frame */
     bool checkpoint_wanted;
     bool failed_over;
     int64_t last_request_ns;
@@ -158,14 +159,22 @@ static void stats_publish(ColoCompare *s)
     qemu_mutex_unlock(&s->stats_lock);
 }
 
+/*
+ * Header and frame in one write: written apart, the header leaves as a
+ * segment of its own on a TCP chardev, and with Nagle on the frame behind
+ * it may wait for that segment's (delayed) acknowledgement.
+ */
 static void send_frame(ColoCompare *s, CharBackend *chr, bool vnet_hdr,
                        const uint8_t *buf, size_t len, uint32_t vnet_hdr_len)
 {
     uint8_t hdr[8];
     size_t hdr_len = colo_frame_header(hdr, vnet_hdr, len, vnet_hdr_len);
 
-    if (qemu_chr_fe_write_all(chr, hdr, hdr_len) != hdr_len ||
-        qemu_chr_fe_write_all(chr, buf, len) != len) {
+    g_byte_array_set_size(s->out_buf, 0);
+    g_byte_array_append(s->out_buf, hdr, hdr_len);
+    g_byte_array_append(s->out_buf, buf, len);
+    if (qemu_chr_fe_write_all(chr, s->out_buf->data, s->out_buf->len) !=
+        s->out_buf->len) {
         s->counters.write_errors++;
     }
 }
@@ -550,6 +559,7 @@ static void colo_compare_complete(UserCreatable *uc, Error **errp)
                                     cfg.max_total_packets), UINT32_MAX);
     cfg.compare_timeout_ns = s->compare_timeout_ms * SCALE_MS;
     s->engine = colo_engine_new(&cfg, compare_release, s);
+    s->out_buf = g_byte_array_new();
     stats_publish(s);
 
     s->event_bh = aio_bh_new(s->ctx, event_bh_cb, s);
@@ -597,6 +607,7 @@ static void colo_compare_finalize(Object *obj)
         input_stop(&s->notify);
         qemu_chr_fe_deinit(&s->chr_out, false);
         colo_engine_free(s->engine);
+        g_byte_array_unref(s->out_buf);
         object_unref(OBJECT(s->iothread));
     }
     qemu_mutex_destroy(&s->stats_lock);
@@ -729,6 +740,7 @@ typedef enum {
     STAT_WRITE_ERRORS,
     STAT_LINK_CONTROL_PRIMARY,
     STAT_LINK_CONTROL_SECONDARY,
+    STAT_SEGMENTS_SPLIT,
     STAT__MAX,
 } CompareStat;
 
@@ -761,6 +773,7 @@ static const char *const stat_names[STAT__MAX] = {
     [STAT_WRITE_ERRORS] = "stat-write-errors",
     [STAT_LINK_CONTROL_PRIMARY] = "stat-link-control-primary",
     [STAT_LINK_CONTROL_SECONDARY] = "stat-link-control-secondary",
+    [STAT_SEGMENTS_SPLIT] = "stat-segments-split",
 };
 
 static uint64_t stat_value(const ColoEngineStats *st,
@@ -823,6 +836,8 @@ static uint64_t stat_value(const ColoEngineStats *st,
         return st->link_control[COLO_PRIMARY];
     case STAT_LINK_CONTROL_SECONDARY:
         return st->link_control[COLO_SECONDARY];
+    case STAT_SEGMENTS_SPLIT:
+        return st->segments_split;
     default:
         return 0;
     }

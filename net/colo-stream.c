@@ -52,6 +52,10 @@
  *  below the first sequence number seen after a checkpoint: out at once;
  *    relies on those bytes having been sent before the checkpoint, whose
  *    flush released them (audit/below-first-seen)
+ *  a primary segment the secondary covered in part: was held whole until
+ *    the next checkpoint (bulk TCP stalled); now the matched part leaves,
+ *    the rest is held (split/prefix, split/remainder-differs,
+ *    split/flags)
  *  the secondary sending released bytes again before the primary's first
  *    segment after a checkpoint: held the primary's new bytes until the
  *    next checkpoint; now position 0 is the primary's first segment, the
@@ -59,6 +63,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/bswap.h"
 #include "qemu/queue.h"
 #include "net/colo-stream.h"
 
@@ -80,7 +85,8 @@ typedef struct ColoHeld {
     QTAILQ_ENTRY(ColoHeld) side_link;
     ColoConn *conn;
     ColoSide side;
-    uint8_t *frame;             /* vnet header first */
+    uint8_t *buf;               /* the allocation */
+    uint8_t *frame;             /* in buf; vnet header first */
     size_t len;
     uint32_t vnet_hdr_len;
     int64_t arrival_ns;
@@ -196,7 +202,7 @@ static void held_unlink(ColoEngine *e, ColoHeld *h)
 
 static void held_free(ColoHeld *h)
 {
-    g_free(h->frame);
+    g_free(h->buf);
     g_free(h);
 }
 
@@ -393,6 +399,179 @@ static bool tcp_match(ColoEngine *e, ColoConn *c)
     }
 }
 
+/* ---- releasing the matched part of a primary segment -------------------- */
+
+/*
+ * virtio_net_hdr: its first 10 bytes are the same in every layout; its
+ * fields little-endian (virtio 1.0, and legacy on x86).
+ */
+#define VNET_HDR_MIN_LEN        10
+#define VNET_F_NEEDS_CSUM       1
+#define VNET_GSO_NONE           0
+#define VNET_GSO_TCPV4          1
+#define VNET_GSO_TCPV6          4
+#define VNET_GSO_ECN            0x80
+
+#define TCP_URG                 0x20
+#define TCP_CWR                 0x80
+
+/* Headers up to the TCP payload, at most (vnet + Ethernet + IP + TCP). */
+#define SPLIT_MAX_HDR           256
+
+/* One's complement sum of @len bytes as big-endian 16-bit words. */
+static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i + 1 < len; i += 2) {
+        sum += lduw_be_p(p + i);
+    }
+    if (len & 1) {
+        sum += (uint32_t)p[len - 1] << 8;
+    }
+    return sum;
+}
+
+static uint16_t csum_fold(uint32_t sum)
+{
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return sum;
+}
+
+/* RFC 1624: a sum @s (not inverted) with 16-bit word @old replaced by @new */
+static uint16_t csum_replace(uint16_t s, uint16_t old, uint16_t new)
+{
+    return csum_fold((uint32_t)s + (uint16_t)~old + new);
+}
+
+/*
+ * Can held primary segment @h be cut in two?  Not a SYN or an RST (they
+ * are compared whole) nor urgent data (the pointer counts from its start);
+ * and its offloads must be ones we know how to carry over: no vnet
+ * header, or one asking at most for TCP segmentation and the TCP checksum.
+ */
+static bool tcp_splittable(const ColoHeld *h)
+{
+    const uint8_t *v = h->frame;
+
+    if (h->syn || h->rst || h->paired || (h->info.tcp_flags & TCP_URG) ||
+        h->vnet_hdr_len + h->info.payload_offset > SPLIT_MAX_HDR) {
+        return false;
+    }
+    if (!h->vnet_hdr_len) {
+        return true;
+    }
+    if (h->vnet_hdr_len < VNET_HDR_MIN_LEN) {
+        return false;
+    }
+    switch (v[1] & ~VNET_GSO_ECN) {
+    case VNET_GSO_NONE:
+    case VNET_GSO_TCPV4:
+    case VNET_GSO_TCPV6:
+        break;
+    default:
+        return false;
+    }
+    return !(v[0] & VNET_F_NEEDS_CSUM) ||
+           (lduw_le_p(v + 6) == h->info.l3_offset + h->info.ip_hdr_len &&
+            lduw_le_p(v + 8) == 16);
+}
+
+/*
+ * Make the headers at @frame (those of held segment @h, or of a part of it
+ * already cut) describe a segment of @seq, @flags and @len payload bytes,
+ * which follow them.  With a checksum the device completes (NEEDS_CSUM) the
+ * field holds the pseudo-header's sum, of which only the length changes.
+ */
+static void tcp_set_part(uint8_t *frame, const ColoHeld *h, uint32_t seq,
+                         uint8_t flags, size_t len)
+{
+    uint8_t *v = frame;
+    uint8_t *ip = frame + h->vnet_hdr_len + h->info.l3_offset;
+    uint8_t *th = ip + h->info.ip_hdr_len;
+    uint16_t tcp_len = h->info.tcp_hdr_len + len;
+    uint16_t old_tcp_len;
+    bool partial = h->vnet_hdr_len && (v[0] & VNET_F_NEEDS_CSUM);
+
+    if (h->info.ipv6) {
+        old_tcp_len = lduw_be_p(ip + 4);
+        stw_be_p(ip + 4, tcp_len);
+    } else {
+        uint16_t old_total = lduw_be_p(ip + 2);
+        uint16_t total = h->info.ip_hdr_len + tcp_len;
+
+        old_tcp_len = old_total - h->info.ip_hdr_len;
+        stw_be_p(ip + 2, total);
+        stw_be_p(ip + 10,
+                 ~csum_replace(~lduw_be_p(ip + 10), old_total, total));
+    }
+    stl_be_p(th + 4, seq);
+    th[13] = flags;
+    if (partial) {
+        stw_be_p(th + 16,
+                 csum_replace(lduw_be_p(th + 16), old_tcp_len, tcp_len));
+    } else {
+        uint32_t sum = 6 + tcp_len;
+
+        if (h->info.ipv6) {
+            sum = csum_add(sum, ip + 8, 32);
+        } else {
+            sum = csum_add(sum, ip + 12, 8);
+        }
+        stw_be_p(th + 16, 0);
+        sum = csum_add(sum, th, tcp_len);
+        stw_be_p(th + 16, ~csum_fold(sum));
+    }
+    if (h->vnet_hdr_len && v[1] != VNET_GSO_NONE) {
+        if (len <= lduw_le_p(v + 4)) {
+            /* one segment's worth: no longer a job for segmentation */
+            v[1] = VNET_GSO_NONE;
+            v[4] = v[5] = 0;
+        } else if (!(flags & TCP_CWR)) {
+            v[1] &= ~VNET_GSO_ECN;
+        }
+    }
+}
+
+/*
+ * The secondary produced the first @k payload bytes of held primary segment
+ * @h (the head of its connection's queue) and no more of it yet.  Release
+ * them now as a segment of their own, cut as TCP segmentation would (FIN
+ * and PSH stay on the last part, CWR on the first), and keep the rest held
+ * as a segment starting @k bytes further.  Without this the client cannot
+ * acknowledge past the start of a large segment (TSO) that the secondary,
+ * its congestion window smaller, covers only in part: its window never
+ * opens and the connection waits for the next checkpoint.
+ */
+static void tcp_release_prefix(ColoEngine *e, ColoHeld *h, uint32_t k,
+                               int64_t now_ns)
+{
+    size_t hdr_len = h->vnet_hdr_len + h->info.payload_offset;
+    size_t th = h->vnet_hdr_len + h->info.l3_offset + h->info.ip_hdr_len;
+    uint8_t saved[SPLIT_MAX_HDR];
+    uint8_t flags = h->frame[th + 13];  /* info has no ECE, CWR */
+
+    memcpy(saved, h->frame, hdr_len);
+    tcp_set_part(h->frame, h, h->info.tcp_seq,
+                 flags & ~(COLO_TCP_FIN | COLO_TCP_PSH), k);
+    e->stats.segments_split++;
+    release_frame(e, h->frame, hdr_len + k, h->vnet_hdr_len,
+                  now_ns - h->arrival_ns);
+
+    /* the rest: its headers moved up in front of its first byte */
+    h->frame += k;
+    memcpy(h->frame, saved, hdr_len);
+    h->info.tcp_seq += k;
+    h->info.payload_len -= k;
+    h->info.ip_total_len -= k;
+    h->len = hdr_len + h->info.payload_len;
+    h->rel_start += k;
+    h->span -= k;
+    tcp_set_part(h->frame, h, h->info.tcp_seq, flags & ~TCP_CWR,
+                 h->info.payload_len);
+}
+
 /* The first held segment that pairs with @p (an RST, or an empty one). */
 static ColoHeld *first_pair(ColoHeldQueue *q, const ColoHeld *p)
 {
@@ -427,6 +606,12 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
     }
     while ((h = QTAILQ_FIRST(&c->held[COLO_PRIMARY]))) {
         if (h->span && !seq_le(h->rel_start + h->span, c->matched)) {
+            uint32_t k = c->matched - h->rel_start;
+
+            if (seq_lt(h->rel_start, c->matched) &&
+                k <= h->info.payload_len && tcp_splittable(h)) {
+                tcp_release_prefix(e, h, k, now_ns);
+            }
             break;
         }
         if (!h->span && !h->paired &&
@@ -762,7 +947,7 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
         g_free(h);
         return COLO_REASON_QUEUE_FULL;
     }
-    h->frame = g_memdup2(frame, len);
+    h->buf = h->frame = g_memdup2(frame, len);
     enqueue(e, c, h);
 
     if (info.kind == COLO_PKT_TCP) {

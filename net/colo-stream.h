@@ -23,11 +23,14 @@
  *    both sides; data bytes must be equal.  Segmentation, retransmissions,
  *    reordering, window and options (timestamps, SACK...) are not
  *    compared.  A primary segment is released once the secondary produced
- *    the same bytes for its whole range; a primary segment wholly below the
- *    matched point (retransmission) is released at once; one resending
- *    positions that another held primary segment carries must carry the
- *    same there (only one copy is compared), or it is a mismatch.  A pure
- *    ACK is released once the secondary acknowledged at least as far.  A
+ *    the same bytes for its whole range; when it produced only a first part
+ *    of the segment at the head of the connection's queue, that part is
+ *    released as a segment of its own and the rest held (split); a primary
+ *    segment wholly below the matched point (retransmission) is released
+ *    at once; one resending positions that another held primary segment
+ *    carries must carry the same there (only one copy is compared), or it
+ *    is a mismatch.  A pure ACK is released once the secondary
+ *    acknowledged at least as far.  A
  *    segment with RST waits for an RST from the secondary on the same
  *    connection, an empty one without ACK for the same from the secondary.
  *    A SYN that opens a new connection on the same addresses and ports
@@ -99,6 +102,7 @@ typedef struct ColoEngineStats {
     uint64_t packets_compared;      /* primary packets released after a match */
     uint64_t bytes_compared;        /* bytes found equal on both sides */
     uint64_t packets_released;      /* primary packets sent, any reason */
+    uint64_t segments_split;        /* TCP segments released in part */
     uint64_t bytes_released;
     uint64_t secondary_dropped;     /* secondary packets freed */
     uint64_t link_control[2];       /* by side, ND/MLD passed uncompared */

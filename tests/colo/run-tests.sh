@@ -32,6 +32,7 @@ SUITES_TABLE=(
     "e2e-q35-virtio|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py --variant q35-virtio 1 3"
     "e2e-smp2|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py --variant smp2 1 2 3 4 7 8"
     "quiet-secondary|qemu-img|$PYTHON $top/tests/colo/e2e/test_quiet_secondary.py"
+    "bulk|qemu-img|$PYTHON $top/tests/colo/e2e/test_bulk.py"
     "faults|qemu-img|$PYTHON $top/tests/colo/e2e/test_faults.py"
     "soak-short|qemu-img|$PYTHON $top/tests/colo/e2e/soak.py --short"
     "reprotect|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py config rounds"

@@ -164,10 +164,12 @@ static GPtrArray *qemu_argv(const ColoConfig *cfg, const ColoNodeConfig *n,
             ADD("virtio-blk-pci,drive=" COLO_ID_TOP_DISK);
         }
         ADD("-chardev");
-        ADD("socket,id=" COLO_ID_RED_IN ",host=%s,port=%d,reconnect-ms=200%s",
+        ADD("socket,id=" COLO_ID_RED_IN ",host=%s,port=%d,reconnect-ms=200,"
+            "nodelay=on%s",
             peer->link_addr, cfg->port_mirror, red_tls);
         ADD("-chardev");
-        ADD("socket,id=" COLO_ID_RED_OUT ",host=%s,port=%d,reconnect-ms=200%s",
+        ADD("socket,id=" COLO_ID_RED_OUT ",host=%s,port=%d,reconnect-ms=200,"
+            "nodelay=on%s",
             peer->link_addr, cfg->port_compare, red_tls);
         ADD("-object");
         ADD("filter-redirector,id=" COLO_ID_FILTER_IN ",netdev=" COLO_ID_NETDEV

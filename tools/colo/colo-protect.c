@@ -318,6 +318,8 @@ static bool add_socket(QmpClient *s, const char *id, const char *host,
     qdict_put(addr, "data", inet(host, port));
     qdict_put(data, "addr", addr);
     qdict_put_bool(data, "server", server);
+    /* no Nagle: frames must not wait for delayed ACKs (docs: nodelay) */
+    qdict_put_bool(data, "nodelay", true);
     if (tls) {
         /* only the link's listeners: the peer connects with a cert */
         qdict_put_str(data, "tls-creds", COLO_TLS_SERVER);

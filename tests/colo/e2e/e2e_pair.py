@@ -138,11 +138,11 @@ def read_records(path, first, last):
 def primary_args():
     """The primary's proxy, as in the documentation (addresses adapted)."""
     def server(cid, host, port):
-        return ["-chardev", "socket,id=%s,host=%s,port=%d,server=on,wait=off"
-                % (cid, host, port)]
+        return ["-chardev", "socket,id=%s,host=%s,port=%d,server=on,wait=off,"
+                "nodelay=on" % (cid, host, port)]
 
     def client(cid, host, port):
-        return ["-chardev", "socket,id=%s,host=%s,port=%d,reconnect-ms=200"
+        return ["-chardev", "socket,id=%s,host=%s,port=%d,reconnect-ms=200,nodelay=on"
                 % (cid, host, port)]
     return (server("mirror0", PRI_LINK_IP, 9003) +
             server("compare1", PRI_LINK_IP, 9004) +
@@ -162,8 +162,9 @@ def primary_args():
 
 
 def secondary_args(primary_ip=PRI_LINK_IP):
-    return (["-chardev", "socket,id=red0,host=%s,port=9003,reconnect-ms=200" % primary_ip,
-             "-chardev", "socket,id=red1,host=%s,port=9004,reconnect-ms=200" % primary_ip,
+    red = "socket,id=%s,host=%s,port=%d,reconnect-ms=200,nodelay=on"
+    return (["-chardev", red % ("red0", primary_ip, 9003),
+             "-chardev", red % ("red1", primary_ip, 9004),
              "-object", "filter-redirector,id=f1,netdev=hn0,queue=tx,indev=red0," + VNET,
              "-object", "filter-redirector,id=f2,netdev=hn0,queue=rx,outdev=red1," + VNET,
              "-object", "filter-rewriter,id=rew0,netdev=hn0,queue=all," + VNET,
@@ -343,7 +344,7 @@ def add_primary_proxy(vm, link_ip):
     """The primary's proxy of primary_args(), added at run time (QMP)."""
     def chardev(cid, host, port, server):
         data = {"addr": {"type": "inet", "data": {"host": host, "port": str(port)}},
-                "server": server}
+                "server": server, "nodelay": True}
         if server:
             data["wait"] = False
         else:

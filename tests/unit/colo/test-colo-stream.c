@@ -17,6 +17,7 @@ typedef struct Fixture {
     ColoEngineConfig cfg;
     GArray *released_seq;       /* TCP seq of released frames (or 0) */
     GArray *released_len;       /* frame lengths */
+    GPtrArray *frames;          /* GBytes: the released frames */
     int64_t now;
 } Fixture;
 
@@ -35,6 +36,7 @@ static void on_release(void *opaque, const uint8_t *frame, size_t len,
     }
     g_array_append_val(f->released_seq, seq);
     g_array_append_val(f->released_len, len);
+    g_ptr_array_add(f->frames, g_bytes_new(frame, len));
 }
 
 static void fx_init(Fixture *f, const ColoEngineConfig *cfg)
@@ -47,6 +49,7 @@ static void fx_init(Fixture *f, const ColoEngineConfig *cfg)
     f->e = colo_engine_new(&f->cfg, on_release, f);
     f->released_seq = g_array_new(false, false, sizeof(uint32_t));
     f->released_len = g_array_new(false, false, sizeof(size_t));
+    f->frames = g_ptr_array_new_with_free_func((GDestroyNotify)g_bytes_unref);
     f->now = 1000 * MS;
 }
 
@@ -55,6 +58,7 @@ static void fx_free(Fixture *f)
     colo_engine_free(f->e);
     g_array_free(f->released_seq, true);
     g_array_free(f->released_len, true);
+    g_ptr_array_free(f->frames, true);
 }
 
 static guint released(Fixture *f)
@@ -65,6 +69,36 @@ static guint released(Fixture *f)
 static const ColoEngineStats *st(Fixture *f)
 {
     return colo_engine_stats(f->e);
+}
+
+/* The TCP data of the released frames (no vnet header), in order. */
+static GString *released_data(Fixture *f)
+{
+    GString *out = g_string_new("");
+    guint i;
+
+    for (i = 0; i < f->frames->len; i++) {
+        size_t len;
+        const uint8_t *b = g_bytes_get_data(g_ptr_array_index(f->frames, i),
+                                            &len);
+        ColoPacketInfo info;
+
+        g_assert(colo_packet_parse(b, len, &info) == COLO_PARSE_OK);
+        if (info.kind == COLO_PKT_TCP) {
+            g_string_append_len(out, (const char *)b + info.payload_offset,
+                                info.payload_len);
+        }
+    }
+    return out;
+}
+
+/* The released TCP data is exactly @len bytes of @data. */
+static void assert_released_data(Fixture *f, const char *data, size_t len)
+{
+    g_autoptr(GString) got = released_data(f);
+
+    g_assert_cmpuint(got->len, ==, len);
+    g_assert(memcmp(got->str, data, len) == 0);
 }
 
 /* Feed one TCP segment from the guest (port 80) to the client. */
@@ -132,12 +166,18 @@ static void test_tcp_cut_differently(void)
                         COLO_REASON_NONE);
         off = cuts_s[i];
         if (i == 2) {
-            /* 40 bytes matched: the segments ending at 7 and 30 can go */
-            g_assert_cmpuint(released(&f), ==, 2);
+            /*
+             * 40 bytes matched: 0..7 (in parts 0..1, 1..2, 2..7), 7..30
+             * and the first part of 30..50 have left
+             */
+            g_assert_cmpuint(released(&f), ==, 5);
+            g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 3), ==,
+                             1007);
+            assert_released_data(&f, text, 40);
         }
     }
-    g_assert_cmpuint(released(&f), ==, 4);
-    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 1), ==, 1007);
+    g_assert_cmpuint(released(&f), ==, 8);
+    assert_released_data(&f, text, total);
     g_assert_cmpuint(st(&f)->bytes_compared, ==, total);
     g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
     g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
@@ -169,13 +209,14 @@ static void test_tcp_reordering(void)
     seg(&f, COLO_PRIMARY, 0, 1, PSH, text, 10, 1);
     seg(&f, COLO_PRIMARY, 10, 1, PSH, text + 10, 10, 1);
     seg(&f, COLO_SECONDARY, 0, 1, PSH, text, 5, 1);
-    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(released(&f), ==, 1);       /* the matched 0..5 */
     /* the secondary's later segment arrives before the middle one */
     seg(&f, COLO_SECONDARY, 12, 1, PSH, text + 12, 8, 1);
-    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(released(&f), ==, 1);
     g_assert_cmpint(seg(&f, COLO_SECONDARY, 5, 1, PSH, text + 5, 7, 1), ==,
                     COLO_REASON_NONE);
-    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(released(&f), ==, 3);
+    assert_released_data(&f, text, 20);
     g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
     fx_free(&f);
 }
@@ -195,16 +236,24 @@ static void test_tcp_retransmission(void)
     /* secondary retransmits part of it: dropped */
     seg(&f, COLO_SECONDARY, 10, 1, PSH, text + 10, 10, 1);
     g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
-    /* a retransmission overlapping new data: only the new part waits */
+    /*
+     * a retransmission overlapping new data: the part already matched
+     * leaves at once, only the new part waits
+     */
     seg(&f, COLO_PRIMARY, 15, 1, PSH, text + 15, 15, 1);
-    g_assert_cmpuint(released(&f), ==, 2);
-    seg(&f, COLO_SECONDARY, 20, 1, PSH, text + 20, 10, 1);
     g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 2), ==, 15);
+    seg(&f, COLO_SECONDARY, 20, 1, PSH, text + 20, 10, 1);
+    g_assert_cmpuint(released(&f), ==, 4);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 3), ==, 20);
     g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
     fx_free(&f);
 }
 
-/* A real payload difference is a mismatch; nothing of it is released. */
+/*
+ * A real payload difference is a mismatch; nothing of it is released
+ * (the part before it, matched, has left).
+ */
 static void test_tcp_payload_difference(void)
 {
     Fixture f;
@@ -215,23 +264,25 @@ static void test_tcp_payload_difference(void)
                     COLO_REASON_NONE);
     g_assert_cmpint(seg(&f, COLO_SECONDARY, 5, 1, PSH, " WORLD", 6, 1), ==,
                     COLO_REASON_MISMATCH);
-    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(released(&f), ==, 1);
+    assert_released_data(&f, "hello", 5);
     g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 1);
     /* the diverged connection holds further traffic until the flush */
     g_assert_cmpint(seg(&f, COLO_PRIMARY, 11, 1, PSH, "!", 1, 1), ==,
                     COLO_REASON_NONE);
     g_assert_cmpint(seg(&f, COLO_SECONDARY, 11, 1, PSH, "!", 1, 1), ==,
                     COLO_REASON_NONE);
-    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(released(&f), ==, 1);
     colo_engine_flush(f.e, f.now);
-    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(released(&f), ==, 3);
+    assert_released_data(&f, "hello world!", 12);
     g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
     g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
     g_assert_cmpuint(st(&f)->connections, ==, 0);
     /* after the flush, comparing starts afresh and works */
     seg(&f, COLO_PRIMARY, 12, 1, PSH, "ab", 2, 1);
     seg(&f, COLO_SECONDARY, 12, 1, PSH, "ab", 2, 1);
-    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(released(&f), ==, 4);
     fx_free(&f);
 }
 
@@ -304,10 +355,12 @@ static void test_tcp_fin_difference(void)
     fx_init(&f, NULL);
     seg(&f, COLO_PRIMARY, 0, 1, PSH | COLO_TCP_FIN, "abc", 3, 1);
     seg(&f, COLO_SECONDARY, 0, 1, PSH, "abc", 3, 1);
-    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(released(&f), ==, 1);      /* the data, not the FIN */
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 1);
     g_assert_cmpint(seg(&f, COLO_SECONDARY, 3, 1, COLO_TCP_FIN | ACK,
                         NULL, 0, 1), ==, COLO_REASON_NONE);
-    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 1), ==, 3);
     fx_free(&f);
 }
 
@@ -394,22 +447,30 @@ static void test_tcp_wraparound(void)
     seg(&f, COLO_PRIMARY, isn_p + 1, 0xfffffffeu, PSH, text, 30, 1);
     seg(&f, COLO_SECONDARY, isn_p + 1, 0xfffffffeu, PSH, text, 10, 1);
     seg(&f, COLO_SECONDARY, isn_p + 11, 0xfffffffeu, PSH, text + 10, 20, 1);
-    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 2), ==,
+                     isn_p + 11);
     /* ACK wraps: 0xfffffffe -> 0x10 */
     seg(&f, COLO_PRIMARY, isn_p + 31, 0x10, ACK, NULL, 0, 1);
-    g_assert_cmpuint(released(&f), ==, 2);
-    seg(&f, COLO_SECONDARY, isn_p + 31, 0x20, ACK, NULL, 0, 1);
     g_assert_cmpuint(released(&f), ==, 3);
+    seg(&f, COLO_SECONDARY, isn_p + 31, 0x20, ACK, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 4);
     g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
     fx_free(&f);
 
     /* mid-stream connection straddling the wrap point */
     fx_init(&f, NULL);
     seg(&f, COLO_PRIMARY, 0xfffffffau, 1, PSH, text, 12, 1);
-    seg(&f, COLO_SECONDARY, 0xfffffffau, 1, PSH, text, 6, 1);
-    g_assert_cmpuint(released(&f), ==, 0);
-    seg(&f, COLO_SECONDARY, 0, 1, PSH, text + 6, 6, 1);
+    seg(&f, COLO_SECONDARY, 0xfffffffau, 1, PSH, text, 4, 1);
     g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_SECONDARY, 0xfffffffeu, 1, PSH, text + 4, 4, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 1), ==,
+                     0xfffffffeu);
+    seg(&f, COLO_SECONDARY, 2, 1, PSH, text + 8, 4, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 2), ==, 2);
+    assert_released_data(&f, text, 12);
     fx_free(&f);
 }
 
@@ -466,7 +527,8 @@ static void test_tcp_random_segmentation(void)
             *off += n;
             segs += primary;
         }
-        g_assert_cmpuint(released(&f), ==, segs);
+        g_assert_cmpuint(released(&f), ==, segs + st(&f)->segments_split);
+        assert_released_data(&f, (char *)stream, sizeof(stream));
         g_assert_cmpuint(st(&f)->bytes_compared, ==, sizeof(stream));
         g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
         g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
@@ -493,11 +555,12 @@ static void test_tcp_ipv6(void)
     g_assert_cmpuint(st(&f)->connections, ==, 2);
     n = tf_tcp6(buf, &t, false, text, 12);
     colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 1);
     t.seq = 512;
     n = tf_tcp6(buf, &t, false, text + 12, 18);
     g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
                                       NULL), ==, COLO_REASON_NONE);
-    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
     /* and a difference is a TCP mismatch */
     t.seq = 530;
     n = tf_tcp6(buf, &t, false, "abc", 3);
@@ -505,6 +568,261 @@ static void test_tcp_ipv6(void)
     n = tf_tcp6(buf, &t, false, "abd", 3);
     g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
                                       NULL), ==, COLO_REASON_MISMATCH);
+    fx_free(&f);
+}
+
+/* ---- a primary segment released in parts (issue 15) -------------------- */
+
+/*
+ * The primary sends a large segment (TSO: up to 64 KB with the vnet header
+ * asking the host to cut it and complete the checksum) that the secondary
+ * sends as several smaller ones.  Each part the secondary produced is
+ * released as soon as it matched, as a well-formed segment of its own, so
+ * that the client can acknowledge it; what it has not produced is held.
+ */
+
+typedef struct SplitVariant {
+    bool ipv6;
+    bool vnet;          /* vnet header: NEEDS_CSUM, GSO above SPLIT_GSO */
+} SplitVariant;
+
+static const SplitVariant split_variants[] = {
+    { false, false }, { false, true }, { true, false }, { true, true },
+};
+
+#define SPLIT_VNET      12
+#define SPLIT_GSO       1000
+#define CWR             0x80
+
+static uint32_t sum16(uint32_t sum, const uint8_t *p, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i + 1 < len; i += 2) {
+        sum += lduw_be_p(p + i);
+    }
+    if (len & 1) {
+        sum += p[len - 1] << 8;
+    }
+    return sum;
+}
+
+static uint16_t fold16(uint32_t sum)
+{
+    while (sum >> 16) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    return sum;
+}
+
+static uint32_t pseudo_sum(const uint8_t *l3, bool ipv6, size_t tcp_len)
+{
+    return ipv6 ? sum16(6 + tcp_len, l3 + 8, 32)
+                : sum16(6 + tcp_len, l3 + 12, 8);
+}
+
+/* A guest's segment as Linux sends it, with valid checksums. */
+static size_t split_frame(uint8_t *buf, const SplitVariant *v, uint32_t seq,
+                          uint8_t flags, const uint8_t *data, size_t len)
+{
+    TfTcp t = { .seq = seq, .ack = 1, .flags = flags, .ip_id = 7 };
+    size_t vl = v->vnet ? SPLIT_VNET : 0;
+    size_t n = v->ipv6 ? tf_tcp6(buf + vl, &t, false, data, len)
+                       : tf_tcp(buf + vl, &t, data, len);
+    ColoPacketInfo i;
+    uint8_t *l3, *th;
+    size_t tcp_len;
+
+    g_assert(colo_packet_parse(buf + vl, n, &i) == COLO_PARSE_OK);
+    l3 = buf + vl + i.l3_offset;
+    th = l3 + i.ip_hdr_len;
+    tcp_len = i.tcp_hdr_len + len;
+    if (!v->ipv6) {
+        stw_be_p(l3 + 10, ~fold16(sum16(0, l3, i.ip_hdr_len)));
+    }
+    if (v->vnet) {
+        memset(buf, 0, SPLIT_VNET);
+        buf[0] = 1;                                 /* NEEDS_CSUM */
+        if (len > SPLIT_GSO) {
+            buf[1] = (v->ipv6 ? 4 : 1) | (flags & CWR ? 0x80 : 0);
+            stw_le_p(buf + 2, i.payload_offset);
+            stw_le_p(buf + 4, SPLIT_GSO);
+        }
+        stw_le_p(buf + 6, i.l3_offset + i.ip_hdr_len);
+        stw_le_p(buf + 8, 16);
+        stw_be_p(th + 16, fold16(pseudo_sum(l3, v->ipv6, tcp_len)));
+    } else {
+        stw_be_p(th + 16, ~fold16(pseudo_sum(l3, v->ipv6, tcp_len) +
+                                  sum16(0, th, tcp_len)));
+    }
+    return n + vl;
+}
+
+static ColoCheckpointReason split_seg(Fixture *f, const SplitVariant *v,
+                                      ColoSide side, uint32_t seq,
+                                      uint8_t flags, const uint8_t *data,
+                                      size_t len)
+{
+    uint8_t buf[4096];
+    size_t n = split_frame(buf, v, seq, flags, data, len);
+
+    f->now += MS;
+    return colo_engine_input(f->e, side, buf, n, v->vnet ? SPLIT_VNET : 0,
+                             f->now, NULL);
+}
+
+/*
+ * Released frame @idx is a well-formed segment of @seq and @flags carrying
+ * @data: lengths, checksums (or the pseudo-header sum the host completes),
+ * and a GSO request only while it is more than one segment's worth.
+ */
+static void check_part(Fixture *f, guint idx, const SplitVariant *v,
+                       uint32_t seq, uint8_t flags, const uint8_t *data,
+                       size_t len)
+{
+    size_t vl = v->vnet ? SPLIT_VNET : 0;
+    size_t n;
+    const uint8_t *buf;
+    const uint8_t *l3, *th;
+    ColoPacketInfo i;
+    size_t tcp_len;
+
+    g_assert_cmpuint(idx, <, f->frames->len);
+    buf = g_bytes_get_data(g_ptr_array_index(f->frames, idx), &n);
+    g_assert(colo_packet_parse(buf + vl, n - vl, &i) == COLO_PARSE_OK);
+    g_assert_cmpint(i.kind, ==, COLO_PKT_TCP);
+    g_assert_cmpuint(i.tcp_seq, ==, seq);
+    g_assert_cmpuint(i.payload_len, ==, len);
+    g_assert_cmpuint(n, ==, vl + i.payload_offset + len);
+    g_assert(!len || memcmp(buf + vl + i.payload_offset, data, len) == 0);
+    l3 = buf + vl + i.l3_offset;
+    th = l3 + i.ip_hdr_len;
+    g_assert_cmphex(th[13], ==, flags);
+    tcp_len = i.tcp_hdr_len + len;
+    if (v->ipv6) {
+        g_assert_cmpuint(lduw_be_p(l3 + 4), ==, tcp_len);
+    } else {
+        g_assert_cmpuint(lduw_be_p(l3 + 2), ==, i.ip_hdr_len + tcp_len);
+        g_assert_cmphex(fold16(sum16(0, l3, i.ip_hdr_len)), ==, 0xffff);
+    }
+    if (v->vnet) {
+        g_assert_cmphex(lduw_be_p(th + 16), ==,
+                        fold16(pseudo_sum(l3, v->ipv6, tcp_len)));
+        if (len > SPLIT_GSO) {
+            g_assert_cmphex(buf[1], ==,
+                            (v->ipv6 ? 4 : 1) | (flags & CWR ? 0x80 : 0));
+            g_assert_cmpuint(lduw_le_p(buf + 4), ==, SPLIT_GSO);
+        } else {
+            g_assert_cmphex(buf[1], ==, 0);
+        }
+    } else {
+        g_assert_cmphex(fold16(pseudo_sum(l3, v->ipv6, tcp_len) +
+                               sum16(0, th, tcp_len)), ==, 0xffff);
+    }
+}
+
+static uint8_t *split_data(size_t len)
+{
+    uint8_t *d = g_malloc(len);
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        d[i] = i * 7 + (i >> 8);
+    }
+    return d;
+}
+
+/* K of N bytes matched: K out now, N - K held until they match too. */
+static void test_tcp_split_prefix(const void *opaque)
+{
+    const SplitVariant *v = opaque;
+    g_autofree uint8_t *d = split_data(3000);
+    Fixture f;
+
+    fx_init(&f, NULL);
+    split_seg(&f, v, COLO_PRIMARY, 5000, PSH, d, 3000);
+    g_assert_cmpint(split_seg(&f, v, COLO_SECONDARY, 5000, ACK, d, 500), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 1);
+    check_part(&f, 0, v, 5000, ACK, d, 500);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 1);
+    g_assert_cmpuint(st(&f)->segments_split, ==, 1);
+
+    /* still more than one segment's worth: GSO stays asked for */
+    split_seg(&f, v, COLO_SECONDARY, 5500, ACK, d + 500, 1200);
+    g_assert_cmpuint(released(&f), ==, 2);
+    check_part(&f, 1, v, 5500, ACK, d + 500, 1200);
+
+    g_assert_cmpint(split_seg(&f, v, COLO_SECONDARY, 6700, PSH, d + 1700,
+                              1300), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 3);
+    check_part(&f, 2, v, 6700, PSH, d + 1700, 1300);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 0);
+    g_assert_cmpuint(st(&f)->bytes_compared, ==, 3000);
+    fx_free(&f);
+}
+
+/*
+ * A difference after the matched part: a mismatch, and nothing the
+ * secondary did not produce identically leaves before the checkpoint.
+ */
+static void test_tcp_split_remainder_differs(const void *opaque)
+{
+    const SplitVariant *v = opaque;
+    g_autofree uint8_t *d = split_data(1000);
+    g_autofree uint8_t *other = g_memdup2(d, 1000);
+    Fixture f;
+
+    other[700] ^= 1;
+    fx_init(&f, NULL);
+    split_seg(&f, v, COLO_PRIMARY, 100, PSH, d, 1000);
+    split_seg(&f, v, COLO_SECONDARY, 100, ACK, other, 400);
+    g_assert_cmpuint(released(&f), ==, 1);
+    check_part(&f, 0, v, 100, ACK, d, 400);
+    g_assert_cmpint(split_seg(&f, v, COLO_SECONDARY, 500, PSH, other + 400,
+                              600), ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_TCP], ==, 1);
+    /* the checkpoint's flush sends the primary's remainder, whole */
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 2);
+    check_part(&f, 1, v, 500, PSH, d + 400, 600);
+    fx_free(&f);
+
+    /* a difference inside the first part: nothing of it leaves */
+    fx_init(&f, NULL);
+    split_seg(&f, v, COLO_PRIMARY, 100, PSH, d, 1000);
+    g_assert_cmpint(split_seg(&f, v, COLO_SECONDARY, 100, ACK, other, 701),
+                    ==, COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 0);
+    fx_free(&f);
+}
+
+/* FIN and PSH only on the last part, CWR only on the first. */
+static void test_tcp_split_flags(const void *opaque)
+{
+    const SplitVariant *v = opaque;
+    g_autofree uint8_t *d = split_data(2500);
+    uint8_t fin = PSH | COLO_TCP_FIN;
+    Fixture f;
+
+    fx_init(&f, NULL);
+    split_seg(&f, v, COLO_PRIMARY, 100, fin | CWR, d, 2500);
+    split_seg(&f, v, COLO_SECONDARY, 100, ACK | CWR, d, 1200);
+    g_assert_cmpuint(released(&f), ==, 1);
+    check_part(&f, 0, v, 100, ACK | CWR, d, 1200);
+    /* all the data but not the FIN: the data leaves, the FIN waits */
+    split_seg(&f, v, COLO_SECONDARY, 1300, PSH, d + 1200, 1300);
+    g_assert_cmpuint(released(&f), ==, 2);
+    check_part(&f, 1, v, 1300, ACK, d + 1200, 1300);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 1);
+    g_assert_cmpint(split_seg(&f, v, COLO_SECONDARY, 2600, fin, NULL, 0), ==,
+                    COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 3);
+    check_part(&f, 2, v, 2600, fin, NULL, 0);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
     fx_free(&f);
 }
 
@@ -678,14 +996,21 @@ static void test_tcp_overlap_across_wrap(void)
     seg(&f, COLO_PRIMARY, isn, 1, PSH, text, 10, 1);
     seg(&f, COLO_SECONDARY, isn, 1, PSH, text, 10, 1);
     g_assert_cmpuint(released(&f), ==, 1);
-    /* bytes 5..30 again, 10..30 new (positions 16.. wrap to 0..) */
+    /*
+     * bytes 5..30 again, 10..30 new (positions 16.. wrap to 0..): 5..10,
+     * matched, leave at once, the rest as the secondary's bytes match
+     */
     seg(&f, COLO_PRIMARY, isn + 5, 1, PSH, text + 5, 25, 1);
-    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
     seg(&f, COLO_SECONDARY, isn + 10, 1, PSH, text + 10, 10, 1);
-    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
     g_assert_cmpint(seg(&f, COLO_SECONDARY, isn + 20, 1, PSH, "XXXXXXXXXX",
                         10, 1), ==, COLO_REASON_MISMATCH);
-    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(g_array_index(f.released_seq, uint32_t, 2), ==,
+                     isn + 10);
+    g_assert_cmpuint(g_array_index(f.released_len, size_t, 2), ==,
+                     g_array_index(f.released_len, size_t, 1) + 5);
     fx_free(&f);
 }
 
@@ -882,9 +1207,9 @@ static void test_tcp_secondary_resends_first(void)
     g_assert_cmpuint(released(&f), ==, 3);
     seg(&f, COLO_SECONDARY, 103, 1, PSH, "defgh", 5, 1);
     seg(&f, COLO_PRIMARY, 106, 1, PSH, "ghi", 3, 1);
-    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(released(&f), ==, 4);      /* "gh", matched */
     seg(&f, COLO_SECONDARY, 108, 1, PSH, "i", 1, 1);
-    g_assert_cmpuint(released(&f), ==, 4);
+    g_assert_cmpuint(released(&f), ==, 5);
     colo_engine_flush(f.e, f.now);
     seg(&f, COLO_SECONDARY, 106, 1, PSH, "gXi", 3, 1);
     g_assert_cmpint(seg(&f, COLO_PRIMARY, 108, 1, PSH, "ij", 2, 1), ==,
@@ -1028,10 +1353,11 @@ static void test_vlan(void)
     a.seq = 1;
     n = tf_tcp(buf, &a, "ab", 2);
     colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
+    g_assert_cmpuint(released(&f), ==, 1);
     a.seq = 3;
     n = tf_tcp(buf, &a, "cd", 2);
     colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now, NULL);
-    g_assert_cmpuint(released(&f), ==, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
     fx_free(&f);
 }
 
@@ -1232,6 +1558,8 @@ static void test_flush_order(void)
 
 int main(int argc, char **argv)
 {
+    size_t i;
+
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/colo-stream/tcp/identical", test_tcp_identical);
     g_test_add_func("/colo-stream/tcp/cut-differently",
@@ -1257,6 +1585,21 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-stream/tcp/random-segmentation",
                     test_tcp_random_segmentation);
     g_test_add_func("/colo-stream/tcp/ipv6", test_tcp_ipv6);
+    for (i = 0; i < G_N_ELEMENTS(split_variants); i++) {
+        const SplitVariant *v = &split_variants[i];
+        const char *name = v->ipv6 ? (v->vnet ? "ipv6-vnet" : "ipv6")
+                                   : (v->vnet ? "ipv4-vnet" : "ipv4");
+        g_autofree char *p1 = g_strdup_printf("/colo-stream/tcp/split/"
+                                              "prefix/%s", name);
+        g_autofree char *p2 = g_strdup_printf("/colo-stream/tcp/split/"
+                                              "remainder-differs/%s", name);
+        g_autofree char *p3 = g_strdup_printf("/colo-stream/tcp/split/"
+                                              "flags/%s", name);
+
+        g_test_add_data_func(p1, v, test_tcp_split_prefix);
+        g_test_add_data_func(p2, v, test_tcp_split_remainder_differs);
+        g_test_add_data_func(p3, v, test_tcp_split_flags);
+    }
     g_test_add_func("/colo-stream/tcp/audit/new-syn-while-holding",
                     test_tcp_new_syn_while_holding);
     g_test_add_func("/colo-stream/tcp/audit/new-syn-idle",
