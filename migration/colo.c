@@ -91,7 +91,20 @@ typedef struct ColoPrimary {
     QEMUFile *from;         /* its return path */
     uint32_t seq;
     int64_t next_periodic_ms;
+    ColoCheckpointTimes times;  /* of the checkpoint in flight */
+    int64_t step_start_us;      /* when its current step began */
 } ColoPrimary;
+
+/* The current step of the checkpoint is over: time it, start the next. */
+static void colo_step_done(ColoPrimary *p, ColoStep step)
+{
+    int64_t now = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+
+    p->times.step_us[step] = now - p->step_start_us;
+    p->step_start_us = now;
+    trace_colo_checkpoint_step(p->seq, colo_step_name(step),
+                               p->times.step_us[step]);
+}
 
 static bool colo_primary_expect(ColoPrimary *p, ColoMsgType type,
                                 ColoMsg *msg, Error **errp)
@@ -123,6 +136,7 @@ static bool colo_primary_send_live_ram(ColoPrimary *p, Error **errp)
         if (must_precopy + can_postcopy < COLO_LIVE_DONE_BYTES) {
             break;
         }
+        p->times.live_rounds++;
         colo_arm("live RAM");
         do {
             ret = qemu_savevm_state_iterate(p->to, false);
@@ -197,6 +211,8 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     bool was_running = true;
 
     p->seq++;
+    p->times = (ColoCheckpointTimes) { 0 };
+    p->step_start_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     colo_set_phase(COLO_PHASE_CHECKPOINT);
     trace_colo_checkpoint_start(p->seq, colo_trigger_name(trigger));
 
@@ -206,6 +222,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
         !colo_primary_expect(p, COLO_MSG_CHECKPOINT_REPLY, &msg, errp)) {
         return false;
     }
+    colo_step_done(p, COLO_STEP_REQUEST);
 
     msg = (ColoMsg) { .type = COLO_MSG_RAM, .seq = p->seq };
     if (!colo_msg_send(p->to, &msg, errp)) {
@@ -215,17 +232,21 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (!colo_primary_send_live_ram(p, errp)) {
         return false;
     }
+    p->times.live_bytes = qemu_file_transferred(p->to) - ram_start;
     colo_fault_point(COLO_FAULT_AFTER_LIVE_RAM, p->seq);
 
     bql_lock();
+    colo_step_done(p, COLO_STEP_LIVE);
+    stop_us = p->step_start_us;
     was_running = runstate_is_running();
-    stop_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     colo_stop_guest();
     colo_fault_point(COLO_FAULT_AFTER_STOP, p->seq);
+    colo_step_done(p, COLO_STEP_STOP);
     replication_get_error_all(errp);
     if (!*errp) {
         replication_do_checkpoint_all(errp);
     }
+    colo_step_done(p, COLO_STEP_DISKS);
     if (!*errp) {
         /*
          * The rest of RAM (with a dirty-bitmap sync) and QEMU_VM_EOF, with
@@ -238,11 +259,16 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
         if (qemu_file_get_error(p->to)) {
             error_setg(errp, "COLO: sending RAM failed");
         }
+        /* Set by the save's own bitmap sync, with the guest stopped. */
+        p->times.residual_bytes =
+            stat64_get(&mig_stats.dirty_bytes_last_sync);
+        colo_step_done(p, COLO_STEP_RAM);
     }
     if (!*errp) {
         dev_state = colo_save_device_state(&dev_len, errp);
         /* With the guest stopped: the client input its state holds. */
         colo_input_marks_save(input_marks);
+        colo_step_done(p, COLO_STEP_DEVICE);
     }
     bql_unlock();
     if (*errp) {
@@ -277,11 +303,13 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (*errp) {
         goto out;
     }
+    colo_step_done(p, COLO_STEP_SEND);
     colo_fault_point(COLO_FAULT_AFTER_DEVICE_STATE, p->seq);
     colo_fault_point(COLO_FAULT_BEFORE_RECEIVED, p->seq);
     if (!colo_primary_expect(p, COLO_MSG_RECEIVED, &msg, errp)) {
         goto out;
     }
+    colo_step_done(p, COLO_STEP_RECEIVED);
 
     /*
      * The secondary has the whole checkpoint.  Only now may the compares
@@ -304,11 +332,13 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (*errp) {
         goto out;
     }
-    pause_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME) - stop_us;
+    colo_step_done(p, COLO_STEP_RESUME);
+    pause_us = p->step_start_us - stop_us;
 
     colo_fault_point(COLO_FAULT_BEFORE_LOADED, p->seq);
     if (colo_primary_expect(p, COLO_MSG_LOADED, &msg, errp)) {
         colo_stats_checkpoint(trigger, pause_us, ram_bytes, dev_bytes);
+        colo_stats_steps(&p->times);
         colo_set_phase(COLO_PHASE_RUNNING);
     }
 
