@@ -45,6 +45,14 @@
  */
 #define COLO_PEER_TIMEOUT_MIN_MS  100
 
+/*
+ * The primary's -global migration.x-colo-max-residual and
+ * x-colo-max-live-ms (colo.c): false, with @errp set, for a value out of
+ * range.  migration_object_check() calls it, so a bad value stops QEMU at
+ * startup.
+ */
+bool colo_check_properties(MigrationState *s, Error **errp);
+
 typedef enum ColoPhase {
     COLO_PHASE_OFF,         /* no COLO session */
     COLO_PHASE_STARTING,    /* entering COLO, until the peer's hello */
