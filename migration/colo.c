@@ -240,6 +240,11 @@ static bool colo_primary_send_live_ram(ColoPrimary *p, Error **errp)
             ret = qemu_savevm_state_iterate(p->to, false);
         } while (ret == 0 && !qemu_file_get_error(p->to) &&
                  qemu_clock_get_us(QEMU_CLOCK_REALTIME) < deadline);
+        /*
+         * Out of QEMUFile's buffer now, so that the pause does not wait for
+         * the secondary to take in the round's tail.
+         */
+        qemu_fflush(p->to);
         colo_disarm();
         if (ret < 0 || qemu_file_get_error(p->to)) {
             error_setg(errp, "COLO: sending RAM failed");
