@@ -34,12 +34,20 @@ Then the pause benchmark against upstream, same run: a checkpoint-only pair
 (no network) at x-checkpoint-delay 1000; pause = the primary's QMP STOP to
 RESUME of each checkpoint; on two guests:
 
-  tmpfs32  256 MiB, its only load a shell loop writing 32 MiB to tmpfs
-           (from /dev/zero) once a second, started on the serial console
-  dirty64  bench/colo_pause.py's guest: 512 MiB, a 64 MiB random buffer
-           copied once a second
+  tmpfs32      256 MiB, its only load a shell loop writing 32 MiB to tmpfs
+               (from /dev/zero) once a second, started on the serial console
+  tmpfs32-512  the same with 512 MiB (--guests; not run by default)
+  dirty64      bench/colo_pause.py's guest: 512 MiB, a 64 MiB random buffer
+               copied once a second
+  bootsect     the controller tests' boot-sector guest (128 MiB): writes
+               each of its 25344 pages over and over, faster than a live
+               round sends them (--guests; not run by default)
+
+For ours, each checkpoint's steps (query-colo-status last-steps) are
+printed under its pause: where the time goes (bench/pause_steps.py).
 
 Usage: client.py [--duration S] [--checkpoints N] [--only client|pause]
+                 [--guests tmpfs32,dirty64] [--no-upstream]
 (root, as the e2e suites).  Figures only, no assertion.
 """
 
@@ -57,11 +65,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from client import Client  # noqa: E402
-from colo_pair import linux_guest_args, start_pair  # noqa: E402
+from colo_pair import bootsect_guest_args, linux_guest_args, start_pair  # noqa: E402
 from colo_vm import DEFAULT_BINARY, Vm  # noqa: E402
 from e2e_pair import CHECKPOINT_DELAY_MS, PORT, VARIANTS, Pair, end_run, guest_args  # noqa: E402
 from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
 from spurious import TRIGGERS, colo_counts  # noqa: E402
+import pause_steps  # noqa: E402
 
 GUEST = VARIANTS["ipv6"]
 APPEND = "colo.http=1"
@@ -315,30 +324,34 @@ def pause_run(binary, guest, n):
     saved = os.environ.get("QEMU_COLO_BINARY")
     os.environ["QEMU_COLO_BINARY"] = binary
     try:
-        if guest == "tmpfs32":
-            pri, sec = start_pair(linux_guest_args(256), delay_ms=1000)
-        else:
-            pri, sec = start_pair(linux_guest_args(512), delay_ms=1000)
+        mem = 256 if guest == "tmpfs32" else 512
+        pri, sec = start_pair(bootsect_guest_args(128) if guest == "bootsect"
+                              else linux_guest_args(mem), delay_ms=1000)
     finally:
         if saved is None:
             del os.environ["QEMU_COLO_BINARY"]
         else:
             os.environ["QEMU_COLO_BINARY"] = saved
     try:
-        pri.serial_wait("COLO-GUEST: ready", 240)
         # "loop-$((40+2))": the console echoes the command typed, so wait
-        # for what only the shell's output holds.
-        if guest == "tmpfs32":
+        # for what only the shell's output holds.  The boot-sector guest
+        # dirties RAM from the start.
+        if guest.startswith("tmpfs32"):
+            pri.serial_wait("COLO-GUEST: ready", 240)
             pri.serial_send("while true; do dd if=/dev/zero of=/run/w bs=1M count=32 "
                             "2>/dev/null; sleep 1; done & echo loop-$((40+2))")
-        else:
+            pri.serial_wait("loop-42", 300)
+        elif guest == "dirty64":
+            pri.serial_wait("COLO-GUEST: ready", 240)
             pri.serial_send("dd if=/dev/urandom of=/run/src bs=1M count=64 2>/dev/null; "
                             "while true; do cp /run/src /run/dst; sleep 1; done & "
                             "echo loop-$((40+2))")
-        pri.serial_wait("loop-42", 300)
+            pri.serial_wait("loop-42", 300)
         pri.poll_events()
         st0 = pri.cmd("query-colo-status")
-        pauses, stop = [], None
+        ours = "checkpoints" in st0
+        done = st0.get("checkpoints")
+        pauses, steps, stop = [], [], None
         skip = 2        # the loop's first seconds
         deadline = time.monotonic() + 120 + n * 5
         while len(pauses) < n + skip:
@@ -351,14 +364,17 @@ def pause_run(binary, guest, n):
             else:
                 pauses.append((ts - stop) * 1000)
                 stop = None
+                if ours:
+                    done, one = pause_steps.sample(pri, done, pauses[-1])
+                    steps.append(one)
         per = None
-        if "ram-bytes" in st0:      # ours; upstream has no such counters
+        if ours:        # upstream has no such counters
             st1 = pri.cmd("query-colo-status")
             n_ckpt = max(st1["checkpoints"] - st0["checkpoints"], 1)
             per = ((st1["ram-bytes"] - st0["ram-bytes"]) / n_ckpt,
                    (st1.get("device-state-bytes", 0) -
                     st0.get("device-state-bytes", 0)) / n_ckpt)
-        return pauses[skip:], per
+        return pauses[skip:], per, steps[skip:]
     finally:
         pri.shutdown()
         sec.shutdown()
@@ -373,13 +389,16 @@ def report_pause(rows):
             if isinstance(p, str):
                 print("%-8s %-9s %s" % (guest, way, p))
                 continue
-            p, per = p
+            p, per, steps = p
             med[way] = statistics.median(p)
             print("%-8s %-9s median %.1f ms  p99 %.1f ms  max %.1f ms  (%d checkpoints)  %s"
                   % (guest, way, med[way], pct(p, 99), max(p), len(p),
                      "per checkpoint: RAM %.2f MB, device state %.0f kB"
                      % (per[0] / 1e6, per[1] / 1e3) if per else
                      "per checkpoint: n/a (no counters upstream)"))
+            if per:
+                for line in pause_steps.summary(steps):
+                    print("%-8s %-9s   %s" % (guest, way, line))
         if len(med) == 2:
             print("%-8s ratio colo/upstream (median): %.2f"
                   % (guest, med["colo"] / med["upstream"]))
@@ -390,13 +409,18 @@ def main():
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--checkpoints", type=int, default=15)
     ap.add_argument("--only", choices=("client", "pause"))
+    ap.add_argument("--guests", default="tmpfs32,dirty64",
+                    help="pause guests: tmpfs32, tmpfs32-512, dirty64, bootsect")
+    ap.add_argument("--no-upstream", action="store_true",
+                    help="leave upstream out (its build takes about 10 minutes)")
     args = ap.parse_args()
     why = missing_requirements()
     if why:
         print("skipped: %s" % why)
         return 0
     try:
-        upstream, up_err = upstream_binary(), None
+        upstream, up_err = (None, "left out (--no-upstream)") if args.no_upstream \
+            else (upstream_binary(), None)
     except Exception as e:
         upstream, up_err = None, "failed: %s" % e
 
@@ -414,7 +438,7 @@ def main():
         report_client(results, args.duration)
     if args.only != "client":
         rows = {}
-        for guest in ("tmpfs32", "dirty64"):
+        for guest in args.guests.split(","):
             rows[guest] = {"colo": attempt(pause_run, DEFAULT_BINARY, guest,
                                            args.checkpoints)}
             rows[guest]["upstream"] = (up_err if upstream is None else

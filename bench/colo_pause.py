@@ -6,7 +6,8 @@ A 512 MiB Linux guest rewrites a 64 MiB buffer once a second (about
 the primary's pause of each checkpoint (query-colo-status last-pause-us,
 sampled as checkpoints complete), the RAM sent per checkpoint, and, in the
 same run, how long a plain memcpy of that many bytes takes on this machine.
-Target: median pause <= 3 x memcpy + 5 ms.
+Target: median pause <= 3 x memcpy + 5 ms.  Under each delay, where the time
+of a checkpoint goes (query-colo-status last-steps, bench/pause_steps.py).
 
     bench/colo_pause.py [--checkpoints N] [--delays 1000,200]
 """
@@ -21,6 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from colo_pair import colo_status, linux_guest_args, start_pair  # noqa: E402
+import pause_steps  # noqa: E402
 
 
 def memcpy_ms(nbytes, repeat=5):
@@ -54,13 +56,14 @@ def run_one(delay_ms, n_checkpoints):
         pri.serial_send("while true; do cp /run/src /run/dst; sleep 1; done &")
         st = colo_status(pri)
         base_n, base_bytes, t0 = st["checkpoints"], st["ram-bytes"], time.monotonic()
-        pauses, last_n = [], base_n
+        pauses, steps, last_n = [], [], base_n
         deadline = time.monotonic() + 60 + n_checkpoints * (delay_ms / 1000.0 + 2)
         while len(pauses) < n_checkpoints:
             st = colo_status(pri)
             if st["checkpoints"] != last_n:
                 if st["checkpoints"] == last_n + 1:   # else: a sample was missed
                     pauses.append(st["last-pause-us"] / 1000.0)
+                    steps.append(st.get("last-steps"))
                 last_n = st["checkpoints"]
             if time.monotonic() > deadline:
                 raise TimeoutError("checkpoints too slow: %d sampled" % len(pauses))
@@ -68,7 +71,8 @@ def run_one(delay_ms, n_checkpoints):
         elapsed = time.monotonic() - t0
         done = st["checkpoints"] - base_n
         sent = st["ram-bytes"] - base_bytes
-        return pauses, sent / max(done, 1), sent / elapsed, st["max-pause-us"] / 1000.0
+        return (pauses, sent / max(done, 1), sent / elapsed, st["max-pause-us"] / 1000.0,
+                steps)
     finally:
         pri.shutdown()
         sec.shutdown()
@@ -82,7 +86,7 @@ def main():
     print("COLO checkpoint pause, 512 MiB guest rewriting 64 MiB/s "
           "(%d checkpoints per delay)" % args.checkpoints)
     for delay in (int(d) for d in args.delays.split(",")):
-        pauses, per_ckpt, rate, max_pause = run_one(delay, args.checkpoints)
+        pauses, per_ckpt, rate, max_pause, steps = run_one(delay, args.checkpoints)
         med, p99 = statistics.median(pauses), percentile(pauses, 99)
         copy = memcpy_ms(per_ckpt)
         target = 3 * copy + 5
@@ -91,6 +95,8 @@ def main():
               "target (3 x memcpy + 5 ms) %.2f ms: %s"
               % (delay, med, p99, max_pause, per_ckpt / 1048576.0, rate / 1048576.0,
                  copy, target, "met" if med <= target else "NOT met"))
+        for line in pause_steps.summary(steps):
+            print("  " + line)
     return 0
 
 

@@ -18,6 +18,26 @@
 #include "migration/colo.h"
 #include "colo-session.h"
 
+static COLOCheckpointSteps *colo_qmp_steps(const ColoCheckpointTimes *t)
+{
+    COLOCheckpointSteps *steps = g_new0(COLOCheckpointSteps, 1);
+
+    steps->request_us = t->step_us[COLO_STEP_REQUEST];
+    steps->live_us = t->step_us[COLO_STEP_LIVE];
+    steps->stop_us = t->step_us[COLO_STEP_STOP];
+    steps->disks_us = t->step_us[COLO_STEP_DISKS];
+    steps->ram_us = t->step_us[COLO_STEP_RAM];
+    steps->device_us = t->step_us[COLO_STEP_DEVICE];
+    steps->send_us = t->step_us[COLO_STEP_SEND];
+    steps->received_us = t->step_us[COLO_STEP_RECEIVED];
+    steps->resume_us = t->step_us[COLO_STEP_RESUME];
+    steps->live_rounds = t->live_rounds;
+    steps->live_bytes = t->live_bytes;
+    steps->residual_bytes = t->residual_bytes;
+    steps->throttle_percent = t->throttle_pct;
+    return steps;
+}
+
 COLOStatus *qmp_query_colo_status(Error **errp)
 {
     COLOStatus *status = g_new0(COLOStatus, 1);
@@ -46,6 +66,10 @@ COLOStatus *qmp_query_colo_status(Error **errp)
     status->ram_bytes = st->ram_bytes;
     status->has_device_state_bytes = true;
     status->device_state_bytes = st->device_state_bytes;
+    if (st->has_steps) {
+        status->last_steps = colo_qmp_steps(&st->last_steps);
+        status->max_steps = colo_qmp_steps(&st->max_steps);
+    }
     return status;
 }
 

@@ -224,6 +224,41 @@ void colo_stats_checkpoint(ColoTrigger trigger, int64_t pause_us,
                                pause_us, ram_bytes, device_state_bytes);
 }
 
+static const char *const colo_step_names[COLO_STEP__MAX] = {
+    [COLO_STEP_REQUEST] = "request",
+    [COLO_STEP_LIVE] = "live",
+    [COLO_STEP_STOP] = "stop",
+    [COLO_STEP_DISKS] = "disks",
+    [COLO_STEP_RAM] = "ram",
+    [COLO_STEP_DEVICE] = "device",
+    [COLO_STEP_SEND] = "send",
+    [COLO_STEP_RECEIVED] = "received",
+    [COLO_STEP_RESUME] = "resume",
+};
+
+const char *colo_step_name(ColoStep step)
+{
+    return step < COLO_STEP__MAX ? colo_step_names[step] : "?";
+}
+
+void colo_stats_steps(const ColoCheckpointTimes *t)
+{
+    ColoStats *st = &colo_session.stats;
+    ColoCheckpointTimes *max = &st->max_steps;
+
+    qemu_mutex_lock(&colo_session.lock);
+    st->has_steps = true;
+    st->last_steps = *t;
+    for (int i = 0; i < COLO_STEP__MAX; i++) {
+        max->step_us[i] = MAX(max->step_us[i], t->step_us[i]);
+    }
+    max->live_rounds = MAX(max->live_rounds, t->live_rounds);
+    max->live_bytes = MAX(max->live_bytes, t->live_bytes);
+    max->residual_bytes = MAX(max->residual_bytes, t->residual_bytes);
+    max->throttle_pct = MAX(max->throttle_pct, t->throttle_pct);
+    qemu_mutex_unlock(&colo_session.lock);
+}
+
 uint64_t colo_session_checkpoints(void)
 {
     return colo_session.stats.checkpoints;

@@ -45,6 +45,14 @@
  */
 #define COLO_PEER_TIMEOUT_MIN_MS  100
 
+/*
+ * The primary's -global migration.x-colo-max-residual and
+ * x-colo-max-live-ms (colo.c): false, with @errp set, for a value out of
+ * range.  migration_object_check() calls it, so a bad value stops QEMU at
+ * startup.
+ */
+bool colo_check_properties(MigrationState *s, Error **errp);
+
 typedef enum ColoPhase {
     COLO_PHASE_OFF,         /* no COLO session */
     COLO_PHASE_STARTING,    /* entering COLO, until the peer's hello */
@@ -68,6 +76,34 @@ typedef enum ColoTrigger {
     COLO_TRIGGER__MAX,
 } ColoTrigger;
 
+/*
+ * The steps of one checkpoint on the primary, in order (colo.c); their
+ * durations are in query-colo-status and in the trace.  The pause is STOP
+ * to RESUME.
+ */
+typedef enum ColoStep {
+    COLO_STEP_REQUEST,      /* request sent until the secondary's reply */
+    COLO_STEP_LIVE,         /* live RAM phase, the guest running */
+    COLO_STEP_STOP,         /* stopping the guest */
+    COLO_STEP_DISKS,        /* the disks' checkpoint (replication) */
+    COLO_STEP_RAM,          /* dirty-bitmap sync and the residual RAM */
+    COLO_STEP_DEVICE,       /* the device state saved into a buffer */
+    COLO_STEP_SEND,         /* the device state sent */
+    COLO_STEP_RECEIVED,     /* waiting for RECEIVED */
+    COLO_STEP_RESUME,       /* output released, the guest resumed */
+    COLO_STEP__MAX,
+} ColoStep;
+
+/* One checkpoint of the primary, step by step. */
+typedef struct ColoCheckpointTimes {
+    uint64_t step_us[COLO_STEP__MAX];
+    uint64_t live_rounds;
+    uint64_t live_bytes;        /* RAM sent while the guest ran */
+    /* dirty RAM left when the guest stopped, sent while it was stopped */
+    uint64_t residual_bytes;
+    uint64_t throttle_pct;      /* the highest vCPU throttle of the phase */
+} ColoCheckpointTimes;
+
 typedef struct ColoStats {
     uint64_t checkpoints;
     uint64_t by_trigger[COLO_TRIGGER__MAX];
@@ -75,6 +111,10 @@ typedef struct ColoStats {
     uint64_t max_pause_us;
     uint64_t ram_bytes;
     uint64_t device_state_bytes;
+    /* primary: its last checkpoint, and each field's maximum */
+    bool has_steps;
+    ColoCheckpointTimes last_steps;
+    ColoCheckpointTimes max_steps;
 } ColoStats;
 
 /* What query-colo-status shows, read at one instant. */
@@ -109,6 +149,9 @@ void colo_disarm(void);
 /* Record one completed checkpoint. */
 void colo_stats_checkpoint(ColoTrigger trigger, int64_t pause_us,
                            uint64_t ram_bytes, uint64_t device_state_bytes);
+/* Primary: record the steps of the checkpoint recorded last. */
+void colo_stats_steps(const ColoCheckpointTimes *times);
+const char *colo_step_name(ColoStep step);
 uint64_t colo_session_checkpoints(void);
 /* x-colo-primary-waits, as read when the session began. */
 bool colo_session_primary_waits(void);

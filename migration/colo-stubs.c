@@ -16,6 +16,7 @@
 #include "migration/colo.h"
 #include "ram.h"
 #include "colo-ram.h"
+#include "colo-session.h"
 
 void migrate_start_colo_process(MigrationState *s)
 {
@@ -33,6 +34,11 @@ bool colo_guest_run_request(bool run, Error **errp)
 
 void colo_checkpoint_delay_set(void)
 {
+}
+
+bool colo_check_properties(MigrationState *s, Error **errp)
+{
+    return true;
 }
 
 void colo_shutdown(void)

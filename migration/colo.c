@@ -42,6 +42,7 @@
 #include "system/runstate.h"
 #include "system/cpus.h"
 #include "system/kvm.h"
+#include "system/cpu-throttle.h"
 #include "block/replication.h"
 #include "net/filter.h"
 #include "net/colo-compare.h"
@@ -91,7 +92,28 @@ typedef struct ColoPrimary {
     QEMUFile *from;         /* its return path */
     uint32_t seq;
     int64_t next_periodic_ms;
+    ColoCheckpointTimes times;  /* of the checkpoint in flight */
+    int64_t step_start_us;      /* when its current step began */
+    /*
+     * The live RAM phase's guess of what the guest dirties before it stops:
+     * when the last dirty-bitmap sync with the guest running began (or the
+     * guest resumed), and how long a stop takes after such a sync began
+     * (the longest of late, decaying, at least COLO_STOP_LAG_MIN_US).
+     */
+    int64_t sync_us;
+    int64_t stop_lag_us;
 } ColoPrimary;
+
+/* The current step of the checkpoint is over: time it, start the next. */
+static void colo_step_done(ColoPrimary *p, ColoStep step)
+{
+    int64_t now = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+
+    p->times.step_us[step] = now - p->step_start_us;
+    p->step_start_us = now;
+    trace_colo_checkpoint_step(p->seq, colo_step_name(step),
+                               p->times.step_us[step]);
+}
 
 static bool colo_primary_expect(ColoPrimary *p, ColoMsgType type,
                                 ColoMsg *msg, Error **errp)
@@ -105,35 +127,130 @@ static bool colo_primary_expect(ColoPrimary *p, ColoMsgType type,
 }
 
 /*
- * Send dirty RAM while the guest runs, until what is left is small or a few
- * rounds did not get it there (a guest dirtying faster than we send).
+ * -global migration.x-colo-max-residual: at least 16 pages, so that a guest
+ * that runs at all can meet it without being throttled to a halt.
  */
-#define COLO_LIVE_ROUNDS_MAX   3
-#define COLO_LIVE_DONE_BYTES   (1 * MiB)
+#define COLO_MAX_RESIDUAL_MIN   (64 * KiB)
+/* -global migration.x-colo-max-live-ms */
+#define COLO_MAX_LIVE_MS_MIN    10
+#define COLO_MAX_LIVE_MS_MAX    60000
+/*
+ * The least time the live RAM phase expects between a sync and the guest's
+ * stop: the BQL may be busy, and a miss costs a residual over the bound.
+ */
+#define COLO_STOP_LAG_MIN_US    500
 
+bool colo_check_properties(MigrationState *s, Error **errp)
+{
+    if (s->colo_max_residual < COLO_MAX_RESIDUAL_MIN) {
+        error_setg(errp, "migration.x-colo-max-residual must be at least "
+                   "%" PRIu64 " bytes (64K), not %" PRIu64,
+                   (uint64_t)COLO_MAX_RESIDUAL_MIN, s->colo_max_residual);
+        return false;
+    }
+    if (s->colo_max_live_ms < COLO_MAX_LIVE_MS_MIN ||
+        s->colo_max_live_ms > COLO_MAX_LIVE_MS_MAX) {
+        error_setg(errp, "migration.x-colo-max-live-ms must be between %d "
+                   "and %d ms, not %" PRIu32, COLO_MAX_LIVE_MS_MIN,
+                   COLO_MAX_LIVE_MS_MAX, s->colo_max_live_ms);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * The last round did not halve what is dirty: slow the guest's vCPUs down,
+ * to max-cpu-throttle at once if it did not shrink at all (a guest that
+ * writes its whole working set again within one round), else halving the
+ * share of time they run (cpu-throttle-initial first).
+ */
+static void colo_throttle_guest(ColoPrimary *p, bool shrank)
+{
+    int max = migrate_max_cpu_throttle();
+    int now = cpu_throttle_get_percentage();
+    int pct;
+
+    if (!shrank) {
+        pct = max;
+    } else if (!now) {
+        pct = migrate_cpu_throttle_initial();
+    } else {
+        pct = 100 - (100 - now) / 2;
+    }
+    pct = MIN(pct, max);
+    if (pct > now) {
+        bql_lock();
+        cpu_throttle_set(pct);
+        bql_unlock();
+        p->times.throttle_pct = pct;
+    }
+}
+
+/*
+ * The live RAM phase: rounds that each sync the dirty bitmap and send what
+ * it found, with the guest running, until the guest can stop with at most
+ * x-colo-max-residual bytes of RAM dirty: what the last sync found plus
+ * what the guest dirties until it is stopped, at its rate since the sync
+ * before.  While each round leaves at most half of what the one before it
+ * left, rounds alone get there; a guest that dirties about as fast as we
+ * send has its vCPUs throttled, as precopy's auto-converge does, until the
+ * checkpoint stops it (see colo_throttle_guest()).  A throttled vCPU runs
+ * 10 ms slices between sleeps, so the guest stops with little dirty only
+ * when the last round fell between two slices: it takes a high throttle
+ * for a guest that dirties much within one slice.  At x-colo-max-live-ms
+ * the guest stops with whatever is left, so a checkpoint always happens.
+ */
 static bool colo_primary_send_live_ram(ColoPrimary *p, Error **errp)
 {
-    for (int round = 0; round < COLO_LIVE_ROUNDS_MAX; round++) {
-        uint64_t must_precopy = 0, can_postcopy = 0;
+    uint64_t bound = p->s->colo_max_residual;
+    int64_t deadline = qemu_clock_get_us(QEMU_CLOCK_REALTIME) +
+                       p->s->colo_max_live_ms * (int64_t)1000;
+    uint64_t last = UINT64_MAX;
+
+    for (int round = 0; ; round++) {
+        uint64_t must_precopy = 0, can_postcopy = 0, pending, more;
+        int64_t sync_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME), now;
+        int running = 100 - cpu_throttle_get_percentage();
         int ret;
 
         /* Syncs the dirty bitmap; takes the BQL itself. */
         qemu_savevm_state_pending_exact(&must_precopy, &can_postcopy);
-        trace_colo_live_ram_round(round, must_precopy + can_postcopy);
-        if (must_precopy + can_postcopy < COLO_LIVE_DONE_BYTES) {
-            break;
+        now = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
+        pending = must_precopy + can_postcopy;
+        /* A throttled guest dirties in bursts: its rate while it runs. */
+        more = pending * p->stop_lag_us * 100 /
+               (MAX(sync_us - p->sync_us, 1) * running);
+        p->sync_us = sync_us;
+        trace_colo_live_ram_round(round, pending, more,
+                                  100 - running);
+        if (pending + more <= bound) {
+            return true;
         }
+        if (now >= deadline) {
+            trace_colo_live_ram_capped(pending);
+            return true;
+        }
+        if (round && pending > last / 2) {
+            colo_throttle_guest(p, pending < last);
+        }
+        last = pending;
+        p->times.live_rounds++;
         colo_arm("live RAM");
         do {
             ret = qemu_savevm_state_iterate(p->to, false);
-        } while (ret == 0 && !qemu_file_get_error(p->to));
+        } while (ret == 0 && !qemu_file_get_error(p->to) &&
+                 qemu_clock_get_us(QEMU_CLOCK_REALTIME) < deadline);
+        /*
+         * Out of QEMUFile's buffer now, so that the pause does not wait for
+         * the secondary to take in the round's tail.
+         */
+        qemu_fflush(p->to);
         colo_disarm();
         if (ret < 0 || qemu_file_get_error(p->to)) {
             error_setg(errp, "COLO: sending RAM failed");
             return false;
         }
     }
-    return true;
 }
 
 /*
@@ -197,6 +314,8 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     bool was_running = true;
 
     p->seq++;
+    p->times = (ColoCheckpointTimes) { 0 };
+    p->step_start_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     colo_set_phase(COLO_PHASE_CHECKPOINT);
     trace_colo_checkpoint_start(p->seq, colo_trigger_name(trigger));
 
@@ -206,6 +325,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
         !colo_primary_expect(p, COLO_MSG_CHECKPOINT_REPLY, &msg, errp)) {
         return false;
     }
+    colo_step_done(p, COLO_STEP_REQUEST);
 
     msg = (ColoMsg) { .type = COLO_MSG_RAM, .seq = p->seq };
     if (!colo_msg_send(p->to, &msg, errp)) {
@@ -215,17 +335,30 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (!colo_primary_send_live_ram(p, errp)) {
         return false;
     }
+    p->times.live_bytes = qemu_file_transferred(p->to) - ram_start;
     colo_fault_point(COLO_FAULT_AFTER_LIVE_RAM, p->seq);
 
     bql_lock();
+    colo_step_done(p, COLO_STEP_LIVE);
+    stop_us = p->step_start_us;
     was_running = runstate_is_running();
-    stop_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     colo_stop_guest();
+    if (was_running) {
+        p->stop_lag_us = MAX(qemu_clock_get_us(QEMU_CLOCK_REALTIME) -
+                             p->sync_us,
+                             MAX(p->stop_lag_us * 3 / 4, COLO_STOP_LAG_MIN_US));
+    }
+    /* The live RAM phase's throttle (or auto-converge's) ends here. */
+    if (cpu_throttle_active()) {
+        cpu_throttle_stop();
+    }
     colo_fault_point(COLO_FAULT_AFTER_STOP, p->seq);
+    colo_step_done(p, COLO_STEP_STOP);
     replication_get_error_all(errp);
     if (!*errp) {
         replication_do_checkpoint_all(errp);
     }
+    colo_step_done(p, COLO_STEP_DISKS);
     if (!*errp) {
         /*
          * The rest of RAM (with a dirty-bitmap sync) and QEMU_VM_EOF, with
@@ -238,11 +371,16 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
         if (qemu_file_get_error(p->to)) {
             error_setg(errp, "COLO: sending RAM failed");
         }
+        /* Set by the save's own bitmap sync, with the guest stopped. */
+        p->times.residual_bytes =
+            stat64_get(&mig_stats.dirty_bytes_last_sync);
+        colo_step_done(p, COLO_STEP_RAM);
     }
     if (!*errp) {
         dev_state = colo_save_device_state(&dev_len, errp);
         /* With the guest stopped: the client input its state holds. */
         colo_input_marks_save(input_marks);
+        colo_step_done(p, COLO_STEP_DEVICE);
     }
     bql_unlock();
     if (*errp) {
@@ -277,11 +415,13 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (*errp) {
         goto out;
     }
+    colo_step_done(p, COLO_STEP_SEND);
     colo_fault_point(COLO_FAULT_AFTER_DEVICE_STATE, p->seq);
     colo_fault_point(COLO_FAULT_BEFORE_RECEIVED, p->seq);
     if (!colo_primary_expect(p, COLO_MSG_RECEIVED, &msg, errp)) {
         goto out;
     }
+    colo_step_done(p, COLO_STEP_RECEIVED);
 
     /*
      * The secondary has the whole checkpoint.  Only now may the compares
@@ -304,11 +444,14 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     if (*errp) {
         goto out;
     }
-    pause_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME) - stop_us;
+    colo_step_done(p, COLO_STEP_RESUME);
+    pause_us = p->step_start_us - stop_us;
+    p->sync_us = p->step_start_us;
 
     colo_fault_point(COLO_FAULT_BEFORE_LOADED, p->seq);
     if (colo_primary_expect(p, COLO_MSG_LOADED, &msg, errp)) {
         colo_stats_checkpoint(trigger, pause_us, ram_bytes, dev_bytes);
+        colo_stats_steps(&p->times);
         colo_set_phase(COLO_PHASE_RUNNING);
     }
 
@@ -356,6 +499,9 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
 
     bql_lock();
     colo_failover_release(COLO_MODE_PRIMARY);
+    if (cpu_throttle_active()) {
+        cpu_throttle_stop();
+    }
     colo_release_guest();
     if (colo_session_checkpoints() == 0 && err &&
         !colo_failover_requested()) {
@@ -381,7 +527,8 @@ static void colo_primary_exit(ColoPrimary *p, Error *err)
 
 static void colo_primary_run(MigrationState *s)
 {
-    ColoPrimary p = { .s = s, .to = s->to_dst_file };
+    ColoPrimary p = { .s = s, .to = s->to_dst_file,
+                      .stop_lag_us = COLO_STOP_LAG_MIN_US };
     Error *err = NULL;
     ColoMsg msg;
     ColoTrigger trigger;
@@ -437,6 +584,7 @@ static void colo_primary_run(MigrationState *s)
         err = NULL;
     }
     vm_start();
+    p.sync_us = qemu_clock_get_us(QEMU_CLOCK_REALTIME);
     bql_unlock();
     colo_set_phase(COLO_PHASE_RUNNING);
     trace_colo_primary_running();

@@ -12,6 +12,7 @@ import tempfile
 import os
 import re
 import signal
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -19,7 +20,7 @@ from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
                        colo_status, linux_guest_args, start_pair,
                        wait_checkpoints)
 from colo_fault import FaultPoints  # noqa: E402
-from colo_vm import Vm, VmExited, guest_files, wait_for  # noqa: E402
+from colo_vm import DEFAULT_BINARY, Vm, VmExited, guest_files, wait_for  # noqa: E402
 from colo_fault import FaultPoints  # noqa: E402
 import smc_guest  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
@@ -106,6 +107,67 @@ def case_checkpoints_and_statistics():
         assert sp["device-state-bytes"] == ss["device-state-bytes"] > 0, (sp, ss)
         guest_runs(p.pri)
         guest_runs(p.sec)
+
+
+# -global migration.x-colo-max-residual's default (docs/system/qemu-colo.rst)
+DEFAULT_MAX_RESIDUAL = 1 << 20
+
+
+def case_residual_bounded(bound=None):
+    """A guest that dirties RAM faster than a live round sends it (the
+    boot-sector guest writes all of its 25344 pages over and over): every
+    checkpoint still stops the guest with at most the bound of dirty RAM
+    left (the default, or -global migration.x-colo-max-residual), whatever
+    the guest's write pattern; the live RAM phase gets there (more rounds,
+    then throttled vCPUs) within its time cap, and the guest runs on."""
+    extra = ["-global", "migration.x-colo-max-live-ms=20000"]
+    if bound:
+        extra += ["-global", "migration.x-colo-max-residual=%d" % bound]
+    limit = bound or DEFAULT_MAX_RESIDUAL
+    with Pair(primary_extra=extra) as p:
+        wait_checkpoints(p.pri, 6, 180)
+        st = colo_status(p.pri)
+        worst = st["max-steps"]
+        # The guest is the fast writer this case is about: its live phase
+        # sends many times the bound.
+        assert worst["live-bytes"] > 16 * limit, st
+        assert worst["residual-bytes"] <= limit, (
+            "residual %d bytes over the bound %d: %s" % (worst["residual-bytes"], limit, st))
+        guest_runs(p.pri)
+
+
+def case_live_time_cap():
+    """When the residual cannot get under the bound (the vCPU throttle held
+    at 20% by max-cpu-throttle, too little for this guest), the live RAM
+    phase ends at -global migration.x-colo-max-live-ms and the checkpoint
+    happens anyway, with the residual over the bound."""
+    cap_ms = 300
+    with Pair(primary_extra=["-global", "migration.x-colo-max-live-ms=%d" % cap_ms]) as p:
+        p.pri.cmd("migrate-set-parameters", **{"cpu-throttle-initial": 20,
+                                                "max-cpu-throttle": 20})
+        n = checkpoints(p.pri)
+        wait_checkpoints(p.pri, n + 4, 180)
+        st = colo_status(p.pri)
+        last, worst = st["last-steps"], st["max-steps"]
+        assert last["residual-bytes"] > DEFAULT_MAX_RESIDUAL, st
+        # A round stops at the cap within one send step (50 ms at most).
+        assert worst["live-us"] < (cap_ms + 500) * 1000, st
+        guest_runs(p.pri)
+
+
+def case_live_properties_refused():
+    """Bad values of the live RAM phase's properties stop QEMU at start with
+    a message that names the property and the allowed range."""
+    for prop, msg in (("x-colo-max-residual=0", "x-colo-max-residual must be at least"),
+                      ("x-colo-max-residual=4096", "x-colo-max-residual must be at least"),
+                      ("x-colo-max-residual=lots", "x-colo-max-residual"),
+                      ("x-colo-max-live-ms=0", "x-colo-max-live-ms must be between"),
+                      ("x-colo-max-live-ms=60001", "x-colo-max-live-ms must be between")):
+        r = subprocess.run([DEFAULT_BINARY, "-M", "none", "-display", "none",
+                            "-global", "migration." + prop],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        assert r.returncode != 0 and msg in r.stdout, (prop, r.returncode, r.stdout)
 
 
 def guest_ram_digest(vm, path, mem_mb=MEM_MB):
@@ -837,6 +899,14 @@ def case_guest_poweroff(no_shutdown):
 def main():
     t.check("pair enters COLO, checkpoints periodically and on request; statistics agree",
             case_checkpoints_and_statistics)
+    t.check("a guest dirtying faster than a live round sends: the residual RAM at the "
+            "stop stays under the default bound", case_residual_bounded)
+    t.check("the same under -global migration.x-colo-max-residual=256K",
+            case_residual_bounded, 256 << 10)
+    t.check("the live RAM phase ends at x-colo-max-live-ms when the residual cannot "
+            "get under the bound", case_live_time_cap)
+    t.check("x-colo-max-residual and x-colo-max-live-ms: bad values refused at start",
+            case_live_properties_refused)
     t.check("replica fidelity with a lazy-secondary detector: guests doing different "
             "work; RAM and CPU state identical after each checkpoint",
             case_replica_fidelity_lazy_secondary)
