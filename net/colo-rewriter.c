@@ -129,75 +129,55 @@ static void set32(uint8_t *field, uint32_t value, uint8_t *csum,
     wr16(field + 2, value);
 }
 
+/*
+ * The TCP option of @kind in the options @opt (its kind byte), its whole
+ * length in *@len; NULL if absent or the options are malformed before it.
+ */
+static uint8_t *find_option(uint8_t *opt, size_t opt_len, uint8_t kind,
+                            size_t *len)
+{
+    size_t i = 0;
+
+    while (i < opt_len && opt[i] != 0) {
+        if (opt[i] == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= opt_len || opt[i + 1] < 2 || i + opt[i + 1] > opt_len) {
+            break;
+        }
+        if (opt[i] == kind) {
+            *len = opt[i + 1];
+            return opt + i;
+        }
+        i += opt[i + 1];
+    }
+    return NULL;
+}
+
 /* Subtract @offset from both edges of every SACK block. */
 static bool rewrite_sack(uint8_t *opt, size_t opt_len, uint32_t offset,
                          uint8_t *csum, bool csum_partial)
 {
+    size_t len, b;
+    uint8_t *sack = find_option(opt, opt_len, 5, &len);
     bool changed = false;
-    size_t i = 0;
 
-    while (i < opt_len) {
-        uint8_t kind = opt[i];
-        size_t len;
-
-        if (kind == 0) {
-            break;
-        }
-        if (kind == 1) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= opt_len) {
-            break;
-        }
-        len = opt[i + 1];
-        if (len < 2 || i + len > opt_len) {
-            break;
-        }
-        if (kind == 5) {
-            size_t b;
-
-            for (b = i + 2; b + 8 <= i + len; b += 8) {
-                set32(opt + b, rd32(opt + b) - offset, csum, csum_partial);
-                set32(opt + b + 4, rd32(opt + b + 4) - offset, csum,
-                      csum_partial);
-                changed = true;
-            }
-        }
-        i += len;
+    for (b = 2; sack && b + 8 <= len; b += 8) {
+        set32(sack + b, rd32(sack + b) - offset, csum, csum_partial);
+        set32(sack + b + 4, rd32(sack + b + 4) - offset, csum, csum_partial);
+        changed = true;
     }
     return changed;
 }
 
-/* The timestamp option (RFC 7323: kind 8, length 10) in @opt, or NULL. */
+/* TSval and TSecr of the timestamp option (RFC 7323), or NULL. */
 static uint8_t *find_timestamps(uint8_t *opt, size_t opt_len)
 {
-    size_t i = 0;
+    size_t len;
+    uint8_t *ts = find_option(opt, opt_len, 8, &len);
 
-    while (i < opt_len) {
-        uint8_t kind = opt[i];
-        size_t len;
-
-        if (kind == 0) {
-            break;
-        }
-        if (kind == 1) {
-            i++;
-            continue;
-        }
-        if (i + 1 >= opt_len) {
-            break;
-        }
-        len = opt[i + 1];
-        if (len < 2 || i + len > opt_len) {
-            break;
-        }
-        if (kind == 8 && len == 10) {
-            return opt + i + 2;
-        }
-        i += len;
-    }
-    return NULL;
+    return ts && len == 10 ? ts + 2 : NULL;
 }
 
 static RwConn *conn_new(ColoRewriter *r, const RwKey *key, int64_t now_ns)

@@ -61,12 +61,9 @@ typedef struct Pkt {
     size_t len;
 } Pkt;
 
-/* A segment from the guest (port 80) or from the client (to port 80). */
-static void mk(Pkt *p, bool from_guest, uint32_t seq, uint32_t ack,
-               uint8_t flags, const char *data)
+/* A segment @t from the guest (port 80) or from the client (to port 80). */
+static void mk_segment(Pkt *p, bool from_guest, TfTcp t, const char *data)
 {
-    TfTcp t = { .seq = seq, .ack = ack, .flags = flags };
-
     if (from_guest) {
         t.src_ip = TF_GUEST_IP;
         t.dst_ip = TF_CLIENT_IP;
@@ -80,6 +77,22 @@ static void mk(Pkt *p, bool from_guest, uint32_t seq, uint32_t ack,
     }
     p->len = tf_tcp(p->buf, &t, data, data ? strlen(data) : 0);
     set_csum(p->buf, p->len);
+}
+
+static void mk(Pkt *p, bool from_guest, uint32_t seq, uint32_t ack,
+               uint8_t flags, const char *data)
+{
+    mk_segment(p, from_guest,
+               (TfTcp) { .seq = seq, .ack = ack, .flags = flags }, data);
+}
+
+/* ... with a timestamp option (RFC 7323): TSval @val, TSecr @ecr. */
+static void mk_ts(Pkt *p, bool from_guest, uint32_t seq, uint32_t ack,
+                  uint8_t flags, const char *data, uint32_t val, uint32_t ecr)
+{
+    mk_segment(p, from_guest,
+               (TfTcp) { .seq = seq, .ack = ack, .flags = flags,
+                         .opt_len = 12, .ts_val = val, .ts_ecr = ecr }, data);
 }
 
 static uint32_t seq_of(Pkt *p)
@@ -408,28 +421,6 @@ static void test_csum_partial(void)
     g_assert_cmpuint(lduw_be_p(p.buf + 34 + 16), ==, 0x1234);
     g_assert_cmpuint(seq_of(&p), ==, primary_isn + 1);
     colo_rewriter_free(r);
-}
-
-/* A segment with a timestamp option (RFC 7323): TSval @val, TSecr @ecr. */
-static void mk_ts(Pkt *p, bool from_guest, uint32_t seq, uint32_t ack,
-                  uint8_t flags, const char *data, uint32_t val, uint32_t ecr)
-{
-    TfTcp t = { .seq = seq, .ack = ack, .flags = flags, .opt_len = 12,
-                .ts_val = val, .ts_ecr = ecr };
-
-    if (from_guest) {
-        t.src_ip = TF_GUEST_IP;
-        t.dst_ip = TF_CLIENT_IP;
-        t.sport = GUEST_PORT;
-        t.dport = CLIENT_PORT;
-    } else {
-        t.src_ip = TF_CLIENT_IP;
-        t.dst_ip = TF_GUEST_IP;
-        t.sport = CLIENT_PORT;
-        t.dport = GUEST_PORT;
-    }
-    p->len = tf_tcp(p->buf, &t, data, data ? strlen(data) : 0);
-    set_csum(p->buf, p->len);
 }
 
 static uint32_t tsval_of(Pkt *p)
