@@ -7,6 +7,7 @@ something the test can see.
 Each case starts its own pair and tears it down; nothing is shared.
 """
 
+import contextlib
 import hashlib
 import tempfile
 import os
@@ -684,37 +685,16 @@ def case_guest_reset():
         guest_runs(p.sec)
 
 
-def case_reset_during_checkpoint():
-    """A reset (system_reset, or the guest rebooting itself) while a
-    checkpoint has the guest stopped.  QEMU's main loop then sets the run
-    state to prelaunch instead of leaving it 'colo'; the checkpoint must
-    still run the guest again (it stayed stopped for good, checkpoint after
-    checkpoint, with the pair 'protected').  The primary is held at the
-    point where it stopped its guest; the reset is done there."""
+@contextlib.contextmanager
+def pair_held_at(point):
+    """A pair that checkpoints only when asked, whose primary reports the
+    fault point @point: yields (pri, sec, points)."""
     points = FaultPoints()
     pri = sec = None
     try:
         pri, sec = start_pair(bootsect_guest_args(MEM_MB), delay_ms=600000,
-                              primary_env=points.env("after-stop"))
-        n = checkpoints(pri)
-        # changing x-checkpoint-delay checkpoints now (trigger "forced")
-        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
-        points.wait("after-stop", mode="primary")
-        assert run_state(pri) == "colo", run_state(pri)
-        pri.clear_events()
-        pri.cmd("system_reset")
-        pri.wait_event("RESET", 30)
-        points.release()
-        points.close()
-        wait_checkpoints(pri, n + 1)
-        pri.wait_for(lambda: run_state(pri) == "running", 30,
-                     "the primary's guest to run again after the checkpoint "
-                     "(run state %s)" % run_state(pri))
-        guest_runs(pri)
-        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 300})
-        wait_checkpoints(pri, checkpoints(pri) + 2)
-        assert run_state(pri) == "running", run_state(pri)
-        guest_runs(sec)
+                              primary_env=points.env(point))
+        yield pri, sec, points
     finally:
         points.close()
         for vm in (pri, sec):
@@ -722,21 +702,49 @@ def case_reset_during_checkpoint():
                 vm.shutdown()
 
 
+def checkpoint_held_at(pri, points, point, delay):
+    """Ask for a checkpoint (a new x-checkpoint-delay @delay does) and wait
+    until the primary stands at @point in it; returns the checkpoint count
+    before it."""
+    n = checkpoints(pri)
+    pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay})
+    points.wait(point, mode="primary")
+    return n
+
+
+def case_reset_during_checkpoint():
+    """A reset (system_reset, or the guest rebooting itself) while a
+    checkpoint has the guest stopped.  QEMU's main loop then sets the run
+    state to prelaunch instead of leaving it 'colo'; the checkpoint must
+    still run the guest again (it stayed stopped for good, checkpoint after
+    checkpoint, with the pair 'protected').  The primary is held at the
+    point where it stopped its guest; the reset is done there."""
+    with pair_held_at("after-stop") as (pri, sec, points):
+        n = checkpoint_held_at(pri, points, "after-stop", 600001)
+        assert run_state(pri) == "colo", run_state(pri)
+        pri.clear_events()
+        pri.cmd("system_reset")
+        pri.wait_event("RESET", 30)
+        points.close()
+        wait_checkpoints(pri, n + 1)
+        pri.wait_for(lambda: run_state(pri) == "running", 30,
+                     "the primary's guest to run again after the checkpoint "
+                     "(run state then: %s)" % run_state(pri))
+        guest_runs(pri)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 300})
+        wait_checkpoints(pri, checkpoints(pri) + 2)
+        assert run_state(pri) == "running", run_state(pri)
+        guest_runs(sec)
+
+
 def case_operator_stop_during_checkpoint():
     """The operator stops the primary's guest (QMP stop) while a checkpoint
     has it stopped: it must stay stopped (paused) after the checkpoint, not
     run on as if nobody had asked, and cont then runs it."""
-    points = FaultPoints()
-    pri = sec = None
-    try:
-        pri, sec = start_pair(bootsect_guest_args(MEM_MB), delay_ms=600000,
-                              primary_env=points.env("after-stop"))
-        n = checkpoints(pri)
-        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
-        points.wait("after-stop", mode="primary")
+    with pair_held_at("after-stop") as (pri, sec, points):
+        n = checkpoint_held_at(pri, points, "after-stop", 600001)
         assert run_state(pri) == "colo", run_state(pri)
         pri.cmd("stop")
-        points.release()
         points.close()
         wait_checkpoints(pri, n + 1)
         pri.wait_for(lambda: run_state(pri) != "colo", 30,
@@ -747,11 +755,6 @@ def case_operator_stop_during_checkpoint():
         assert run_state(pri) == "paused", run_state(pri)
         pri.cmd("cont")
         guest_runs(pri)
-    finally:
-        points.close()
-        for vm in (pri, sec):
-            if vm:
-                vm.shutdown()
 
 
 def case_operator_cont_during_checkpoint():
@@ -761,20 +764,13 @@ def case_operator_cont_during_checkpoint():
     checkpoint that does not hold what produced it), but when it ends.  The
     secondary's guest follows the primary's: stop and cont on it are
     refused while it is held."""
-    points = FaultPoints()
-    pri = sec = None
-    try:
-        pri, sec = start_pair(bootsect_guest_args(MEM_MB), delay_ms=600000,
-                              primary_env=points.env("before-received"))
+    with pair_held_at("before-received") as (pri, sec, points):
         pri.cmd("stop")
-        n = checkpoints(pri)
-        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600001})
-        points.wait("before-received", mode="primary")
+        n = checkpoint_held_at(pri, points, "before-received", 600001)
         pri.cmd("cont")
         assert run_state(pri) == "paused", \
             "the guest runs before the secondary has the checkpoint (%s)" \
             % run_state(pri)
-        points.release()
         points.close()
         wait_checkpoints(pri, n + 1)
         pri.wait_for(lambda: run_state(pri) == "running", 30,
@@ -788,11 +784,6 @@ def case_operator_cont_during_checkpoint():
         assert run_state(sec) == "colo", run_state(sec)
         expect_error(lambda: sec.cmd("cont"), "secondary")
         assert run_state(sec) == "colo", run_state(sec)
-    finally:
-        points.close()
-        for vm in (pri, sec):
-            if vm:
-                vm.shutdown()
 
 
 def case_replica_fidelity_after_reset():
