@@ -15,7 +15,6 @@ Figures only, no assertion.
 """
 
 import os
-import socket
 import sys
 import time
 
@@ -24,30 +23,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from colo_vm import Vm  # noqa: E402
-from e2e_pair import Pair, end_run, guest_args  # noqa: E402
-from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
+from e2e_pair import Pair, end_run, guest_args, http_get  # noqa: E402
+from topology import Topology, missing_requirements  # noqa: E402
 from spurious import TRIGGERS, colo_counts  # noqa: E402
 
 SIZE = 4 << 20
-
-
-def fetch(topo):
-    """One GET of /bulk on a fresh connection; returns (bytes, seconds)."""
-    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
-    t0 = time.monotonic()
-    try:
-        sock.settimeout(60)
-        sock.connect((GUEST_IP, 80))
-        sock.sendall(b"GET /bulk HTTP/1.0\r\nHost: guest\r\n\r\n")
-        got = 0
-        while True:
-            data = sock.recv(1 << 16)
-            if not data:
-                break
-            got += len(data)
-    finally:
-        sock.close()
-    return got, time.monotonic() - t0
 
 
 def pct(values, p):
@@ -60,7 +40,9 @@ def run(topo, duration, vm):
     t0 = time.monotonic()
     c0 = colo_counts(vm)
     while time.monotonic() - t0 < duration:
-        got, secs = fetch(topo)
+        t = time.monotonic()
+        got, _ = http_get(topo, "/bulk")
+        secs = time.monotonic() - t
         if got < SIZE:
             raise RuntimeError("short fetch: %d bytes" % got)
         times.append(secs)

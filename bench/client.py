@@ -67,7 +67,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from client import Client  # noqa: E402
 from colo_pair import bootsect_guest_args, linux_guest_args, start_pair  # noqa: E402
 from colo_vm import DEFAULT_BINARY, Vm  # noqa: E402
-from e2e_pair import CHECKPOINT_DELAY_MS, PORT, VARIANTS, Pair, end_run, guest_args  # noqa: E402
+from e2e_pair import (CHECKPOINT_DELAY_MS, PORT, VARIANTS, Pair,  # noqa: E402
+                      end_run, guest_args, http_get)
 from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
 from spurious import TRIGGERS, colo_counts  # noqa: E402
 import pause_steps  # noqa: E402
@@ -98,25 +99,14 @@ def http_run(topo, duration):
     lat, errors = [], 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < duration:
-        sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
         t = time.monotonic()
         try:
-            sock.settimeout(30)
-            sock.connect((GUEST_IP, 80))
-            sock.sendall(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n")
-            got = b""
-            while True:
-                data = sock.recv(4096)
-                if not data:
-                    break
-                got += data
-            if b" 200 " not in got.split(b"\r\n", 1)[0]:
-                raise OSError("bad answer %r" % got[:40])
+            _, head = http_get(topo, "/", 30)
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                raise OSError("bad answer %r" % head[:40])
             lat.append(time.monotonic() - t)
         except OSError:
             errors += 1
-        finally:
-            sock.close()
     return lat, errors, time.monotonic() - t0
 
 
@@ -148,25 +138,14 @@ def bulk_run(topo, duration):
     lat, errors = [], 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < duration:
-        sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
         t = time.monotonic()
         try:
-            sock.settimeout(60)
-            sock.connect((GUEST_IP, 80))
-            sock.sendall(b"GET /bulk HTTP/1.0\r\nHost: guest\r\n\r\n")
-            got = 0
-            while True:
-                data = sock.recv(1 << 16)
-                if not data:
-                    break
-                got += len(data)
+            got, _ = http_get(topo, "/bulk")
             if got < BULK_SIZE:
                 raise OSError("short fetch: %d bytes" % got)
             lat.append(time.monotonic() - t)
         except OSError:
             errors += 1
-        finally:
-            sock.close()
     return lat, errors, time.monotonic() - t0
 
 

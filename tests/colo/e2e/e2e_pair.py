@@ -263,6 +263,26 @@ def open_client(topo):
     return client
 
 
+def http_get(topo, path, timeout=60):
+    """GET @path from the guest's HTTP server (colo.http=1) on a fresh
+    connection from the client namespace, to the end of the answer; returns
+    (bytes received, its first 64 bytes).  Raises OSError."""
+    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((GUEST_IP, 80))
+        sock.sendall(b"GET %s HTTP/1.0\r\nHost: guest\r\n\r\n" % path.encode())
+        got, head = 0, b""
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                return got, head
+            head += data[:64 - len(head)]
+            got += len(data)
+    finally:
+        sock.close()
+
+
 def checkpoints(vm):
     return vm.cmd("query-colo-status").get("checkpoints", 0)
 

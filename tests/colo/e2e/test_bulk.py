@@ -17,7 +17,6 @@ does not wait.)
 """
 
 import os
-import socket
 import sys
 import time
 
@@ -26,30 +25,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from tap import Tap  # noqa: E402
-from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
-from e2e_pair import Pair, checkpoints, diagnose, end_run  # noqa: E402
+from topology import Topology, missing_requirements  # noqa: E402
+from e2e_pair import Pair, checkpoints, diagnose, end_run, http_get  # noqa: E402
 
 t = Tap()
 
 SIZE = 4 << 20
 FETCHES = 30        # before the fix about one fetch in ten stalled
-
-
-def fetch(topo):
-    """One GET of /bulk on a fresh connection; returns the bytes received."""
-    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(60)
-        sock.connect((GUEST_IP, 80))
-        sock.sendall(b"GET /bulk HTTP/1.0\r\nHost: guest\r\n\r\n")
-        got = 0
-        while True:
-            data = sock.recv(1 << 16)
-            if not data:
-                return got
-            got += len(data)
-    finally:
-        sock.close()
 
 
 def triggers(vm):
@@ -72,7 +54,7 @@ def case_bulk():
         before = triggers(pri)
         t0 = time.monotonic()
         for i in range(FETCHES):
-            got = fetch(topo)
+            got, _ = http_get(topo, "/bulk")
             assert got >= SIZE, "fetch %d: %d bytes, not the whole file" % (i, got)
         secs = time.monotonic() - t0
         waited = {k: v - before[k] for k, v in triggers(pri).items()}
