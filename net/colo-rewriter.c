@@ -224,12 +224,6 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
     }
     th = frame + info.l3_offset + info.ip_hdr_len;
     csum = th + 16;
-    ts = info.tcp_hdr_len > 20 ? find_timestamps(th + 20, info.tcp_hdr_len - 20)
-                               : NULL;
-    if (ts) {
-        tsval = rd32(ts);
-        tsecr = rd32(ts + 4);
-    }
     memset(&key, 0, sizeof(key));
     key.vlan_key = info.vlan_key;
     if (dir == COLO_FROM_GUEST) {
@@ -266,13 +260,22 @@ bool colo_rewriter_packet(ColoRewriter *r, ColoRewriteDir dir,
             c->isn_known = true;
             c->sec_isn = info.tcp_seq;
         }
-        /* the TSval the peer will echo from the primary's SYN, in ours */
-        c->ts_syn_known = ts != NULL;
-        c->sec_ts_syn = tsval;
     }
     if (!c) {
         /* not opened while we watched: same numbering on both guests */
         return false;
+    }
+    /* Parsed only for tracked connections: the option walk is per packet. */
+    ts = info.tcp_hdr_len > 20 ? find_timestamps(th + 20, info.tcp_hdr_len - 20)
+                               : NULL;
+    if (ts) {
+        tsval = rd32(ts);
+        tsecr = rd32(ts + 4);
+    }
+    if (dir == COLO_FROM_GUEST && syn) {
+        /* the TSval the peer will echo from the primary's SYN, in ours */
+        c->ts_syn_known = ts != NULL;
+        c->sec_ts_syn = tsval;
     }
     c->last_ns = now_ns;
 

@@ -228,6 +228,12 @@ def assert_replica_after_paused_checkpoint(pri, sec, mem, round_):
     pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 600000})
     wait_checkpoints(pri, n + 1, 180)
     wait_checkpoints(sec, n + 1, 180)
+    assert_same_state(pri, sec, mem, round_)
+
+
+def assert_same_state(pri, sec, mem, round_):
+    """Both guests stopped after a checkpoint: the secondary holds exactly
+    the primary's CPU state and RAM."""
     assert run_state(sec) != "running", run_state(sec)
     regs = [cpu_state(vm) for vm in (pri, sec)]
     assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
@@ -291,13 +297,7 @@ def case_secondary_runs_during_live_ram(multifd=False):
             points.release()
             wait_checkpoints(pri, seq, 180)
             wait_checkpoints(sec, seq, 180)
-            assert run_state(sec) != "running", run_state(sec)
-            regs = [cpu_state(vm) for vm in (pri, sec)]
-            assert regs[0] == regs[1], "round %d: CPU state differs:\n%s\n---\n%s" % (
-                round_, regs[0], regs[1])
-            dp = guest_ram_digest(pri, pri.path("ram.bin"), mem)
-            ds = guest_ram_digest(sec, sec.path("ram.bin"), mem)
-            assert dp == ds, "round %d: RAM differs (%s vs %s)" % (round_, dp, ds)
+            assert_same_state(pri, sec, mem, round_)
             pri.cmd("cont")
     finally:
         points.close()

@@ -287,6 +287,15 @@ def checkpoints(vm):
     return vm.cmd("query-colo-status").get("checkpoints", 0)
 
 
+def quiet_checkpoint(pri):
+    """No periodic checkpoint from now on; the change itself checkpoints
+    once (waited for)."""
+    c0 = checkpoints(pri)
+    pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 3600000})
+    pri.wait_for(lambda: checkpoints(pri) > c0, 60,
+                 "the checkpoint that follows the new delay")
+
+
 def secondary_failover(sec):
     """The documented failover sequence on the secondary."""
     if DISKS:

@@ -46,7 +46,7 @@ from tap import Tap  # noqa: E402
 from topology import Topology, missing_requirements  # noqa: E402
 from e2e_pair import (DISKS, VARIANTS, Pair, checkpoints, diagnose,  # noqa: E402
                       end_run, open_client, primary_alone, read_records,
-                      reprotect, secondary_failover)
+                      quiet_checkpoint, reprotect, secondary_failover)
 
 t = Tap()
 
@@ -156,15 +156,6 @@ def start_protected(run):
          "the secondary (secondary-packets %d, compared %d) although the client "
          "got %d answers" % (stat(pri, "/objects/comp0", "secondary-packets"),
                              compared, client.answers()))
-
-
-def quiet_checkpoint(pri):
-    """No periodic checkpoint from now on; the change itself checkpoints
-    once (waited for)."""
-    c0 = checkpoints(pri)
-    pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 3600000})
-    pri.wait_for(lambda: checkpoints(pri) > c0, 60,
-                 "the checkpoint that follows the new delay")
 
 
 def reset_and_reconnect(run):
