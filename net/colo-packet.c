@@ -95,7 +95,8 @@ static ColoParseError parse_ipv6(const uint8_t *data, size_t len,
 {
     const uint8_t *ip = data + info->l3_offset;
     size_t avail = len - info->l3_offset;
-    size_t payload;
+    size_t payload, hdr_len;
+    uint8_t proto;
 
     if (avail < 40) {
         return COLO_PARSE_SHORT_IP;
@@ -108,12 +109,36 @@ static ColoParseError parse_ipv6(const uint8_t *data, size_t len,
         return COLO_PARSE_BAD_IP_LEN;
     }
     info->ipv6 = true;
-    info->ip_hdr_len = 40;
     info->ip_total_len = 40 + payload;
-    info->ip_proto = ip[6];
     memcpy(info->src_addr, ip + 8, 16);
     memcpy(info->dst_addr, ip + 24, 16);
-    return parse_l4(data, info->l3_offset + 40, payload, 58, info);
+
+    /*
+     * Walk hop-by-hop, routing and destination options headers to the
+     * upper-layer header (RFC 8200 4.1): every MLD report carries a
+     * hop-by-hop Router Alert.  A fragment header ends the walk, like any
+     * header not listed: what follows it is compared as other IP.
+     */
+    hdr_len = 40;
+    proto = ip[6];
+    while (proto == 0 || proto == 43 || proto == 60) {
+        size_t ext_len;
+
+        if (hdr_len + 8 > info->ip_total_len) {
+            return COLO_PARSE_BAD_IP_EXT;
+        }
+        ext_len = ((size_t)ip[hdr_len + 1] + 1) * 8;
+        if (hdr_len + ext_len > info->ip_total_len) {
+            return COLO_PARSE_BAD_IP_EXT;
+        }
+        proto = ip[hdr_len];
+        hdr_len += ext_len;
+    }
+    info->ip_proto = proto;
+    info->ip_hdr_len = hdr_len;
+    info->ip_fragment = proto == 44;
+    return parse_l4(data, info->l3_offset + hdr_len,
+                    info->ip_total_len - hdr_len, 58, info);
 }
 
 static ColoParseError parse_ipv4(const uint8_t *data, size_t len,
@@ -214,6 +239,7 @@ const char *colo_parse_error_name(ColoParseError err)
         [COLO_PARSE_SHORT_UDP] = "truncated-udp",
         [COLO_PARSE_BAD_UDP_LEN] = "bad-udp-length",
         [COLO_PARSE_SHORT_ICMP] = "truncated-icmp",
+        [COLO_PARSE_BAD_IP_EXT] = "bad-ipv6-extension-header",
     };
 
     return (unsigned)err < COLO_PARSE__MAX ? names[err] : "unknown";

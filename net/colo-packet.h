@@ -11,7 +11,8 @@
  *
  * Accepted frames: Ethernet II, optionally with up to two 802.1Q/802.1ad
  * tags.  IPv4 and IPv6 are decoded down to TCP, UDP and ICMP/ICMPv6 (IPv6
- * extension headers are not walked: such packets count as other IP);
+ * hop-by-hop, routing and destination options headers are walked; behind
+ * a fragment or any other extension header a packet counts as other IP);
  * everything else (ARP, ...) is classified as non-IP and not looked into.
  * Ethernet padding after the IP total length is allowed and ignored.
  */
@@ -56,6 +57,7 @@ typedef enum ColoParseError {
     COLO_PARSE_SHORT_UDP,       /* UDP header cut off */
     COLO_PARSE_BAD_UDP_LEN,     /* UDP length < 8 or beyond IP data */
     COLO_PARSE_SHORT_ICMP,      /* ICMP header cut off */
+    COLO_PARSE_BAD_IP_EXT,      /* IPv6 extension header beyond the payload */
     COLO_PARSE__MAX,
 } ColoParseError;
 

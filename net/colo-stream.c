@@ -447,7 +447,9 @@ static uint16_t csum_replace(uint16_t s, uint16_t old, uint16_t new)
 
 /*
  * Can held primary segment @h be cut in two?  Not a SYN or an RST (they
- * are compared whole) nor urgent data (the pointer counts from its start);
+ * are compared whole) nor urgent data (the pointer counts from its start),
+ * nor IPv6 with extension headers (a routing header changes the checksum's
+ * pseudo-header; rare enough to stay whole);
  * and its offloads must be ones we know how to carry over: no vnet
  * header, or one asking at most for TCP segmentation and the TCP checksum.
  */
@@ -456,6 +458,7 @@ static bool tcp_splittable(const ColoHeld *h)
     const uint8_t *v = h->frame;
 
     if (h->syn || h->rst || h->paired || (h->info.tcp_flags & TCP_URG) ||
+        (h->info.ipv6 && h->info.ip_hdr_len != 40) ||
         h->vnet_hdr_len + h->info.payload_offset > SPLIT_MAX_HDR) {
         return false;
     }

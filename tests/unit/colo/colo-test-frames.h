@@ -188,6 +188,25 @@ static inline size_t tf_icmp6(uint8_t *buf, uint8_t type, bool dad,
     return off + 40 + 4 + len;
 }
 
+/*
+ * Insert an IPv6 extension header of @type and @len bytes (a multiple of 8)
+ * in front of the upper-layer header of the untagged IPv6 frame of
+ * @frame_len bytes at @buf; returns the new frame length.
+ */
+static inline size_t tf_ext6(uint8_t *buf, size_t frame_len, uint8_t type,
+                             size_t len)
+{
+    uint8_t *ip = buf + 14;
+
+    memmove(ip + 40 + len, ip + 40, frame_len - 14 - 40);
+    memset(ip + 40, 0, len);
+    ip[40] = ip[6];                         /* its next header */
+    ip[41] = type == 44 ? 0 : len / 8 - 1;  /* a fragment header: 8 bytes */
+    ip[6] = type;
+    stw_be_p(ip + 4, lduw_be_p(ip + 4) + len);
+    return frame_len + len;
+}
+
 static inline size_t tf_arp(uint8_t *buf, uint8_t last_byte)
 {
     size_t off = tf_eth(buf, 0, 0x0806);

@@ -100,20 +100,78 @@ static void test_parse_ipv6(void)
     g_assert_cmpint(colo_packet_parse(buf, len, &info), ==,
                     COLO_PARSE_BAD_IP_VERSION);
     buf[14] = 0x60;
-    /* ICMPv6, and an extension header (not walked) */
+    /* ICMPv6 */
     buf[14 + 6] = 58;
     g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
     g_assert_cmpint(info.kind, ==, COLO_PKT_ICMP);
-    buf[14 + 6] = 0;
-    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
-    g_assert_cmpint(info.kind, ==, COLO_PKT_IP_OTHER);
-    g_assert_cmpuint(info.payload_len, ==, 23);
+    buf[14 + 6] = 6;
     /* IPv4 addresses appear v4-mapped */
     len = tf_udp(buf, 1, 2, "x", 1, 1);
     g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
     g_assert_false(info.ipv6);
     g_assert_cmpuint(info.src_addr[10], ==, 0xff);
     g_assert_cmpuint(ldl_be_p(info.src_addr + 12), ==, TF_GUEST_IP);
+}
+
+/*
+ * The upper-layer header behind hop-by-hop, routing and destination
+ * options headers: Linux sends every MLD report with a hop-by-hop Router
+ * Alert, and it must still be seen as ICMPv6 (link control).  A fragment
+ * header ends the walk (the upper-layer header is only in the first
+ * fragment), as does any other header; a header cut off is malformed.
+ */
+static void test_parse_ipv6_extension_headers(void)
+{
+    uint8_t mld[24] = { 0, 0, 0, 1, 4, 0, 0, 0, 0xff, 0x02, [23] = 0xfb };
+    TfTcp t = { .seq = 77, .ack = 5, .flags = COLO_TCP_ACK };
+    ColoPacketInfo info;
+    size_t len = tf_icmp6(buf, 143, false, 0x16, mld, sizeof(mld));
+
+    len = tf_ext6(buf, len, 0, 8);
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
+    g_assert_cmpint(info.kind, ==, COLO_PKT_ICMP);
+    g_assert_cmpuint(info.icmp_type, ==, 143);
+    g_assert_cmpuint(info.ip_proto, ==, 58);
+    g_assert_cmpuint(info.ip_hdr_len, ==, 48);
+    g_assert_cmpuint(info.payload_offset, ==, 14 + 48);
+    g_assert_cmpuint(info.payload_len, ==, 4 + sizeof(mld));
+
+    /* TCP behind hop-by-hop, routing and destination options (16 bytes) */
+    len = tf_tcp6(buf, &t, false, "six", 3);
+    len = tf_ext6(buf, len, 60, 16);
+    len = tf_ext6(buf, len, 43, 8);
+    len = tf_ext6(buf, len, 0, 8);
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
+    g_assert_cmpint(info.kind, ==, COLO_PKT_TCP);
+    g_assert_cmpuint(info.ip_hdr_len, ==, 72);
+    g_assert_cmpuint(info.tcp_seq, ==, 77);
+    g_assert_cmpuint(info.src_port, ==, 80);
+    g_assert_cmpuint(info.payload_len, ==, 3);
+    g_assert(memcmp(buf + info.payload_offset, "six", 3) == 0);
+    /* every cut inside the headers is malformed, never read past */
+    for (size_t cut = 14 + 40; cut < info.payload_offset; cut++) {
+        g_autofree uint8_t *copy = g_memdup2(buf, cut);
+        ColoPacketInfo cut_info;
+
+        stw_be_p(copy + 14 + 4, cut - 14 - 40);
+        g_assert_cmpint(colo_packet_parse(copy, cut, &cut_info), !=,
+                        COLO_PARSE_OK);
+    }
+    /* a header whose length runs past the payload */
+    buf[14 + 40 + 1] = 200;
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==,
+                    COLO_PARSE_BAD_IP_EXT);
+
+    /* a fragment header ends the walk: other IP, marked a fragment */
+    len = tf_tcp6(buf, &t, false, "six", 3);
+    len = tf_ext6(buf, len, 44, 8);
+    len = tf_ext6(buf, len, 0, 8);
+    g_assert_cmpint(colo_packet_parse(buf, len, &info), ==, COLO_PARSE_OK);
+    g_assert_cmpint(info.kind, ==, COLO_PKT_IP_OTHER);
+    g_assert_cmpuint(info.ip_proto, ==, 44);
+    g_assert_true(info.ip_fragment);
+    g_assert_cmpuint(info.payload_offset, ==, 14 + 48);
+    g_assert_cmpuint(info.payload_len, ==, 8 + 20 + 3);
 }
 
 static void test_parse_fragment(void)
@@ -425,6 +483,8 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-packet/parse/udp-icmp-arp-vlan",
                     test_parse_udp_icmp_arp_vlan);
     g_test_add_func("/colo-packet/parse/ipv6", test_parse_ipv6);
+    g_test_add_func("/colo-packet/parse/ipv6-extension-headers",
+                    test_parse_ipv6_extension_headers);
     g_test_add_func("/colo-packet/parse/fragment", test_parse_fragment);
     g_test_add_func("/colo-packet/parse/every-truncation",
                     test_parse_every_truncation);
