@@ -2,8 +2,14 @@
 """What the client feels, three ways in one run: the same guest and the same
 client against
 
-  unprotected  the VM alone on the network, an identical second VM running
-               beside it (not protected), so that both pay for the same CPU
+  unprotected  the VM alone on the network, an identical second VM (its
+               twin) running idle beside it, not protected
+  unprot-busy  the same, but the twin serves the same workload at the same
+               time, from a second client of its own (on the secondary
+               host's namespace, cut off from the switch): both VMs work, as
+               a COLO pair's do, so that both ways pay for the same CPU.  On
+               this 2-core machine a COLO secondary takes about half of
+               what the VMs get; the idle twin does not.
   colo         our COLO pair (x-checkpoint-delay 2000 ms, as the e2e suites)
   upstream     upstream QEMU 10.0.13's own COLO, built by
                bench/upstream-build.sh with only its one-line lock fix, run
@@ -52,6 +58,7 @@ Usage: client.py [--duration S] [--checkpoints N] [--only client|pause]
 """
 
 import argparse
+import multiprocessing
 import os
 import re
 import socket
@@ -69,7 +76,8 @@ from colo_pair import bootsect_guest_args, linux_guest_args, start_pair  # noqa:
 from colo_vm import DEFAULT_BINARY, Vm  # noqa: E402
 from e2e_pair import (CHECKPOINT_DELAY_MS, PORT, VARIANTS, Pair,  # noqa: E402
                       end_run, guest_args, http_get)
-from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
+from topology import (CLIENT_IP, GUEST_IP, GUEST_MAC, Topology,  # noqa: E402
+                      missing_requirements)
 from spurious import TRIGGERS, colo_counts  # noqa: E402
 import pause_steps  # noqa: E402
 
@@ -225,19 +233,76 @@ def run_workloads(topo, duration, counts):
     return out
 
 
-def way_unprotected(duration):
+class TwinSide:
+    """What the workloads need of a topology (its client namespace and
+    socket_in), for the twin's own client: the secondary host's namespace,
+    where the twin's tap0 is cut off from the switch and carries the
+    client's address (twin_network)."""
+
+    def __init__(self, topo):
+        self.client = topo.sec
+        self.socket_in = topo.socket_in
+
+
+def twin_network(topo):
+    topo.ip(topo.sec, "link", "set", "tap0", "nomaster")
+    topo.ip(topo.sec, "addr", "add", "%s/24" % CLIENT_IP, "dev", "tap0")
+    topo.ip(topo.sec, "neigh", "replace", GUEST_IP, "lladdr", GUEST_MAC,
+            "dev", "tap0", "nud", "permanent")
+
+
+def twin_worker(fn, side, duration, conn):
+    lat, errors, secs = fn(side, duration)
+    conn.send((len(lat), errors, secs))
+
+
+def run_workloads_twin_busy(topo, duration):
+    """Each workload against the VM while the twin serves the same one from
+    its own client, in a process of its own; the twin's runs 2 s longer, so
+    that it covers the measured one."""
+    out = {}
+    ctx = multiprocessing.get_context("fork")
+    for name, fn in WORKLOADS:
+        rx, tx = ctx.Pipe(duplex=False)
+        load = ctx.Process(target=twin_worker, daemon=True,
+                           args=(fn, TwinSide(topo), duration + 2, tx))
+        load.start()
+        try:
+            lat, errors, secs = fn(topo, duration)
+            if not rx.poll(duration + 150):
+                raise RuntimeError("the twin's %s load did not end" % name)
+            n, t_errors, t_secs = rx.recv()
+        finally:
+            load.terminate()
+            load.join(30)
+        twin = "twin served %.1f %s" % (n / t_secs * (BULK_SIZE / 1e6 if name == "bulk" else 1),
+                                        "MB/s" if name == "bulk" else "req/s")
+        out[name] = (lat, errors, secs, "n/a (not protected; %s%s)"
+                     % (twin, ", %d errors" % t_errors if t_errors else ""), None)
+    return out
+
+
+def way_unprotected(duration, busy_twin=False):
     topo = Topology()
     vm = twin = None
     try:
         topo.setup()
         vm = Vm(guest_args(APPEND, GUEST), name="unprotected",
                 prefix=topo.exec_prefix(topo.pri))
-        twin = Vm(guest_args(APPEND, GUEST)[:-4], name="twin",
-                  prefix=topo.exec_prefix(topo.sec))
+        if busy_twin:
+            twin_network(topo)
+            twin = Vm(guest_args(APPEND, GUEST), name="twin",
+                      prefix=topo.exec_prefix(topo.sec))
+        else:
+            twin = Vm(guest_args(APPEND, GUEST)[:-4], name="twin",
+                      prefix=topo.exec_prefix(topo.sec))
         vm.start()
         twin.start()
         vm.serial_wait("COLO-GUEST: ready", 240)
-        return run_workloads(topo, duration, Counts())
+        if not busy_twin:
+            return run_workloads(topo, duration, Counts())
+        twin.serial_wait("COLO-GUEST: ready", 240)
+        return run_workloads_twin_busy(topo, duration)
     finally:
         end_run(topo, None, vm and vm.shutdown, twin and twin.shutdown)
 
@@ -287,7 +352,7 @@ def report_client(results, duration):
                      pct(lat, 50) * 1000, p99[way], max(lat) * 1000,
                      "  errors %d" % errors if errors else "", ckpt,
                      "  longest hold %s" % hold if hold else ""))
-        for other in ("unprotected", "upstream"):
+        for other in ("unprotected", "unprot-busy", "upstream"):
             if "colo" in rate and other in rate:
                 print("ratio colo/%s: %s %.2f, p99 latency %.2f"
                       % (other, "MB/s" if wl == "bulk" else "req/s",
@@ -411,6 +476,7 @@ def main():
 
     if args.only != "pause":
         results = {"unprotected": attempt(way_unprotected, args.duration),
+                   "unprot-busy": attempt(way_unprotected, args.duration, True),
                    "colo": attempt(way_colo, args.duration)}
         results["upstream"] = (up_err if upstream is None else
                                attempt(way_colo, args.duration, upstream))
