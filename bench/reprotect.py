@@ -38,8 +38,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
-import test_reprotect as R  # noqa: E402
-from colo_vm import wait_for  # noqa: E402
+import tool_pair as R  # noqa: E402
+from colo_vm import guest_files, wait_for  # noqa: E402
+from e2e_pair import open_client  # noqa: E402
 from topology import missing_requirements  # noqa: E402
 
 
@@ -91,7 +92,7 @@ def main():
                     help="stop the guest when the mirror is ready (former order)")
     a = ap.parse_args()
     why = missing_requirements()
-    if why is None and not os.path.exists(R.guest_files()["initrd"]):
+    if why is None and not os.path.exists(guest_files()["initrd"]):
         why = "no test guest (run make guest)"
     if why:
         print("reprotect benchmark skipped: %s" % why)
@@ -107,7 +108,7 @@ def main():
         t0 = time.monotonic()
         pair.start_protected()
         fig["protect_s"] = time.monotonic() - t0        # includes the boot
-        client = R.open_client(topo)
+        client = open_client(topo)
         clients.append(client)
         t_base = time.monotonic()
         wait_for(lambda: time.monotonic() - t_base > a.baseline_s, a.baseline_s + 60,
