@@ -34,6 +34,7 @@
  */
 
 #include "qemu/osdep.h"
+#include "qemu/units.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
 #include "qemu/error-report.h"
@@ -43,6 +44,7 @@
 #include "qemu/timer.h"
 #include "qom/object_interfaces.h"
 #include "chardev/char-fe.h"
+#include "chardev/char-socket.h"
 #include "block/aio.h"
 #include "block/aio-wait.h"
 #include "system/iothread.h"
@@ -94,6 +96,7 @@ struct ColoCompare {
     uint64_t expired_scan_cycle_ms;
     uint64_t max_queue_size;
     bool vnet_hdr;
+    bool test_hold_primary_input;   /* test-only; atomic, read in iothread */
 
     bool completed;
     IOThread *iothread;
@@ -121,6 +124,7 @@ struct ColoCompare {
     /* compare_list_lock */
     QTAILQ_ENTRY(ColoCompare) next;
     int event;
+    int64_t event_deadline_ms;      /* QEMU_CLOCK_REALTIME */
     uint64_t event_target_gen;
     uint64_t event_done_gen;
 
@@ -275,6 +279,22 @@ static void compare_read(void *opaque, const uint8_t *buf, int size)
     colo_frame_reader_feed(&in->reader, buf, size);
 }
 
+/*
+ * Test-only (x-test-hold-primary-input): the primary's frames stay unread
+ * in primary_in's socket, as when this thread has not got to them yet.
+ */
+static int compare_can_read(void *opaque)
+{
+    ColoCompareInput *in = opaque;
+    ColoCompare *s = in->owner;
+
+    if (in == &s->in[COLO_PRIMARY] &&
+        qatomic_read(&s->test_hold_primary_input)) {
+        return 0;
+    }
+    return colo_proxy_can_read(opaque);
+}
+
 static void compare_chr_event(void *opaque, QEMUChrEvent event)
 {
     ColoCompareInput *in = opaque;
@@ -326,18 +346,63 @@ static void scan_timer_cb(void *opaque)
               s->expired_scan_cycle_ms);
 }
 
+/*
+ * Read what waits in primary_in's socket now, before a checkpoint's flush.
+ * The guest is stopped and the redirector wrote its frames synchronously,
+ * so all the primary sent before the checkpoint is there, but this thread
+ * may not have read it yet (a pause of a millisecond leaves little time).
+ * A frame read only after the flush would wait for a copy that the
+ * secondary, loaded with a state that already sent it, never sends: a
+ * fresh connection's SYN-ACK so waited for the client's SYN retransmission
+ * (1 s).  Only a socket chardev (what an iothread needs) without telnet is
+ * read here; the chardev's own handler then finds nothing (EAGAIN), and an
+ * end of file is left to it.
+ */
+static void compare_drain_primary(ColoCompare *s)
+{
+    ColoCompareInput *in = &s->in[COLO_PRIMARY];
+    Chardev *chr = qemu_chr_fe_get_driver(&in->chr);
+    SocketChardev *sock;
+    uint8_t buf[16 * KiB];
+    ssize_t n;
+
+    if (!chr || !object_dynamic_cast(OBJECT(chr), TYPE_CHARDEV_SOCKET)) {
+        return;
+    }
+    sock = SOCKET_CHARDEV(chr);
+    if (sock->state != TCP_CHARDEV_STATE_CONNECTED || !sock->ioc ||
+        sock->do_telnetopt) {
+        return;
+    }
+    while ((n = qio_channel_read(sock->ioc, (char *)buf, sizeof(buf),
+                                 NULL)) > 0) {
+        trace_colo_compare_drained(compare_id(s), (size_t)n);
+        compare_read(in, buf, n);
+    }
+}
+
 static void event_bh_cb(void *opaque)
 {
     ColoCompare *s = opaque;
+    int64_t deadline_ms;
     int event;
 
     qemu_mutex_lock(&compare_list_lock);
     event = s->event;
+    deadline_ms = s->event_deadline_ms;
     qemu_mutex_unlock(&compare_list_lock);
 
     trace_colo_compare_event(compare_id(s), event);
     switch (event) {
     case COLO_EVENT_CHECKPOINT:
+        /*
+         * Past the deadline the controller stopped waiting and the guest
+         * may run again: what waits in the socket may be newer than the
+         * checkpoint, and is left to the normal path.
+         */
+        if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline_ms) {
+            compare_drain_primary(s);
+        }
         compare_flush(s);
         break;
     case COLO_EVENT_FAILOVER:
@@ -414,6 +479,7 @@ void colo_notify_compares_event(void *opaque, int event, Error **errp)
     gen = ++compare_event_gen;
     QTAILQ_FOREACH(s, &compare_list, next) {
         s->event = event;
+        s->event_deadline_ms = deadline;
         s->event_target_gen = gen;
         qemu_bh_schedule(s->event_bh);
     }
@@ -472,7 +538,7 @@ static void input_start(ColoCompare *s, ColoCompareInput *in, bool vnet_hdr,
     colo_frame_reader_init(&in->reader, vnet_hdr, max_len, on_frame,
                            compare_frame_rejected, in);
     in->reader_ready = true;
-    qemu_chr_fe_set_handlers(&in->chr, colo_proxy_can_read, compare_read,
+    qemu_chr_fe_set_handlers(&in->chr, compare_can_read, compare_read,
                              compare_chr_event, NULL, in,
                              iothread_get_g_main_context(s->iothread), true);
 }
@@ -711,6 +777,22 @@ static void set_vnet_hdr(Object *obj, bool value, Error **errp)
     s->vnet_hdr = value;
 }
 
+static bool get_test_hold_primary_input(Object *obj, Error **errp)
+{
+    return qatomic_read(&COLO_COMPARE(obj)->test_hold_primary_input);
+}
+
+static void set_test_hold_primary_input(Object *obj, bool value, Error **errp)
+{
+    ColoCompare *s = COLO_COMPARE(obj);
+
+    qatomic_set(&s->test_hold_primary_input, value);
+    if (!value && s->completed) {
+        /* the iothread asks can_read again when it wakes up */
+        aio_notify(s->ctx);
+    }
+}
+
 typedef enum {
     STAT_PACKETS_COMPARED,
     STAT_BYTES_COMPARED,
@@ -888,6 +970,9 @@ static void colo_compare_class_init(ObjectClass *oc, void *data)
     }
     object_class_property_add_bool(oc, "vnet_hdr_support", get_vnet_hdr,
                                    set_vnet_hdr);
+    object_class_property_add_bool(oc, "x-test-hold-primary-input",
+                                   get_test_hold_primary_input,
+                                   set_test_hold_primary_input);
     for (i = 0; i < STAT__MAX; i++) {
         object_class_property_add(oc, stat_names[i], "uint64", get_stat,
                                   NULL, NULL, (void *)(uintptr_t)i);

@@ -33,6 +33,7 @@ SUITES_TABLE=(
     "e2e-smp2|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py --variant smp2 1 2 3 4 7 8"
     "quiet-secondary|qemu-img|$PYTHON $top/tests/colo/e2e/test_quiet_secondary.py"
     "bulk|qemu-img|$PYTHON $top/tests/colo/e2e/test_bulk.py"
+    "flush-order|qemu-img|$PYTHON $top/tests/colo/e2e/test_flush_order.py"
     "faults|qemu-img|$PYTHON $top/tests/colo/e2e/test_faults.py"
     "soak-short|qemu-img|$PYTHON $top/tests/colo/e2e/soak.py --short"
     "reprotect|qemu-img tools/colo/qemu-colo-ctl|$PYTHON $top/tests/colo/e2e/test_reprotect.py config rounds"
