@@ -26,13 +26,9 @@ from colo_vm import Vm  # noqa: E402
 from e2e_pair import Pair, end_run, guest_args, http_get  # noqa: E402
 from topology import Topology, missing_requirements  # noqa: E402
 from spurious import TRIGGERS, colo_counts  # noqa: E402
+from figures import pct  # noqa: E402
 
 SIZE = 4 << 20
-
-
-def pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
 
 
 def run(topo, duration, vm):

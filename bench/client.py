@@ -80,15 +80,11 @@ from topology import (CLIENT_IP, GUEST_IP, GUEST_MAC, Topology,  # noqa: E402
                       missing_requirements)
 from spurious import TRIGGERS, colo_counts  # noqa: E402
 import pause_steps  # noqa: E402
+from figures import pct  # noqa: E402
 
 GUEST = VARIANTS["ipv6"]
 APPEND = "colo.http=1"
 TRACE_RE = re.compile(r"@(\d+)\.(\d+):colo_send_message Send 'checkpoint-request'")
-
-
-def pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
 
 
 def upstream_binary():

@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from colo_pair import colo_status, linux_guest_args, start_pair  # noqa: E402
 import pause_steps  # noqa: E402
+from figures import pct  # noqa: E402
 
 
 def memcpy_ms(nbytes, repeat=5):
@@ -37,12 +38,6 @@ def memcpy_ms(nbytes, repeat=5):
         ctypes.memmove(dst, src, nbytes)
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
-
-
-def percentile(values, p):
-    values = sorted(values)
-    k = min(len(values) - 1, max(0, int(round(p / 100.0 * (len(values) - 1)))))
-    return values[k]
 
 
 def run_one(delay_ms, n_checkpoints):
@@ -87,7 +82,7 @@ def main():
           "(%d checkpoints per delay)" % args.checkpoints)
     for delay in (int(d) for d in args.delays.split(",")):
         pauses, per_ckpt, rate, max_pause, steps = run_one(delay, args.checkpoints)
-        med, p99 = statistics.median(pauses), percentile(pauses, 99)
+        med, p99 = statistics.median(pauses), pct(pauses, 99)
         copy = memcpy_ms(per_ckpt)
         target = 3 * copy + 5
         print("delay %4d ms: pause median %.2f ms, p99 %.2f ms, max %.2f ms; "

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 import test_heartbeat as th  # noqa: E402
 from test_e2e import Pair, end_run  # noqa: E402
 from topology import Topology, missing_requirements  # noqa: E402
+from figures import pct  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -95,11 +96,6 @@ def trial(cost_seconds):
         return out
     finally:
         end_run(topo, client, agents and agents.stop, pair and pair.stop)
-
-
-def pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
 def main():

@@ -33,11 +33,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from client import Client  # noqa: E402
 from e2e_pair import PORT, VARIANTS, Pair, end_run  # noqa: E402
 from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
-
-
-def pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+from figures import pct  # noqa: E402
 
 
 def run(duration, delay_ms, dirty_mb, copy_mb):

@@ -4,6 +4,7 @@ summary line per run for the pause benchmarks (colo_pause.py, client.py).
 """
 
 import statistics
+from figures import pct
 
 # The guest runs during these; the pause (STOP to RESUME) is the rest.
 RUNNING = ("request", "live")
@@ -27,11 +28,6 @@ def sample(vm, after, pause_ms, timeout=30):
     return st["checkpoints"], steps
 
 
-def _pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
-
-
 def summary(samples):
     """Lines: each step's median and p99 in ms, then the live phase's
     rounds, the residual RAM and the throttle."""
@@ -40,7 +36,7 @@ def summary(samples):
         return ["steps: n/a (no per-step figures)"]
 
     def ms(step, p):
-        return _pct([s[step + "-us"] / 1000.0 for s in samples], p)
+        return pct([s[step + "-us"] / 1000.0 for s in samples], p)
 
     def line(steps):
         return "  ".join("%s %.2f/%.2f" % (name, ms(name, 50), ms(name, 99))

@@ -42,11 +42,7 @@ import tool_pair as R  # noqa: E402
 from colo_vm import guest_files, wait_for  # noqa: E402
 from e2e_pair import open_client  # noqa: E402
 from topology import missing_requirements  # noqa: E402
-
-
-def percentile(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
+from figures import pct  # noqa: E402
 
 
 def lat_figures(recs):
@@ -54,7 +50,7 @@ def lat_figures(recs):
     if not lat:
         return None
     return {"n": len(lat), "median": statistics.median(lat),
-            "p99": percentile(lat, 99), "max": max(lat)}
+            "p99": pct(lat, 99), "max": max(lat)}
 
 
 def fmt(f):

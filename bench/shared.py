@@ -32,11 +32,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from colo_vm import wait_for  # noqa: E402
 from topology import Topology  # noqa: E402
 import test_reprotect as tr  # noqa: E402
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
+from figures import pct  # noqa: E402
 
 
 def run_one(shared, n_checkpoints, disk_size):

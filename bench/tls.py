@@ -30,11 +30,7 @@ from topology import PRI_LINK_IP, SEC_LINK_IP, Topology  # noqa: E402
 import tls_certs  # noqa: E402
 import test_reprotect as tr  # noqa: E402
 import test_tls  # noqa: E402
-
-
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
+from figures import pct  # noqa: E402
 
 
 def run_one(certs, tls, n_checkpoints):
