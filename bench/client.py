@@ -287,11 +287,9 @@ def way_unprotected(duration, busy_twin=False):
                 prefix=topo.exec_prefix(topo.pri))
         if busy_twin:
             twin_network(topo)
-            twin = Vm(guest_args(APPEND, GUEST), name="twin",
-                      prefix=topo.exec_prefix(topo.sec))
-        else:
-            twin = Vm(guest_args(APPEND, GUEST)[:-4], name="twin",
-                      prefix=topo.exec_prefix(topo.sec))
+        # idle: without its NIC (the last four arguments)
+        twin = Vm(guest_args(APPEND, GUEST)[:None if busy_twin else -4],
+                  name="twin", prefix=topo.exec_prefix(topo.sec))
         vm.start()
         twin.start()
         vm.serial_wait("COLO-GUEST: ready", 240)

@@ -25,7 +25,8 @@
  *    it schedules event_bh on every instance and waits, at most
  *    COMPARE_EVENT_TIMEOUT_MS, for all of them.
  *  - compare_list_lock protects compare_list, the event generation fields
- *    of every instance, and goes with compare_list_cond.
+ *    of every instance and compare_event_deadline_ms, and goes with
+ *    compare_list_cond.
  *  - stats_lock protects the statistics snapshot read by QOM getters.
  *  - notifier_lock protects checkpoint_notifiers: the controller
  *    registers and unregisters from its own thread, request_bh runs the
@@ -124,7 +125,6 @@ struct ColoCompare {
     /* compare_list_lock */
     QTAILQ_ENTRY(ColoCompare) next;
     int event;
-    int64_t event_deadline_ms;      /* QEMU_CLOCK_REALTIME */
     uint64_t event_target_gen;
     uint64_t event_done_gen;
 
@@ -139,6 +139,8 @@ static QemuCond compare_list_cond;
 static QTAILQ_HEAD(, ColoCompare) compare_list =
     QTAILQ_HEAD_INITIALIZER(compare_list);
 static uint64_t compare_event_gen;
+/* When colo_notify_compares_event() stops waiting (QEMU_CLOCK_REALTIME) */
+static int64_t compare_event_deadline_ms;
 static QemuMutex notifier_lock;
 static NotifierList checkpoint_notifiers =
     NOTIFIER_LIST_INITIALIZER(checkpoint_notifiers);
@@ -389,7 +391,7 @@ static void event_bh_cb(void *opaque)
 
     qemu_mutex_lock(&compare_list_lock);
     event = s->event;
-    deadline_ms = s->event_deadline_ms;
+    deadline_ms = compare_event_deadline_ms;
     qemu_mutex_unlock(&compare_list_lock);
 
     trace_colo_compare_event(compare_id(s), event);
@@ -477,9 +479,9 @@ void colo_notify_compares_event(void *opaque, int event, Error **errp)
 
     qemu_mutex_lock(&compare_list_lock);
     gen = ++compare_event_gen;
+    compare_event_deadline_ms = deadline;
     QTAILQ_FOREACH(s, &compare_list, next) {
         s->event = event;
-        s->event_deadline_ms = deadline;
         s->event_target_gen = gen;
         qemu_bh_schedule(s->event_bh);
     }
