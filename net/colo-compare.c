@@ -97,7 +97,9 @@ struct ColoCompare {
     uint64_t expired_scan_cycle_ms;
     uint64_t max_queue_size;
     bool vnet_hdr;
-    bool test_hold_primary_input;   /* test-only; atomic, read in iothread */
+    /* test-only; atomic, read in the iothread */
+    bool test_hold_input[2];        /* indexed by ColoSide */
+    bool test_hold_events;
 
     bool completed;
     IOThread *iothread;
@@ -282,16 +284,16 @@ static void compare_read(void *opaque, const uint8_t *buf, int size)
 }
 
 /*
- * Test-only (x-test-hold-primary-input): the primary's frames stay unread
- * in primary_in's socket, as when this thread has not got to them yet.
+ * Test-only (x-test-hold-primary-input, x-test-hold-secondary-input): a
+ * side's frames stay unread in its socket, as when this thread has not got
+ * to them yet.
  */
 static int compare_can_read(void *opaque)
 {
     ColoCompareInput *in = opaque;
     ColoCompare *s = in->owner;
 
-    if (in == &s->in[COLO_PRIMARY] &&
-        qatomic_read(&s->test_hold_primary_input)) {
+    if (in != &s->notify && qatomic_read(&s->test_hold_input[in->side])) {
         return 0;
     }
     return colo_proxy_can_read(opaque);
@@ -387,24 +389,34 @@ static void event_bh_cb(void *opaque)
 {
     ColoCompare *s = opaque;
     int64_t deadline_ms;
+    bool pending;
     int event;
 
     qemu_mutex_lock(&compare_list_lock);
+    pending = s->event_done_gen != s->event_target_gen;
     event = s->event;
     deadline_ms = compare_event_deadline_ms;
     qemu_mutex_unlock(&compare_list_lock);
 
+    /* Test-only (x-test-hold-events): handled when the hold ends. */
+    if (!pending || qatomic_read(&s->test_hold_events)) {
+        return;
+    }
     trace_colo_compare_event(compare_id(s), event);
     switch (event) {
     case COLO_EVENT_CHECKPOINT:
         /*
-         * Past the deadline the controller stopped waiting and the guest
-         * may run again: what waits in the socket may be newer than the
-         * checkpoint, and is left to the normal path.
+         * Past the deadline the controller stopped waiting and the primary
+         * may run again: what we hold may include output it sent after
+         * that, which this checkpoint does not cover and nobody compared.
+         * Release nothing; the next checkpoint covers all of it.
          */
-        if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) < deadline_ms) {
-            compare_drain_primary(s);
+        if (qemu_clock_get_ms(QEMU_CLOCK_REALTIME) >= deadline_ms) {
+            trace_colo_compare_late_event(compare_id(s));
+            request_checkpoint(s, COLO_REASON_TIMEOUT);
+            break;
         }
+        compare_drain_primary(s);
         compare_flush(s);
         break;
     case COLO_EVENT_FAILOVER:
@@ -646,7 +658,7 @@ static void colo_compare_complete(UserCreatable *uc, Error **errp)
     }
 
     qemu_mutex_lock(&compare_list_lock);
-    s->event_done_gen = compare_event_gen;
+    s->event_done_gen = s->event_target_gen = compare_event_gen;
     QTAILQ_INSERT_TAIL(&compare_list, s, next);
     qemu_mutex_unlock(&compare_list_lock);
     s->completed = true;
@@ -779,19 +791,56 @@ static void set_vnet_hdr(Object *obj, bool value, Error **errp)
     s->vnet_hdr = value;
 }
 
+static bool get_test_hold_input(Object *obj, ColoSide side)
+{
+    return qatomic_read(&COLO_COMPARE(obj)->test_hold_input[side]);
+}
+
+static void set_test_hold_input(Object *obj, ColoSide side, bool value)
+{
+    ColoCompare *s = COLO_COMPARE(obj);
+
+    qatomic_set(&s->test_hold_input[side], value);
+    if (!value && s->completed) {
+        /* the iothread asks can_read again when it wakes up */
+        aio_notify(s->ctx);
+    }
+}
+
 static bool get_test_hold_primary_input(Object *obj, Error **errp)
 {
-    return qatomic_read(&COLO_COMPARE(obj)->test_hold_primary_input);
+    return get_test_hold_input(obj, COLO_PRIMARY);
 }
 
 static void set_test_hold_primary_input(Object *obj, bool value, Error **errp)
 {
+    set_test_hold_input(obj, COLO_PRIMARY, value);
+}
+
+static bool get_test_hold_secondary_input(Object *obj, Error **errp)
+{
+    return get_test_hold_input(obj, COLO_SECONDARY);
+}
+
+static void set_test_hold_secondary_input(Object *obj, bool value,
+                                          Error **errp)
+{
+    set_test_hold_input(obj, COLO_SECONDARY, value);
+}
+
+static bool get_test_hold_events(Object *obj, Error **errp)
+{
+    return qatomic_read(&COLO_COMPARE(obj)->test_hold_events);
+}
+
+static void set_test_hold_events(Object *obj, bool value, Error **errp)
+{
     ColoCompare *s = COLO_COMPARE(obj);
 
-    qatomic_set(&s->test_hold_primary_input, value);
+    qatomic_set(&s->test_hold_events, value);
     if (!value && s->completed) {
-        /* the iothread asks can_read again when it wakes up */
-        aio_notify(s->ctx);
+        /* an event that came meanwhile is handled now, late */
+        qemu_bh_schedule(s->event_bh);
     }
 }
 
@@ -975,6 +1024,12 @@ static void colo_compare_class_init(ObjectClass *oc, void *data)
     object_class_property_add_bool(oc, "x-test-hold-primary-input",
                                    get_test_hold_primary_input,
                                    set_test_hold_primary_input);
+    object_class_property_add_bool(oc, "x-test-hold-secondary-input",
+                                   get_test_hold_secondary_input,
+                                   set_test_hold_secondary_input);
+    object_class_property_add_bool(oc, "x-test-hold-events",
+                                   get_test_hold_events,
+                                   set_test_hold_events);
     for (i = 0; i < STAT__MAX; i++) {
         object_class_property_add(oc, stat_names[i], "uint64", get_stat,
                                   NULL, NULL, (void *)(uintptr_t)i);

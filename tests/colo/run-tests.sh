@@ -65,6 +65,7 @@ for row in "${SUITES_TABLE[@]}"; do
         continue
     fi
     echo "=== suite $name"
+    rm -f "$logdir/$name.log"
     if [ -n "$targets" ] && ! ninja -C "$OBJ" $targets > "$logdir/$name.build.log" 2>&1; then
         tail -20 "$logdir/$name.build.log"
         echo "not ok - $name: building $targets failed"
@@ -85,5 +86,17 @@ for row in "${SUITES_TABLE[@]}"; do
     total_fail=$((total_fail + fail))
 done
 
+if [ "$total_fail" != 0 ]; then
+    # again at the end, where a log cut short keeps it
+    echo "=== failed checks"
+    for row in "${SUITES_TABLE[@]}"; do
+        IFS='|' read -r name targets cmd <<<"$row"
+        if [ -f "$logdir/$name.log" ] &&
+           { [ ${#wanted[@]} -eq 0 ] || [[ " ${wanted[*]} " == *" $name "* ]]; }; then
+            grep -E -A1 '^not ok\b' "$logdir/$name.log" | grep -v '^--$' |
+                sed "s/^/$name: /"
+        fi
+    done
+fi
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" = 0 ]

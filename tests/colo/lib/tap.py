@@ -38,6 +38,9 @@ class Tap:
         except Exception as e:  # a failing check must not stop the others
             self.failed += 1
             print("not ok - %s" % what)
+            # first, so that a log cut short still says why
+            why = ("%s: %s" % (type(e).__name__, e)).splitlines()
+            print("#   why: " + (why[0] if why else type(e).__name__))
             for line in traceback.format_exception(type(e), e, e.__traceback__):
                 for sub in line.rstrip().splitlines():
                     print("#   " + sub)
