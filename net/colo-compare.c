@@ -17,10 +17,12 @@
  * Threads and locking:
  *  - main loop (big QEMU lock): QOM properties, complete, finalize,
  *    request_bh (runs the checkpoint notifiers), colo_compare_cleanup.
- *  - the compare's iothread: chardev read/event handlers, the scan timer,
- *    event_bh; the engine, the frame readers, checkpoint_wanted,
+ *  - the compare's iothread: chardev read/event handlers (outdev's too,
+ *    when it is a socket, and its writable watch), the scan timer,
+ *    event_bh; the engine, the frame readers, out_pending, checkpoint_wanted,
  *    failed_over and last_request_ns are only touched there (complete and
- *    finalize synchronise with aio_wait_bh_oneshot before/after).
+ *    finalize synchronise with aio_wait_bh_oneshot before/after; the
+ *    chardevs' handlers are also removed there).
  *  - colo_notify_compares_event() may run in any thread (the COLO thread);
  *    it schedules event_bh on every instance and waits, at most
  *    COMPARE_EVENT_TIMEOUT_MS, for all of them.
@@ -61,6 +63,8 @@ OBJECT_DECLARE_SIMPLE_TYPE(ColoCompare, COLO_COMPARE)
 
 #define COMPARE_EVENT_TIMEOUT_MS    5000
 #define NOTIFY_MAX_LEN              256
+/* Released bytes kept for an outdev that does not read, at most. */
+#define OUT_PENDING_MAX             (64 * MiB)
 
 #define XEN_MSG_PROXY_INIT          "COLO_USERSPACE_PROXY_INIT"
 #define XEN_MSG_INIT_REPLY          "COLO_COMPARE_GET_XEN_INIT"
@@ -106,6 +110,7 @@ struct ColoCompare {
     AioContext *ctx;
     ColoCompareInput in[2];         /* indexed by ColoSide */
     CharBackend chr_out;
+    bool out_nonblocking;           /* outdev's events run in the iothread */
     ColoCompareInput notify;        /* only chr and reader are used */
     bool has_notify;
 
@@ -113,6 +118,9 @@ struct ColoCompare {
     ColoEngine *engine;
     QEMUTimer *scan_timer;
     GByteArray *out_buf;            /* send_frame(): header and frame */
+    GQueue out_pending;             /* GByteArray: what outdev did not take */
+    size_t out_pending_bytes;
+    guint out_watch;                /* waits for outdev to be writable */
     bool checkpoint_wanted;
     bool failed_over;
     int64_t last_request_ns;
@@ -170,10 +178,12 @@ static void stats_publish(ColoCompare *s)
 /*
  * Header and frame in one write: written apart, the header leaves as a
  * segment of its own on a TCP chardev, and with Nagle on the frame behind
- * it may wait for that segment's (delayed) acknowledgement.
+ * it may wait for that segment's (delayed) acknowledgement.  Returns the
+ * bytes in s->out_buf.
  */
-static void send_frame(ColoCompare *s, CharBackend *chr, bool vnet_hdr,
-                       const uint8_t *buf, size_t len, uint32_t vnet_hdr_len)
+static size_t frame_to_out_buf(ColoCompare *s, bool vnet_hdr,
+                               const uint8_t *buf, size_t len,
+                               uint32_t vnet_hdr_len)
 {
     uint8_t hdr[8];
     size_t hdr_len = colo_frame_header(hdr, vnet_hdr, len, vnet_hdr_len);
@@ -181,10 +191,173 @@ static void send_frame(ColoCompare *s, CharBackend *chr, bool vnet_hdr,
     g_byte_array_set_size(s->out_buf, 0);
     g_byte_array_append(s->out_buf, hdr, hdr_len);
     g_byte_array_append(s->out_buf, buf, len);
-    if (qemu_chr_fe_write_all(chr, s->out_buf->data, s->out_buf->len) !=
-        s->out_buf->len) {
+    return s->out_buf->len;
+}
+
+/* A message to notify_dev (Xen's agent), written whole. */
+static void send_notify(ColoCompare *s, const char *msg)
+{
+    size_t n = frame_to_out_buf(s, false, (const uint8_t *)msg, strlen(msg),
+                                0);
+
+    if (qemu_chr_fe_write_all(&s->notify.chr, s->out_buf->data, n) != n) {
         s->counters.write_errors++;
     }
+}
+
+/*
+ * Released frames go to outdev without ever blocking this thread.  In the
+ * documented wiring outdev is read by the main loop's redirector, and the
+ * main loop itself blocks writing the guest's output to primary_in while
+ * that socket is full: had this thread blocked writing to a full outdev,
+ * it would not read primary_in again, nor would the main loop read outdev
+ * again, and QEMU hung.  What outdev does not take at once waits, in order,
+ * in out_pending (at most OUT_PENDING_MAX bytes; beyond, frames are lost
+ * as on a congested link and counted as write errors) and is written when
+ * outdev is writable again.  A partly written frame is dropped when outdev
+ * disconnects, so that whoever connects next starts at a frame boundary.
+ */
+static void out_pending_drop(ColoCompare *s)
+{
+    GByteArray *b;
+
+    while ((b = g_queue_pop_head(&s->out_pending))) {
+        s->counters.write_errors++;
+        g_byte_array_unref(b);
+    }
+    if (s->out_pending_bytes) {
+        trace_colo_compare_out_dropped(compare_id(s), s->out_pending_bytes);
+    }
+    s->out_pending_bytes = 0;
+}
+
+static gboolean out_writable(void *do_not_use, GIOCondition cond,
+                             void *opaque);
+
+/* The watch is in the iothread's context: g_source_remove() cannot. */
+static void out_unwatch(ColoCompare *s)
+{
+    GSource *src;
+
+    if (s->out_watch) {
+        src = g_main_context_find_source_by_id(
+            iothread_get_g_main_context(s->iothread), s->out_watch);
+        if (src) {
+            g_source_destroy(src);
+        }
+        s->out_watch = 0;
+    }
+}
+
+/*
+ * One write without blocking: bytes outdev took (0 if it is full), or -1
+ * if it failed for another reason.
+ */
+static int out_write(ColoCompare *s, const uint8_t *buf, size_t len)
+{
+    int n = qemu_chr_fe_write(&s->chr_out, buf, len);
+
+    if (n < 0 && errno == EAGAIN) {
+        return 0;
+    }
+    return n;
+}
+
+static void out_wait_writable(ColoCompare *s)
+{
+    if (!s->out_watch) {
+        s->out_watch = qemu_chr_fe_add_watch(&s->chr_out, G_IO_OUT | G_IO_HUP,
+                                             out_writable, s);
+        if (!s->out_watch) {
+            out_pending_drop(s);        /* outdev went away meanwhile */
+        }
+    }
+}
+
+/* Write what waits, in order, as far as outdev takes it. */
+static void out_pending_write(ColoCompare *s)
+{
+    GByteArray *b;
+    int n;
+
+    while ((b = g_queue_peek_head(&s->out_pending))) {
+        n = out_write(s, b->data, b->len);
+        if (n < 0) {
+            out_pending_drop(s);
+            return;
+        }
+        s->out_pending_bytes -= n;
+        if (n < b->len) {
+            g_byte_array_remove_range(b, 0, n);
+            out_wait_writable(s);
+            return;
+        }
+        g_byte_array_unref(g_queue_pop_head(&s->out_pending));
+    }
+}
+
+static gboolean out_writable(void *do_not_use, GIOCondition cond,
+                             void *opaque)
+{
+    ColoCompare *s = opaque;
+
+    s->out_watch = 0;
+    out_pending_write(s);
+    stats_publish(s);
+    return G_SOURCE_REMOVE;
+}
+
+static void send_frame(ColoCompare *s, const uint8_t *buf, size_t len,
+                       uint32_t vnet_hdr_len)
+{
+    size_t n = frame_to_out_buf(s, s->vnet_hdr, buf, len, vnet_hdr_len);
+    int written = 0;
+
+    if (!s->out_nonblocking) {
+        /* not a socket: written whole, as it takes it */
+        if (qemu_chr_fe_write_all(&s->chr_out, s->out_buf->data, n) != n) {
+            s->counters.write_errors++;
+        }
+        return;
+    }
+    if (g_queue_is_empty(&s->out_pending)) {
+        written = out_write(s, s->out_buf->data, n);
+        if (written < 0) {
+            s->counters.write_errors++;
+            return;
+        }
+        if (written == n) {
+            return;
+        }
+    }
+    /* Over the bound out_pending is not empty: nothing was written. */
+    if (s->out_pending_bytes + n - written > OUT_PENDING_MAX) {
+        s->counters.write_errors++;
+        trace_colo_compare_out_dropped(compare_id(s), n - written);
+        return;
+    }
+    g_queue_push_tail(&s->out_pending,
+                      g_byte_array_append(g_byte_array_sized_new(n - written),
+                                          s->out_buf->data + written,
+                                          n - written));
+    s->out_pending_bytes += n - written;
+    out_wait_writable(s);
+}
+
+static void out_chr_event(void *opaque, QEMUChrEvent event)
+{
+    ColoCompare *s = opaque;
+
+    trace_colo_compare_chr_event(compare_id(s), "outdev", event);
+    if (event == CHR_EVENT_CLOSED) {
+        out_unwatch(s);         /* it watches the closed socket */
+        out_pending_drop(s);
+    }
+}
+
+static int out_can_read(void *opaque)
+{
+    return 0;                   /* nothing is read from outdev */
 }
 
 static void compare_release(void *opaque, const uint8_t *frame, size_t len,
@@ -192,7 +365,7 @@ static void compare_release(void *opaque, const uint8_t *frame, size_t len,
 {
     ColoCompare *s = opaque;
 
-    send_frame(s, &s->chr_out, s->vnet_hdr, frame, len, vnet_hdr_len);
+    send_frame(s, frame, len, vnet_hdr_len);
 }
 
 static void request_checkpoint(ColoCompare *s, ColoCheckpointReason reason)
@@ -204,9 +377,7 @@ static void request_checkpoint(ColoCompare *s, ColoCheckpointReason reason)
     s->last_request_ns = now_ns();
     s->counters.checkpoint_requests++;
     if (s->has_notify) {
-        send_frame(s, &s->notify.chr, false,
-                   (const uint8_t *)XEN_MSG_DO_CHECKPOINT,
-                   strlen(XEN_MSG_DO_CHECKPOINT), 0);
+        send_notify(s, XEN_MSG_DO_CHECKPOINT);
         return;
     }
     qatomic_set(&s->request, reason == COLO_REASON_TIMEOUT ?
@@ -249,7 +420,7 @@ static void compare_frame(void *opaque, const uint8_t *buf, size_t len,
     if (s->failed_over) {
         if (in->side == COLO_PRIMARY) {
             s->counters.passed_through++;
-            send_frame(s, &s->chr_out, s->vnet_hdr, buf, len, vnet_hdr_len);
+            send_frame(s, buf, len, vnet_hdr_len);
         }
         stats_publish(s);
         return;
@@ -321,9 +492,7 @@ static void notify_message(void *opaque, const uint8_t *buf, size_t len,
     msg[len] = '\0';
     trace_colo_compare_notify_msg(compare_id(s), msg);
     if (!strcmp(msg, XEN_MSG_PROXY_INIT)) {
-        send_frame(s, &s->notify.chr, false,
-                   (const uint8_t *)XEN_MSG_INIT_REPLY,
-                   strlen(XEN_MSG_INIT_REPLY), 0);
+        send_notify(s, XEN_MSG_INIT_REPLY);
     } else if (!strcmp(msg, XEN_MSG_CHECKPOINT)) {
         compare_flush(s);
         stats_publish(s);
@@ -452,11 +621,12 @@ static void stop_in_iothread(void *opaque)
         timer_free(s->scan_timer);
         s->scan_timer = NULL;
     }
+    out_unwatch(s);
 }
 
 /* ---- main loop: requests to the controller ------------------------------ */
 
-static void input_detach(ColoCompareInput *in);
+static void detach_in_iothread(void *opaque);
 
 static void request_bh_cb(void *opaque)
 {
@@ -526,14 +696,14 @@ void colo_compare_cleanup(void)
 {
     ColoCompare *s;
 
-    /* At exit: no more frames into the compares while QEMU tears down. */
-    qemu_mutex_lock(&compare_list_lock);
+    /*
+     * At exit: no more frames into the compares while QEMU tears down.
+     * The list only changes in the main loop, which we are: no lock (the
+     * iothread's event_bh takes it, and we wait for the iothread).
+     */
     QTAILQ_FOREACH(s, &compare_list, next) {
-        input_detach(&s->in[COLO_PRIMARY]);
-        input_detach(&s->in[COLO_SECONDARY]);
-        input_detach(&s->notify);
+        aio_wait_bh_oneshot(s->ctx, detach_in_iothread, s);
     }
-    qemu_mutex_unlock(&compare_list_lock);
 }
 
 /* ---- complete / finalize ------------------------------------------------ */
@@ -563,6 +733,50 @@ static void input_detach(ColoCompareInput *in)
         qemu_chr_fe_set_handlers(&in->chr, NULL, NULL, NULL, NULL, NULL,
                                  NULL, true);
     }
+}
+
+/*
+ * A chardev that can run in the iothread (a socket) has its events and
+ * its writable watch there, and is written without blocking; another is
+ * written whole, as before.
+ */
+static void out_start(ColoCompare *s)
+{
+    Chardev *chr = qemu_chr_fe_get_driver(&s->chr_out);
+
+    g_queue_init(&s->out_pending);
+    s->out_nonblocking =
+        qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT);
+    if (s->out_nonblocking) {
+        qemu_chr_fe_set_handlers(&s->chr_out, out_can_read, NULL,
+                                 out_chr_event, NULL, s,
+                                 iothread_get_g_main_context(s->iothread),
+                                 true);
+    }
+}
+
+static void out_detach(ColoCompare *s)
+{
+    if (s->out_nonblocking && qemu_chr_fe_backend_connected(&s->chr_out)) {
+        qemu_chr_fe_set_handlers(&s->chr_out, NULL, NULL, NULL, NULL, NULL,
+                                 NULL, true);
+    }
+}
+
+/*
+ * Our chardevs back to the main loop, without our handlers.  Run in the
+ * iothread, where those chardevs' sources are dispatched: from the main
+ * loop it raced with a disconnect handled there (a socket's ioc freed
+ * while its handlers were being moved: QEMU crashed in object-del).
+ */
+static void detach_in_iothread(void *opaque)
+{
+    ColoCompare *s = opaque;
+
+    input_detach(&s->in[COLO_PRIMARY]);
+    input_detach(&s->in[COLO_SECONDARY]);
+    input_detach(&s->notify);
+    out_detach(s);
 }
 
 static void input_stop(ColoCompareInput *in)
@@ -651,6 +865,7 @@ static void colo_compare_complete(UserCreatable *uc, Error **errp)
     s->in[COLO_SECONDARY].prop = "secondary_in";
     s->notify.prop = "notify_dev";
     aio_wait_bh_oneshot(s->ctx, start_in_iothread, s);
+    out_start(s);
     input_start(s, &s->in[COLO_PRIMARY], s->vnet_hdr, compare_frame, 0);
     input_start(s, &s->in[COLO_SECONDARY], s->vnet_hdr, compare_frame, 0);
     if (s->has_notify) {
@@ -675,9 +890,7 @@ static void colo_compare_finalize(Object *obj)
         qemu_cond_broadcast(&compare_list_cond);
         qemu_mutex_unlock(&compare_list_lock);
 
-        input_detach(&s->in[COLO_PRIMARY]);
-        input_detach(&s->in[COLO_SECONDARY]);
-        input_detach(&s->notify);
+        aio_wait_bh_oneshot(s->ctx, detach_in_iothread, s);
         qemu_bh_delete(s->event_bh);
         /* After this, nothing of ours runs in the iothread any more. */
         aio_wait_bh_oneshot(s->ctx, stop_in_iothread, s);
@@ -687,6 +900,7 @@ static void colo_compare_finalize(Object *obj)
         input_stop(&s->notify);
         qemu_chr_fe_deinit(&s->chr_out, false);
         colo_engine_free(s->engine);
+        out_pending_drop(s);
         g_byte_array_unref(s->out_buf);
         object_unref(OBJECT(s->iothread));
     }

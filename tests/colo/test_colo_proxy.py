@@ -14,6 +14,7 @@ import socket
 import struct
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -79,6 +80,9 @@ def compare_mismatch_checkpoint_and_flush(vm):
         c.primary(udp(b"dns answer"))
         c.secondary(tcp(1, b"hello WORLD"))
         assert c.notify_msg() == b"DO_CHECKPOINT"
+        # published just after the request is written
+        c.wait_stat("mismatches-tcp", 1)
+        c.wait_stat("checkpoint-requests", 1)
         assert c.stat("mismatches-tcp") == 1
         assert c.stat("checkpoint-requests") == 1
         assert c.peers["out"].pending() == 0
@@ -114,6 +118,61 @@ def compare_timeout_requests_checkpoint(vm):
     finally:
         c.close()
         vm.cmd("object-del", id="cmp-to")
+
+
+def compare_outdev_full_keeps_reading(vm):
+    """outdev's reader (in the documented wiring: the main loop's
+    redirector) may stop reading for a while; the main loop may at the same
+    time block writing the guest's output to primary_in.  If colo-compare's
+    iothread then blocked writing to outdev, neither would read again: QEMU
+    hung (seen in bulk TCP with unix socket chardevs, whose buffers are
+    small).  colo-compare must go on reading its inputs, keep what outdev
+    does not take, and write it, in order, when outdev reads again."""
+    c = Compare(vm, "cmp-full", notify=False)
+    n = 2000                    # 2000 x 1400 bytes, far more than a socket holds
+    payload = [(b"%06d" % i) * 233 for i in range(n)]
+    try:
+        for side in ("pin", "sin"):
+            c.peers[side].sock.settimeout(IO_TIMEOUT)
+        for i in range(n):
+            f = frame(udp(payload[i], ip_id=i & 0xffff))
+            try:
+                c.peers["pin"].sock.sendall(f)
+                c.peers["sin"].sock.sendall(f)
+            except socket.timeout:
+                raise AssertionError(
+                    "colo-compare stopped reading its inputs after %d of %d "
+                    "frames while outdev was full (%d bytes unread there)"
+                    % (i, n, c.peers["out"].pending()))
+        c.wait_stat("packets-compared", n)
+        assert c.stat("write-errors") == 0
+        for i in range(n):
+            assert c.out() == udp(payload[i], ip_id=i & 0xffff), "frame %d" % i
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-full")
+
+
+def compare_outdev_full_bound(vm):
+    """What outdev does not take is kept up to 64 MiB; beyond, packets are
+    lost (counted as write errors), and what was kept follows in order."""
+    c = Compare(vm, "cmp-bound", notify=False)
+    n = 1300                    # 1300 x 60000 bytes: 78 MB, over the bound
+    try:
+        for i in range(n):
+            f = frame(udp(b"%06d" % i + b"z" * 59994, ip_id=i))
+            c.peers["pin"].send(f)
+            c.peers["sin"].send(f)
+        c.wait_stat("packets-compared", n, timeout=60)
+        lost = c.stat("write-errors")
+        assert 0 < lost < n - 1000, "%d of %d frames lost" % (lost, n)
+        got = [c.out()[42:48] for _ in range(n - lost)]
+        assert got == [b"%06d" % i for i in range(n - lost)], \
+            "not the first %d frames in order" % (n - lost)
+        assert c.peers["out"].pending() == 0
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-bound")
 
 
 def compare_xen_handshake(vm):
@@ -205,6 +264,7 @@ def compare_two_instances_and_delete(vm):
         for i in range(3):
             a.primary(udp(b"a"))
         assert a.notify_msg() == b"DO_CHECKPOINT"
+        a.wait_stat("dropped-over-limit", 1)
         assert a.stat("queue-full") == 1
         assert a.stat("dropped-over-limit") == 1
         # delete a before any failover; b keeps comparing
@@ -216,6 +276,22 @@ def compare_two_instances_and_delete(vm):
         a.close()
         b.close()
         vm.cmd("object-del", id="cmp-b")
+    assert vm.cmd("query-status")["status"] in ("running", "prelaunch")
+
+
+def compare_deleted_while_peers_hang_up(vm):
+    """object-del while the peers of all four chardevs hang up: the
+    disconnects are handled in the iothread, the deletion in the main loop.
+    Moving the chardevs' handlers from the main loop raced with a disconnect
+    (a socket's channel freed under it: QEMU crashed)."""
+    for i in range(150):
+        name = "cmp-hup%d" % i
+        c = Compare(vm, name)
+        c.primary(udp(b"held"))
+        hang_up = threading.Thread(target=c.close)
+        hang_up.start()             # while object-del runs, as far as we can
+        vm.cmd("object-del", id=name)
+        hang_up.join()
     assert vm.cmd("query-status")["status"] in ("running", "prelaunch")
 
 
@@ -572,6 +648,11 @@ def main():
                 compare_mismatch_checkpoint_and_flush, vm)
         t.check("compare: an unmatched packet older than compare_timeout asks for a checkpoint",
                 compare_timeout_requests_checkpoint, vm)
+        t.check("compare: an outdev that stops reading does not stop the inputs; "
+                "what it did not take follows in order",
+                compare_outdev_full_keeps_reading, vm)
+        t.check("compare: an outdev that never reads: 64 MiB kept, the rest "
+                "lost and counted", compare_outdev_full_bound, vm)
         t.check("compare: notify_dev answers the Xen proxy handshake",
                 compare_xen_handshake, vm)
         t.check("compare: malformed frames are rejected and counted, comparing goes on",
@@ -582,6 +663,8 @@ def main():
                 compare_chardev_reconnect, vm)
         t.check("compare: two instances have their own bounds; deleting one is safe",
                 compare_two_instances_and_delete, vm)
+        t.check("compare: deleted while its peers hang up, 150 times: QEMU stays up",
+                compare_deleted_while_peers_hang_up, vm)
         t.check("compare: property validation with clear errors, defaults",
                 compare_validation, vm)
         t.check("filters: mirror/redirector validation, position/insert, status",
