@@ -19,8 +19,9 @@
  *    request_bh (runs the checkpoint notifiers), colo_compare_cleanup.
  *  - the compare's iothread: chardev read/event handlers (outdev's too,
  *    when it is a socket, and its writable watch), the scan timer,
- *    event_bh; the engine, the frame readers, out_pending, checkpoint_wanted,
- *    failed_over and last_request_ns are only touched there (complete and
+ *    event_bh; the engine, the frame readers, the writer to outdev,
+ *    checkpoint_wanted, failed_over and last_request_ns are only touched
+ *    there (complete and
  *    finalize synchronise with aio_wait_bh_oneshot before/after; the
  *    chardevs' handlers are also removed there).
  *  - colo_notify_compares_event() may run in any thread (the COLO thread);
@@ -110,7 +111,7 @@ struct ColoCompare {
     AioContext *ctx;
     ColoCompareInput in[2];         /* indexed by ColoSide */
     CharBackend chr_out;
-    bool out_nonblocking;           /* outdev's events run in the iothread */
+    bool out_in_iothread;           /* outdev's handlers run there */
     ColoCompareInput notify;        /* only chr and reader are used */
     bool has_notify;
 
@@ -118,9 +119,7 @@ struct ColoCompare {
     ColoEngine *engine;
     QEMUTimer *scan_timer;
     GByteArray *out_buf;            /* send_frame(): header and frame */
-    GQueue out_pending;             /* GByteArray: what outdev did not take */
-    size_t out_pending_bytes;
-    guint out_watch;                /* waits for outdev to be writable */
+    ColoChrWriter out;              /* to chr_out */
     bool checkpoint_wanted;
     bool failed_over;
     int64_t last_request_ns;
@@ -172,6 +171,7 @@ static void stats_publish(ColoCompare *s)
     qemu_mutex_lock(&s->stats_lock);
     s->stats = *colo_engine_stats(s->engine);
     s->counters_copy = s->counters;
+    s->counters_copy.write_errors += s->out.frames_lost;
     qemu_mutex_unlock(&s->stats_lock);
 }
 
@@ -206,142 +206,19 @@ static void send_notify(ColoCompare *s, const char *msg)
 }
 
 /*
- * Released frames go to outdev without ever blocking this thread.  In the
- * documented wiring outdev is read by the main loop's redirector, and the
- * main loop itself blocks writing the guest's output to primary_in while
- * that socket is full: had this thread blocked writing to a full outdev,
- * it would not read primary_in again, nor would the main loop read outdev
- * again, and QEMU hung.  What outdev does not take at once waits, in order,
- * in out_pending (at most OUT_PENDING_MAX bytes; beyond, frames are lost
- * as on a congested link and counted as write errors) and is written when
- * outdev is writable again.  A partly written frame is dropped when outdev
- * disconnects, so that whoever connects next starts at a frame boundary.
+ * Released frames go to outdev through a ColoChrWriter (net/colo.h): never
+ * blocking this thread.  In the documented wiring outdev is read by the
+ * main loop's redirector, and the main loop blocks writing the guest's
+ * output to primary_in while that socket is full: had this thread blocked
+ * writing to a full outdev, it would not read primary_in again, nor would
+ * the main loop read outdev again, and QEMU hung.
  */
-static void out_pending_drop(ColoCompare *s)
-{
-    GByteArray *b;
-
-    while ((b = g_queue_pop_head(&s->out_pending))) {
-        s->counters.write_errors++;
-        g_byte_array_unref(b);
-    }
-    if (s->out_pending_bytes) {
-        trace_colo_compare_out_dropped(compare_id(s), s->out_pending_bytes);
-    }
-    s->out_pending_bytes = 0;
-}
-
-static gboolean out_writable(void *do_not_use, GIOCondition cond,
-                             void *opaque);
-
-/* The watch is in the iothread's context: g_source_remove() cannot. */
-static void out_unwatch(ColoCompare *s)
-{
-    GSource *src;
-
-    if (s->out_watch) {
-        src = g_main_context_find_source_by_id(
-            iothread_get_g_main_context(s->iothread), s->out_watch);
-        if (src) {
-            g_source_destroy(src);
-        }
-        s->out_watch = 0;
-    }
-}
-
-/*
- * One write without blocking: bytes outdev took (0 if it is full), or -1
- * if it failed for another reason.
- */
-static int out_write(ColoCompare *s, const uint8_t *buf, size_t len)
-{
-    int n = qemu_chr_fe_write(&s->chr_out, buf, len);
-
-    if (n < 0 && errno == EAGAIN) {
-        return 0;
-    }
-    return n;
-}
-
-static void out_wait_writable(ColoCompare *s)
-{
-    if (!s->out_watch) {
-        s->out_watch = qemu_chr_fe_add_watch(&s->chr_out, G_IO_OUT | G_IO_HUP,
-                                             out_writable, s);
-        if (!s->out_watch) {
-            out_pending_drop(s);        /* outdev went away meanwhile */
-        }
-    }
-}
-
-/* Write what waits, in order, as far as outdev takes it. */
-static void out_pending_write(ColoCompare *s)
-{
-    GByteArray *b;
-    int n;
-
-    while ((b = g_queue_peek_head(&s->out_pending))) {
-        n = out_write(s, b->data, b->len);
-        if (n < 0) {
-            out_pending_drop(s);
-            return;
-        }
-        s->out_pending_bytes -= n;
-        if (n < b->len) {
-            g_byte_array_remove_range(b, 0, n);
-            out_wait_writable(s);
-            return;
-        }
-        g_byte_array_unref(g_queue_pop_head(&s->out_pending));
-    }
-}
-
-static gboolean out_writable(void *do_not_use, GIOCondition cond,
-                             void *opaque)
-{
-    ColoCompare *s = opaque;
-
-    s->out_watch = 0;
-    out_pending_write(s);
-    stats_publish(s);
-    return G_SOURCE_REMOVE;
-}
-
 static void send_frame(ColoCompare *s, const uint8_t *buf, size_t len,
                        uint32_t vnet_hdr_len)
 {
     size_t n = frame_to_out_buf(s, s->vnet_hdr, buf, len, vnet_hdr_len);
-    int written = 0;
 
-    if (!s->out_nonblocking) {
-        /* not a socket: written whole, as it takes it */
-        if (qemu_chr_fe_write_all(&s->chr_out, s->out_buf->data, n) != n) {
-            s->counters.write_errors++;
-        }
-        return;
-    }
-    if (g_queue_is_empty(&s->out_pending)) {
-        written = out_write(s, s->out_buf->data, n);
-        if (written < 0) {
-            s->counters.write_errors++;
-            return;
-        }
-        if (written == n) {
-            return;
-        }
-    }
-    /* Over the bound out_pending is not empty: nothing was written. */
-    if (s->out_pending_bytes + n - written > OUT_PENDING_MAX) {
-        s->counters.write_errors++;
-        trace_colo_compare_out_dropped(compare_id(s), n - written);
-        return;
-    }
-    g_queue_push_tail(&s->out_pending,
-                      g_byte_array_append(g_byte_array_sized_new(n - written),
-                                          s->out_buf->data + written,
-                                          n - written));
-    s->out_pending_bytes += n - written;
-    out_wait_writable(s);
+    colo_chr_writer_send(&s->out, s->out_buf->data, n);
 }
 
 static void out_chr_event(void *opaque, QEMUChrEvent event)
@@ -350,8 +227,7 @@ static void out_chr_event(void *opaque, QEMUChrEvent event)
 
     trace_colo_compare_chr_event(compare_id(s), "outdev", event);
     if (event == CHR_EVENT_CLOSED) {
-        out_unwatch(s);         /* it watches the closed socket */
-        out_pending_drop(s);
+        colo_chr_writer_reset(&s->out);
     }
 }
 
@@ -621,7 +497,7 @@ static void stop_in_iothread(void *opaque)
         timer_free(s->scan_timer);
         s->scan_timer = NULL;
     }
-    out_unwatch(s);
+    colo_chr_writer_reset(&s->out);
 }
 
 /* ---- main loop: requests to the controller ------------------------------ */
@@ -743,21 +619,19 @@ static void input_detach(ColoCompareInput *in)
 static void out_start(ColoCompare *s)
 {
     Chardev *chr = qemu_chr_fe_get_driver(&s->chr_out);
+    GMainContext *ctx = iothread_get_g_main_context(s->iothread);
 
-    g_queue_init(&s->out_pending);
-    s->out_nonblocking =
-        qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT);
-    if (s->out_nonblocking) {
+    s->out_in_iothread = qemu_chr_has_feature(chr, QEMU_CHAR_FEATURE_GCONTEXT);
+    if (s->out_in_iothread) {
         qemu_chr_fe_set_handlers(&s->chr_out, out_can_read, NULL,
-                                 out_chr_event, NULL, s,
-                                 iothread_get_g_main_context(s->iothread),
-                                 true);
+                                 out_chr_event, NULL, s, ctx, true);
     }
+    colo_chr_writer_init(&s->out, &s->chr_out, ctx, OUT_PENDING_MAX);
 }
 
 static void out_detach(ColoCompare *s)
 {
-    if (s->out_nonblocking && qemu_chr_fe_backend_connected(&s->chr_out)) {
+    if (s->out_in_iothread && qemu_chr_fe_backend_connected(&s->chr_out)) {
         qemu_chr_fe_set_handlers(&s->chr_out, NULL, NULL, NULL, NULL, NULL,
                                  NULL, true);
     }
@@ -900,7 +774,7 @@ static void colo_compare_finalize(Object *obj)
         input_stop(&s->notify);
         qemu_chr_fe_deinit(&s->chr_out, false);
         colo_engine_free(s->engine);
-        out_pending_drop(s);
+        colo_chr_writer_destroy(&s->out);
         g_byte_array_unref(s->out_buf);
         object_unref(OBJECT(s->iothread));
     }

@@ -60,7 +60,8 @@ struct ColoMirrorState {
 
     /* COLO input marks (net/colo-input.h) */
     QTAILQ_ENTRY(ColoMirrorState) next;
-    uint64_t frames_mirrored;   /* mirror: written whole since outdev opened */
+    ColoChrWriter out;          /* to outdev, never blocking the main loop */
+    uint64_t frames_mirrored;   /* mirror: sent whole since outdev opened */
     uint64_t frames_read;       /* redirector: read since indev opened */
     uint64_t input_mark;        /* redirector: frames below are in the guest */
     uint64_t frames_dropped;    /* redirector: below the mark, not delivered */
@@ -79,6 +80,8 @@ typedef struct HeldFrame {
 
 /* Beyond this, frames go to the net layer's queue as without COLO. */
 #define REDIRECTOR_HELD_MAX_BYTES  (16 * 1024 * 1024)
+/* Beyond this waiting for outdev, frames are lost (net/colo.h). */
+#define OUTDEV_PENDING_MAX_BYTES   (16 * 1024 * 1024)
 
 static QTAILQ_HEAD(, ColoMirrorState) colo_mirrors =
     QTAILQ_HEAD_INITIALIZER(colo_mirrors);
@@ -96,7 +99,6 @@ static void mirror_send(ColoMirrorState *s, const struct iovec *iov,
     uint32_t vnet_len = s->vnet_hdr ? nf->netdev->vnet_hdr_len : 0;
     g_autofree uint8_t *buf = NULL;
     size_t hdr_len;
-    int ret;
 
     if (!size || size > UINT32_MAX) {
         return;
@@ -104,13 +106,16 @@ static void mirror_send(ColoMirrorState *s, const struct iovec *iov,
     buf = g_malloc(8 + size);
     hdr_len = colo_frame_header(buf, s->vnet_hdr, size, vnet_len);
     iov_to_buf(iov, iovcnt, 0, buf + hdr_len, size);
-    ret = qemu_chr_fe_write_all(&s->outdev, buf, hdr_len + size);
-    if (ret == hdr_len + size) {
+    /*
+     * Its peer reads this frame as the next one (the input marks count on
+     * that), unless it is lost: then it never arrives.
+     */
+    if (colo_chr_writer_send(&s->out, buf, hdr_len + size)) {
         s->frames_mirrored++;
     } else {
-        trace_colo_filter_write_failed(object_get_canonical_path_component(
-                                           OBJECT(s)), s->outdev_id,
-                                       ret < 0 ? -errno : ret);
+        trace_colo_filter_frame_lost(object_get_canonical_path_component(
+                                         OBJECT(s)), s->outdev_id,
+                                     s->out.frames_lost);
     }
 }
 
@@ -290,6 +295,9 @@ static void mirror_outdev_event(void *opaque, QEMUChrEvent event)
     if (event == CHR_EVENT_OPENED) {
         /* The peer's redirector counts from zero too. */
         s->frames_mirrored = 0;
+    } else if (event == CHR_EVENT_CLOSED) {
+        /* The next peer starts with a whole frame. */
+        colo_chr_writer_reset(&s->out);
     }
 }
 
@@ -343,9 +351,11 @@ static void mirror_setup(NetFilterState *nf, Error **errp)
         !attach_chardev(s, &s->outdev, "outdev", s->outdev_id, errp)) {
         return;
     }
-    if (s->outdev_id && !is_redirector(s)) {
+    if (s->outdev_id) {
         qemu_chr_fe_set_handlers(&s->outdev, NULL, NULL, mirror_outdev_event,
                                  NULL, s, NULL, true);
+        colo_chr_writer_init(&s->out, &s->outdev, NULL,
+                             OUTDEV_PENDING_MAX_BYTES);
     }
     if (s->indev_id) {
         if (!attach_chardev(s, &s->indev, "indev", s->indev_id, errp)) {
@@ -389,6 +399,9 @@ static void mirror_cleanup(NetFilterState *nf)
     }
     s->held_bytes = 0;
     qemu_chr_fe_deinit(&s->indev, false);
+    if (s->outdev_id) {
+        colo_chr_writer_destroy(&s->out);
+    }
     qemu_chr_fe_deinit(&s->outdev, false);
     if (s->reader_ready) {
         colo_frame_reader_destroy(&s->reader);

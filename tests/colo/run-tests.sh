@@ -27,7 +27,7 @@ SUITES_TABLE=(
     "proxy-asan||bash $top/tests/colo/run-asan-unit-tests.sh"
     "proxy-colo||$PYTHON $top/tests/colo/test_proxy_colo.py"
     "proxy-e2e||$PYTHON $top/tests/colo/test_proxy_e2e.py"
-    "e2e|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py 1 2 3 4 5 6 7 8"
+    "e2e|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py 1 2 3 4 5 6 7 8 9"
     "e2e-q35-ahci|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py --variant q35-ahci 1 2 3 4 7 8"
     "e2e-q35-virtio|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py --variant q35-virtio 1 3"
     "e2e-smp2|qemu-img|$PYTHON $top/tests/colo/e2e/test_e2e.py --variant smp2 1 2 3 4 7 8"

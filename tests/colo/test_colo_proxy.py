@@ -421,6 +421,84 @@ def redirector_rx_inject_and_mirror_vnet():
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def mirror_outdev_full_main_loop_runs():
+    """A filter's outdev whose peer stops reading (a hung secondary, a
+    stalled network) must not stop the main loop: the mirror copied each
+    frame with a blocking write, so a client flooding the guest while the
+    secondary hung froze the primary (QMP too: not even failover could be
+    asked for).  Frames the peer does not take wait, in order, up to a
+    bound; beyond, they are lost (the secondary then differs: a
+    checkpoint), and the main loop runs on."""
+    tmpdir = tempfile.mkdtemp(prefix="colo-proxy-stall-")
+    net_path = os.path.join(tmpdir, "net.sock")
+    net_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    net_srv.bind(net_path)
+    net_srv.listen(1)
+    vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
+             "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s" % net_path,
+             "-device", "e1000,netdev=hn0,romfile="], name="stall")
+    peers = []
+    net = None
+    n = 1500                        # 1500 x 20000 bytes, over the bound
+    try:
+        vm.start()
+        net_srv.settimeout(IO_TIMEOUT)
+        net, _ = net_srv.accept()
+        for role in ("rin", "mout"):
+            p = Peer(vm.path(role + ".sock"))
+            vm.cmd("chardev-add", id=role, backend={"type": "socket", "data": {
+                "addr": {"type": "unix", "data": {"path": p.path}},
+                "server": False}})
+            peers.append(p.accept())
+        rin, mout = peers
+        # frames injected by r0 towards the network pass m0 (rx filters
+        # run last-added first), which copies them to mout, whose peer
+        # does not read
+        vm.cmd("object-add", **{"qom-type": "filter-mirror", "id": "m0",
+                                "netdev": "hn0", "queue": "rx", "outdev": "mout"})
+        vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
+                                "netdev": "hn0", "queue": "rx", "indev": "rin"})
+        sink = threading.Thread(target=lambda: drain(net), daemon=True)
+        sink.start()                # the network side takes what comes
+        rin.sock.settimeout(IO_TIMEOUT)
+        for i in range(n):
+            try:
+                rin.send(frame(udp(b"%06d" % i + b"m" * 19994, ip_id=i & 0xffff)))
+            except socket.timeout:
+                raise AssertionError("the main loop stopped reading indev after "
+                                     "%d of %d frames" % (i, n))
+        try:
+            vm.cmd("query-status", _timeout=IO_TIMEOUT)
+        except TimeoutError:
+            raise AssertionError("the main loop is stuck writing to a full "
+                                 "outdev (QMP does not answer)")
+        got = []
+        while True:
+            try:
+                f, _ = mout.recv_frame(timeout=2)
+            except TimeoutError:
+                break
+            got.append(int(f[42:48]))
+        assert 500 < len(got) < n, "%d of %d frames mirrored" % (len(got), n)
+        assert got == list(range(len(got))), "not the first frames in order"
+    finally:
+        for p in peers:
+            p.close()
+        if net:
+            net.close()
+        net_srv.close()
+        vm.shutdown()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def drain(sock):
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except OSError:
+        pass
+
+
 def redirector_reframes_vnet_header():
     """A frame whose virtio-net header layout differs from the netdev's
     (10 bytes in the frame, none on this stream netdev) is re-framed to the
@@ -673,6 +751,8 @@ def main():
         vm.shutdown()
     t.check("filters: redirector rx injection and mirror with vnet header via a NIC",
             redirector_rx_inject_and_mirror_vnet)
+    t.check("filters: an outdev that stops reading does not stop the main loop; "
+            "what it takes follows in order", mirror_outdev_full_main_loop_runs)
     t.check("filter-redirector re-frames a virtio-net header of another layout "
             "for its netdev", redirector_reframes_vnet_header)
     t.check("rewriter: guest output in the primary's numbering, client ACKs in the secondary's",

@@ -23,6 +23,9 @@ Scenarios (TAP line each):
      stays protected through the reboot; a new connection that no
      checkpoint covers yet, then as 1
   8  a vCPU-heavy guest (colo.burn: one busy loop per vCPU): as 2
+  9  SIGSTOP the secondary (hung host) while the client floods the guest
+     with UDP: the primary's main loop must not block on the mirror to the
+     hung secondary; it leaves COLO by itself and runs on
 
 Usage: test_e2e.py [--variant NAME] [scenario numbers...]  (default: all)
        NAME: the guest (e2e_pair.VARIANTS): pc (default), q35-ahci (q35 with
@@ -35,6 +38,7 @@ Environment: E2E_DISKS=0 runs without disk replication.
 
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -43,7 +47,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from colo_vm import wait_for  # noqa: E402
 from tap import Tap  # noqa: E402
-from topology import Topology, missing_requirements  # noqa: E402
+from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
 from e2e_pair import (DISKS, VARIANTS, Pair, checkpoints, diagnose,  # noqa: E402
                       end_run, open_client, primary_alone, read_records,
                       quiet_checkpoint, reprotect, secondary_failover)
@@ -247,6 +251,44 @@ def fail_secondary(run):
     run.survivor = pri
 
 
+def fail_secondary_hung_flooded(run):
+    """SIGSTOP the secondary, then 40 MB of UDP from the client to the
+    guest: every frame is mirrored to the secondary, which reads none.  The
+    primary copied each with a blocking write, so its main loop froze once
+    the socket was full (QMP too); now what the mirror cannot send is lost
+    (beyond a bound) and the primary leaves COLO at the peer timeout."""
+    topo, pri, sec = run.topo, run.pair.pri, run.pair.sec
+    demo_before_failure(run)
+    run.t_kill = time.monotonic()
+    sec.kill(signal.SIGSTOP)
+    sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sent = 0
+        while sent < 40 << 20:
+            try:
+                sent += sock.sendto(b"f" * 1400, (GUEST_IP, 9))
+            except BlockingIOError:
+                time.sleep(0.001)
+    finally:
+        sock.close()
+    try:
+        pri.cmd("query-status", _timeout=30)
+    except TimeoutError:
+        raise AssertionError("the primary's main loop is stuck after a flood "
+                             "while the secondary hangs (QMP does not answer)")
+    ev = pri.wait_event("COLO_EXIT", 120)
+    run.t_done = time.monotonic()
+    assert ev["data"]["mode"] == "primary", ev
+    log("scenario %d: %d MB of UDP while the secondary hung; the primary "
+        "answered QMP and left COLO %.1f s after the stop"
+        % (run.number, sent >> 20, run.t_done - run.t_kill))
+    primary_alone(pri)
+    sec.kill(signal.SIGKILL)            # fencing the hung host
+    sec.wait_exit(30)
+    run.survivor = pri
+
+
 def survivor_serves(run, fence=False):
     """The client's connection goes on with the survivor, out of COLO;
     @fence: the hung primary is killed."""
@@ -403,8 +445,16 @@ def scenario_8(run):
     connection_and_disk_intact(run)
 
 
+def scenario_9(run):
+    start_protected(run)
+    fail_secondary_hung_flooded(run)
+    survivor_serves(run)
+    connection_and_disk_intact(run)
+
+
 SCENARIOS = {1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4,
-             5: scenario_5, 6: scenario_6, 7: scenario_7, 8: scenario_8}
+             5: scenario_5, 6: scenario_6, 7: scenario_7, 8: scenario_8,
+             9: scenario_9}
 
 
 def run_scenario(number, guest):
@@ -432,7 +482,9 @@ NAMES = {1: "kill -9 the primary while idle; the secondary takes over",
             "reboot; a new connection, then kill -9 the primary before the "
             "next checkpoint",
          8: "vCPU-heavy guest (a busy loop per vCPU); kill -9 the primary "
-            "during a checkpoint"}
+            "during a checkpoint",
+         9: "SIGSTOP the secondary (hung host) while the client floods the "
+            "guest; the primary runs on alone"}
 
 
 def main():
