@@ -66,6 +66,7 @@ OBJECT_DECLARE_SIMPLE_TYPE(ColoCompare, COLO_COMPARE)
 #define NOTIFY_MAX_LEN              256
 /* Released bytes kept for an outdev that does not read, at most. */
 #define OUT_PENDING_MAX             (64 * MiB)
+#define NOTIFY_PENDING_MAX          (64 * KiB)
 
 #define XEN_MSG_PROXY_INIT          "COLO_USERSPACE_PROXY_INIT"
 #define XEN_MSG_INIT_REPLY          "COLO_COMPARE_GET_XEN_INIT"
@@ -120,6 +121,7 @@ struct ColoCompare {
     QEMUTimer *scan_timer;
     GByteArray *out_buf;            /* send_frame(): header and frame */
     ColoChrWriter out;              /* to chr_out */
+    ColoChrWriter notify_out;       /* to notify.chr */
     bool checkpoint_wanted;
     bool failed_over;
     int64_t last_request_ns;
@@ -171,7 +173,8 @@ static void stats_publish(ColoCompare *s)
     qemu_mutex_lock(&s->stats_lock);
     s->stats = *colo_engine_stats(s->engine);
     s->counters_copy = s->counters;
-    s->counters_copy.write_errors += s->out.frames_lost;
+    s->counters_copy.write_errors += s->out.frames_lost +
+                                     s->notify_out.frames_lost;
     qemu_mutex_unlock(&s->stats_lock);
 }
 
@@ -194,15 +197,13 @@ static size_t frame_to_out_buf(ColoCompare *s, bool vnet_hdr,
     return s->out_buf->len;
 }
 
-/* A message to notify_dev (Xen's agent), written whole. */
+/* A message to notify_dev (Xen's agent), which may stall as any peer. */
 static void send_notify(ColoCompare *s, const char *msg)
 {
     size_t n = frame_to_out_buf(s, false, (const uint8_t *)msg, strlen(msg),
                                 0);
 
-    if (qemu_chr_fe_write_all(&s->notify.chr, s->out_buf->data, n) != n) {
-        s->counters.write_errors++;
-    }
+    colo_chr_writer_send(&s->notify_out, s->out_buf->data, n);
 }
 
 /*
@@ -353,6 +354,9 @@ static void compare_chr_event(void *opaque, QEMUChrEvent event)
     trace_colo_compare_chr_event(compare_id(in->owner), in->prop, event);
     if (event == CHR_EVENT_OPENED || event == CHR_EVENT_CLOSED) {
         colo_frame_reader_reset(&in->reader);
+    }
+    if (event == CHR_EVENT_CLOSED && in == &in->owner->notify) {
+        colo_chr_writer_reset(&in->owner->notify_out);
     }
 }
 
@@ -744,6 +748,9 @@ static void colo_compare_complete(UserCreatable *uc, Error **errp)
     input_start(s, &s->in[COLO_SECONDARY], s->vnet_hdr, compare_frame, 0);
     if (s->has_notify) {
         input_start(s, &s->notify, false, notify_message, NOTIFY_MAX_LEN);
+        colo_chr_writer_init(&s->notify_out, &s->notify.chr,
+                             iothread_get_g_main_context(s->iothread),
+                             NOTIFY_PENDING_MAX);
     }
 
     qemu_mutex_lock(&compare_list_lock);
@@ -775,6 +782,7 @@ static void colo_compare_finalize(Object *obj)
         qemu_chr_fe_deinit(&s->chr_out, false);
         colo_engine_free(s->engine);
         colo_chr_writer_destroy(&s->out);
+        colo_chr_writer_destroy(&s->notify_out);
         g_byte_array_unref(s->out_buf);
         object_unref(OBJECT(s->iothread));
     }

@@ -185,6 +185,36 @@ def compare_xen_handshake(vm):
         vm.cmd("object-del", id="cmp-xen")
 
 
+def compare_notify_reader_stalls(vm):
+    """notify_dev's peer (Xen's checkpoint agent) may send and never read,
+    as any peer may.  colo-compare answers every handshake on it; once
+    that socket is full its answers must not stop comparing: beyond 64 KiB
+    they are lost and counted, and the client's traffic goes on."""
+    c = Compare(vm, "cmp-notify-stall")
+    n = 20000                   # 20000 answers: far more than a socket holds
+    hello = frame(b"COLO_USERSPACE_PROXY_INIT")
+    try:
+        c.peers["notify"].sock.settimeout(IO_TIMEOUT)
+        try:
+            c.peers["notify"].sock.sendall(hello * n)
+        except socket.timeout:
+            raise AssertionError("colo-compare stopped reading notify_dev "
+                                 "while its own answers went unread")
+        vm.wait_for(lambda: c.stat("write-errors") > 0, IO_TIMEOUT,
+                    "unread answers beyond the bound to be counted as lost")
+        for i in range(3):
+            c.primary(udp(b"still compared %d" % i))
+            c.secondary(udp(b"still compared %d" % i, ip_id=9))
+            try:
+                assert c.out() == udp(b"still compared %d" % i)
+            except socket.timeout:
+                raise AssertionError("colo-compare stopped comparing once "
+                                     "notify_dev's reader stalled")
+    finally:
+        c.close()
+        vm.cmd("object-del", id="cmp-notify-stall")
+
+
 def compare_malformed_input(vm):
     c = Compare(vm, "cmp-bad")
     try:
@@ -733,6 +763,9 @@ def main():
                 "lost and counted", compare_outdev_full_bound, vm)
         t.check("compare: notify_dev answers the Xen proxy handshake",
                 compare_xen_handshake, vm)
+        t.check("compare: a notify_dev peer that never reads does not stop "
+                "comparing; answers beyond 64 KiB are lost and counted",
+                compare_notify_reader_stalls, vm)
         t.check("compare: malformed frames are rejected and counted, comparing goes on",
                 compare_malformed_input, vm)
         t.check("compare: vnet_hdr_support frames pass with their vnet header",
