@@ -49,16 +49,38 @@ class Qmp:
     @classmethod
     def connect(cls, path, timeout=DEFAULT_TIMEOUT, name=None):
         """Connect to @path, read the greeting, leave negotiation mode."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + timeout
+        s = cls._connect(path, deadline)
         try:
-            s.settimeout(timeout)
-            s.connect(path)
             q = cls(s, name or path)
-            q.handshake(time.monotonic() + timeout)
+            q.handshake(deadline)
         except BaseException:
             s.close()
             raise
         return q
+
+    @staticmethod
+    def _connect(path, deadline):
+        """A socket connected to @path.  A monitor accepts one client at a
+        time and listens with a backlog of 1: while it has not yet taken
+        the connections queued (a previous client's close not yet seen), a
+        socket with a timeout gets EAGAIN at once instead of waiting, so
+        wait here, until the deadline."""
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.settimeout(max(deadline - time.monotonic(), 0.01))
+                s.connect(path)
+                return s
+            except BlockingIOError:
+                s.close()
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("%s: the monitor's backlog stayed full"
+                                       % path)
+                time.sleep(0.02)
+            except BaseException:
+                s.close()
+                raise
 
     def handshake(self, deadline):
         greeting = self.recv(deadline, "QMP greeting")
