@@ -44,6 +44,7 @@ build: assemble
 guest: setup
 	@bash tests/colo/guest/build-guest.sh
 	@bash tests/colo/guest/build-guest.sh generic
+	@$(PYTHON) tests/colo/guest/build-bootsect.py
 
 check: build guest
 	@bash tests/colo/run-tests.sh $(SUITES)

@@ -39,8 +39,10 @@ class Tap:
             self.failed += 1
             print("not ok - %s" % what)
             # first, so that a log cut short still says why
-            why = ("%s: %s" % (type(e).__name__, e)).splitlines()
-            print("#   why: " + (why[0] if why else type(e).__name__))
+            why = " | ".join(line.strip() for line in
+                             ("%s: %s" % (type(e).__name__, e)).splitlines()
+                             if line.strip())
+            print("#   why: " + why[:600])
             for line in traceback.format_exception(type(e), e, e.__traceback__):
                 for sub in line.rstrip().splitlines():
                     print("#   " + sub)
