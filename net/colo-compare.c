@@ -502,6 +502,7 @@ static void stop_in_iothread(void *opaque)
         s->scan_timer = NULL;
     }
     colo_chr_writer_reset(&s->out);
+    colo_chr_writer_reset(&s->notify_out);
 }
 
 /* ---- main loop: requests to the controller ------------------------------ */
