@@ -401,54 +401,66 @@ def filters_validation(vm):
     vm.cmd("object-del", id="m0")
 
 
+class NicRig:
+    """A guest-less QEMU whose e1000's netdev is a unix stream socket the
+    test holds (self.net: the network side, a Peer), and one socket
+    chardev per role, each a Peer the test holds (self.peers)."""
+
+    def __init__(self, name, roles):
+        self.tmpdir = tempfile.mkdtemp(prefix="colo-proxy-%s-" % name)
+        self.peers = {}
+        # the netdev connects to the test, as the chardevs do
+        self.net = Peer(os.path.join(self.tmpdir, "net.sock"))
+        self.vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
+                      "-netdev", "stream,id=hn0,server=off,addr.type=unix,"
+                      "addr.path=%s" % self.net.path,
+                      "-device", "e1000,netdev=hn0,romfile="], name=name)
+        try:
+            self.vm.start()
+            self.net.accept()
+            for role in roles:
+                p = Peer(self.vm.path(role + ".sock"))
+                self.peers[role] = p
+                self.vm.cmd("chardev-add", id=role, backend={
+                    "type": "socket", "data": {
+                        "addr": {"type": "unix", "data": {"path": p.path}},
+                        "server": False}})
+                p.accept()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        for p in list(self.peers.values()) + [self.net]:
+            p.close()
+        self.vm.shutdown()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
 def redirector_rx_inject_and_mirror_vnet():
     """A frame read from a redirector's indev (queue=rx) leaves through the
     netdev; a filter-mirror with vnet_hdr_support copies the netdev's
     incoming packets with the vnet header length field."""
-    tmpdir = tempfile.mkdtemp(prefix="colo-proxy-net-")
-    net_path = os.path.join(tmpdir, "net.sock")
-    net_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    net_srv.bind(net_path)
-    net_srv.listen(1)
-    vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
-             "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s" % net_path,
-             "-device", "e1000,netdev=hn0,romfile="], name="filters")
-    peers = []
+    rig = NicRig("filters", ("rin", "mout"))
     try:
-        vm.start()
-        net_srv.settimeout(IO_TIMEOUT)
-        net, _ = net_srv.accept()
-        for role in ("rin", "mout"):
-            p = Peer(vm.path(role + ".sock"))
-            vm.cmd("chardev-add", id=role, backend={"type": "socket", "data": {
-                "addr": {"type": "unix", "data": {"path": p.path}},
-                "server": False}})
-            peers.append(p.accept())
-        rin, mout = peers
-        vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
-                                "netdev": "hn0", "queue": "rx", "indev": "rin"})
-        vm.cmd("object-add", **{"qom-type": "filter-mirror", "id": "m0",
-                                "netdev": "hn0", "queue": "tx", "outdev": "mout",
-                                "vnet_hdr_support": True})
+        rin, mout = rig.peers["rin"], rig.peers["mout"]
+        rig.vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
+                                    "netdev": "hn0", "queue": "rx", "indev": "rin"})
+        rig.vm.cmd("object-add", **{"qom-type": "filter-mirror", "id": "m0",
+                                    "netdev": "hn0", "queue": "tx", "outdev": "mout",
+                                    "vnet_hdr_support": True})
         pkt = udp(b"injected by the redirector")
         # zero-length and oversized frames first: rejected, skipped
         rin.send(struct.pack("!I", 0) + struct.pack("!I", 100000) + b"\xee" * 100000)
         rin.send(frame(pkt))
-        netpeer = Peer.__new__(Peer)
-        netpeer.sock, netpeer.buf, netpeer.path, netpeer.srv = net, b"", net_path, None
-        got, _ = netpeer.recv_frame()
+        got, _ = rig.net.recv_frame()
         assert got == pkt, got
         pkt2 = udp(b"from the network to the guest")
-        net.sendall(frame(pkt2))
+        rig.net.send(frame(pkt2))
         got, vlen = mout.recv_frame(vnet=True)
         assert got == pkt2 and vlen == 0, (got, vlen)
-        net.close()
     finally:
-        for p in peers:
-            p.close()
-        net_srv.close()
-        vm.shutdown()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        rig.close()
 
 
 def mirror_outdev_full_main_loop_runs():
@@ -459,28 +471,10 @@ def mirror_outdev_full_main_loop_runs():
     asked for).  Frames the peer does not take wait, in order, up to a
     bound; beyond, they are lost (the secondary then differs: a
     checkpoint), and the main loop runs on."""
-    tmpdir = tempfile.mkdtemp(prefix="colo-proxy-stall-")
-    net_path = os.path.join(tmpdir, "net.sock")
-    net_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    net_srv.bind(net_path)
-    net_srv.listen(1)
-    vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
-             "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s" % net_path,
-             "-device", "e1000,netdev=hn0,romfile="], name="stall")
-    peers = []
-    net = None
+    rig = NicRig("stall", ("rin", "mout"))
     n = 1500                        # 1500 x 20000 bytes, over the bound
     try:
-        vm.start()
-        net_srv.settimeout(IO_TIMEOUT)
-        net, _ = net_srv.accept()
-        for role in ("rin", "mout"):
-            p = Peer(vm.path(role + ".sock"))
-            vm.cmd("chardev-add", id=role, backend={"type": "socket", "data": {
-                "addr": {"type": "unix", "data": {"path": p.path}},
-                "server": False}})
-            peers.append(p.accept())
-        rin, mout = peers
+        vm, rin, mout = rig.vm, rig.peers["rin"], rig.peers["mout"]
         # frames injected by r0 towards the network pass m0 (rx filters
         # run last-added first), which copies them to mout, whose peer
         # does not read
@@ -488,7 +482,7 @@ def mirror_outdev_full_main_loop_runs():
                                 "netdev": "hn0", "queue": "rx", "outdev": "mout"})
         vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
                                 "netdev": "hn0", "queue": "rx", "indev": "rin"})
-        sink = threading.Thread(target=lambda: drain(net), daemon=True)
+        sink = threading.Thread(target=lambda: drain(rig.net.sock), daemon=True)
         sink.start()                # the network side takes what comes
         rin.sock.settimeout(IO_TIMEOUT)
         for i in range(n):
@@ -512,13 +506,7 @@ def mirror_outdev_full_main_loop_runs():
         assert 500 < len(got) < n, "%d of %d frames mirrored" % (len(got), n)
         assert got == list(range(len(got))), "not the first frames in order"
     finally:
-        for p in peers:
-            p.close()
-        if net:
-            net.close()
-        net_srv.close()
-        vm.shutdown()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        rig.close()
 
 
 def drain(sock):
@@ -533,39 +521,17 @@ def redirector_reframes_vnet_header():
     """A frame whose virtio-net header layout differs from the netdev's
     (10 bytes in the frame, none on this stream netdev) is re-framed to the
     netdev's layout before it is injected: the packet arrives intact."""
-    tmpdir = tempfile.mkdtemp(prefix="colo-proxy-net-")
-    net_path = os.path.join(tmpdir, "net.sock")
-    net_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    net_srv.bind(net_path)
-    net_srv.listen(1)
-    vm = Vm(["-M", "pc", "-m", "64", "-nodefaults",
-             "-netdev", "stream,id=hn0,server=off,addr.type=unix,addr.path=%s" % net_path,
-             "-device", "e1000,netdev=hn0,romfile="], name="filters")
-    rin = None
+    rig = NicRig("reframe", ("rin",))
     try:
-        vm.start()
-        net_srv.settimeout(IO_TIMEOUT)
-        net, _ = net_srv.accept()
-        p = Peer(vm.path("rin.sock"))
-        vm.cmd("chardev-add", id="rin", backend={"type": "socket", "data": {
-            "addr": {"type": "unix", "data": {"path": p.path}}, "server": False}})
-        rin = p.accept()
-        vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
-                                "netdev": "hn0", "queue": "rx", "indev": "rin",
-                                "vnet_hdr_support": True})
+        rig.vm.cmd("object-add", **{"qom-type": "filter-redirector", "id": "r0",
+                                    "netdev": "hn0", "queue": "rx", "indev": "rin",
+                                    "vnet_hdr_support": True})
         pkt = udp(b"sent with a 10-byte virtio-net header")
-        rin.send(frame(b"\x01" + b"\x00" * 9 + pkt, vnet_len=10))
-        netpeer = Peer.__new__(Peer)
-        netpeer.sock, netpeer.buf, netpeer.path, netpeer.srv = net, b"", net_path, None
-        got, _ = netpeer.recv_frame()
+        rig.peers["rin"].send(frame(b"\x01" + b"\x00" * 9 + pkt, vnet_len=10))
+        got, _ = rig.net.recv_frame()
         assert got == pkt, got
-        net.close()
     finally:
-        if rin:
-            rin.close()
-        net_srv.close()
-        vm.shutdown()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        rig.close()
 
 
 def tcp_csum_ok(f):

@@ -81,7 +81,9 @@ def comp_stat(vm, name):
     return vm.cmd("qom-get", path=COMP, property="stat-" + name)
 
 
-def case_flush_reads_primary_first():
+def with_connection(case):
+    """A pair with its periodic checkpoints off and a client connection
+    that was answered once; then case(topo, pri, sock)."""
     topo = Topology()
     pair = None
     sock = None
@@ -89,37 +91,13 @@ def case_flush_reads_primary_first():
         topo.setup()
         pair = Pair(topo)
         pair.start()
-        pri = pair.pri
-        quiet_checkpoint(pri)
+        quiet_checkpoint(pair.pri)
         sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
         sock.settimeout(60)
         sock.connect((GUEST_IP, PORT))
         sock.sendall(b"warm-up\n")
         recv_line(sock, 60)
-
-        pri.cmd("qom-set", path=COMP, property="x-test-hold-primary-input",
-                value=True)
-        # An answer longer than any frame the guest sends on its own, so
-        # that what waits in the socket is known to hold it.
-        sock.sendall(b"held-" + b"x" * 1200 + b"\n")
-        pri.wait_for(lambda: primary_in_unread(topo) >= 1200, 60,
-                     "the primary's answer waiting in primary_in")
-        quiet_checkpoint(pri)       # setting the delay again forces one
-        t0 = time.monotonic()
-        try:
-            line = recv_line(sock, 20)
-        except socket.timeout:
-            raise AssertionError(
-                "no answer 20 s after the checkpoint: the primary's answer, "
-                "sent before the checkpoint's stop, was not released by it "
-                "(%d bytes still unread in primary_in)" % primary_in_unread(topo))
-        assert b"held-" in line, "unexpected answer %r" % line[:80]
-        print("# answer %.3f s after the checkpoint, with the hold on"
-              % (time.monotonic() - t0))
-        pri.cmd("qom-set", path=COMP, property="x-test-hold-primary-input",
-                value=False)
-        sock.sendall(b"after\n")
-        assert b"after" in recv_line(sock, 60)
+        case(topo, pair.pri, sock)
     except Exception as e:
         raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, None))) from e
     finally:
@@ -128,95 +106,100 @@ def case_flush_reads_primary_first():
         end_run(topo, None, pair and pair.stop)
 
 
-def case_late_release_releases_nothing():
-    topo = Topology()
-    pair = None
-    sock = None
+def case_flush_reads_primary_first(topo, pri, sock):
+    pri.cmd("qom-set", path=COMP, property="x-test-hold-primary-input",
+            value=True)
+    # An answer longer than any frame the guest sends on its own, so
+    # that what waits in the socket is known to hold it.
+    sock.sendall(b"held-" + b"x" * 1200 + b"\n")
+    pri.wait_for(lambda: primary_in_unread(topo) >= 1200, 60,
+                 "the primary's answer waiting in primary_in")
+    quiet_checkpoint(pri)       # setting the delay again forces one
+    t0 = time.monotonic()
     try:
-        topo.setup()
-        pair = Pair(topo)
-        pair.start()
-        pri = pair.pri
-        quiet_checkpoint(pri)
-        sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
-        sock.settimeout(60)
-        sock.connect((GUEST_IP, PORT))
-        sock.sendall(b"warm-up\n")
-        recv_line(sock, 60)
+        line = recv_line(sock, 20)
+    except socket.timeout:
+        raise AssertionError(
+            "no answer 20 s after the checkpoint: the primary's answer, "
+            "sent before the checkpoint's stop, was not released by it "
+            "(%d bytes still unread in primary_in)" % primary_in_unread(topo))
+    assert b"held-" in line, "unexpected answer %r" % line[:80]
+    print("# answer %.3f s after the checkpoint, with the hold on"
+          % (time.monotonic() - t0))
+    pri.cmd("qom-set", path=COMP, property="x-test-hold-primary-input",
+            value=False)
+    sock.sendall(b"after\n")
+    assert b"after" in recv_line(sock, 60)
 
-        # A checkpoint whose release colo-compare handles late.
-        pri.cmd("qom-set", path=COMP, property="x-test-hold-events", value=True)
-        quiet_checkpoint(pri)       # the controller waits 5 s, then resumes
-        pri.wait_for(lambda: "did not handle COLO event" in pri.qemu_log(), 30,
-                     "the controller's warning that the release came late")
 
-        # Output of the resumed primary, nobody's copy to compare it with.
-        pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
-                value=True)
-        depth0 = comp_stat(pri, "queue-depth-primary")
-        sock.sendall(b"late-" + b"y" * 1200 + b"\n")
-        pri.wait_for(lambda: secondary_in_unread(topo) >= 1200, 60,
-                     "the secondary's answer waiting in secondary_in")
-        pri.wait_for(lambda: primary_in_unread(topo) == 0 and
-                     comp_stat(pri, "queue-depth-primary") > depth0, 60,
-                     "the primary's answer held by colo-compare")
+def case_late_release_releases_nothing(topo, pri, sock):
+    # A checkpoint whose release colo-compare handles late.
+    pri.cmd("qom-set", path=COMP, property="x-test-hold-events", value=True)
+    quiet_checkpoint(pri)       # the controller waits 5 s, then resumes
+    pri.wait_for(lambda: "did not handle COLO event" in pri.qemu_log(), 30,
+                 "the controller's warning that the release came late")
 
-        pri.clear_events()
-        lifted = time.time()
-        pri.cmd("qom-set", path=COMP, property="x-test-hold-events", value=False)
-        try:
-            line = recv_line(sock, 30)
-        except socket.timeout:
-            raise AssertionError("no answer 30 s after the late release")
-        answered = time.time()
-        assert b"late-" in line, "unexpected answer %r" % line[:80]
+    # Output of the resumed primary, nobody's copy to compare it with.
+    pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
+            value=True)
+    depth0 = comp_stat(pri, "queue-depth-primary")
+    sock.sendall(b"late-" + b"y" * 1200 + b"\n")
+    pri.wait_for(lambda: secondary_in_unread(topo) >= 1200, 60,
+                 "the secondary's answer waiting in secondary_in")
+    pri.wait_for(lambda: primary_in_unread(topo) == 0 and
+                 comp_stat(pri, "queue-depth-primary") > depth0, 60,
+                 "the primary's answer held by colo-compare")
 
-        seen = []
+    pri.clear_events()
+    lifted = time.time()
+    pri.cmd("qom-set", path=COMP, property="x-test-hold-events", value=False)
+    try:
+        line = recv_line(sock, 30)
+    except socket.timeout:
+        raise AssertionError("no answer 30 s after the late release")
+    answered = time.time()
+    assert b"late-" in line, "unexpected answer %r" % line[:80]
 
-        def stops():
-            seen.extend(pri.poll_events())
-            return [ev["timestamp"]["seconds"] +
-                    ev["timestamp"]["microseconds"] / 1e6
-                    for ev in seen if ev["event"] == "STOP"]
+    seen = []
 
-        def stopped_before_answer():
-            return any(lifted <= ts <= answered for ts in stops())
+    def stops():
+        seen.extend(pri.poll_events())
+        return [ev["timestamp"]["seconds"] +
+                ev["timestamp"]["microseconds"] / 1e6
+                for ev in seen if ev["event"] == "STOP"]
 
-        # QEMU stamps an event when it happens and sends it later (the
-        # checkpoint holds the main loop): wait a little for it.
-        try:
-            pri.wait_for(stopped_before_answer, 10, "a STOP before the answer")
-        except TimeoutError:
-            pass
-        assert stopped_before_answer(), (
-            "the primary's answer, sent after the checkpoint resumed it and "
-            "never compared, reached the client %.3f s after the late "
-            "release without another checkpoint (STOPs at %s, lifted at %.3f)"
-            % (answered - lifted, stops(), lifted))
-        print("# answer %.3f s after the late release, after another "
-              "checkpoint" % (answered - lifted))
+    def stopped_before_answer():
+        return any(lifted <= ts <= answered for ts in stops())
 
-        pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
-                value=False)
-        quiet_checkpoint(pri)       # forget the secondary's stale output
-        sock.sendall(b"after\n")
-        assert b"after" in recv_line(sock, 60)
-    except Exception as e:
-        raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, None))) from e
-    finally:
-        if sock:
-            sock.close()
-        end_run(topo, None, pair and pair.stop)
+    # QEMU stamps an event when it happens and sends it later (the
+    # checkpoint holds the main loop): wait a little for it.
+    try:
+        pri.wait_for(stopped_before_answer, 10, "a STOP before the answer")
+    except TimeoutError:
+        pass
+    assert stopped_before_answer(), (
+        "the primary's answer, sent after the checkpoint resumed it and "
+        "never compared, reached the client %.3f s after the late "
+        "release without another checkpoint (STOPs at %s, lifted at %.3f)"
+        % (answered - lifted, stops(), lifted))
+    print("# answer %.3f s after the late release, after another "
+          "checkpoint" % (answered - lifted))
+
+    pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
+            value=False)
+    quiet_checkpoint(pri)       # forget the secondary's stale output
+    sock.sendall(b"after\n")
+    assert b"after" in recv_line(sock, 60)
 
 
 def main():
     why = missing_requirements()
     t.check_unless(why, "a checkpoint releases what the primary sent before "
                    "its stop, even when colo-compare had not read it yet",
-                   case_flush_reads_primary_first)
+                   with_connection, case_flush_reads_primary_first)
     t.check_unless(why, "a checkpoint's release handled after the controller "
                    "stopped waiting for it releases nothing",
-                   case_late_release_releases_nothing)
+                   with_connection, case_late_release_releases_nothing)
     return t.finish()
 
 
