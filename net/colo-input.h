@@ -33,9 +33,10 @@
  * below: a difference, a checkpoint.
  *
  * A frame the primary mirrored but its NIC had not taken yet when it
- * stopped (its receive queue was full) counts as received by the primary:
- * the secondary then misses it, diverges, and the compare asks for a
- * checkpoint, as for any difference: never unsafe, only a checkpoint.
+ * stopped (its receive ring was full) counts as received by the primary,
+ * and rightly: at a stop QEMU delivers what waits for a NIC, or drops what
+ * the NIC still cannot take (net_vm_change_state_handler()), so it is in
+ * the checkpoint or lost on both sides, as on a congested network.
  *
  * Threads: all functions run under the BQL.
  */
