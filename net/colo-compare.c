@@ -19,11 +19,11 @@
  *    request_bh (runs the checkpoint notifiers), colo_compare_cleanup.
  *  - the compare's iothread: chardev read/event handlers (outdev's too,
  *    when it is a socket, and its writable watch), the scan timer,
- *    event_bh; the engine, the frame readers, the writer to outdev,
- *    checkpoint_wanted, failed_over and last_request_ns are only touched
- *    there (complete and
- *    finalize synchronise with aio_wait_bh_oneshot before/after; the
- *    chardevs' handlers are also removed there).
+ *    event_bh; the engine, the frame readers, the writers to outdev and
+ *    notify_dev, checkpoint_wanted, failed_over and last_request_ns are
+ *    only touched there (complete and finalize synchronise with
+ *    aio_wait_bh_oneshot before/after; the chardevs' handlers are also
+ *    removed there).
  *  - colo_notify_compares_event() may run in any thread (the COLO thread);
  *    it schedules event_bh on every instance and waits, at most
  *    COMPARE_EVENT_TIMEOUT_MS, for all of them.
