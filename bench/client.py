@@ -52,8 +52,15 @@ RESUME of each checkpoint; on two guests:
 For ours, each checkpoint's steps (query-colo-status last-steps) are
 printed under its pause: where the time goes (bench/pause_steps.py).
 
-Usage: client.py [--duration S] [--checkpoints N] [--only client|pause]
-                 [--guests tmpfs32,dirty64] [--no-upstream]
+The ways run in --rounds rounds (default 2), interleaved (unprotected,
+unprot-busy, colo, upstream, then again), each round --duration/rounds
+seconds per workload on freshly booted VMs; figures pool the rounds, and
+the ratios are also given per round.  This machine's speed drifts by as
+much as 2x within minutes: a ratio of two ways measured minutes apart said
+as much about the drift as about COLO.
+
+Usage: client.py [--duration S] [--rounds N] [--checkpoints N]
+                 [--only client|pause] [--guests tmpfs32,dirty64] [--no-upstream]
 (root, as the e2e suites).  Figures only, no assertion.
 """
 
@@ -322,9 +329,35 @@ def way_colo(duration, binary=None):
         end_run(topo, None, pair and pair.stop)
 
 
-def report_client(results, duration):
-    print("client: the e2e guest (IPv6 on, httpd), %.0f s per workload; COLO at "
-          "x-checkpoint-delay %d ms" % (duration, CHECKPOINT_DELAY_MS))
+def merge_rounds(rounds):
+    """One way's rounds as one result: latencies and times pooled; the
+    checkpoint and hold figures of each round side by side."""
+    failed = [r for r in rounds if isinstance(r, str)]
+    if failed:
+        return failed[0]
+    out = {}
+    for wl, _ in WORKLOADS:
+        rs = [r[wl] for r in rounds]
+        ckpt = [r[3] for r in rs]
+        holds = [r[4] for r in rs if r[4]]
+        out[wl] = (sum((r[0] for r in rs), []), sum(r[1] for r in rs),
+                   sum(r[2] for r in rs),
+                   ckpt[0] if len(set(ckpt)) == 1 else
+                   " | ".join("round %d %s" % (i + 1, c) for i, c in enumerate(ckpt)),
+                   " | ".join(holds) if holds else None)
+    return out
+
+
+def round_rate(res, wl):
+    lat, _, secs = res[wl][:3]
+    return len(lat) / secs if lat else None
+
+
+def report_client(results, duration, rounds):
+    n_rounds = len(rounds["colo"])
+    print("client: the e2e guest (IPv6 on, httpd), %.0f s per workload in %d rounds "
+          "(each way booted once per round, the ways interleaved); COLO at "
+          "x-checkpoint-delay %d ms" % (duration, n_rounds, CHECKPOINT_DELAY_MS))
     for wl, _ in WORKLOADS:
         print("-- %s (%s)" % (wl, WHAT[wl]))
         rate = {}
@@ -348,9 +381,14 @@ def report_client(results, duration):
                      "  longest hold %s" % hold if hold else ""))
         for other in ("unprotected", "unprot-busy", "upstream"):
             if "colo" in rate and other in rate:
-                print("ratio colo/%s: %s %.2f, p99 latency %.2f"
+                per_round = [round_rate(c, wl) / round_rate(o, wl)
+                             for c, o in zip(rounds["colo"], rounds[other])
+                             if round_rate(c, wl) and round_rate(o, wl)]
+                print("ratio colo/%s: %s %.2f, p99 latency %.2f  (%s by round: %s)"
                       % (other, "MB/s" if wl == "bulk" else "req/s",
-                         rate["colo"] / rate[other], p99["colo"] / p99[other]))
+                         rate["colo"] / rate[other], p99["colo"] / p99[other],
+                         "MB/s" if wl == "bulk" else "req/s",
+                         ", ".join("%.2f" % r for r in per_round)))
     print("(longest hold: the longest any packet waited in colo-compare, "
           "stat-max-hold-us)")
 
@@ -446,6 +484,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--checkpoints", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="client: run the ways this many times, interleaved")
     ap.add_argument("--only", choices=("client", "pause"))
     ap.add_argument("--guests", default="tmpfs32,dirty64",
                     help="pause guests: tmpfs32, tmpfs32-512, dirty64, bootsect")
@@ -469,12 +509,19 @@ def main():
             return "failed: %s: %s" % (type(e).__name__, str(e).splitlines()[0][:200])
 
     if args.only != "pause":
-        results = {"unprotected": attempt(way_unprotected, args.duration),
-                   "unprot-busy": attempt(way_unprotected, args.duration, True),
-                   "colo": attempt(way_colo, args.duration)}
-        results["upstream"] = (up_err if upstream is None else
-                               attempt(way_colo, args.duration, upstream))
-        report_client(results, args.duration)
+        ways = [("unprotected", way_unprotected, ()),
+                ("unprot-busy", way_unprotected, (True,)),
+                ("colo", way_colo, ())]
+        if upstream is not None:
+            ways.append(("upstream", way_colo, (upstream,)))
+        rounds = {name: [] for name, _, _ in ways}
+        for _ in range(args.rounds):
+            for name, fn, extra in ways:
+                rounds[name].append(attempt(fn, args.duration / args.rounds, *extra))
+        results = {name: merge_rounds(r) for name, r in rounds.items()}
+        if upstream is None:
+            results["upstream"] = up_err
+        report_client(results, args.duration, rounds)
     if args.only != "client":
         rows = {}
         for guest in args.guests.split(","):
