@@ -52,7 +52,12 @@ def main():
         pair = Pair(topo, guest=VARIANTS["ipv6"])
         pair.start()
         pri = pair.pri
+        # A new delay forces a checkpoint: let it be taken before counting,
+        # or it would count as a spurious one (it did, one run in two).
+        forced = colo_counts(pri)["forced"]
         pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": DELAY_MS})
+        pri.wait_for(lambda: colo_counts(pri)["forced"] > forced, 60,
+                     "the checkpoint a new x-checkpoint-delay forces")
         sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
         client = Client(sock)
         client.connect((GUEST_IP, PORT), 60)
