@@ -379,16 +379,15 @@ def report_client(results, duration, rounds):
                      pct(lat, 50) * 1000, p99[way], max(lat) * 1000,
                      "  errors %d" % errors if errors else "", ckpt,
                      "  longest hold %s" % hold if hold else ""))
+        unit = "MB/s" if wl == "bulk" else "req/s"
         for other in ("unprotected", "unprot-busy", "upstream"):
             if "colo" in rate and other in rate:
-                per_round = [round_rate(c, wl) / round_rate(o, wl)
-                             for c, o in zip(rounds["colo"], rounds[other])
-                             if round_rate(c, wl) and round_rate(o, wl)]
+                pairs = [(round_rate(c, wl), round_rate(o, wl))
+                         for c, o in zip(rounds["colo"], rounds[other])]
                 print("ratio colo/%s: %s %.2f, p99 latency %.2f  (%s by round: %s)"
-                      % (other, "MB/s" if wl == "bulk" else "req/s",
-                         rate["colo"] / rate[other], p99["colo"] / p99[other],
-                         "MB/s" if wl == "bulk" else "req/s",
-                         ", ".join("%.2f" % r for r in per_round)))
+                      % (other, unit, rate["colo"] / rate[other],
+                         p99["colo"] / p99[other], unit,
+                         ", ".join("%.2f" % (c / o) for c, o in pairs if c and o)))
     print("(longest hold: the longest any packet waited in colo-compare, "
           "stat-max-hold-us)")
 
