@@ -802,25 +802,33 @@ static bool tcp_agrees_with_held(ColoConn *c, const ColoHeld *h)
     return agree;
 }
 
-/* ---- IPv6 neighbour discovery and MLD ----------------------------------- */
+/* ---- ARP, IPv6 neighbour discovery and MLD ------------------------------ */
+
+#define ETH_P_ARP_COLO          0x0806
 
 /*
- * The guest's own link-level chatter: router solicitations, neighbour
+ * The guest's own link-level chatter: ARP, router solicitations, neighbour
  * solicitations and advertisements, MLD reports.  The two guests cannot
  * send it identically: a duplicate address detection probe carries a
- * random nonce (RFC 7527), and reports and probes leave after random
- * delays.  Compared, each would force a checkpoint.  It is released
- * uncompared (the primary's at once, the secondary's dropped) because a
- * client cannot see a divergence in it: at every checkpoint both guests
- * have the same MAC and addresses, so what it tells the network (this
- * address is at this MAC, this host listens to these groups, who is the
- * router) holds for both, and neighbours re-validate it on their own
- * (RFC 4861 reachability, RFC 3810 report robustness), as on any network
- * that loses or reorders packets.  Router advertisements and redirects are
- * not in the list: they configure other hosts and stay compared.
+ * random nonce (RFC 7527), reports and probes leave after random delays,
+ * and a neighbour entry is re-validated (ARP or ND unicast probes) when
+ * the guest's own timers say so.  Compared, each would force a checkpoint,
+ * or wait for the next one.  It is released uncompared (the primary's at
+ * once, the secondary's dropped) because a client cannot see a divergence
+ * in it: at every checkpoint both guests have the same MAC and addresses,
+ * so what it tells the network (this address is at this MAC, this host
+ * listens to these groups, who is the router) holds for both, and
+ * neighbours re-validate it on their own (RFC 826 and RFC 4861
+ * reachability, RFC 3810 report robustness), as on any network that loses
+ * or reorders packets.  Router advertisements and redirects are not in the
+ * list: they configure other hosts and stay compared; so do RARP and any
+ * other non-IP protocol.
  */
 static bool is_link_control(const ColoPacketInfo *info)
 {
+    if (info->kind == COLO_PKT_NON_IP) {
+        return info->ethertype == ETH_P_ARP_COLO;
+    }
     if (info->kind != COLO_PKT_ICMP || !info->ipv6) {
         return false;
     }

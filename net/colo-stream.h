@@ -42,14 +42,14 @@
  *  - UDP per flow (addresses and ports), ICMP per address pair: the n-th
  *    primary datagram is compared with the n-th secondary datagram, by
  *    payload (UDP data; the whole ICMP message).
- *  - Not compared: IPv6 neighbour discovery and MLD from the guest (router
- *    and neighbour solicitations, neighbour advertisements, listener
+ *  - Not compared: ARP, and IPv6 neighbour discovery and MLD from the guest
+ *    (router and neighbour solicitations, neighbour advertisements, listener
  *    messages): the primary's are released at once, the secondary's
  *    dropped, both counted in link_control (why: is_link_control()).
  *  - Other IP protocols, IPv4 fragments, IPv6 packets with extension
  *    headers: by IP payload, in order, per address pair and protocol.
  *  - IPv4 and IPv6 alike (addresses are keyed as 128 bits).
- *  - Non-IP frames (ARP...): whole frames, in order, per EtherType.
+ *  - Other non-IP frames (RARP...): whole frames, in order, per EtherType.
  *  - VLAN-tagged frames are compared like untagged ones by their inner
  *    protocol; the VLAN ids are part of the connection key.
  *

@@ -92,8 +92,8 @@ def open_between_checkpoints(topo, pair, clients):
     sure the secondary rewrites it (a non-zero offset, which nothing
     resets).  Returns the client."""
     pri, sec = pair.roles()
-    # a first connection, closed again: the guest's ARP request (a non-IP
-    # mismatch) and that connection's end are behind the next checkpoint
+    # a first connection, closed again: that connection's end is behind
+    # the next checkpoint
     warm = open_client(topo)
     warm.stop()
     warm.close()

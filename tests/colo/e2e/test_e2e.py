@@ -185,8 +185,7 @@ def reset_and_reconnect(run):
                      60, "output from the secondary's rebooted guest")
         if checkpoints(pri) == c1:
             break
-        # a mismatch (the guest's ARP request, compared in order) covered
-        # the new connection: open another one
+        # a checkpoint covered the new connection: open another one
         log("scenario 7: attempt %d: a checkpoint after the new connection "
             "(mismatches non-IP %d); again" % (
                 attempt, stat(pri, "/objects/comp0", "mismatches-non-ip")))

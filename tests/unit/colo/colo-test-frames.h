@@ -207,15 +207,24 @@ static inline size_t tf_ext6(uint8_t *buf, size_t frame_len, uint8_t type,
     return frame_len + len;
 }
 
-static inline size_t tf_arp(uint8_t *buf, uint8_t last_byte)
+/* A frame of EtherType @type: 28 bytes of zeros but the last. */
+static inline size_t tf_non_ip(uint8_t *buf, uint16_t type, uint8_t last_byte)
 {
-    size_t off = tf_eth(buf, 0, 0x0806);
+    size_t off = tf_eth(buf, 0, type);
 
     memset(buf + off, 0, 28);
-    buf[off + 1] = 1;
-    buf[off + 2] = 8;
     buf[off + 27] = last_byte;
     return off + 28;
+}
+
+/* An ARP request (Ethernet, IPv4) whose target address ends in @last_byte */
+static inline size_t tf_arp(uint8_t *buf, uint8_t last_byte)
+{
+    size_t off = tf_non_ip(buf, 0x0806, last_byte);
+
+    buf[off - 27] = 1;          /* hardware type 1 */
+    buf[off - 26] = 8;          /* protocol 0x0800 */
+    return off;
 }
 
 #endif /* COLO_TEST_FRAMES_H */
