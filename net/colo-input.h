@@ -23,14 +23,15 @@
  *
  * The secondary's guest takes client frames while the primary's RAM
  * arrives: those below the mark are in the checkpoint, and the load
- * replaces the state that took them, as between checkpoints.  One at or
- * above the mark was mirrored after the primary stopped; the secondary's
- * guest takes it only if it arrives before the secondary stops, which
- * hardly happens: a stopped VM's netdevs pass no frames on
- * (qemu_can_send_packet()), so at most the one frame a netdev read just
- * then is mirrored, and the secondary stops as soon as the primary's RAM
- * ends.  Lost with the state the load replaces, it is like the frame
- * below: a difference, a checkpoint.
+ * replaces the state that took them, as between checkpoints.  A stopped
+ * VM's netdevs pass no frames on (qemu_can_send_packet()), but a netdev
+ * may read one frame more before it sees that: that frame waits in the
+ * net layer's queue and reaches the primary's guest after the checkpoint.
+ * The primary's mirror holds it until the guest runs (filter-mirror.c),
+ * so that it counts above the mark and reaches the secondary after the
+ * checkpoint too.  Mirrored at once, it reached the secondary's guest
+ * while that still ran, and was lost with the state the load replaced (a
+ * SYN then waited for the client's retransmission).
  *
  * A frame the primary mirrored but its NIC had not taken yet when it
  * stopped (its receive ring was full) counts as received by the primary,

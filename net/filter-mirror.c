@@ -13,10 +13,11 @@
  * netdev (as if the guest sent them), otherwise towards the guest.
  * Frames on the chardevs use the proxy frame format (net/colo-frame.h).
  *
- * In COLO both keep count of the frames on their chardev, and the
- * secondary's redirector holds client frames while its guest is stopped,
- * so that input the checkpoint already holds is not delivered twice (see
- * net/colo-input.h).
+ * In COLO both keep count of the frames on their chardev, the primary's
+ * mirror holds client frames read while its guest is stopped (they reach
+ * its guest only after the checkpoint), and the secondary's redirector
+ * holds client frames while its guest is stopped, so that input the
+ * checkpoint already holds is not delivered twice (see net/colo-input.h).
  *
  * Threads and locking: everything runs in the main loop under the big
  * QEMU lock (netfilter callbacks, chardev handlers in the default context,
@@ -65,12 +66,12 @@ struct ColoMirrorState {
     uint64_t frames_read;       /* redirector: read since indev opened */
     uint64_t input_mark;        /* redirector: frames below are in the guest */
     uint64_t frames_dropped;    /* redirector: below the mark, not delivered */
-    GQueue held;                /* redirector: HeldFrame, guest stopped */
+    GQueue held;                /* HeldFrame, guest stopped (see above) */
     size_t held_bytes;
     VMChangeStateEntry *vm_change;
 };
 
-/* A client frame the secondary's redirector holds while its guest stops. */
+/* A client frame held while the guest is stopped (index: redirector). */
 typedef struct HeldFrame {
     uint64_t index;
     uint32_t vnet_hdr_len;
@@ -119,6 +120,57 @@ static void mirror_send(ColoMirrorState *s, const struct iovec *iov,
     }
 }
 
+/*
+ * Client input the COLO primary's netdev read while the guest is stopped
+ * for a checkpoint (a netdev may read one frame more before it sees that
+ * its NIC cannot take it): the frame waits in the net layer's queue and
+ * reaches the guest when it runs again, after the checkpoint.  Mirrored
+ * now, it would count in this checkpoint's input mark, though the
+ * checkpoint does not hold it, and reach the secondary's guest while that
+ * still runs (it stops later), to be lost with the state the load
+ * replaces: the secondary would never see it, and the primary's answer
+ * would wait for its (a SYN: until the client's retransmission, 1 s).
+ * Held until the guest runs again, it is mirrored after the checkpoint,
+ * above the mark, as the primary's guest takes it.
+ */
+static bool mirror_holds_input(ColoMirrorState *s)
+{
+    return !is_redirector(s) &&
+           NETFILTER(s)->direction == NET_FILTER_DIRECTION_TX &&
+           get_colo_mode() == COLO_MODE_PRIMARY && !runstate_is_running();
+}
+
+static void mirror_hold(ColoMirrorState *s, const struct iovec *iov,
+                        int iovcnt)
+{
+    size_t len = iov_size(iov, iovcnt);
+    HeldFrame *f = g_malloc(sizeof(*f) + len);
+
+    *f = (HeldFrame) { .len = len };
+    iov_to_buf(iov, iovcnt, 0, f->data, len);
+    g_queue_push_tail(&s->held, f);
+    s->held_bytes += len;
+    trace_colo_filter_input_held(object_get_canonical_path_component(
+                                     OBJECT(s)), len);
+}
+
+/* The guest runs again: mirror what its netdev read while it was stopped. */
+static void mirror_vm_change(void *opaque, bool running, RunState state)
+{
+    ColoMirrorState *s = opaque;
+    HeldFrame *f;
+
+    while (running && (f = g_queue_pop_head(&s->held))) {
+        struct iovec iov = { .iov_base = f->data, .iov_len = f->len };
+
+        s->held_bytes -= f->len;
+        if (qemu_chr_fe_backend_connected(&s->outdev)) {
+            mirror_send(s, &iov, 1);
+        }
+        g_free(f);
+    }
+}
+
 static ssize_t mirror_receive_iov(NetFilterState *nf, NetClientState *sender,
                                   unsigned flags, const struct iovec *iov,
                                   int iovcnt, NetPacketSent *sent_cb)
@@ -127,6 +179,14 @@ static ssize_t mirror_receive_iov(NetFilterState *nf, NetClientState *sender,
 
     if (!qemu_chr_fe_backend_connected(&s->outdev)) {
         return 0;
+    }
+    if (!is_redirector(s)) {
+        if (mirror_holds_input(s) && s->held_bytes + iov_size(iov, iovcnt) <=
+            REDIRECTOR_HELD_MAX_BYTES) {
+            mirror_hold(s, iov, iovcnt);
+            return 0;
+        }
+        mirror_vm_change(s, runstate_is_running(), RUN_STATE__MAX);
     }
     mirror_send(s, iov, iovcnt);
     if (is_redirector(s)) {
@@ -351,11 +411,16 @@ static void mirror_setup(NetFilterState *nf, Error **errp)
         !attach_chardev(s, &s->outdev, "outdev", s->outdev_id, errp)) {
         return;
     }
+    g_queue_init(&s->held);
     if (s->outdev_id) {
         qemu_chr_fe_set_handlers(&s->outdev, NULL, NULL, mirror_outdev_event,
                                  NULL, s, NULL, true);
         colo_chr_writer_init(&s->out, &s->outdev, NULL,
                              OUTDEV_PENDING_MAX_BYTES);
+        if (!is_redirector(s)) {
+            s->vm_change = qemu_add_vm_change_state_handler(mirror_vm_change,
+                                                            s);
+        }
     }
     if (s->indev_id) {
         if (!attach_chardev(s, &s->indev, "indev", s->indev_id, errp)) {
@@ -366,7 +431,6 @@ static void mirror_setup(NetFilterState *nf, Error **errp)
                                redirector_reject, s);
         s->reader_ready = true;
         redirector_set_handlers(s, nf->on);
-        g_queue_init(&s->held);
         s->vm_change = qemu_add_vm_change_state_handler(redirector_vm_change,
                                                         s);
     }
