@@ -79,8 +79,11 @@ typedef struct HeldFrame {
     uint8_t data[];
 } HeldFrame;
 
-/* Beyond this, frames go to the net layer's queue as without COLO. */
-#define REDIRECTOR_HELD_MAX_BYTES  (16 * 1024 * 1024)
+/*
+ * Beyond this, held frames are not held: a redirector's go to the net
+ * layer's queue, a mirror's to outdev at once, as without COLO.
+ */
+#define HELD_MAX_BYTES             (16 * 1024 * 1024)
 /* Beyond this waiting for outdev, frames are lost (net/colo.h). */
 #define OUTDEV_PENDING_MAX_BYTES   (16 * 1024 * 1024)
 
@@ -129,7 +132,8 @@ static void mirror_send(ColoMirrorState *s, const struct iovec *iov,
  * checkpoint does not hold it, and reach the secondary's guest while that
  * still runs (it stops later), to be lost with the state the load
  * replaces: the secondary would never see it, and the primary's answer
- * would wait for its (a SYN: until the client's retransmission, 1 s).
+ * would wait for the secondary's (a SYN's: until the client's
+ * retransmission, 1 s).
  * Held until the guest runs again, it is mirrored after the checkpoint,
  * above the mark, as the primary's guest takes it.
  */
@@ -182,7 +186,7 @@ static ssize_t mirror_receive_iov(NetFilterState *nf, NetClientState *sender,
     }
     if (!is_redirector(s)) {
         if (mirror_holds_input(s) && s->held_bytes + iov_size(iov, iovcnt) <=
-            REDIRECTOR_HELD_MAX_BYTES) {
+            HELD_MAX_BYTES) {
             mirror_hold(s, iov, iovcnt);
             return 0;
         }
@@ -259,7 +263,7 @@ static void redirector_inject(void *opaque, const uint8_t *buf, size_t len,
             return;
         }
         if (!runstate_is_running() &&
-            s->held_bytes + len <= REDIRECTOR_HELD_MAX_BYTES) {
+            s->held_bytes + len <= HELD_MAX_BYTES) {
             f = g_malloc(sizeof(*f) + len);
             *f = (HeldFrame) { .index = index, .vnet_hdr_len = vnet_hdr_len,
                                .len = len };
