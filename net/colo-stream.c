@@ -823,21 +823,38 @@ static bool tcp_agrees_with_held(ColoConn *c, const ColoHeld *h)
  * or reorders packets.  Router advertisements and redirects are not in the
  * list: they configure other hosts and stay compared; so do RARP and any
  * other non-IP protocol.
+ *
+ * Address resolution stays compared too: a broadcast ARP request, a
+ * multicast neighbour solicitation from an assigned address.  The guest
+ * asks who has an address it holds no entry for, and a Linux guest takes
+ * the answer only to a question it asked itself (arp_accept and
+ * accept_untracked_na are off by default).  Released at once, the
+ * primary's question was answered before the secondary's guest had asked
+ * its own (dropped here), and the secondary never learnt the client's MAC:
+ * none of its answers reached the compare, which held the primary's until
+ * a timeout forced a checkpoint.  Compared, the primary's leaves when the
+ * secondary has asked too, so that the answer, mirrored, reaches both.
  */
-static bool is_link_control(const ColoPacketInfo *info)
+static bool is_link_control(const uint8_t *eth, const ColoPacketInfo *info)
 {
+    static const uint8_t unspecified[16];
+    bool multicast_dst = eth[0] & 1;
+
     if (info->kind == COLO_PKT_NON_IP) {
-        return info->ethertype == ETH_P_ARP_COLO;
+        return info->ethertype == ETH_P_ARP_COLO && !multicast_dst;
     }
     if (info->kind != COLO_PKT_ICMP || !info->ipv6) {
         return false;
     }
     switch (info->icmp_type) {
+    case 135:   /* neighbour solicitation */
+        /* DAD probes come from ::, unicast ones re-validate an entry */
+        return info->dst_addr[0] != 0xff ||
+               !memcmp(info->src_addr, unspecified, sizeof(unspecified));
     case 130:   /* multicast listener query */
     case 131:   /* multicast listener report */
     case 132:   /* multicast listener done */
     case 133:   /* router solicitation */
-    case 135:   /* neighbour solicitation */
     case 136:   /* neighbour advertisement */
     case 143:   /* MLDv2 report */
         return true;
@@ -910,7 +927,7 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
     }
     e->stats.packets_in[side]++;
     e->stats.bytes_in[side] += len;
-    if (is_link_control(&info)) {
+    if (is_link_control(frame + vnet_hdr_len, &info)) {
         pass_link_control(e, side, frame, len, vnet_hdr_len);
         return COLO_REASON_NONE;
     }

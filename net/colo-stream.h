@@ -42,10 +42,13 @@
  *  - UDP per flow (addresses and ports), ICMP per address pair: the n-th
  *    primary datagram is compared with the n-th secondary datagram, by
  *    payload (UDP data; the whole ICMP message).
- *  - Not compared: ARP, and IPv6 neighbour discovery and MLD from the guest
- *    (router and neighbour solicitations, neighbour advertisements, listener
- *    messages): the primary's are released at once, the secondary's
- *    dropped, both counted in link_control (why: is_link_control()).
+ *  - Not compared: unicast ARP, and IPv6 neighbour discovery and MLD from
+ *    the guest (router solicitations, DAD and unicast neighbour
+ *    solicitations, neighbour advertisements, listener messages): the
+ *    primary's are released at once, the secondary's dropped, both counted
+ *    in link_control.  Address resolution (broadcast ARP, multicast
+ *    solicitations from an assigned address) is compared (why:
+ *    is_link_control()).
  *  - Other IP protocols, IPv4 fragments, IPv6 packets with extension
  *    headers: by IP payload, in order, per address pair and protocol.
  *  - IPv4 and IPv6 alike (addresses are keyed as 128 bits).

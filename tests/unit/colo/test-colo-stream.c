@@ -1321,19 +1321,15 @@ static void test_icmp_and_non_ip(void)
 }
 
 /*
- * IPv6 neighbour discovery and MLD are released uncompared: a duplicate
- * address detection probe carries a random nonce (RFC 7527), so the two
- * guests' probes always differ, and the timing of reports is random.  The
- * primary's leave at once, the secondary's are dropped; neither is a
- * mismatch nor waits for a timeout.  Echo (ICMPv6 128/129) on the same
- * addresses is still compared.
- */
-/*
  * ARP is IPv4's neighbour discovery and is released as IPv6's is: a Linux
  * guest re-validates the client's MAC with unicast probes whose timing
  * depends on its timers (the two guests' differ), and a request from one
  * guest alone used to wait for the next checkpoint; two different ones
- * forced one.  A non-IP frame of another EtherType is still compared.
+ * forced one.  A broadcast request resolves an address the guest holds no
+ * entry for: compared, so that the answer reaches both guests after both
+ * asked (released at once, it reached the secondary's guest before it
+ * asked, and that guest ignores an answer it did not ask for).  A non-IP
+ * frame of another EtherType is still compared.
  */
 static void test_arp_link_control(void)
 {
@@ -1363,10 +1359,21 @@ static void test_arp_link_control(void)
                     ==, COLO_REASON_NONE);
     g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_NON_IP], ==, 0);
 
+    /* a broadcast request leaves when the secondary asked the same */
+    n = tf_arp(buf, 4);
+    memset(buf, 0xff, 6);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 1);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 3);
+
     /* another EtherType: compared */
     n = tf_non_ip(buf, 0x88b5, 1);
     colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
-    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(released(&f), ==, 3);
     n = tf_non_ip(buf, 0x88b5, 2);
     g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
                                       NULL), ==, COLO_REASON_MISMATCH);
@@ -1374,6 +1381,16 @@ static void test_arp_link_control(void)
     fx_free(&f);
 }
 
+/*
+ * IPv6 neighbour discovery and MLD are released uncompared: a duplicate
+ * address detection probe carries a random nonce (RFC 7527), so the two
+ * guests' probes always differ, and the timing of reports is random.  The
+ * primary's leave at once, the secondary's are dropped; neither is a
+ * mismatch nor waits for a timeout.  Address resolution (a multicast
+ * neighbour solicitation from an assigned address) is compared, as a
+ * broadcast ARP request is (test_arp_link_control()).  Echo (ICMPv6
+ * 128/129) on the same addresses is still compared.
+ */
 static void test_icmp6_link_control(void)
 {
     Fixture f;
@@ -1413,10 +1430,26 @@ static void test_icmp6_link_control(void)
                     ==, COLO_REASON_NONE);
     g_assert_cmpuint(st(&f)->mismatches[COLO_PKT_ICMP], ==, 0);
 
+    /* a unicast solicitation (re-validation) leaves at once */
+    n = tf_icmp6(buf, 135, false, 0x56, ns, 20);
+    buf[14 + 24] = 0xfe;
+    buf[14 + 25] = 0x80;
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 4);
+    /* address resolution leaves when the secondary asked the same */
+    n = tf_icmp6(buf, 135, false, 0x56, ns, 20);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 4);
+    g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
+                                      NULL), ==, COLO_REASON_NONE);
+    g_assert_cmpuint(released(&f), ==, 5);
+
     /* ICMPv6 echo replies (129) on the same addresses: compared */
     n = tf_icmp6(buf, 129, false, 0x56, "pong-1", 6);
     colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
-    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(released(&f), ==, 5);
     n = tf_icmp6(buf, 129, false, 0x56, "pong-2", 6);
     g_assert_cmpint(colo_engine_input(f.e, COLO_SECONDARY, buf, n, 0, f.now,
                                       NULL), ==, COLO_REASON_MISMATCH);
