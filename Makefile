@@ -55,7 +55,7 @@ demo: build guest
 demo-basic: build guest
 	@$(PYTHON) tests/colo/demo.py
 
-bench: build
+bench: build guest
 	@bash bench/run.sh
 
 soak: build guest

@@ -4,7 +4,8 @@
 #  - the assembled tree holds none of upstream's COLO implementation;
 #  - our repository tracks only our own files (no upstream files, no binaries);
 #  - re-assembly is incremental: only files whose content changed are rewritten;
-#  - a build directory on another file system than the cache assembles the same tree.
+#  - a build directory on another file system than the cache assembles the same tree;
+#  - every make target that boots the test guest builds it first.
 set -uo pipefail
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -136,4 +137,17 @@ other_file_system() {
     return $rc
 }
 check "a build directory on another file system than the cache assembles the same tree" other_file_system
+# 7. Every make target that boots the test guest builds it first: on a fresh
+#    machine `make bench` ran with no guest and every benchmark failed to boot.
+guest_targets_build_the_guest() {
+    local t prereqs bad=0
+    for t in check demo demo-basic bench soak check-kvm; do
+        prereqs=$(sed -n "s/^$t:\(.*\)/\1/p" "$top/Makefile")
+        if ! grep -qw guest <<<"$prereqs"; then
+            echo "# make $t does not depend on guest (prerequisites:$prereqs)"; bad=1
+        fi
+    done
+    return $bad
+}
+check "every make target that boots the test guest depends on guest" guest_targets_build_the_guest
 echo "1..$cases"     # the TAP plan, last
