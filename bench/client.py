@@ -505,7 +505,8 @@ def main():
         try:
             return fn(*a)
         except Exception as e:
-            return "failed: %s: %s" % (type(e).__name__, str(e).splitlines()[0][:200])
+            # On one line, with what QEMU said (a VmExited's second line on).
+            return "failed: %s: %s" % (type(e).__name__, " ".join(str(e).split())[:400])
 
     if args.only != "pause":
         ways = [("unprotected", way_unprotected, ()),
