@@ -44,10 +44,11 @@ def checkpoints(vm):
 
 def start_pair(guest_args, delay_ms=300, timeout=180, extra_caps=(),
                primary_extra=(), secondary_extra=(), proxy=None,
-               primary_env=None, secondary_env=None):
+               primary_env=None, secondary_env=None, uri=None):
     """proxy(secondary_socket_path) -> path the primary should connect to
     instead (for tests that tamper with the stream).  *_env: QEMU's
-    environment (e.g. FaultPoints.env())."""
+    environment (e.g. FaultPoints.env()).  uri: the migration channel's
+    address (e.g. "tcp:127.0.0.1:PORT") instead of a unix socket."""
     pri = Vm(list(guest_args) + list(primary_extra), name="primary",
              env=primary_env)
     sec = Vm(list(guest_args) + list(secondary_extra) + ["-incoming", "defer"],
@@ -62,9 +63,13 @@ def start_pair(guest_args, delay_ms=300, timeout=180, extra_caps=(),
         pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": delay_ms,
                                              "max-bandwidth": 8 << 30,
                                              "downtime-limit": 2000})
-        sec_path = sec.path("migrate.sock")
-        sec.cmd("migrate-incoming", uri="unix:" + sec_path)
-        pri.cmd("migrate", uri="unix:" + (proxy(sec_path) if proxy else sec_path))
+        if uri:
+            sec.cmd("migrate-incoming", uri=uri)
+            pri.cmd("migrate", uri=uri)
+        else:
+            sec_path = sec.path("migrate.sock")
+            sec.cmd("migrate-incoming", uri="unix:" + sec_path)
+            pri.cmd("migrate", uri="unix:" + (proxy(sec_path) if proxy else sec_path))
         pri.wait_for(lambda: pri.cmd("query-migrate").get("status") == "colo", timeout,
                      "primary migration status 'colo'")
         sec.wait_for(lambda: colo_status(sec)["mode"] == "secondary", timeout,
