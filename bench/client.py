@@ -37,7 +37,8 @@ delay is periodic.  Longest hold: ours reads colo-compare's stat-max-hold-us;
 upstream has no such figure.
 
 Then the pause benchmark against upstream, same run: a checkpoint-only pair
-(no network) at x-checkpoint-delay 1000; pause = the primary's QMP STOP to
+(no guest network; the COLO channel on loopback TCP, as between two hosts)
+at x-checkpoint-delay 1000; pause = the primary's QMP STOP to
 RESUME of each checkpoint; on two guests:
 
   tmpfs32      256 MiB, its only load a shell loop writing 32 MiB to tmpfs
@@ -79,7 +80,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 from client import Client  # noqa: E402
-from colo_pair import bootsect_guest_args, linux_guest_args, start_pair  # noqa: E402
+from colo_pair import (bootsect_guest_args, linux_guest_args,  # noqa: E402
+                       loopback_tcp_uri, start_pair)
 from colo_vm import DEFAULT_BINARY, Vm  # noqa: E402
 from e2e_pair import (CHECKPOINT_DELAY_MS, PORT, VARIANTS, Pair,  # noqa: E402
                       end_run, guest_args, http_get)
@@ -400,8 +402,11 @@ def pause_run(binary, guest, n):
     os.environ["QEMU_COLO_BINARY"] = binary
     try:
         mem = 256 if guest == "tmpfs32" else 512
+        # TCP, as between two hosts: a unix socket would not show what
+        # TCP's own delays (Nagle's algorithm, delayed ACKs) add to a pause.
         pri, sec = start_pair(bootsect_guest_args(128) if guest == "bootsect"
-                              else linux_guest_args(mem), delay_ms=1000)
+                              else linux_guest_args(mem), delay_ms=1000,
+                              uri=loopback_tcp_uri())
     finally:
         if saved is None:
             del os.environ["QEMU_COLO_BINARY"]
@@ -456,7 +461,8 @@ def pause_run(binary, guest, n):
 
 
 def report_pause(rows):
-    print("pause: checkpoint-only pair, x-checkpoint-delay 1000, primary's "
+    print("pause: checkpoint-only pair, COLO channel on loopback TCP, "
+          "x-checkpoint-delay 1000, primary's "
           "STOP->RESUME")
     for guest, res in rows.items():
         med = {}

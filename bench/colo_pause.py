@@ -21,7 +21,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
-from colo_pair import colo_status, linux_guest_args, start_pair  # noqa: E402
+from colo_pair import (colo_status, linux_guest_args,  # noqa: E402
+                       loopback_tcp_uri, start_pair)
 import pause_steps  # noqa: E402
 from figures import pct  # noqa: E402
 
@@ -41,7 +42,9 @@ def memcpy_ms(nbytes, repeat=5):
 
 
 def run_one(delay_ms, n_checkpoints):
-    pri, sec = start_pair(linux_guest_args(512), delay_ms=delay_ms)
+    # TCP, as between two hosts (a unix socket hides TCP's own delays).
+    pri, sec = start_pair(linux_guest_args(512), delay_ms=delay_ms,
+                          uri=loopback_tcp_uri())
     try:
         pri.serial_wait("COLO-GUEST: ready", 120)
         # 64 MiB of random data once, then rewrite a copy of it every second.

@@ -20,8 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
-                       colo_status, linux_guest_args, start_pair,
-                       wait_checkpoints)
+                       colo_status, linux_guest_args, loopback_tcp_uri,
+                       start_pair, wait_checkpoints)
 from colo_fault import FaultPoints  # noqa: E402
 from colo_vm import DEFAULT_BINARY, Vm, VmExited, guest_files, wait_for  # noqa: E402
 from colo_fault import FaultPoints  # noqa: E402
@@ -112,12 +112,6 @@ def case_checkpoints_and_statistics():
         guest_runs(p.sec)
 
 
-def free_tcp_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def tcp_nodelay_of(pid, port):
     """{fd: TCP_NODELAY} for process pid's established TCP connections with
     port @port at either end, read from a duplicate of each socket taken with
@@ -157,8 +151,9 @@ def case_channel_no_delay():
     the peer's delayed ACK whenever data before it was still unacknowledged:
     some 40 ms of pause, on about half the checkpoints of a pair serving
     HTTP (query-colo-status last-steps received-us 40-44 ms)."""
-    port = free_tcp_port()
-    with Pair(uri="tcp:127.0.0.1:%d" % port) as p:
+    uri = loopback_tcp_uri()
+    port = int(uri.rsplit(":", 1)[1])
+    with Pair(uri=uri) as p:
         wait_checkpoints(p.pri, 2)
         for vm in (p.pri, p.sec):
             socks = tcp_nodelay_of(vm.proc.pid, port)

@@ -8,6 +8,7 @@ sides are in COLO (migration status 'colo' on the primary, COLO mode
 'secondary' on the secondary).  The caller shuts both VMs down.
 """
 
+import socket
 
 from colo_vm import Vm, guest_files
 
@@ -32,6 +33,14 @@ def linux_guest_args(mem_mb=256, *append):
             "-kernel", g["vmlinuz"], "-initrd", g["initrd"],
             "-append", " ".join(("console=ttyS0", "quiet", "no_timer_check")
                                 + append)]
+
+
+def loopback_tcp_uri():
+    """A migration address on a free loopback TCP port: the channel as
+    between two hosts (TCP), not a unix socket."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return "tcp:127.0.0.1:%d" % s.getsockname()[1]
 
 
 def colo_status(vm):
