@@ -117,7 +117,9 @@ def tcp_nodelay_of(pid, port):
     port @port at either end, read from a duplicate of each socket taken with
     pidfd_getfd(2)."""
     inodes = set()
-    for line in open("/proc/%d/net/tcp" % pid).readlines()[1:]:
+    with open("/proc/%d/net/tcp" % pid) as table:
+        lines = table.readlines()[1:]
+    for line in lines:
         f = line.split()
         local, remote, state, inode = f[1], f[2], f[3], f[9]
         if state == "01" and port in (int(local.split(":")[1], 16),

@@ -58,6 +58,8 @@ def start_pair(guest_args, delay_ms=300, timeout=180, extra_caps=(),
     instead (for tests that tamper with the stream).  *_env: QEMU's
     environment (e.g. FaultPoints.env()).  uri: the migration channel's
     address (e.g. "tcp:127.0.0.1:PORT") instead of a unix socket."""
+    if uri and proxy:
+        raise ValueError("start_pair: proxy works on the unix socket only, not with uri")
     pri = Vm(list(guest_args) + list(primary_extra), name="primary",
              env=primary_env)
     sec = Vm(list(guest_args) + list(secondary_extra) + ["-incoming", "defer"],
