@@ -26,7 +26,11 @@ Three workloads per way, one after the other on the same VMs:
 
 For each: requests/s (bulk: MB/s), latency p50/p99/max, checkpoints/s by
 trigger, the longest colo-compare hold, and the ratios colo/unprotected,
-colo/upstream.
+colo/upstream.  Also the CPU time of the way's QEMU processes per request
+(bulk: per MB) their guests served together (unprot-busy: the VM's and its
+twin's; COLO: the pair's, which serve each request once): on a machine that
+both ways keep busy, the inverse ratio of these costs is the throughput
+ratio to expect; it moves less than the rates with the machine's load.
 Checkpoints by trigger: ours from query-colo-status.  Upstream has no
 counters: its primary traces every "checkpoint-request" it sends
 (-trace colo_send_message, with -msg timestamp=on); upstream re-arms its
@@ -168,6 +172,22 @@ WHAT = {"http": "GET / on a fresh connection each",
         "bulk": "GET of 4 MiB on a fresh connection each; MB/s of the body"}
 
 
+def cpu_s(vms):
+    """CPU seconds (user and system, all threads) the VMs' QEMU processes
+    have used so far."""
+    total = 0
+    for vm in vms:
+        with open("/proc/%d/stat" % vm.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])      # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def served(wl, n):
+    """n answers of workload wl in its unit: requests, or MB for bulk."""
+    return n * BULK_SIZE / 1e6 if wl == "bulk" else n
+
+
 # ---- checkpoint counts per way -------------------------------------------
 
 class Counts:
@@ -228,13 +248,15 @@ class UpstreamCounts(Counts):
 
 # ---- the three ways ---------------------------------------------------------
 
-def run_workloads(topo, duration, counts):
+def run_workloads(topo, duration, counts, vms):
     out = {}
     for name, fn in WORKLOADS:
         counts.begin()
+        cpu = cpu_s(vms)
         lat, errors, secs = fn(topo, duration)
+        cpu = cpu_s(vms) - cpu
         ckpt, hold = counts.end(secs)
-        out[name] = (lat, errors, secs, ckpt, hold)
+        out[name] = (lat, errors, secs, ckpt, hold, cpu, served(name, len(lat)))
     return out
 
 
@@ -261,7 +283,7 @@ def twin_worker(fn, side, duration, conn):
     conn.send((len(lat), errors, secs))
 
 
-def run_workloads_twin_busy(topo, duration):
+def run_workloads_twin_busy(topo, duration, vms):
     """Each workload against the VM while the twin serves the same one from
     its own client, in a process of its own; the twin's runs 2 s longer, so
     that it covers the measured one."""
@@ -273,17 +295,22 @@ def run_workloads_twin_busy(topo, duration):
                            args=(fn, TwinSide(topo), duration + 2, tx))
         load.start()
         try:
+            cpu = cpu_s(vms)
             lat, errors, secs = fn(topo, duration)
+            cpu = cpu_s(vms) - cpu
             if not rx.poll(duration + 150):
                 raise RuntimeError("the twin's %s load did not end" % name)
             n, t_errors, t_secs = rx.recv()
         finally:
             load.terminate()
             load.join(30)
-        twin = "twin served %.1f %s" % (n / t_secs * (BULK_SIZE / 1e6 if name == "bulk" else 1),
-                                        "MB/s" if name == "bulk" else "req/s")
+        twin_rate = served(name, n) / t_secs
+        twin = "twin served %.1f %s" % (twin_rate, "MB/s" if name == "bulk" else "req/s")
+        # The twin's load covers the measured window: what it served in
+        # that window counts with the VM's against the CPU both took.
         out[name] = (lat, errors, secs, "n/a (not protected; %s%s)"
-                     % (twin, ", %d errors" % t_errors if t_errors else ""), None)
+                     % (twin, ", %d errors" % t_errors if t_errors else ""), None,
+                     cpu, served(name, len(lat)) + twin_rate * secs)
     return out
 
 
@@ -303,9 +330,9 @@ def way_unprotected(duration, busy_twin=False):
         twin.start()
         vm.serial_wait("COLO-GUEST: ready", 240)
         if not busy_twin:
-            return run_workloads(topo, duration, Counts())
+            return run_workloads(topo, duration, Counts(), (vm, twin))
         twin.serial_wait("COLO-GUEST: ready", 240)
-        return run_workloads_twin_busy(topo, duration)
+        return run_workloads_twin_busy(topo, duration, (vm, twin))
     finally:
         end_run(topo, None, vm and vm.shutdown, twin and twin.shutdown)
 
@@ -326,7 +353,7 @@ def way_colo(duration, binary=None):
         else:
             counts = lambda: OurCounts(pair.pri)
         pair.start()
-        return run_workloads(topo, duration, counts())
+        return run_workloads(topo, duration, counts(), (pair.pri, pair.sec))
     finally:
         end_run(topo, None, pair and pair.stop)
 
@@ -346,7 +373,8 @@ def merge_rounds(rounds):
                    sum(r[2] for r in rs),
                    ckpt[0] if len(set(ckpt)) == 1 else
                    " | ".join("round %d %s" % (i + 1, c) for i, c in enumerate(ckpt)),
-                   " | ".join(holds) if holds else None)
+                   " | ".join(holds) if holds else None,
+                   sum(r[5] for r in rs), sum(r[6] for r in rs))
     return out
 
 
@@ -364,11 +392,14 @@ def report_client(results, duration, rounds):
         print("-- %s (%s)" % (wl, WHAT[wl]))
         rate = {}
         p99 = {}
+        cost = {}
         for way, res in results.items():
             if isinstance(res, str):
                 print("%-12s %s" % (way, res))
                 continue
-            lat, errors, secs, ckpt, hold = res[wl]
+            lat, errors, secs, ckpt, hold, cpu, units = res[wl]
+            if units:
+                cost[way] = cpu / units * 1000
             if not lat:
                 print("%-12s no answer in %.0f s (%d errors)" % (way, secs, errors))
                 continue
@@ -381,6 +412,8 @@ def report_client(results, duration, rounds):
                      pct(lat, 50) * 1000, p99[way], max(lat) * 1000,
                      "  errors %d" % errors if errors else "", ckpt,
                      "  longest hold %s" % hold if hold else ""))
+            print("%-12s   QEMU CPU %.2f ms per %s served (%.2f cores)"
+                  % ("", cost[way], "MB" if wl == "bulk" else "request", cpu / secs))
         unit = "MB/s" if wl == "bulk" else "req/s"
         for other in ("unprotected", "unprot-busy", "upstream"):
             if "colo" in rate and other in rate:
@@ -390,6 +423,11 @@ def report_client(results, duration, rounds):
                       % (other, unit, rate["colo"] / rate[other],
                          p99["colo"] / p99[other], unit,
                          ", ".join("%.2f" % (c / o) for c, o in pairs if c and o)))
+        if "colo" in cost and "unprot-busy" in cost:
+            print("QEMU CPU per %s, unprot-busy/colo: %.2f (the %s ratio "
+                  "colo/unprot-busy to expect where both keep the machine busy)"
+                  % ("MB" if wl == "bulk" else "request",
+                     cost["unprot-busy"] / cost["colo"], unit))
     print("(longest hold: the longest any packet waited in colo-compare, "
           "stat-max-hold-us)")
 
