@@ -28,9 +28,10 @@ For each: requests/s (bulk: MB/s), latency p50/p99/max, checkpoints/s by
 trigger, the longest colo-compare hold, and the ratios colo/unprotected,
 colo/upstream.  Also the CPU time of the way's QEMU processes per request
 (bulk: per MB) their guests served together (unprot-busy: the VM's and its
-twin's; COLO: the pair's, which serve each request once): on a machine that
-both ways keep busy, the inverse ratio of these costs is the throughput
-ratio to expect; it moves less than the rates with the machine's load.
+twin's; COLO: the pair's, which serve each request once), and from it the
+ratio colo/unprot-busy to expect where both ways' QEMUs get the same CPU
+and the twin takes half of its pair's: on a machine both keep busy, that is
+what the rates follow.
 Checkpoints by trigger: ours from query-colo-status.  Upstream has no
 counters: its primary traces every "checkpoint-request" it sends
 (-trace colo_send_message, with -msg timestamp=on); upstream re-arms its
@@ -424,10 +425,13 @@ def report_client(results, duration, rounds):
                          p99["colo"] / p99[other], unit,
                          ", ".join("%.2f" % (c / o) for c, o in pairs if c and o)))
         if "colo" in cost and "unprot-busy" in cost:
-            print("QEMU CPU per %s, unprot-busy/colo: %.2f (the %s ratio "
-                  "colo/unprot-busy to expect where both keep the machine busy)"
+            # The VM beside its busy twin serves about half of what the
+            # two serve with the CPU they take; COLO serves all of its own.
+            print("QEMU CPU per %s, 2 x unprot-busy/colo: %.2f (the %s ratio "
+                  "colo/unprot-busy where both ways' QEMUs get the same CPU and "
+                  "the twin takes half)"
                   % ("MB" if wl == "bulk" else "request",
-                     cost["unprot-busy"] / cost["colo"], unit))
+                     2 * cost["unprot-busy"] / cost["colo"], unit))
     print("(longest hold: the longest any packet waited in colo-compare, "
           "stat-max-hold-us)")
 
