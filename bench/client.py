@@ -58,12 +58,15 @@ RESUME of each checkpoint; on two guests:
 For ours, each checkpoint's steps (query-colo-status last-steps) are
 printed under its pause: where the time goes (bench/pause_steps.py).
 
-The ways run in --rounds rounds (default 2), interleaved (unprotected,
+The ways run in --rounds rounds (default 4), interleaved (unprotected,
 unprot-busy, colo, upstream, then again), each round --duration/rounds
-seconds per workload on freshly booted VMs; figures pool the rounds, and
-the ratios are also given per round.  This machine's speed drifts by as
-much as 2x within minutes: a ratio of two ways measured minutes apart said
-as much about the drift as about COLO.
+seconds per workload (default 40/4) on freshly booted VMs; figures pool the
+rounds, and the ratios are also given per round.  This machine's speed
+drifts by as much as 2x within minutes: a ratio of two ways measured
+minutes apart said as much about the drift as about COLO.  With 2 rounds,
+one run's bulk ratio to unprot-busy had rounds at 0.34 and 0.47, another
+at 0.40 and 0.44, a third at 0.48 and 0.77: 4 rounds halve the weight of
+one unlucky round.
 
 Usage: client.py [--duration S] [--rounds N] [--checkpoints N]
                  [--only client|pause] [--guests tmpfs32,dirty64] [--no-upstream]
@@ -529,9 +532,10 @@ def report_pause(rows):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--duration", type=float, default=40.0,
+                    help="client: seconds per workload and way, all rounds together")
     ap.add_argument("--checkpoints", type=int, default=15)
-    ap.add_argument("--rounds", type=int, default=2,
+    ap.add_argument("--rounds", type=int, default=4,
                     help="client: run the ways this many times, interleaved")
     ap.add_argument("--only", choices=("client", "pause"))
     ap.add_argument("--guests", default="tmpfs32,dirty64",
