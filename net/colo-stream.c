@@ -52,6 +52,12 @@
  *  below the first sequence number seen after a checkpoint: out at once;
  *    relies on those bytes having been sent before the checkpoint, whose
  *    flush released them (audit/below-first-seen)
+ *  the primary sending released bytes again before anything else of the
+ *    connection after a checkpoint (a loss probe as it resumes), when the
+ *    secondary does not: was held, with all after it, until the next
+ *    checkpoint; now out at once if wholly below the end of what the
+ *    flush released, which the flush notes per connection
+ *    (audit/primary-resends-first)
  *  a primary segment the secondary covered in part: was held whole until
  *    the next checkpoint (bulk TCP stalled); now the matched part leaves,
  *    the rest is held (split/prefix, split/remainder-differs,
@@ -125,6 +131,10 @@ struct ColoConn {
     uint32_t pri_end;           /* furthest end of a primary segment */
     bool sec_ack_known;
     uint32_t sec_max_ack;       /* highest ACK the secondary sent */
+    bool renumbered;            /* a new SYN came while packets were held */
+    /* Where the primary's bytes released by the last flush end. */
+    bool flushed_known;
+    uint32_t flushed_end;       /* a sequence number */
 };
 
 struct ColoEngine {
@@ -702,6 +712,7 @@ static bool tcp_place(ColoConn *c, ColoHeld *h)
 
     if (h->syn && tcp_new_syn(c, h)) {
         if (c->nheld[COLO_PRIMARY] || c->nheld[COLO_SECONDARY]) {
+            c->renumbered = true;
             return false;
         }
         c->base_known = false;
@@ -709,6 +720,9 @@ static bool tcp_place(ColoConn *c, ColoHeld *h)
         c->matched = 0;
         c->pri_end = 0;
         c->sec_ack_known = false;
+    }
+    if (h->syn) {
+        c->flushed_known = false;   /* another numbering from here */
     }
     if (h->side == COLO_SECONDARY && h->syn) {
         /*
@@ -900,6 +914,60 @@ static ColoCheckpointReason flow_progress(ColoEngine *e, ColoConn *c,
     return COLO_REASON_NONE;
 }
 
+/*
+ * Primary segment @info sends again only what the last flush released on
+ * c, before anything of c is placed after it (see the header): it leaves
+ * at once.  Placed, it would take position 0 and wait for a copy the
+ * secondary need not send, holding all after it until the next checkpoint.
+ */
+static bool tcp_resends_flushed(const ColoConn *c, const ColoPacketInfo *info)
+{
+    uint8_t flags = info->tcp_flags;
+    uint32_t span = info->payload_len + (flags & COLO_TCP_FIN ? 1 : 0);
+
+    return c->flushed_known && !c->base_known &&
+           !(flags & (COLO_TCP_SYN | COLO_TCP_RST)) && span &&
+           seq_le(info->tcp_seq + span, c->flushed_end);
+}
+
+/*
+ * A flush is about to release all c holds: start c afresh, noting where
+ * the primary's bytes released so far end, unless a new SYN renumbered it
+ * meanwhile.  Returns whether there is such an end (else c can go).  The
+ * held queues stay as they are, for the flush to empty.
+ */
+static bool tcp_note_flushed(ColoConn *c)
+{
+    bool known = c->flushed_known && !c->base_known;
+    uint32_t end = c->flushed_end;
+    ColoHeld *h;
+
+    if (c->renumbered || c->key.kind != COLO_PKT_TCP) {
+        return false;
+    }
+    if (c->base_known) {
+        QTAILQ_FOREACH(h, &c->held[COLO_PRIMARY], conn_link) {
+            if (seq_lt(c->pri_end, h->rel_start + h->span)) {
+                c->pri_end = h->rel_start + h->span;
+            }
+        }
+        if (c->pri_end) {
+            end = c->base + c->pri_end;
+            known = true;
+        }
+    }
+    *c = (ColoConn) {
+        .key = c->key,
+        .held = { c->held[COLO_PRIMARY], c->held[COLO_SECONDARY] },
+        .nheld = { c->nheld[COLO_PRIMARY], c->nheld[COLO_SECONDARY] },
+        .lru_link = c->lru_link,
+        .last_seen_ns = c->last_seen_ns,
+        .flushed_known = known,
+        .flushed_end = end,
+    };
+    return known;
+}
+
 ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
                                        const uint8_t *frame, size_t len,
                                        uint32_t vnet_hdr_len, int64_t now_ns,
@@ -938,6 +1006,12 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
         e->stats.table_full++;
         e->stats.dropped_over_limit++;
         return COLO_REASON_TABLE_FULL;
+    }
+
+    if (info.kind == COLO_PKT_TCP && side == COLO_PRIMARY &&
+        tcp_resends_flushed(c, &info)) {
+        release_frame(e, frame, len, vnet_hdr_len, 0);
+        return COLO_REASON_NONE;
     }
 
     h = g_new0(ColoHeld, 1);
@@ -1024,16 +1098,24 @@ ColoCheckpointReason colo_engine_expire(ColoEngine *e, int64_t now_ns)
 void colo_engine_flush(ColoEngine *e, int64_t now_ns)
 {
     ColoHeld *h;
-    ColoConn *c;
+    ColoConn *c, *next;
 
+    /* Before the held packets go: their ends count in what is released. */
+    QTAILQ_FOREACH_SAFE(c, &e->lru, lru_link, next) {
+        if (!tcp_note_flushed(c)) {
+            c->flushed_known = false;   /* removed below, once empty */
+        }
+    }
     while ((h = QTAILQ_FIRST(&e->all[COLO_PRIMARY]))) {
         release_primary(e, h, now_ns, false);
     }
     while ((h = QTAILQ_FIRST(&e->all[COLO_SECONDARY]))) {
         drop_secondary(e, h);
     }
-    while ((c = QTAILQ_FIRST(&e->lru))) {
-        conn_remove(e, c);
+    QTAILQ_FOREACH_SAFE(c, &e->lru, lru_link, next) {
+        if (!c->flushed_known) {
+            conn_remove(e, c);
+        }
     }
     e->stats.flushes++;
 }

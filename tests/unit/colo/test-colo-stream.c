@@ -278,7 +278,8 @@ static void test_tcp_payload_difference(void)
     assert_released_data(&f, "hello world!", 12);
     g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
     g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
-    g_assert_cmpuint(st(&f)->connections, ==, 0);
+    /* it stays, holding nothing: where the bytes released end */
+    g_assert_cmpuint(st(&f)->connections, ==, 1);
     /* after the flush, comparing starts afresh and works */
     seg(&f, COLO_PRIMARY, 12, 1, PSH, "ab", 2, 1);
     seg(&f, COLO_SECONDARY, 12, 1, PSH, "ab", 2, 1);
@@ -1215,6 +1216,78 @@ static void test_tcp_below_first_seen(void)
 }
 
 /*
+ * After a checkpoint the primary is first, sending again bytes the flush
+ * released (a loss probe: its timer ran out while it was stopped), and the
+ * secondary, loaded with the same state, never does (the client's ACK
+ * reached it first): the retransmission leaves at once, as one below the
+ * matched point does, instead of taking position 0 and holding all after
+ * it until the next checkpoint (after an HTTP answer's last bytes and FIN
+ * were resent so, the ACK of the client's FIN waited 2 s).  What follows
+ * is still compared.  Not for a
+ * connection whose numbering changed: a new SYN on the 4-tuple.
+ */
+static void test_tcp_primary_resends_first(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 103, 1, COLO_TCP_FIN | PSH, "ok", 2, 1);
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 2);
+
+    seg(&f, COLO_PRIMARY, 103, 1, COLO_TCP_FIN | PSH, "ok", 2, 2);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+    seg(&f, COLO_PRIMARY, 106, 2, ACK, NULL, 0, 2);
+    seg(&f, COLO_SECONDARY, 106, 2, ACK, NULL, 0, 2);
+    g_assert_cmpuint(released(&f), ==, 4);
+    seg(&f, COLO_PRIMARY, 106, 2, PSH, "def", 3, 2);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 106, 2, PSH, "deF", 3, 2), ==,
+                    COLO_REASON_MISMATCH);
+    g_assert_cmpuint(released(&f), ==, 4);
+    fx_free(&f);
+
+    /* the bytes the flush released, not those above them */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    colo_engine_flush(f.e, f.now);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abcd", 4, 2);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+
+    /* a new connection on the 4-tuple: compared from its SYN */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    colo_engine_flush(f.e, f.now);
+    seg(&f, COLO_PRIMARY, 50, 0, COLO_TCP_SYN, NULL, 0, 2);
+    seg(&f, COLO_PRIMARY, 51, 1, PSH, "xyz", 3, 2);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+
+    /* only the secondary's SYN of a new one before the next flush: the same */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    colo_engine_flush(f.e, f.now);
+    seg(&f, COLO_SECONDARY, 500, 0, COLO_TCP_SYN | ACK, NULL, 0, 2);
+    colo_engine_flush(f.e, f.now);
+    seg(&f, COLO_PRIMARY, 98, 1, PSH, "xyz", 3, 2);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+
+    /* a new SYN while the old connection held packets: not after the flush */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    g_assert_cmpint(seg(&f, COLO_PRIMARY, 50, 0, COLO_TCP_SYN, NULL, 0, 2),
+                    ==, COLO_REASON_MISMATCH);
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 2);
+    seg(&f, COLO_PRIMARY, 51, 1, PSH, "xyz", 3, 2);
+    g_assert_cmpuint(released(&f), ==, 2);
+    fx_free(&f);
+}
+
+/*
  * After a checkpoint the secondary is first, sending again bytes the
  * flush released (a loss probe as it resumes): the primary's new bytes
  * above them are compared and leave once the secondary sent them too,
@@ -1747,6 +1820,8 @@ int main(int argc, char **argv)
                     test_tcp_rst_and_fin_hold);
     g_test_add_func("/colo-stream/tcp/audit/secondary-resends-first",
                     test_tcp_secondary_resends_first);
+    g_test_add_func("/colo-stream/tcp/audit/primary-resends-first",
+                    test_tcp_primary_resends_first);
     g_test_add_func("/colo-stream/tcp/audit/below-first-seen",
                     test_tcp_below_first_seen);
     g_test_add_func("/colo-stream/udp", test_udp);
