@@ -1223,8 +1223,8 @@ static void test_tcp_below_first_seen(void)
  * matched point does, instead of taking position 0 and holding all after
  * it until the next checkpoint (after an HTTP answer's last bytes and FIN
  * were resent so, the ACK of the client's FIN waited 2 s).  What follows
- * is still compared.  Not for a
- * connection whose numbering changed: a new SYN on the 4-tuple.
+ * is still compared.  Not for a connection whose numbering changed: a new
+ * SYN on the 4-tuple.
  */
 static void test_tcp_primary_resends_first(void)
 {
