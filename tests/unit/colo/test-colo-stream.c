@@ -1248,6 +1248,18 @@ static void test_tcp_primary_resends_first(void)
     g_assert_cmpuint(released(&f), ==, 4);
     fx_free(&f);
 
+    /* bytes a diverged connection held count too (the HTTP case) */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "Date 1", 6, 1);
+    g_assert_cmpint(seg(&f, COLO_SECONDARY, 100, 1, PSH, "Date 2", 6, 1), ==,
+                    COLO_REASON_MISMATCH);
+    seg(&f, COLO_PRIMARY, 106, 1, COLO_TCP_FIN | PSH, "ok", 2, 1);
+    colo_engine_flush(f.e, f.now);
+    g_assert_cmpuint(released(&f), ==, 2);
+    seg(&f, COLO_PRIMARY, 106, 1, COLO_TCP_FIN | PSH, "ok", 2, 2);
+    g_assert_cmpuint(released(&f), ==, 3);
+    fx_free(&f);
+
     /* the bytes the flush released, not those above them */
     fx_init(&f, NULL);
     seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
@@ -1271,6 +1283,15 @@ static void test_tcp_primary_resends_first(void)
     colo_engine_flush(f.e, f.now);
     seg(&f, COLO_SECONDARY, 500, 0, COLO_TCP_SYN | ACK, NULL, 0, 2);
     colo_engine_flush(f.e, f.now);
+    seg(&f, COLO_PRIMARY, 98, 1, PSH, "xyz", 3, 2);
+    g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+
+    /* or before it, the primary's next segment coming first */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    colo_engine_flush(f.e, f.now);
+    seg(&f, COLO_SECONDARY, 500, 0, COLO_TCP_SYN | ACK, NULL, 0, 2);
     seg(&f, COLO_PRIMARY, 98, 1, PSH, "xyz", 3, 2);
     g_assert_cmpuint(released(&f), ==, 1);
     fx_free(&f);
