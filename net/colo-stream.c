@@ -781,7 +781,7 @@ static bool tcp_same(const ColoHeld *a, const ColoHeld *b, uint32_t from,
  * with the secondary, and both leave once it matched, so the copies must
  * agree.  Segments in sequence (the common case) skip the walk.
  */
-static bool tcp_agrees_with_held(const ColoConn *c, const ColoHeld *h)
+static bool tcp_agrees_with_held(ColoConn *c, const ColoHeld *h)
 {
     uint32_t end = h->rel_start + h->span;
     bool agree = true;
@@ -809,6 +809,9 @@ static bool tcp_agrees_with_held(const ColoConn *c, const ColoHeld *h)
                 break;
             }
         }
+    }
+    if (seq_lt(c->pri_end, end)) {
+        c->pri_end = end;
     }
     return agree;
 }
@@ -928,27 +931,41 @@ static bool tcp_resends_flushed(const ColoConn *c, const ColoPacketInfo *info)
 }
 
 /*
- * A flush released all c held: start c afresh, but for a TCP connection
- * whose primary sent bytes since the last flush, note where they end (see
- * the header).  Returns false when there is nothing to note: c can go.
+ * A flush is about to release all c holds: start c afresh, noting where
+ * the primary's bytes released so far end, unless a new SYN renumbered it
+ * meanwhile.  Returns whether there is such an end (else c can go).  The
+ * held queues stay as they are, for the flush to empty.
  */
-static bool tcp_restart_after_flush(ColoConn *c)
+static bool tcp_note_flushed(ColoConn *c)
 {
-    if (c->key.kind != COLO_PKT_TCP || c->renumbered || !c->base_known ||
-        !c->pri_end) {
+    bool known = c->flushed_known && !c->base_known;
+    uint32_t end = c->flushed_end;
+    ColoHeld *h;
+
+    if (c->renumbered || c->key.kind != COLO_PKT_TCP) {
         return false;
     }
-    /* Still in the same place of the LRU list; its queues are empty. */
+    if (c->base_known) {
+        QTAILQ_FOREACH(h, &c->held[COLO_PRIMARY], conn_link) {
+            if (seq_lt(c->pri_end, h->rel_start + h->span)) {
+                c->pri_end = h->rel_start + h->span;
+            }
+        }
+        if (c->pri_end) {
+            end = c->base + c->pri_end;
+            known = true;
+        }
+    }
     *c = (ColoConn) {
         .key = c->key,
+        .held = { c->held[COLO_PRIMARY], c->held[COLO_SECONDARY] },
+        .nheld = { c->nheld[COLO_PRIMARY], c->nheld[COLO_SECONDARY] },
         .lru_link = c->lru_link,
         .last_seen_ns = c->last_seen_ns,
-        .flushed_known = true,
-        .flushed_end = c->base + c->pri_end,
+        .flushed_known = known,
+        .flushed_end = end,
     };
-    QTAILQ_INIT(&c->held[COLO_PRIMARY]);
-    QTAILQ_INIT(&c->held[COLO_SECONDARY]);
-    return true;
+    return known;
 }
 
 ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
@@ -1036,16 +1053,11 @@ ColoCheckpointReason colo_engine_input(ColoEngine *e, ColoSide side,
     enqueue(e, c, h);
 
     if (info.kind == COLO_PKT_TCP) {
-        if (side == COLO_PRIMARY && h->span) {
-            if (!c->diverged && !tcp_agrees_with_held(c, h)) {
-                c->diverged = true;
-                e->stats.mismatches[COLO_PKT_TCP]++;
-                reason = COLO_REASON_MISMATCH;
-            }
-            /* diverged too: a flush releases it (tcp_restart_after_flush) */
-            if (seq_lt(c->pri_end, h->rel_start + h->span)) {
-                c->pri_end = h->rel_start + h->span;
-            }
+        if (side == COLO_PRIMARY && h->span && !c->diverged &&
+            !tcp_agrees_with_held(c, h)) {
+            c->diverged = true;
+            e->stats.mismatches[COLO_PKT_TCP]++;
+            reason = COLO_REASON_MISMATCH;
         }
         return reason ?: tcp_progress(e, c, now_ns);
     }
@@ -1088,6 +1100,12 @@ void colo_engine_flush(ColoEngine *e, int64_t now_ns)
     ColoHeld *h;
     ColoConn *c, *next;
 
+    /* Before the held packets go: their ends count in what is released. */
+    QTAILQ_FOREACH_SAFE(c, &e->lru, lru_link, next) {
+        if (!tcp_note_flushed(c)) {
+            c->flushed_known = false;   /* removed below, once empty */
+        }
+    }
     while ((h = QTAILQ_FIRST(&e->all[COLO_PRIMARY]))) {
         release_primary(e, h, now_ns, false);
     }
@@ -1095,7 +1113,7 @@ void colo_engine_flush(ColoEngine *e, int64_t now_ns)
         drop_secondary(e, h);
     }
     QTAILQ_FOREACH_SAFE(c, &e->lru, lru_link, next) {
-        if (!tcp_restart_after_flush(c)) {
+        if (!c->flushed_known) {
             conn_remove(e, c);
         }
     }

@@ -62,10 +62,10 @@
  * A diverged connection holds everything until the checkpoint.  The
  * checkpoint's flush releases every held primary packet in arrival order,
  * drops every secondary packet and starts every connection afresh (after a
- * checkpoint the guests are identical again); of a TCP connection the
- * primary sent on since the previous flush it keeps only where those bytes
- * end, so that the primary's resending them after the checkpoint leaves at
- * once (the secondary need not resend them).  It forgets the others.
+ * checkpoint the guests are identical again); of a TCP connection it keeps
+ * only where the primary's bytes released so far end, so that the
+ * primary's resending them after the checkpoint leaves at once (the
+ * secondary need not resend them).  Other connections are forgotten.
  *
  * Bounds: per connection and side at most max_queue_size packets; per
  * engine at most max_connections connections (idle ones without held
