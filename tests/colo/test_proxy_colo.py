@@ -80,6 +80,8 @@ def compare_drives_checkpoints_and_failover():
         c.wait_stat("flushes", 2)
         c.primary(udp(b"alone now"))
         assert c.out() == udp(b"alone now")
+        # the stats are published after the frame is written: wait for them
+        c.wait_stat("passed-through", 1)
         assert c.stat("passed-through") == 1
     finally:
         if c:
