@@ -43,6 +43,11 @@
  *    in arrival order (reordering, audit/primary-out-of-order)
  *  RST: its data matched and an RST from the secondary (rst,
  *    audit/rst-and-fin-hold)
+ *  an empty copy of an RST both sides sent (same sequence number, ACK
+ *    and flags; sent again to the client's FIN sent again): was held for
+ *    an RST from the secondary that did not come, until the next
+ *    checkpoint or a compare timeout; now out at once, the secondary's
+ *    copies done, until a SYN or the flush (audit/rst-repeated)
  *  FIN: one stream position, compared (fin-difference,
  *    audit/rst-and-fin-hold)
  *  window probe: with data compared as data; empty (Linux) a pure ACK,
@@ -135,6 +140,11 @@ struct ColoConn {
     /* Where the primary's bytes released by the last flush end. */
     bool flushed_known;
     uint32_t flushed_end;       /* a sequence number */
+    /* An RST that both sides sent, as the primary sent it */
+    bool rst_matched;
+    uint8_t rst_flags;
+    uint32_t rst_seq;
+    uint32_t rst_ack;
 };
 
 struct ColoEngine {
@@ -598,10 +608,39 @@ static ColoHeld *first_pair(ColoHeldQueue *q, const ColoHeld *p)
     return NULL;
 }
 
+/*
+ * Is @h an empty copy of an RST both sides sent on c?  Then both guests
+ * have reset the connection and the client was sent that RST: a copy
+ * tells it nothing (a duplicate from the network does the same), so it
+ * needs no pair.  The guests send copies when they closed differently:
+ * one answered the client's FIN with an RST, the other with an ACK, and
+ * both answered the client's second FIN with an RST.
+ */
+static bool tcp_repeats_matched_rst(const ColoConn *c, const ColoHeld *h)
+{
+    return c->rst_matched && h->rst && !h->info.payload_len &&
+           h->info.tcp_flags == c->rst_flags &&
+           h->info.tcp_seq == c->rst_seq && h->ack == c->rst_ack;
+}
+
+/* Secondary segments wholly matched (or retransmitted) are done. */
+static void tcp_drop_done_secondary(ColoEngine *e, ColoConn *c)
+{
+    ColoHeld *h, *next;
+
+    QTAILQ_FOREACH_SAFE(h, &c->held[COLO_SECONDARY], conn_link, next) {
+        if ((!h->paired && seq_le(h->rel_start + h->span, c->matched)) ||
+            tcp_repeats_matched_rst(c, h)) {
+            drop_secondary(e, h);
+        }
+    }
+}
+
 static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
                                          int64_t now_ns)
 {
-    ColoHeld *h, *next;
+    bool rst_noted = false;
+    ColoHeld *h;
 
     if (c->diverged) {
         return COLO_REASON_NONE;
@@ -611,12 +650,7 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
         e->stats.mismatches[COLO_PKT_TCP]++;
         return COLO_REASON_MISMATCH;
     }
-    /* Secondary segments wholly matched (or retransmitted) are done. */
-    QTAILQ_FOREACH_SAFE(h, &c->held[COLO_SECONDARY], conn_link, next) {
-        if (!h->paired && seq_le(h->rel_start + h->span, c->matched)) {
-            drop_secondary(e, h);
-        }
-    }
+    tcp_drop_done_secondary(e, c);
     while ((h = QTAILQ_FIRST(&c->held[COLO_PRIMARY]))) {
         if (h->span && !seq_le(h->rel_start + h->span, c->matched)) {
             uint32_t k = c->matched - h->rel_start;
@@ -631,15 +665,25 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
             !(c->sec_ack_known && seq_le(h->ack, c->sec_max_ack))) {
             break;
         }
-        if (h->paired) {
+        if (h->paired && !tcp_repeats_matched_rst(c, h)) {
             ColoHeld *s = first_pair(&c->held[COLO_SECONDARY], h);
 
             if (!s) {
                 break;
             }
             drop_secondary(e, s);
+            if (h->rst) {
+                c->rst_matched = true;
+                c->rst_flags = h->info.tcp_flags;
+                c->rst_seq = h->info.tcp_seq;
+                c->rst_ack = h->ack;
+                rst_noted = true;
+            }
         }
         release_primary(e, h, now_ns, true);
+    }
+    if (rst_noted) {
+        tcp_drop_done_secondary(e, c);  /* the secondary's copies held */
     }
     return COLO_REASON_NONE;
 }
@@ -722,7 +766,9 @@ static bool tcp_place(ColoConn *c, ColoHeld *h)
         c->sec_ack_known = false;
     }
     if (h->syn) {
-        c->flushed_known = false;   /* another numbering from here */
+        /* another numbering from here */
+        c->flushed_known = false;
+        c->rst_matched = false;
     }
     if (h->side == COLO_SECONDARY && h->syn) {
         /*

@@ -32,7 +32,9 @@
  *    is a mismatch.  A pure ACK is released once the secondary
  *    acknowledged at least as far.  A
  *    segment with RST waits for an RST from the secondary on the same
- *    connection, an empty one without ACK for the same from the secondary.
+ *    connection (an empty copy of one both sent leaves at once, and the
+ *    secondary's copies are done), an empty one without ACK for the same
+ *    from the secondary.
  *    A SYN that opens a new connection on the same addresses and ports
  *    restarts the comparison at that SYN if the old connection holds
  *    nothing; if it still holds packets, that is a mismatch (two numberings
