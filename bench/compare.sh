@@ -2,7 +2,8 @@
 # COLO proxy benchmark: compare-engine throughput (packets/s and MB/s on one
 # core, matching streams), added hold time per packet (median, p99) and the
 # checkpoints an HTTP-like workload with differently segmented responses
-# triggers (tests/unit/colo/bench-colo-compare.c); then request latency and
+# triggers, the flush's cost with the connection table full
+# (tests/unit/colo/bench-colo-compare.c); then request latency and
 # checkpoints with real guests (bench/compare-guest.py).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)

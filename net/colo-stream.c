@@ -123,6 +123,7 @@ struct ColoConn {
     uint32_t nheld[2];
     QTAILQ_ENTRY(ColoConn) lru_link;
     int64_t last_seen_ns;
+    uint64_t period;            /* stats.flushes when last seen */
     bool diverged;              /* mismatch: hold all until the flush */
 
     /* TCP */
@@ -342,6 +343,7 @@ static ColoConn *conn_get(ColoEngine *e, const ColoConnKey *key,
     }
     QTAILQ_INSERT_TAIL(&e->lru, c, lru_link);
     c->last_seen_ns = now_ns;
+    c->period = e->stats.flushes;
     return c;
 }
 
@@ -1008,6 +1010,7 @@ static bool tcp_note_flushed(ColoConn *c)
         .nheld = { c->nheld[COLO_PRIMARY], c->nheld[COLO_SECONDARY] },
         .lru_link = c->lru_link,
         .last_seen_ns = c->last_seen_ns,
+        .period = c->period,
         .flushed_known = known,
         .flushed_end = end,
     };
@@ -1141,13 +1144,26 @@ ColoCheckpointReason colo_engine_expire(ColoEngine *e, int64_t now_ns)
     return reason;
 }
 
+/*
+ * Was c seen since the previous flush?  Those are the last on the LRU
+ * list.  Each of the others holds nothing, is TCP and was started afresh by
+ * that flush, which the next would not change: the flush skips them.  It
+ * runs inside the checkpoint pause, and the table keeps up to
+ * max_connections idle ones (a walk of 4096 took 90 us, bench-colo-compare).
+ */
+static bool conn_seen_this_period(ColoEngine *e, ColoConn *c)
+{
+    return c->period == e->stats.flushes;
+}
+
 void colo_engine_flush(ColoEngine *e, int64_t now_ns)
 {
     ColoHeld *h;
-    ColoConn *c, *next;
+    ColoConn *c, *prev;
 
     /* Before the held packets go: their ends count in what is released. */
-    QTAILQ_FOREACH_SAFE(c, &e->lru, lru_link, next) {
+    for (c = QTAILQ_LAST(&e->lru); c && conn_seen_this_period(e, c);
+         c = QTAILQ_PREV(c, lru_link)) {
         if (!tcp_note_flushed(c)) {
             c->flushed_known = false;   /* removed below, once empty */
         }
@@ -1158,7 +1174,9 @@ void colo_engine_flush(ColoEngine *e, int64_t now_ns)
     while ((h = QTAILQ_FIRST(&e->all[COLO_SECONDARY]))) {
         drop_secondary(e, h);
     }
-    QTAILQ_FOREACH_SAFE(c, &e->lru, lru_link, next) {
+    for (c = QTAILQ_LAST(&e->lru); c && conn_seen_this_period(e, c);
+         c = prev) {
+        prev = QTAILQ_PREV(c, lru_link);
         if (!c->flushed_known) {
             conn_remove(e, c);
         }

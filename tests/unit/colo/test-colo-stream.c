@@ -1326,6 +1326,7 @@ static void test_tcp_below_first_seen(void)
 static void test_tcp_primary_resends_first(void)
 {
     Fixture f;
+    int i;
 
     fx_init(&f, NULL);
     seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
@@ -1363,6 +1364,27 @@ static void test_tcp_primary_resends_first(void)
     colo_engine_flush(f.e, f.now);
     seg(&f, COLO_PRIMARY, 100, 1, PSH, "abcd", 4, 2);
     g_assert_cmpuint(released(&f), ==, 1);
+    fx_free(&f);
+
+    /*
+     * idle through later checkpoints, while another connection sends (the
+     * flush walks only those seen since the previous one): the note stays
+     */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 1);
+    colo_engine_flush(f.e, f.now);
+    for (i = 0; i < 2; i++) {
+        TfTcp other = { .seq = 7 + i, .ack = 1, .flags = PSH,
+                        .dport = 40001 };
+        uint8_t buf[128];
+        size_t n = tf_tcp(buf, &other, "x", 1);
+
+        colo_engine_input(f.e, COLO_PRIMARY, buf, n, 0, f.now, NULL);
+        colo_engine_flush(f.e, f.now);
+    }
+    g_assert_cmpuint(st(&f)->connections, ==, 2);
+    seg(&f, COLO_PRIMARY, 100, 1, PSH, "abc", 3, 2);
+    g_assert_cmpuint(released(&f), ==, 4);
     fx_free(&f);
 
     /* a new connection on the 4-tuple: compared from its SYN */
