@@ -21,8 +21,12 @@
 static const char *const pair_keys[] = {
     "name", "qemu", "qemu-img", "guest-args", "netdev", "mac", "disk-size",
     "checkpoint-delay-ms", "resync-speed", "port-mirror", "port-compare",
-    "port-migrate", "port-nbd", "port-local-compare", "port-local-out",
-    "heartbeat-port",
+    "port-migrate", "port-nbd", "heartbeat-port",
+    /*
+     * Read by older versions, for the proxy's own hops, which are unix
+     * sockets in the primary's work directory now; still accepted.
+     */
+    "port-local-compare", "port-local-out",
     "heartbeat-interval-ms", "heartbeat-timeout-ms", "use-corosync",
     "tls-dir", "heartbeat-key-file", "heartbeat-auth", "shared-disk",
     "shared-undo", "shared-cache-direct", NULL
@@ -524,9 +528,6 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
         !get_port(l, "port-compare", 9004, &cfg->port_compare, errp) ||
         !get_port(l, "port-migrate", 9998, &cfg->port_migrate, errp) ||
         !get_port(l, "port-nbd", 9999, &cfg->port_nbd, errp) ||
-        !get_port(l, "port-local-compare", 9001, &cfg->port_local_compare,
-                  errp) ||
-        !get_port(l, "port-local-out", 9005, &cfg->port_local_out, errp) ||
         !get_int(l, "pair", "heartbeat-port", 9010, 1, 65535, &port, errp) ||
         !get_int(l, "pair", "heartbeat-interval-ms", 100, 1, 60000,
                  &cfg->heartbeat_interval_ms, errp) ||
@@ -545,7 +546,7 @@ static bool load(Loader *l, ColoConfig *cfg, Error **errp)
     {
         const int ports[] = {
             cfg->port_mirror, cfg->port_compare, cfg->port_migrate,
-            cfg->port_nbd, cfg->port_local_compare, cfg->port_local_out,
+            cfg->port_nbd,
         };
 
         for (int i = 0; i < ARRAY_SIZE(ports); i++) {

@@ -69,7 +69,6 @@ typedef struct ColoConfig {
     int64_t checkpoint_delay_ms;
     int64_t resync_speed;   /* bytes/s of the disk resync, 0: unlimited */
     int port_mirror, port_compare, port_migrate, port_nbd;
-    int port_local_compare, port_local_out;
     int heartbeat_port;     /* UDP, on each node's heartbeat_addr */
     int64_t heartbeat_interval_ms;
     int64_t heartbeat_timeout_ms;

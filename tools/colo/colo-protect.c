@@ -306,20 +306,23 @@ static bool add_replication(QmpClient *s, const char *top,
     return qmp_client_run(s, "x-blockdev-change", change, errp);
 }
 
-static bool add_socket(QmpClient *s, const char *id, const char *host,
-                       int port, bool server, bool tls, Error **errp)
+/*
+ * chardev-add of a socket chardev at @addr (a SocketAddress, taken); the
+ * clients retry every 200 ms until their listener is there.
+ */
+static bool add_chardev_socket(QmpClient *s, const char *id, QDict *addr,
+                               bool server, bool tls, Error **errp)
 {
     g_autoptr(QDict) args = qdict_new();
     QDict *backend = qdict_new();
     QDict *data = qdict_new();
-    QDict *addr = qdict_new();
 
-    qdict_put_str(addr, "type", "inet");
-    qdict_put(addr, "data", inet(host, port));
+    if (g_str_equal(qdict_get_str(addr, "type"), "inet")) {
+        /* no Nagle: frames must not wait for delayed ACKs (docs: nodelay) */
+        qdict_put_bool(data, "nodelay", true);
+    }
     qdict_put(data, "addr", addr);
     qdict_put_bool(data, "server", server);
-    /* no Nagle: frames must not wait for delayed ACKs (docs: nodelay) */
-    qdict_put_bool(data, "nodelay", true);
     if (tls) {
         /* only the link's listeners: the peer connects with a cert */
         qdict_put_str(data, "tls-creds", COLO_TLS_SERVER);
@@ -335,6 +338,39 @@ static bool add_socket(QmpClient *s, const char *id, const char *host,
     qdict_put_str(args, "id", id);
     qdict_put(args, "backend", backend);
     return qmp_client_run(s, "chardev-add", args, errp);
+}
+
+/* A chardev of the proxy on the replication link. */
+static bool add_link_socket(QmpClient *s, const char *id, const char *host,
+                            int port, bool server, bool tls, Error **errp)
+{
+    QDict *addr = qdict_new();
+
+    qdict_put_str(addr, "type", "inet");
+    qdict_put(addr, "data", inet(host, port));
+    return add_chardev_socket(s, id, addr, server, tls, errp);
+}
+
+/*
+ * One end of a hop inside the primary's QEMU: a unix socket in the node's
+ * work directory.  Whoever connects to such a listener first is its peer,
+ * so it must not be reachable by other local users as a loopback TCP port
+ * is: the socket file has QEMU's umask and sits in the work directory, as
+ * the QMP sockets do (docs: "The proxy's own hops").
+ */
+static bool add_local_socket(QmpClient *s, const ColoNodeConfig *self,
+                             const char *id, const char *listener,
+                             bool server, Error **errp)
+{
+    QDict *addr = qdict_new();
+    QDict *unix_addr = qdict_new();
+    g_autofree char *name = g_strconcat(listener, ".sock", NULL);
+    g_autofree char *path = g_build_filename(self->workdir, name, NULL);
+
+    qdict_put_str(unix_addr, "path", path);
+    qdict_put_str(addr, "type", "unix");
+    qdict_put(addr, "data", unix_addr);
+    return add_chardev_socket(s, id, addr, server, false, errp);
 }
 
 static bool add_object(QmpClient *s, const char *type, const char *id,
@@ -392,18 +428,18 @@ static bool add_proxy(QmpClient *s, const ColoConfig *cfg,
     };
     bool tls = cfg->tls_dir != NULL;
 
-    return add_socket(s, COLO_ID_MIRROR_CHR, self->link_addr,
-                      cfg->port_mirror, true, tls, errp) &&
-           add_socket(s, COLO_ID_COMPARE_SEC, self->link_addr,
-                      cfg->port_compare, true, tls, errp) &&
-           add_socket(s, COLO_ID_COMPARE_PRI, "127.0.0.1",
-                      cfg->port_local_compare, true, false, errp) &&
-           add_socket(s, COLO_ID_COMPARE_PRI_IN, "127.0.0.1",
-                      cfg->port_local_compare, false, false, errp) &&
-           add_socket(s, COLO_ID_COMPARE_OUT, "127.0.0.1",
-                      cfg->port_local_out, true, false, errp) &&
-           add_socket(s, COLO_ID_COMPARE_OUT_IN, "127.0.0.1",
-                      cfg->port_local_out, false, false, errp) &&
+    return add_link_socket(s, COLO_ID_MIRROR_CHR, self->link_addr,
+                           cfg->port_mirror, true, tls, errp) &&
+           add_link_socket(s, COLO_ID_COMPARE_SEC, self->link_addr,
+                           cfg->port_compare, true, tls, errp) &&
+           add_local_socket(s, self, COLO_ID_COMPARE_PRI, COLO_ID_COMPARE_PRI,
+                            true, errp) &&
+           add_local_socket(s, self, COLO_ID_COMPARE_PRI_IN,
+                            COLO_ID_COMPARE_PRI, false, errp) &&
+           add_local_socket(s, self, COLO_ID_COMPARE_OUT, COLO_ID_COMPARE_OUT,
+                            true, errp) &&
+           add_local_socket(s, self, COLO_ID_COMPARE_OUT_IN,
+                            COLO_ID_COMPARE_OUT, false, errp) &&
            add_object(s, "filter-mirror", COLO_ID_MIRROR, m0, errp) &&
            add_object(s, "filter-redirector", COLO_ID_REDIRECT_IN, redire0,
                       errp) &&

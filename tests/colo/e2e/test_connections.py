@@ -23,7 +23,8 @@ number: then it opens another connection).  Then:
      on to the next secondary (it still maps the client's numbering).
 
 After each step the same connection must be answered (line numbers in
-order, nothing lost or repeated).
+order, nothing lost or repeated).  After each protection no other local
+user can reach the primary proxy's own hops (tool_pair.check_local_hops).
 
 TAP line:
   carried   the connection survives both failovers and both re-protections
@@ -151,6 +152,7 @@ def step(pair, what, fn):
 def run_carried():
     def body(topo, pair, clients):
         pair.start_protected()
+        rp.check_local_hops(pair, "a")
         client = open_between_checkpoints(topo, pair, clients)
         history = []
         for rnd in range(1, 4):
@@ -166,6 +168,7 @@ def run_carried():
                 break
             step(pair, "re-protection %d" % rnd,
                  lambda: rp.reprotect(pair, topo, client, survivor, dead))
+            rp.check_local_hops(pair, survivor)
             log("re-protection %d: %s primary, %s secondary; %d answers; "
                 "rewriter of the new secondary %s: %s"
                 % (rnd, survivor, dead, client.answers(), dead,

@@ -346,6 +346,59 @@ def reprotect(pair, topo, client, survivor, dead):
     return took
 
 
+# A local process of another user trying the primary proxy's own hops.
+# Prints "connected" or "refused: ERRNO".
+PROBE = r"""
+import errno, socket, sys
+kind, addr = sys.argv[1], sys.argv[2]
+if kind == "unix":
+    s, target = socket.socket(socket.AF_UNIX), addr
+else:
+    host, port = addr.rsplit(":", 1)
+    host = host.strip("[]")
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    target = (host, int(port))
+s.settimeout(10)
+try:
+    s.connect(target)
+except OSError as e:
+    print("refused: %s" % errno.errorcode.get(e.errno, e))
+else:
+    print("connected")
+"""
+
+
+def check_local_hops(pair, node):
+    """The primary's proxy loops its guest's output into colo-compare
+    (compare0 -> compare0-0) and what colo-compare releases back to the
+    netdev (compare_out0 -> compare_out) through listeners of its own.
+    Whoever connects to such a listener first is its peer: a local user
+    there would inject frames that leave the host uncompared, or read the
+    guest's output and starve colo-compare.  Try both as user nobody, in
+    the node's network namespace (where QEMU's loopback is)."""
+    ns = getattr(pair.topo, ToolPair.HOSTS[node][0])
+    names = {c["label"]: c["filename"] for c in pair.qmp[node]("query-chardev")}
+    for label in ("compare0", "compare_out"):
+        assert label in names, "node %s has no chardev %s: %s" % (node, label, names)
+        where = names[label].replace("disconnected:", "").split(",")[0]
+        kind, addr = where.split(":", 1)
+        assert kind in ("tcp", "unix"), "chardev %s: %s" % (label, names[label])
+        r = subprocess.run(["ip", "netns", "exec", ns, "setpriv",
+                            "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                            sys.executable, "-c", PROBE, kind, addr],
+                           capture_output=True, text=True, timeout=60)
+        verdict = r.stdout.strip()
+        assert r.returncode == 0 and (verdict == "connected" or
+                                      verdict.startswith("refused: ")), \
+            "the probe failed: %r %r" % (r.stdout, r.stderr)
+        assert verdict != "connected", \
+            "a local user (nobody) connected to node %s's %s (%s): it could " \
+            "send frames past colo-compare or take the guest's output" \
+            % (node, label, where)
+        log("node %s: %s (%s) not reachable by user nobody: %s"
+            % (node, label, where, verdict))
+
+
 def with_pair(body, **kw):
     """Run body(topo, pair, clients) and clean up everything after it."""
     topo = Topology()
