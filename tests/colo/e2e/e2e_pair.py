@@ -135,8 +135,10 @@ def read_records(path, first, last):
     return last - first + 1
 
 
-def primary_args():
-    """The primary's proxy, as in the documentation (addresses adapted)."""
+def primary_args(path):
+    """The primary's proxy, as in the documentation (addresses adapted; the
+    proxy's own hops are unix sockets at path(NAME), a directory of the
+    primary's)."""
     def server(cid, host, port):
         return ["-chardev", "socket,id=%s,host=%s,port=%d,server=on,wait=off,"
                 "nodelay=on" % (cid, host, port)]
@@ -144,12 +146,17 @@ def primary_args():
     def client(cid, host, port):
         return ["-chardev", "socket,id=%s,host=%s,port=%d,reconnect-ms=200,nodelay=on"
                 % (cid, host, port)]
+
+    def local(cid, listener, server):
+        return ["-chardev", "socket,id=%s,path=%s,%s" % (
+            cid, path(listener + ".sock"),
+            "server=on,wait=off" if server else "reconnect-ms=200")]
     return (server("mirror0", PRI_LINK_IP, 9003) +
             server("compare1", PRI_LINK_IP, 9004) +
-            server("compare0", "127.0.0.1", 9001) +
-            client("compare0-0", "127.0.0.1", 9001) +
-            server("compare_out", "127.0.0.1", 9005) +
-            client("compare_out0", "127.0.0.1", 9005) +
+            local("compare0", "compare0", True) +
+            local("compare0-0", "compare0", False) +
+            local("compare_out", "compare_out", True) +
+            local("compare_out0", "compare_out", False) +
             ["-object", "filter-mirror,id=m0,netdev=hn0,queue=tx,outdev=mirror0," + VNET,
              "-object", "filter-redirector,netdev=hn0,id=redire0,queue=rx,"
                         "indev=compare_out," + VNET,
@@ -201,8 +208,9 @@ class Pair:
             make_disks(self.disk_dir)
             pdisk = primary_disk_args(self.disk_dir, guest)
             sdisk = secondary_disk_args(self.disk_dir, guest)
-        self.pri = Vm(guest_args(append, guest) + pdisk + primary_args() + list(qemu_args),
+        self.pri = Vm(guest_args(append, guest) + pdisk,
                       name="primary", prefix=topo.exec_prefix(topo.pri), env=pri_env)
+        self.pri.add_args(*primary_args(self.pri.path) + list(qemu_args))
         self.sec = Vm(guest_args(append, guest) + sdisk + secondary_args() + list(qemu_args),
                       name="secondary", prefix=topo.exec_prefix(topo.sec), env=sec_env)
 
@@ -371,20 +379,27 @@ def diagnose(topo, pair, client, qmp_timeout=60):
 
 def add_primary_proxy(vm, link_ip):
     """The primary's proxy of primary_args(), added at run time (QMP)."""
-    def chardev(cid, host, port, server):
-        data = {"addr": {"type": "inet", "data": {"host": host, "port": str(port)}},
-                "server": server, "nodelay": True}
+    def chardev(cid, addr, server):
+        data = {"addr": addr, "server": server}
+        if addr["type"] == "inet":
+            data["nodelay"] = True
         if server:
             data["wait"] = False
         else:
             data["reconnect-ms"] = 200
         vm.cmd("chardev-add", id=cid, backend={"type": "socket", "data": data})
-    chardev("mirror0", link_ip, 9003, True)
-    chardev("compare1", link_ip, 9004, True)
-    chardev("compare0", "127.0.0.1", 9001, True)
-    chardev("compare0-0", "127.0.0.1", 9001, False)
-    chardev("compare_out", "127.0.0.1", 9005, True)
-    chardev("compare_out0", "127.0.0.1", 9005, False)
+
+    def inet(port):
+        return {"type": "inet", "data": {"host": link_ip, "port": str(port)}}
+
+    def local(listener):
+        return {"type": "unix", "data": {"path": vm.path(listener + ".sock")}}
+    chardev("mirror0", inet(9003), True)
+    chardev("compare1", inet(9004), True)
+    chardev("compare0", local("compare0"), True)
+    chardev("compare0-0", local("compare0"), False)
+    chardev("compare_out", local("compare_out"), True)
+    chardev("compare_out0", local("compare_out"), False)
     for qom_type, oid, props in (
             ("filter-mirror", "m0", {"netdev": "hn0", "queue": "tx",
                                      "outdev": "mirror0"}),

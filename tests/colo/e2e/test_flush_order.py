@@ -80,10 +80,20 @@ def unread(topo, sel):
     return sum(int(line.split()[0]) for line in out.splitlines() if line.strip())
 
 
-def primary_in_unread(topo):
-    """Bytes waiting unread in colo-compare's primary_in socket (the client
-    side of the loopback connection to port 9001)."""
-    return unread(topo, "( dport = :9001 )")
+def primary_in_unread(topo, pri):
+    """Bytes waiting unread in colo-compare's primary_in socket: the client
+    end (compare0-0) of the unix connection to compare0's listener.  ss
+    shows the client end without a name; its peer is the accepted end,
+    which carries the listener's path."""
+    path = pri.path("compare0.sock")
+    out = topo.run_in(topo.pri, "ss", "-xnH", "state", "established")
+    ends = [line.split() for line in out.splitlines() if line.strip()]
+    # columns: Netid Recv-Q Send-Q Local-Address Inode Peer-Address Inode
+    accepted = [e[4] for e in ends if e[3] == path]
+    assert len(accepted) == 1, "compare0's connection: %s" % ends
+    client = [int(e[1]) for e in ends if e[6] == accepted[0]]
+    assert len(client) == 1, "compare0-0's end: %s" % ends
+    return client[0]
 
 
 def secondary_in_unread(topo):
@@ -127,7 +137,7 @@ def case_flush_reads_primary_first(topo, pri, sock):
     # An answer longer than any frame the guest sends on its own, so
     # that what waits in the socket is known to hold it.
     sock.sendall(b"held-" + b"x" * 1200 + b"\n")
-    pri.wait_for(lambda: primary_in_unread(topo) >= 1200, 60,
+    pri.wait_for(lambda: primary_in_unread(topo, pri) >= 1200, 60,
                  "the primary's answer waiting in primary_in")
     quiet_checkpoint(pri)       # setting the delay again forces one
     t0 = time.monotonic()
@@ -137,7 +147,7 @@ def case_flush_reads_primary_first(topo, pri, sock):
         raise AssertionError(
             "no answer 20 s after the checkpoint: the primary's answer, "
             "sent before the checkpoint's stop, was not released by it "
-            "(%d bytes still unread in primary_in)" % primary_in_unread(topo))
+            "(%d bytes still unread in primary_in)" % primary_in_unread(topo, pri))
     assert b"held-" in line, "unexpected answer %r" % line[:80]
     print("# answer %.3f s after the checkpoint, with the hold on"
           % (time.monotonic() - t0))
@@ -161,7 +171,7 @@ def case_late_release_releases_nothing(topo, pri, sock):
     sock.sendall(b"late-" + b"y" * 1200 + b"\n")
     pri.wait_for(lambda: secondary_in_unread(topo) >= 1200, 60,
                  "the secondary's answer waiting in secondary_in")
-    pri.wait_for(lambda: primary_in_unread(topo) == 0 and
+    pri.wait_for(lambda: primary_in_unread(topo, pri) == 0 and
                  comp_stat(pri, "queue-depth-primary") > depth0, 60,
                  "the primary's answer held by colo-compare")
 
