@@ -13,7 +13,9 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/cutils.h"
+#include <sys/un.h>
 #include "colo-config.h"
+#include "colo-ids.h"
 #include "colo-heartbeat.h"
 
 #define NODE_PREFIX "node "
@@ -83,6 +85,34 @@ static char *get_path(Loader *l, const char *group, const char *key,
         return g_steal_pointer(&v);
     }
     return g_build_filename(l->dir, v, NULL);
+}
+
+/*
+ * protect puts the listeners of the primary proxy's own hops in the work
+ * directory (colo-protect.c): refuse a directory whose socket paths do
+ * not fit a unix socket address, before anything is started.
+ */
+static bool check_local_sockets(Loader *l, const char *group,
+                                const char *workdir, Error **errp)
+{
+    const char *const listeners[] = {
+        COLO_ID_COMPARE_PRI, COLO_ID_COMPARE_OUT
+    };
+    const size_t max = sizeof(((struct sockaddr_un *)NULL)->sun_path) - 1;
+
+    for (int i = 0; i < ARRAY_SIZE(listeners); i++) {
+        g_autofree char *name = g_strconcat(listeners[i],
+                                            COLO_LOCAL_SOCKET_SUFFIX, NULL);
+        g_autofree char *path = g_build_filename(workdir, name, NULL);
+
+        if (strlen(path) > max) {
+            error_setg(errp, "%s: [%s]: workdir is too long: the proxy's "
+                       "unix socket %s would have %zu bytes, at most %zu fit",
+                       l->path, group, path, strlen(path), max);
+            return false;
+        }
+    }
+    return true;
 }
 
 static bool get_int(Loader *l, const char *group, const char *key,
@@ -212,6 +242,9 @@ static bool load_node(Loader *l, const char *group, ColoNodeConfig *n,
     }
     n->workdir = get_path(l, group, "workdir", n->name, errp);
     if (!n->workdir) {
+        return false;
+    }
+    if (!check_local_sockets(l, group, n->workdir, errp)) {
         return false;
     }
     {

@@ -36,6 +36,8 @@
 #define COLO_ID_COMPARE_PRI_IN  "compare0-0"
 #define COLO_ID_COMPARE_OUT     "compare_out"   /* local loop: released */
 #define COLO_ID_COMPARE_OUT_IN  "compare_out0"
+/* the local loops' listeners are unix sockets WORKDIR/<id>.sock */
+#define COLO_LOCAL_SOCKET_SUFFIX ".sock"
 #define COLO_ID_MIRROR          "m0"
 #define COLO_ID_REDIRECT_IN     "redire0"
 #define COLO_ID_REDIRECT_OUT    "redire1"

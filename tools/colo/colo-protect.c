@@ -364,7 +364,8 @@ static bool add_local_socket(QmpClient *s, const ColoNodeConfig *self,
 {
     QDict *addr = qdict_new();
     QDict *unix_addr = qdict_new();
-    g_autofree char *name = g_strconcat(listener, ".sock", NULL);
+    g_autofree char *name = g_strconcat(listener, COLO_LOCAL_SOCKET_SUFFIX,
+                                         NULL);
     g_autofree char *path = g_build_filename(self->workdir, name, NULL);
 
     qdict_put_str(unix_addr, "path", path);

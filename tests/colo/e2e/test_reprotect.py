@@ -220,6 +220,13 @@ def run_config():
             assert r.returncode == 2, (text, r)
             for frag in fragments:
                 assert frag in r.stderr, (frag, r.stderr)
+        def loads(text):
+            """The file loads: status gets as far as asking the nodes."""
+            with open(path, "w") as f:
+                f.write(text)
+            r = subprocess.run([CTL, "status", path],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode != 2 and path + ":" not in r.stderr, (text, r)
         expect(GOOD.replace("initial-role = secondary", "initial-role = primary"),
                "nodes 'a' and 'b' both have initial-role 'primary'")
         expect(GOOD.replace("= secondary", "= backup"),
@@ -234,6 +241,17 @@ def run_config():
                "port-nbd must be a number from 1 to 65535")
         expect(GOOD.replace("[pair]\n", "[pair]\nport-nbd = 9003\n"),
                "port 9003 is used twice")
+        # the proxy's unix sockets WORKDIR/compare0.sock, compare_out.sock
+        # (sun_path: 107 bytes and the NUL)
+        long_dir = "/" + "w" * (107 - len("/compare_out.sock") - 1)
+        expect(GOOD.replace("[node b]\n", "[node b]\nworkdir = %sx\n" % long_dir),
+               "[node b]: workdir is too long: the proxy's unix socket "
+               "%sx/compare_out.sock would have 108 bytes, at most 107 fit"
+               % long_dir)
+        loads(GOOD.replace("[node b]\n", "[node b]\nworkdir = %s\n" % long_dir))
+        # the keys of the former loopback ports still load
+        loads(GOOD.replace("[pair]\n", "[pair]\nport-local-compare = 9001\n"
+                           "port-local-out = 9005\n"))
         expect(GOOD.replace("[pair]\n", "[pair]\nchekpoint-delay-ms = 5\n"),
                "[pair]: unknown key 'chekpoint-delay-ms'")
         expect(GOOD.replace("disk-size = 16M", "disk-size = 1000"),
