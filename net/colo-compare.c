@@ -971,6 +971,7 @@ typedef enum {
     STAT_LINK_CONTROL_PRIMARY,
     STAT_LINK_CONTROL_SECONDARY,
     STAT_SEGMENTS_SPLIT,
+    STAT_ACKS_DROPPED,
     STAT__MAX,
 } CompareStat;
 
@@ -1004,6 +1005,7 @@ static const char *const stat_names[STAT__MAX] = {
     [STAT_LINK_CONTROL_PRIMARY] = "stat-link-control-primary",
     [STAT_LINK_CONTROL_SECONDARY] = "stat-link-control-secondary",
     [STAT_SEGMENTS_SPLIT] = "stat-segments-split",
+    [STAT_ACKS_DROPPED] = "stat-acks-dropped",
 };
 
 static uint64_t stat_value(const ColoEngineStats *st,
@@ -1068,6 +1070,8 @@ static uint64_t stat_value(const ColoEngineStats *st,
         return st->link_control[COLO_SECONDARY];
     case STAT_SEGMENTS_SPLIT:
         return st->segments_split;
+    case STAT_ACKS_DROPPED:
+        return st->acks_dropped;
     default:
         return 0;
     }

@@ -48,6 +48,11 @@
  *    an RST from the secondary that did not come, until the next
  *    checkpoint or a compare timeout; now out at once, the secondary's
  *    copies done, until a SYN or the flush (audit/rst-repeated)
+ *  a pure ACK followed only by pure ACKs and an empty RST, where the
+ *    secondary's first held segment is that RST (the primary ACKed the
+ *    client's FIN, the secondary reset, both reset the FIN sent again):
+ *    was held, the RSTs behind it, until the next checkpoint; now dropped,
+ *    as the network may drop an ACK (audit/ack-before-common-rst)
  *  FIN: one stream position, compared (fin-difference,
  *    audit/rst-and-fin-hold)
  *  window probe: with data compared as data; empty (Linux) a pure ACK,
@@ -625,6 +630,30 @@ static bool tcp_repeats_matched_rst(const ColoConn *c, const ColoHeld *h)
            h->info.tcp_seq == c->rst_seq && h->ack == c->rst_ack;
 }
 
+/*
+ * Pure ACK @h (the head of the primary's queue) waits for the secondary's
+ * ACK.  Is the connection reset by both guests right after it: the
+ * primary's next segments are pure ACKs up to an empty RST, and the
+ * secondary's first held segment is that RST?  The guests closed
+ * differently: the primary ACKed the client's FIN, the secondary reset;
+ * the client, without the held ACK, resent its FIN and both reset.  The
+ * ACK may then be dropped, as the network may drop it: the client gets the
+ * RST both guests sent, which the primary's own guest sends after such a
+ * loss too.
+ */
+static bool tcp_ack_before_common_rst(const ColoConn *c, const ColoHeld *h)
+{
+    const ColoHeld *r = h;
+    const ColoHeld *s = QTAILQ_FIRST(&c->held[COLO_SECONDARY]);
+
+    do {
+        r = QTAILQ_NEXT(r, conn_link);
+    } while (r && !r->span && !r->paired);
+    return r && s && s->rst && !s->span && !r->span &&
+           s->info.tcp_flags == r->info.tcp_flags &&
+           s->info.tcp_seq == r->info.tcp_seq && s->ack == r->ack;
+}
+
 /* Secondary segments wholly matched (or retransmitted) are done. */
 static void tcp_drop_done_secondary(ColoEngine *e, ColoConn *c)
 {
@@ -665,7 +694,13 @@ static ColoCheckpointReason tcp_progress(ColoEngine *e, ColoConn *c,
         }
         if (!h->span && !h->paired &&
             !(c->sec_ack_known && seq_le(h->ack, c->sec_max_ack))) {
-            break;
+            if (!tcp_ack_before_common_rst(c, h)) {
+                break;
+            }
+            held_unlink(e, h);
+            e->stats.acks_dropped++;
+            held_free(h);
+            continue;
         }
         if (h->paired && !tcp_repeats_matched_rst(c, h)) {
             ColoHeld *s = first_pair(&c->held[COLO_SECONDARY], h);

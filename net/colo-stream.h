@@ -113,6 +113,7 @@ typedef struct ColoEngineStats {
     uint64_t segments_split;        /* TCP segments released in part */
     uint64_t bytes_released;
     uint64_t secondary_dropped;     /* secondary packets freed */
+    uint64_t acks_dropped;          /* primary ACKs before a common RST */
     uint64_t link_control[2];       /* by side, ND/MLD passed uncompared */
     uint64_t mismatches[COLO_PKT__MAX];
     uint64_t timeouts;

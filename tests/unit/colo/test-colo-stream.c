@@ -1287,6 +1287,90 @@ static void test_tcp_rst_repeated(void)
 }
 
 /*
+ * The guests closed differently the other way round: the primary ACKed
+ * the client's FIN, the secondary reset; the client, without that ACK,
+ * resent its FIN and both reset.  The primary's ACK is dropped, as the
+ * network may drop it, and the RST both sent leaves at once (it waited
+ * behind the ACK until the next checkpoint: holds of 1.4 to 1.9 s).
+ */
+static void test_tcp_ack_before_common_rst(void)
+{
+    Fixture f;
+
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_SECONDARY, 0, 1, PSH, "abc", 3, 1);
+    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);   /* a second ACK too */
+    g_assert_cmpuint(released(&f), ==, 1);
+    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 2);
+    g_assert_cmpuint(st(&f)->acks_dropped, ==, 2);
+    g_assert_cmpuint(st(&f)->queued[COLO_PRIMARY], ==, 0);
+    g_assert_cmpuint(st(&f)->queued[COLO_SECONDARY], ==, 0);
+    /* the later copies as in rst-repeated */
+    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 3);
+    g_assert_cmpint(colo_engine_expire(f.e, f.now + 3001 * MS), ==,
+                    COLO_REASON_NONE);
+    fx_free(&f);
+
+    /* another RST than the secondary's: the ACK waits */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 4, 0, COLO_TCP_RST, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
+    fx_free(&f);
+
+    /* the secondary sent something else before its RST: the ACK waits */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 3, 1, PSH, "e", 1, 1);
+    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
+    fx_free(&f);
+
+    /* the primary's RST carries data (compared as data): the ACK waits */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, "x", 1, 1);
+    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
+    fx_free(&f);
+
+    /* the secondary's RST carries data: the ACK waits */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_RST, "x", 1, 1);
+    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
+    fx_free(&f);
+
+    /* an empty segment without ACK from both is no reset: the ACK waits */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 3, 0, 0, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 3, 0, 0, NULL, 0, 1);
+    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
+    fx_free(&f);
+
+    /* data between the ACK and the RST is compared: the ACK waits */
+    fx_init(&f, NULL);
+    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
+    seg(&f, COLO_PRIMARY, 3, 2, PSH, "d", 1, 1);
+    seg(&f, COLO_PRIMARY, 4, 0, COLO_TCP_RST, NULL, 0, 1);
+    seg(&f, COLO_SECONDARY, 4, 0, COLO_TCP_RST, NULL, 0, 1);
+    g_assert_cmpuint(released(&f), ==, 0);
+    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
+    fx_free(&f);
+}
+
+/*
  * Pin (assumption, see colo-stream.c): for a connection first seen after a
  * checkpoint, bytes below the first sequence number seen were sent before
  * the checkpoint, which released them; their retransmission leaves at once.
@@ -1960,6 +2044,8 @@ int main(int argc, char **argv)
                     test_tcp_rst_and_fin_hold);
     g_test_add_func("/colo-stream/tcp/audit/rst-repeated",
                     test_tcp_rst_repeated);
+    g_test_add_func("/colo-stream/tcp/audit/ack-before-common-rst",
+                    test_tcp_ack_before_common_rst);
     g_test_add_func("/colo-stream/tcp/audit/secondary-resends-first",
                     test_tcp_secondary_resends_first);
     g_test_add_func("/colo-stream/tcp/audit/primary-resends-first",
