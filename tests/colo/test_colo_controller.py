@@ -24,7 +24,6 @@ from colo_pair import (CAPS, bootsect_guest_args, checkpoints,  # noqa: E402
                        start_pair, wait_checkpoints)
 from colo_fault import FaultPoints  # noqa: E402
 from colo_vm import DEFAULT_BINARY, Vm, VmExited, guest_files, wait_for  # noqa: E402
-from colo_fault import FaultPoints  # noqa: E402
 import smc_guest  # noqa: E402
 from stream_proxy import COLO_MSG_DEVICE_STATE, COLO_MSG_RAM, StreamProxy  # noqa: E402
 from tap import Tap, expect_error  # noqa: E402
@@ -333,9 +332,15 @@ def case_secondary_runs_during_live_ram(multifd=False):
     points = FaultPoints()
     pri = sec = None
     try:
-        pri, sec = start_pair(linux_guest_args(mem), primary_env=points.env(
-            "after-live-ram"), extra_caps=MULTIFD if multifd else ())
+        # No checkpoint until the guest has booted: the first one would stand
+        # at the fault point meanwhile, its live RAM phase's vCPU throttle
+        # still on (up to 99% on a loaded host), and the guest would not
+        # boot in time.
+        pri, sec = start_pair(linux_guest_args(mem), delay_ms=600000,
+                              primary_env=points.env("after-live-ram"),
+                              extra_caps=MULTIFD if multifd else ())
         pri.serial_wait("COLO-GUEST: ready", 180)
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 300})
         for round_ in range(2):
             seq = points.wait("after-live-ram", mode="primary",
                               min_seq=checkpoints(pri) + 2, timeout=180)[2]
