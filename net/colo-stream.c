@@ -646,10 +646,14 @@ static bool tcp_ack_before_common_rst(const ColoConn *c, const ColoHeld *h)
     const ColoHeld *r = h;
     const ColoHeld *s = QTAILQ_FIRST(&c->held[COLO_SECONDARY]);
 
+    /* Checked first: the walk below runs for every packet while it holds. */
+    if (!s || !s->rst || s->span) {
+        return false;
+    }
     do {
         r = QTAILQ_NEXT(r, conn_link);
     } while (r && !r->span && !r->paired);
-    return r && s && s->rst && !s->span && !r->span &&
+    return r && !r->span &&
            s->info.tcp_flags == r->info.tcp_flags &&
            s->info.tcp_seq == r->info.tcp_seq && s->ack == r->ack;
 }

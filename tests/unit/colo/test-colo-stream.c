@@ -1286,6 +1286,43 @@ static void test_tcp_rst_repeated(void)
     fx_free(&f);
 }
 
+typedef struct AckWaitsSeg {
+    ColoSide side;
+    uint32_t seq, ack;
+    uint8_t flags;
+    const char *data;
+} AckWaitsSeg;
+
+typedef struct AckWaitsCase {
+    const char *what;
+    int n;
+    AckWaitsSeg segs[3];
+} AckWaitsCase;
+
+/* Where the primary's pure ACK (seq 3, ack 2) before an RST must wait. */
+static const AckWaitsCase ack_waits[] = {
+    { "another RST than the secondary's", 2, {
+        { COLO_SECONDARY, 4, 0, COLO_TCP_RST },
+        { COLO_PRIMARY, 3, 0, COLO_TCP_RST } } },
+    { "the secondary sent something else before its RST", 3, {
+        { COLO_SECONDARY, 3, 1, PSH, "e" },
+        { COLO_SECONDARY, 3, 0, COLO_TCP_RST },
+        { COLO_PRIMARY, 3, 0, COLO_TCP_RST } } },
+    { "the primary's RST carries data (compared as data)", 2, {
+        { COLO_PRIMARY, 3, 0, COLO_TCP_RST, "x" },
+        { COLO_SECONDARY, 3, 0, COLO_TCP_RST } } },
+    { "the secondary's RST carries data", 2, {
+        { COLO_PRIMARY, 3, 0, COLO_TCP_RST },
+        { COLO_SECONDARY, 3, 0, COLO_TCP_RST, "x" } } },
+    { "an empty segment without ACK from both is no reset", 2, {
+        { COLO_PRIMARY, 3, 0, 0 },
+        { COLO_SECONDARY, 3, 0, 0 } } },
+    { "data between the ACK and the RST is compared", 3, {
+        { COLO_PRIMARY, 3, 2, PSH, "d" },
+        { COLO_PRIMARY, 4, 0, COLO_TCP_RST },
+        { COLO_SECONDARY, 4, 0, COLO_TCP_RST } } },
+};
+
 /*
  * The guests closed differently the other way round: the primary ACKed
  * the client's FIN, the secondary reset; the client, without that ACK,
@@ -1317,57 +1354,26 @@ static void test_tcp_ack_before_common_rst(void)
                     COLO_REASON_NONE);
     fx_free(&f);
 
-    /* another RST than the secondary's: the ACK waits */
-    fx_init(&f, NULL);
-    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
-    seg(&f, COLO_SECONDARY, 4, 0, COLO_TCP_RST, NULL, 0, 1);
-    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
-    g_assert_cmpuint(released(&f), ==, 0);
-    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
-    fx_free(&f);
+    /*
+     * Each case: the primary's pure ACK, then these segments; the ACK
+     * must wait, and nothing behind it leaves.
+     */
+    for (size_t i = 0; i < G_N_ELEMENTS(ack_waits); i++) {
+        const AckWaitsCase *k = &ack_waits[i];
 
-    /* the secondary sent something else before its RST: the ACK waits */
-    fx_init(&f, NULL);
-    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
-    seg(&f, COLO_SECONDARY, 3, 1, PSH, "e", 1, 1);
-    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
-    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
-    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
-    fx_free(&f);
+        fx_init(&f, NULL);
+        seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
+        for (int j = 0; j < k->n; j++) {
+            const AckWaitsSeg *sg = &k->segs[j];
 
-    /* the primary's RST carries data (compared as data): the ACK waits */
-    fx_init(&f, NULL);
-    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
-    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, "x", 1, 1);
-    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
-    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
-    fx_free(&f);
-
-    /* the secondary's RST carries data: the ACK waits */
-    fx_init(&f, NULL);
-    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
-    seg(&f, COLO_PRIMARY, 3, 0, COLO_TCP_RST, NULL, 0, 1);
-    seg(&f, COLO_SECONDARY, 3, 0, COLO_TCP_RST, "x", 1, 1);
-    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
-    fx_free(&f);
-
-    /* an empty segment without ACK from both is no reset: the ACK waits */
-    fx_init(&f, NULL);
-    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
-    seg(&f, COLO_PRIMARY, 3, 0, 0, NULL, 0, 1);
-    seg(&f, COLO_SECONDARY, 3, 0, 0, NULL, 0, 1);
-    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
-    fx_free(&f);
-
-    /* data between the ACK and the RST is compared: the ACK waits */
-    fx_init(&f, NULL);
-    seg(&f, COLO_PRIMARY, 3, 2, ACK, NULL, 0, 1);
-    seg(&f, COLO_PRIMARY, 3, 2, PSH, "d", 1, 1);
-    seg(&f, COLO_PRIMARY, 4, 0, COLO_TCP_RST, NULL, 0, 1);
-    seg(&f, COLO_SECONDARY, 4, 0, COLO_TCP_RST, NULL, 0, 1);
-    g_assert_cmpuint(released(&f), ==, 0);
-    g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
-    fx_free(&f);
+            seg(&f, sg->side, sg->seq, sg->ack, sg->flags, sg->data,
+                sg->data ? strlen(sg->data) : 0, 1);
+        }
+        g_test_message("%s", k->what);
+        g_assert_cmpuint(released(&f), ==, 0);
+        g_assert_cmpuint(st(&f)->acks_dropped, ==, 0);
+        fx_free(&f);
+    }
 }
 
 /*
