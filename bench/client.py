@@ -97,7 +97,7 @@ from topology import (CLIENT_IP, GUEST_IP, GUEST_MAC, Topology,  # noqa: E402
                       missing_requirements)
 from spurious import TRIGGERS, colo_counts  # noqa: E402
 import pause_steps  # noqa: E402
-from figures import pct  # noqa: E402
+from figures import cpu_seconds, pct  # noqa: E402
 
 GUEST = VARIANTS["ipv6"]
 APPEND = "colo.http=1"
@@ -179,12 +179,7 @@ WHAT = {"http": "GET / on a fresh connection each",
 def cpu_s(vms):
     """CPU seconds (user and system, all threads) the VMs' QEMU processes
     have used so far."""
-    total = 0
-    for vm in vms:
-        with open("/proc/%d/stat" % vm.proc.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])      # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_seconds(vm.proc.pid) for vm in vms)
 
 
 def served(wl, n):

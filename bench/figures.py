@@ -26,26 +26,36 @@ def thread_role(comm, is_main):
     return "other"
 
 
+def proc_stat(path):
+    """(name, CPU seconds: user and system) of a process or thread from its
+    /proc/.../stat file."""
+    with open(path) as f:
+        stat = f.read()
+    fields = stat.rsplit(")", 1)[1].split()
+    return (stat[stat.index("(") + 1:stat.rindex(")")],
+            (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+
+
+def cpu_seconds(pid):
+    """CPU seconds (user and system, all threads) process @pid used so far."""
+    return proc_stat("/proc/%d/stat" % pid)[1]
+
+
 def thread_cpu(pids):
     """{(pid, role): [CPU seconds (user and system), context switches,
     of which preemptions]} of every thread of the processes @pids so far."""
-    tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for pid in pids:
         for tid in os.listdir("/proc/%d/task" % pid):
             task = "/proc/%d/task/%s/" % (pid, tid)
             try:
-                with open(task + "stat") as f:
-                    stat = f.read()
+                comm, secs = proc_stat(task + "stat")
                 with open(task + "status") as f:
                     status = dict(line.split(":", 1) for line in f if ":" in line)
             except OSError:             # the thread ended meanwhile
                 continue
-            comm = stat[stat.index("(") + 1:stat.rindex(")")]
-            fields = stat.rsplit(")", 1)[1].split()
             preempted = int(status["nonvoluntary_ctxt_switches"])
-            now = [(int(fields[11]) + int(fields[12])) / tick,
-                   int(status["voluntary_ctxt_switches"]) + preempted, preempted]
+            now = [secs, int(status["voluntary_ctxt_switches"]) + preempted, preempted]
             key = (pid, thread_role(comm, int(tid) == pid))
             out[key] = [a + b for a, b in zip(out.get(key, [0, 0, 0]), now)]
     return out

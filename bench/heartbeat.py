@@ -32,15 +32,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "colo", "lib"))
 import test_heartbeat as th  # noqa: E402
 from test_e2e import Pair, end_run  # noqa: E402
 from topology import Topology, missing_requirements  # noqa: E402
-from figures import pct  # noqa: E402
-
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / HZ
+from figures import cpu_seconds, pct  # noqa: E402
 
 
 def decision_time(log, t_kill_wall):
