@@ -30,6 +30,7 @@ static const char *const colo_fault_names[COLO_FAULT__MAX] = {
     [COLO_FAULT_BEFORE_RECEIVED] = "before-received",
     [COLO_FAULT_BEFORE_LOADED] = "before-loaded",
     [COLO_FAULT_AFTER_LIVE_RAM] = "after-live-ram",
+    [COLO_FAULT_AFTER_RECEIVED] = "after-received",
 };
 
 static char *fault_socket_path;

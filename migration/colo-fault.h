@@ -53,6 +53,11 @@ typedef enum ColoFaultPoint {
      * to stop (the secondary's guest runs too, loading RAM meanwhile)
      */
     COLO_FAULT_AFTER_LIVE_RAM,
+    /*
+     * primary: RECEIVED arrived, the compares were not told yet and the
+     * guest is still stopped (the secondary may already run the checkpoint)
+     */
+    COLO_FAULT_AFTER_RECEIVED,
     COLO_FAULT__MAX,
 } ColoFaultPoint;
 

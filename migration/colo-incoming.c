@@ -46,6 +46,7 @@
 #include "block/replication.h"
 #include "net/filter.h"
 #include "net/colo-input.h"
+#include "net/colo-output.h"
 #include "migration/colo.h"
 #include "migration.h"
 #include "savevm.h"
@@ -110,34 +111,6 @@ static bool colo_secondary_start(ColoSecondary *sec, Error **errp)
     return !*errp && colo_msg_send(sec->to, &hello, errp);
 }
 
-/*
- * Read the payload that follows @msg (device state, input marks) into a
- * new buffer and check it.
- */
-static uint8_t *colo_receive_payload(ColoSecondary *sec, const ColoMsg *msg,
-                                     const char *what, Error **errp)
-{
-    g_autofree uint8_t *data = g_try_malloc(MAX(msg->length, 1));
-
-    if (!data) {
-        error_setg(errp, "COLO: cannot allocate %" PRIu64 " bytes for the "
-                   "%s", msg->length, what);
-        return NULL;
-    }
-    if (qemu_get_buffer(sec->from, data, msg->length) != msg->length ||
-        qemu_file_get_error(sec->from)) {
-        error_setg(errp, "COLO: connection lost while receiving the %s",
-                   what);
-        return NULL;
-    }
-    if (colo_device_state_crc(data, msg->length) != msg->crc) {
-        error_setg(errp, "COLO: corrupt %s (bad checksum); checkpoint "
-                   "discarded", what);
-        return NULL;
-    }
-    return g_steal_pointer(&data);
-}
-
 /* Load the buffered device state, after colo_ram_flush().  BQL held. */
 static bool colo_load_device_state(uint8_t *data, uint64_t len, Error **errp)
 {
@@ -185,6 +158,7 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
     ColoMsg msg, dev_msg, marks_msg;
     g_autofree uint8_t *dev_state = NULL;
     g_autofree uint8_t *input_marks = NULL;
+    g_autoptr(GString) output_marks = g_string_new(NULL);
     int64_t stop_us, pause_us;
     ColoTrigger trigger;
     Error *local_err = NULL;
@@ -257,13 +231,15 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
                          &dev_msg, errp)) {
         goto fail;
     }
-    dev_state = colo_receive_payload(sec, &dev_msg, "device state", errp);
+    dev_state = colo_msg_receive_payload(sec->from, &dev_msg, "device state",
+                                         errp);
     if (!dev_state ||
         !colo_msg_expect(sec->from, COLO_MSG_INPUT_MARKS, sec->seq,
                          &marks_msg, errp)) {
         goto fail;
     }
-    input_marks = colo_receive_payload(sec, &marks_msg, "input marks", errp);
+    input_marks = colo_msg_receive_payload(sec->from, &marks_msg,
+                                           "input marks", errp);
     if (!input_marks) {
         goto fail;
     }
@@ -277,13 +253,16 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
      */
     bql_lock();
     replication_do_checkpoint_all(errp);
+    /* With the guest stopped: the output it sent before this checkpoint. */
+    colo_output_marks_save(output_marks);
     bql_unlock();
     if (*errp) {
         return false;
     }
     colo_fault_point(COLO_FAULT_BEFORE_RECEIVED, sec->seq);
     msg = (ColoMsg) { .type = COLO_MSG_RECEIVED, .seq = sec->seq };
-    if (!colo_msg_send(sec->to, &msg, &local_err)) {
+    if (!colo_msg_send_payload(sec->to, &msg, output_marks->str,
+                               output_marks->len, &local_err)) {
         /* Keep going: the checkpoint is complete, apply it, then leave. */
         trace_colo_secondary_send_failed(error_get_pretty(local_err));
     }

@@ -99,10 +99,12 @@ bool colo_msg_check(const ColoMsg *msg, ColoMsgType type, uint32_t seq,
         }
         break;
     case COLO_MSG_INPUT_MARKS:
-        if (msg->length > COLO_INPUT_MARKS_MAX) {
-            error_setg(errp, "COLO: input marks of %" PRIu64 " bytes "
-                       "exceed the limit of %d bytes", msg->length,
-                       COLO_INPUT_MARKS_MAX);
+    case COLO_MSG_RECEIVED:
+        if (msg->length > COLO_MARKS_MAX) {
+            error_setg(errp, "COLO: %s marks of %" PRIu64 " bytes "
+                       "exceed the limit of %d bytes",
+                       type == COLO_MSG_RECEIVED ? "output" : "input",
+                       msg->length, COLO_MARKS_MAX);
             return false;
         }
         break;
@@ -152,5 +154,46 @@ bool colo_msg_expect(QEMUFile *f, ColoMsgType type, uint32_t seq,
     }
     return colo_msg_decode(buf, msg, errp) &&
            colo_msg_check(msg, type, seq, errp);
+}
+
+bool colo_msg_send_payload(QEMUFile *f, ColoMsg *msg, const void *data,
+                           size_t len, Error **errp)
+{
+    msg->length = len;
+    msg->crc = colo_device_state_crc(data, len);
+    if (!colo_msg_send(f, msg, errp)) {
+        return false;
+    }
+    qemu_put_buffer(f, data, len);
+    if (qemu_fflush(f) < 0) {
+        error_setg(errp, "COLO: cannot send what follows '%s': %s",
+                   colo_msg_name(msg->type),
+                   strerror(-qemu_file_get_error(f)));
+        return false;
+    }
+    return true;
+}
+
+uint8_t *colo_msg_receive_payload(QEMUFile *f, const ColoMsg *msg,
+                                  const char *what, Error **errp)
+{
+    g_autofree uint8_t *data = g_try_malloc(MAX(msg->length, 1));
+
+    if (!data) {
+        error_setg(errp, "COLO: cannot allocate %" PRIu64 " bytes for the "
+                   "%s", msg->length, what);
+        return NULL;
+    }
+    if (qemu_get_buffer(f, data, msg->length) != msg->length ||
+        qemu_file_get_error(f)) {
+        error_setg(errp, "COLO: connection lost while receiving the %s",
+                   what);
+        return NULL;
+    }
+    if (colo_device_state_crc(data, msg->length) != msg->crc) {
+        error_setg(errp, "COLO: corrupt %s (bad checksum)", what);
+        return NULL;
+    }
+    return g_steal_pointer(&data);
 }
 #endif /* COLO_PROTO_NO_QEMUFILE */

@@ -27,7 +27,11 @@
  *                                 frames the primary had mirrored when it
  *                                 stopped (net/colo-input.h)
  *   S -> P  RECEIVED              all of it arrived intact; the secondary's
- *                                 disks are checkpointed; it will apply it
+ *                                 disks are checkpointed; it will apply it;
+ *                                 @length bytes follow, with CRC32C @crc:
+ *                                 for each redirector of its guest's
+ *                                 output, how many frames it had sent when
+ *                                 its guest stopped (net/colo-output.h)
  *   S -> P  LOADED                the secondary applied it
  *
  * Once, when the secondary enters COLO:  S -> P  HELLO (magic, version).
@@ -45,12 +49,12 @@
 #define MIGRATION_COLO_PROTO_H
 
 #define COLO_PROTO_MAGIC    0x434f4c4fu   /* "COLO" */
-#define COLO_PROTO_VERSION  2     /* 2: INPUT_MARKS */
+#define COLO_PROTO_VERSION  3     /* 2: INPUT_MARKS, 3: output marks */
 #define COLO_MSG_WIRE_SIZE  28
 /* A device state larger than this is refused as corrupt. */
 #define COLO_DEVICE_STATE_MAX  (256 * 1024 * 1024)
-/* Input marks larger than this are refused as corrupt. */
-#define COLO_INPUT_MARKS_MAX   (64 * 1024)
+/* Input or output marks larger than this are refused as corrupt. */
+#define COLO_MARKS_MAX         (64 * 1024)
 
 typedef enum ColoMsgType {
     COLO_MSG_HELLO = 1,
@@ -69,8 +73,9 @@ typedef enum ColoMsgType {
 typedef struct ColoMsg {
     ColoMsgType type;
     uint32_t seq;
-    uint64_t length;    /* DEVICE_STATE: bytes that follow; HELLO: magic */
-    uint32_t crc;       /* DEVICE_STATE: CRC32C of them; HELLO: version */
+    /* DEVICE_STATE, INPUT_MARKS, RECEIVED: bytes that follow; HELLO: magic */
+    uint64_t length;
+    uint32_t crc;       /* CRC32C of them; HELLO: version */
     uint32_t flags;     /* DEVICE_STATE: COLO_FLAG_* */
 } ColoMsg;
 
@@ -93,6 +98,18 @@ bool colo_msg_send(QEMUFile *f, const ColoMsg *msg, Error **errp);
 /* Read one message of @type for checkpoint @seq; blocks on @f. */
 bool colo_msg_expect(QEMUFile *f, ColoMsgType type, uint32_t seq,
                      ColoMsg *msg, Error **errp);
+/*
+ * Write @msg, the @len bytes of @data with their length and CRC32C in it,
+ * and flush.
+ */
+bool colo_msg_send_payload(QEMUFile *f, ColoMsg *msg, const void *data,
+                           size_t len, Error **errp);
+/*
+ * Read the @msg->length bytes that follow @msg (@what: for errors) into a
+ * new buffer and check their CRC32C; NULL with @errp set on failure.
+ */
+uint8_t *colo_msg_receive_payload(QEMUFile *f, const ColoMsg *msg,
+                                  const char *what, Error **errp);
 #endif
 
 #endif /* MIGRATION_COLO_PROTO_H */

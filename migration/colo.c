@@ -285,13 +285,17 @@ static uint8_t *colo_save_device_state(size_t *len, Error **errp)
 
 /*
  * A checkpoint the secondary acknowledged covers all output held so far:
- * tell the compares to release it and the filters to start over.  BQL held.
+ * tell the compares to release it (with the secondary's output marks, see
+ * net/colo-output.h) and the filters to start over.  BQL held.
  */
-static void colo_primary_release_output(ColoPrimary *p)
+static void colo_primary_release_output(ColoPrimary *p,
+                                        const uint8_t *output_marks,
+                                        size_t len)
 {
     Error *local_err = NULL;
 
-    colo_notify_compares_event(NULL, COLO_EVENT_CHECKPOINT, &local_err);
+    colo_compare_release_checkpoint((const char *)output_marks, len,
+                                    &local_err);
     if (!local_err) {
         colo_notify_filters_event(COLO_EVENT_CHECKPOINT, &local_err);
     }
@@ -308,6 +312,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     ColoMsg msg = { 0 };
     g_autofree uint8_t *dev_state = NULL;
     g_autoptr(GString) input_marks = g_string_new(NULL);
+    g_autofree uint8_t *output_marks = NULL;
     size_t dev_len = 0;
     uint64_t ram_start, ram_bytes = 0, dev_bytes = 0;
     int64_t stop_us = 0, pause_us;
@@ -343,6 +348,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     stop_us = p->step_start_us;
     was_running = runstate_is_running();
     colo_stop_guest();
+    colo_compare_primary_stopped();
     if (was_running) {
         p->stop_lag_us = MAX(qemu_clock_get_us(QEMU_CLOCK_REALTIME) -
                              p->sync_us,
@@ -418,10 +424,17 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     colo_step_done(p, COLO_STEP_SEND);
     colo_fault_point(COLO_FAULT_AFTER_DEVICE_STATE, p->seq);
     colo_fault_point(COLO_FAULT_BEFORE_RECEIVED, p->seq);
-    if (!colo_primary_expect(p, COLO_MSG_RECEIVED, &msg, errp)) {
+    colo_arm("received");
+    if (colo_msg_expect(p->from, COLO_MSG_RECEIVED, p->seq, &msg, errp)) {
+        output_marks = colo_msg_receive_payload(p->from, &msg,
+                                                "output marks", errp);
+    }
+    colo_disarm();
+    if (!output_marks) {
         goto out;
     }
     colo_step_done(p, COLO_STEP_RECEIVED);
+    colo_fault_point(COLO_FAULT_AFTER_RECEIVED, p->seq);
 
     /*
      * The secondary has the whole checkpoint.  Only now may the compares
@@ -434,7 +447,7 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
      * may run again.
      */
     bql_lock();
-    colo_primary_release_output(p);
+    colo_primary_release_output(p, output_marks, msg.length);
     /* Disks on shared storage open their next epoch: see shared-undo.c. */
     replication_checkpoint_received_all(errp);
     if (!*errp) {

@@ -11,25 +11,30 @@
  * the engine reports a mismatch, a timeout or a full bound, a checkpoint is
  * requested: from the COLO controller through the registered notifiers,
  * or, with notify_dev (Xen), by sending "DO_CHECKPOINT" on notify_dev.
- * At a checkpoint the engine is flushed; after failover primary frames are
- * passed straight through and secondary frames dropped.
+ * At a checkpoint the engine is flushed, with the secondary's output
+ * marks (net/colo-output.h) telling which of its frames read around it
+ * the checkpoint covers; after failover primary frames are passed straight
+ * through and secondary frames dropped.
  *
  * Threads and locking:
  *  - main loop (big QEMU lock): QOM properties, complete, finalize,
  *    request_bh (runs the checkpoint notifiers), colo_compare_cleanup.
  *  - the compare's iothread: chardev read/event handlers (outdev's too,
  *    when it is a socket, and its writable watch), the scan timer,
- *    event_bh; the engine, the frame readers, the writers to outdev and
- *    notify_dev, checkpoint_wanted, failed_over and last_request_ns are
- *    only touched there (complete and finalize synchronise with
+ *    event_bh; the engine, the frame readers and their counts, the
+ *    secondary's frames set aside, the writers to outdev and notify_dev,
+ *    checkpoint_wanted, failed_over and last_request_ns are only touched
+ *    there (complete and finalize synchronise with
  *    aio_wait_bh_oneshot before/after; the chardevs' handlers are also
  *    removed there).
  *  - colo_notify_compares_event() may run in any thread (the COLO thread);
  *    it schedules event_bh on every instance and waits, at most
  *    COMPARE_EVENT_TIMEOUT_MS, for all of them.
- *  - compare_list_lock protects compare_list, the event generation fields
- *    of every instance and compare_event_deadline_ms, and goes with
- *    compare_list_cond.
+ *  - compare_list_lock protects compare_list, the event fields of every
+ *    instance (generations, output mark) and compare_event_deadline_ms,
+ *    and goes with compare_list_cond.
+ *  - compare_primary_stops is written by the COLO thread
+ *    (colo_compare_primary_stopped()) and read atomically in iothreads.
  *  - stats_lock protects the statistics snapshot read by QOM getters.
  *  - notifier_lock protects checkpoint_notifiers: the controller
  *    registers and unregisters from its own thread, request_bh runs the
@@ -56,6 +61,7 @@
 #include "net/colo.h"
 #include "net/colo-compare.h"
 #include "net/colo-frame.h"
+#include "net/colo-output.h"
 #include "net/colo-stream.h"
 #include "trace.h"
 
@@ -67,6 +73,11 @@ OBJECT_DECLARE_SIMPLE_TYPE(ColoCompare, COLO_COMPARE)
 /* Released bytes kept for an outdev that does not read, at most. */
 #define OUT_PENDING_MAX             (64 * MiB)
 #define NOTIFY_PENDING_MAX          (64 * KiB)
+/*
+ * The secondary's frames set aside from the primary's stop to its release,
+ * at most (beyond, they go to the engine at once, as without marks).
+ */
+#define ASIDE_MAX_BYTES             (16 * MiB)
 
 #define XEN_MSG_PROXY_INIT          "COLO_USERSPACE_PROXY_INIT"
 #define XEN_MSG_INIT_REPLY          "COLO_COMPARE_GET_XEN_INIT"
@@ -80,7 +91,16 @@ typedef struct ColoCompareInput {
     CharBackend chr;
     ColoFrameReader reader;
     bool reader_ready;
+    uint64_t frames_read;       /* whole or rejected, since chr opened */
 } ColoCompareInput;
+
+/* A secondary frame read between the primary's stop and its release. */
+typedef struct AsideFrame {
+    uint64_t index;             /* in ColoCompareInput.frames_read */
+    uint32_t vnet_hdr_len;
+    size_t len;
+    uint8_t data[];
+} AsideFrame;
 
 /* Statistics beyond the engine's, kept by this file. */
 typedef struct ColoCompareCounters {
@@ -88,6 +108,8 @@ typedef struct ColoCompareCounters {
     uint64_t checkpoint_requests;
     uint64_t passed_through;
     uint64_t write_errors;
+    uint64_t secondary_kept;    /* read before a release, compared after */
+    uint64_t secondary_late;    /* read after a release that covered them */
 } ColoCompareCounters;
 
 struct ColoCompare {
@@ -127,6 +149,11 @@ struct ColoCompare {
     int64_t last_request_ns;
     ColoCompareCounters counters;
     QEMUBH *event_bh;
+    /* The secondary's output around a checkpoint (net/colo-output.h) */
+    uint64_t sec_covered;           /* its frames below: in the checkpoint */
+    unsigned sec_released_stops;    /* compare_primary_stops at the release */
+    GQueue sec_aside;               /* AsideFrame, read since the stop */
+    size_t sec_aside_bytes;
 
     /* main loop */
     QEMUBH *request_bh;
@@ -136,6 +163,8 @@ struct ColoCompare {
     /* compare_list_lock */
     QTAILQ_ENTRY(ColoCompare) next;
     int event;
+    bool event_has_mark;            /* COLO_EVENT_CHECKPOINT: event_mark */
+    uint64_t event_mark;            /* the secondary's output mark */
     uint64_t event_target_gen;
     uint64_t event_done_gen;
 
@@ -155,6 +184,8 @@ static int64_t compare_event_deadline_ms;
 static QemuMutex notifier_lock;
 static NotifierList checkpoint_notifiers =
     NOTIFIER_LIST_INITIALIZER(checkpoint_notifiers);
+/* How often the primary stopped for a checkpoint (atomic) */
+static unsigned compare_primary_stops;
 
 static const char *compare_id(ColoCompare *s)
 {
@@ -285,14 +316,95 @@ static void compare_flush(ColoCompare *s)
                              colo_engine_stats(s->engine)->packets_released);
 }
 
+static void compare_input(ColoCompare *s, ColoSide side, const uint8_t *buf,
+                          size_t len, uint32_t vnet_hdr_len)
+{
+    const char *name = side == COLO_PRIMARY ? "primary" : "secondary";
+    ColoCheckpointReason reason;
+    ColoParseError err;
+
+    reason = colo_engine_input(s->engine, side, buf, len, vnet_hdr_len,
+                               now_ns(), &err);
+    if (err != COLO_PARSE_OK) {
+        trace_colo_compare_malformed(compare_id(s), name,
+                                     colo_parse_error_name(err));
+    }
+    handle_reason(s, reason, name);
+}
+
+/*
+ * A frame of the secondary, as read: is it for the engine now?  Not when
+ * the last checkpoint covers it (it was on its way, or waited in the
+ * secondary's writer, at the release), nor from the primary's stop to its
+ * release, when it waits aside for the output mark (net/colo-output.h).
+ */
+static bool secondary_frame_now(ColoCompare *s, uint64_t index,
+                                const uint8_t *buf, size_t len,
+                                uint32_t vnet_hdr_len)
+{
+    AsideFrame *f;
+
+    if (index < s->sec_covered) {
+        s->counters.secondary_late++;
+        return false;
+    }
+    if (qatomic_load_acquire(&compare_primary_stops) ==
+        s->sec_released_stops ||
+        s->sec_aside_bytes + len > ASIDE_MAX_BYTES) {
+        return true;
+    }
+    f = g_malloc(sizeof(*f) + len);
+    *f = (AsideFrame) { .index = index, .vnet_hdr_len = vnet_hdr_len,
+                        .len = len };
+    memcpy(f->data, buf, len);
+    g_queue_push_tail(&s->sec_aside, f);
+    s->sec_aside_bytes += len;
+    return false;
+}
+
+static void drop_aside(ColoCompare *s)
+{
+    g_queue_clear_full(&s->sec_aside, g_free);
+    s->sec_aside_bytes = 0;
+}
+
+/*
+ * The checkpoint's flush is done: of the secondary's frames set aside,
+ * those from @mark on were sent after it and are compared now; the rest,
+ * and those read from now on below @mark, it covers.  Without a mark all
+ * set aside are dropped, as the flush drops what the engine holds.
+ */
+static void release_aside(ColoCompare *s, bool has_mark, uint64_t mark,
+                          unsigned stops)
+{
+    uint64_t kept = 0, dropped = 0;
+    AsideFrame *f;
+
+    while ((f = g_queue_pop_head(&s->sec_aside))) {
+        s->sec_aside_bytes -= f->len;
+        if (has_mark && f->index >= mark) {
+            kept++;
+            compare_input(s, COLO_SECONDARY, f->data, f->len,
+                          f->vnet_hdr_len);
+        } else {
+            dropped++;
+        }
+        g_free(f);
+    }
+    s->counters.secondary_kept += kept;
+    s->sec_covered = has_mark ? mark : 0;
+    s->sec_released_stops = stops;
+    trace_colo_compare_output_mark(compare_id(s), has_mark, mark,
+                                   s->in[COLO_SECONDARY].frames_read, kept,
+                                   dropped);
+}
+
 static void compare_frame(void *opaque, const uint8_t *buf, size_t len,
                           uint32_t vnet_hdr_len)
 {
     ColoCompareInput *in = opaque;
     ColoCompare *s = in->owner;
-    const char *side = in->side == COLO_PRIMARY ? "primary" : "secondary";
-    ColoCheckpointReason reason;
-    ColoParseError err;
+    uint64_t index = in->frames_read++;
 
     if (s->failed_over) {
         if (in->side == COLO_PRIMARY) {
@@ -302,13 +414,10 @@ static void compare_frame(void *opaque, const uint8_t *buf, size_t len,
         stats_publish(s);
         return;
     }
-    reason = colo_engine_input(s->engine, in->side, buf, len, vnet_hdr_len,
-                               now_ns(), &err);
-    if (err != COLO_PARSE_OK) {
-        trace_colo_compare_malformed(compare_id(s), side,
-                                     colo_parse_error_name(err));
+    if (in->side == COLO_PRIMARY ||
+        secondary_frame_now(s, index, buf, len, vnet_hdr_len)) {
+        compare_input(s, in->side, buf, len, vnet_hdr_len);
     }
-    handle_reason(s, reason, side);
     stats_publish(s);
 }
 
@@ -318,6 +427,7 @@ static void compare_frame_rejected(void *opaque, ColoFrameError err,
     ColoCompareInput *in = opaque;
     ColoCompare *s = in->owner;
 
+    in->frames_read++;          /* the secondary counted it as sent */
     s->counters.frames_rejected++;
     trace_colo_compare_frame_rejected(compare_id(s), in->prop,
                                       colo_frame_error_name(err), len);
@@ -353,7 +463,13 @@ static void compare_chr_event(void *opaque, QEMUChrEvent event)
 
     trace_colo_compare_chr_event(compare_id(in->owner), in->prop, event);
     if (event == CHR_EVENT_OPENED || event == CHR_EVENT_CLOSED) {
+        /* A new peer starts with a new frame, and counts from zero. */
         colo_frame_reader_reset(&in->reader);
+        in->frames_read = 0;
+        if (in == &in->owner->in[COLO_SECONDARY]) {
+            in->owner->sec_covered = 0;
+            drop_aside(in->owner);
+        }
     }
     if (event == CHR_EVENT_CLOSED && in == &in->owner->notify) {
         colo_chr_writer_reset(&in->owner->notify_out);
@@ -438,12 +554,15 @@ static void event_bh_cb(void *opaque)
 {
     ColoCompare *s = opaque;
     int64_t deadline_ms;
-    bool pending;
+    bool pending, has_mark;
+    uint64_t mark;
     int event;
 
     qemu_mutex_lock(&compare_list_lock);
     pending = s->event_done_gen != s->event_target_gen;
     event = s->event;
+    has_mark = s->event_has_mark;
+    mark = s->event_mark;
     deadline_ms = compare_event_deadline_ms;
     qemu_mutex_unlock(&compare_list_lock);
 
@@ -467,9 +586,13 @@ static void event_bh_cb(void *opaque)
         }
         compare_drain_primary(s);
         compare_flush(s);
+        /* The primary stays stopped until every compare handled this. */
+        release_aside(s, has_mark, mark,
+                      qatomic_read(&compare_primary_stops));
         break;
     case COLO_EVENT_FAILOVER:
         compare_flush(s);
+        drop_aside(s);
         s->failed_over = true;
         break;
     default:
@@ -503,6 +626,7 @@ static void stop_in_iothread(void *opaque)
     }
     colo_chr_writer_reset(&s->out);
     colo_chr_writer_reset(&s->notify_out);
+    drop_aside(s);
 }
 
 /* ---- main loop: requests to the controller ------------------------------ */
@@ -533,18 +657,60 @@ void colo_compare_unregister_notifier(Notifier *notify)
     qemu_mutex_unlock(&notifier_lock);
 }
 
-void colo_notify_compares_event(void *opaque, int event, Error **errp)
+/*
+ * The output mark for the one compare there is, from the secondary's one
+ * line "<netdev id> <frames>" (see net/colo-output.h); false when there
+ * is none to apply.  compare_list_lock held.
+ */
+static bool output_mark(const char *marks, size_t len, uint64_t *mark)
+{
+    g_autofree char *text = marks ? g_strndup(marks, len) : NULL;
+    g_auto(GStrv) lines = text ? g_strsplit(text, "\n", -1) : NULL;
+    const char *line = NULL;
+    char netdev[64];
+
+    if (!lines) {
+        return false;
+    }
+    if (QTAILQ_EMPTY(&compare_list) ||
+        QTAILQ_NEXT(QTAILQ_FIRST(&compare_list), next)) {
+        trace_colo_compare_no_output_mark("not one colo-compare");
+        return false;
+    }
+    for (int i = 0; lines[i]; i++) {
+        if (!*lines[i]) {
+            continue;
+        }
+        if (line) {
+            trace_colo_compare_no_output_mark("several marks");
+            return false;
+        }
+        line = lines[i];
+    }
+    if (!line || sscanf(line, "%63s %" SCNu64, netdev, mark) != 2) {
+        trace_colo_compare_no_output_mark(line ? "malformed" : "none");
+        return false;
+    }
+    return true;
+}
+
+static void notify_compares(int event, const char *marks, size_t marks_len,
+                            Error **errp)
 {
     int64_t deadline = qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
                        COMPARE_EVENT_TIMEOUT_MS;
     ColoCompare *s;
-    uint64_t gen;
+    uint64_t gen, mark = 0;
+    bool has_mark;
 
     qemu_mutex_lock(&compare_list_lock);
     gen = ++compare_event_gen;
     compare_event_deadline_ms = deadline;
+    has_mark = output_mark(marks, marks_len, &mark);
     QTAILQ_FOREACH(s, &compare_list, next) {
         s->event = event;
+        s->event_has_mark = has_mark;
+        s->event_mark = mark;
         s->event_target_gen = gen;
         qemu_bh_schedule(s->event_bh);
     }
@@ -571,6 +737,22 @@ void colo_notify_compares_event(void *opaque, int event, Error **errp)
         qemu_cond_timedwait(&compare_list_cond, &compare_list_lock, left);
     }
     qemu_mutex_unlock(&compare_list_lock);
+}
+
+void colo_notify_compares_event(void *opaque, int event, Error **errp)
+{
+    notify_compares(event, NULL, 0, errp);
+}
+
+void colo_compare_release_checkpoint(const char *marks, size_t len,
+                                     Error **errp)
+{
+    notify_compares(COLO_EVENT_CHECKPOINT, marks, len, errp);
+}
+
+void colo_compare_primary_stopped(void)
+{
+    qatomic_inc(&compare_primary_stops);
 }
 
 void colo_compare_cleanup(void)
@@ -754,6 +936,7 @@ static void colo_compare_complete(UserCreatable *uc, Error **errp)
                              NOTIFY_PENDING_MAX);
     }
 
+    s->sec_released_stops = qatomic_read(&compare_primary_stops);
     qemu_mutex_lock(&compare_list_lock);
     s->event_done_gen = s->event_target_gen = compare_event_gen;
     QTAILQ_INSERT_TAIL(&compare_list, s, next);
@@ -972,6 +1155,8 @@ typedef enum {
     STAT_LINK_CONTROL_SECONDARY,
     STAT_SEGMENTS_SPLIT,
     STAT_ACKS_DROPPED,
+    STAT_SECONDARY_KEPT,
+    STAT_SECONDARY_LATE,
     STAT__MAX,
 } CompareStat;
 
@@ -1006,6 +1191,8 @@ static const char *const stat_names[STAT__MAX] = {
     [STAT_LINK_CONTROL_SECONDARY] = "stat-link-control-secondary",
     [STAT_SEGMENTS_SPLIT] = "stat-segments-split",
     [STAT_ACKS_DROPPED] = "stat-acks-dropped",
+    [STAT_SECONDARY_KEPT] = "stat-secondary-kept",
+    [STAT_SECONDARY_LATE] = "stat-secondary-late",
 };
 
 static uint64_t stat_value(const ColoEngineStats *st,
@@ -1072,6 +1259,10 @@ static uint64_t stat_value(const ColoEngineStats *st,
         return st->segments_split;
     case STAT_ACKS_DROPPED:
         return st->acks_dropped;
+    case STAT_SECONDARY_KEPT:
+        return c->secondary_kept;
+    case STAT_SECONDARY_LATE:
+        return c->secondary_late;
     default:
         return 0;
     }

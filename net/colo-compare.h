@@ -26,6 +26,19 @@ typedef enum ColoCompareRequest {
  */
 void colo_notify_compares_event(void *opaque, int event, Error **errp);
 /*
+ * COLO_EVENT_CHECKPOINT on the primary, with the secondary's output marks
+ * of that checkpoint (@len bytes of "<netdev id> <frames>\n" lines, see
+ * net/colo-output.h).  Any thread but a compare's iothread.
+ */
+void colo_compare_release_checkpoint(const char *marks, size_t len,
+                                     Error **errp);
+/*
+ * The primary's guest stopped for a checkpoint: until its release, the
+ * compares set the secondary's frames aside (net/colo-output.h).
+ * The COLO thread.
+ */
+void colo_compare_primary_stopped(void);
+/*
  * @notify is called in the main loop (a compare's request bottom half),
  * with @data pointing to a ColoCompareRequest, when a compare wants a
  * checkpoint.  Register and unregister from any thread.

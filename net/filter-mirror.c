@@ -17,7 +17,9 @@
  * mirror holds client frames read while its guest is stopped (they reach
  * its guest only after the checkpoint), and the secondary's redirector
  * holds client frames while its guest is stopped, so that input the
- * checkpoint already holds is not delivered twice (see net/colo-input.h).
+ * checkpoint already holds is not delivered twice (see net/colo-input.h);
+ * the secondary's count of its guest's output marks where a checkpoint
+ * begins in it (net/colo-output.h).
  *
  * Threads and locking: everything runs in the main loop under the big
  * QEMU lock (netfilter callbacks, chardev handlers in the default context,
@@ -35,6 +37,7 @@
 #include "net/colo.h"
 #include "net/colo-frame.h"
 #include "net/colo-input.h"
+#include "net/colo-output.h"
 #include "migration/colo.h"
 #include "system/runstate.h"
 #include "trace.h"
@@ -62,7 +65,7 @@ struct ColoMirrorState {
     /* COLO input marks (net/colo-input.h) */
     QTAILQ_ENTRY(ColoMirrorState) next;
     ColoChrWriter out;          /* to outdev, never blocking the main loop */
-    uint64_t frames_mirrored;   /* mirror: sent whole since outdev opened */
+    uint64_t frames_mirrored;   /* sent whole to outdev since it opened */
     uint64_t frames_read;       /* redirector: read since indev opened */
     uint64_t input_mark;        /* redirector: frames below are in the guest */
     uint64_t frames_dropped;    /* redirector: below the mark, not delivered */
@@ -530,6 +533,22 @@ bool colo_input_marks_apply(const char *marks, size_t len, Error **errp)
         }
     }
     return true;
+}
+
+/* ---- COLO output marks (net/colo-output.h) ------------------------------- */
+
+void colo_output_marks_save(GString *marks)
+{
+    ColoMirrorState *s;
+
+    QTAILQ_FOREACH(s, &colo_mirrors, next) {
+        if (is_redirector(s) && mirror_netdev_id(s) &&
+            NETFILTER(s)->direction == NET_FILTER_DIRECTION_RX &&
+            qemu_chr_fe_backend_connected(&s->outdev)) {
+            g_string_append_printf(marks, "%s %" PRIu64 "\n",
+                                   mirror_netdev_id(s), s->frames_mirrored);
+        }
+    }
 }
 
 /* ---- properties --------------------------------------------------------- */

@@ -40,6 +40,21 @@ the primary alone, and the answer waited for the client's retransmission
 deterministic with the controller's fault point after-stop (the primary
 waits there, stopped, while the client connects): the client's first SYN
 must be answered (its TCPSynRetrans counter does not grow).
+
+Output at the resume: the secondary applies a checkpoint and runs on as
+soon as it has sent RECEIVED, while the primary's release (the flush) runs
+only once RECEIVED reached it.  What the secondary's guest sends meanwhile
+is output of the new checkpoint interval, the copy of what the primary's
+guest will send once it runs: a flush that drops it as the secondary's old
+output left the primary's copy waiting for nothing, until compare_timeout
+and another checkpoint (in bench/bulk.py a stall of about 2 s, once in a
+few hundred seconds).  The other way round, what the secondary sent before
+its stop but colo-compare reads only after the flush is old output, to be
+dropped, not compared with the primary's new output.  Made deterministic
+with the controller's fault point after-received (the primary waits there,
+stopped, while the secondary's guest pings the client, a ping typed into
+the primary's console and given to the secondary by a checkpoint): the
+pings must go on without another checkpoint.
 """
 
 import os
@@ -54,8 +69,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "lib"))
 from tap import Tap  # noqa: E402
-from topology import GUEST_IP, Topology, missing_requirements  # noqa: E402
-from e2e_pair import PORT, Pair, diagnose, end_run, quiet_checkpoint  # noqa: E402
+from topology import (CLIENT_IP, GUEST_IP, Topology,  # noqa: E402
+                      missing_requirements)
+from e2e_pair import (PORT, Pair, checkpoints, diagnose, end_run,  # noqa: E402
+                      quiet_checkpoint)  # noqa: E402
 from colo_fault import FaultPoints  # noqa: E402
 
 t = Tap()
@@ -296,6 +313,149 @@ def case_input_read_while_stopped():
         end_run(topo, None, pair and pair.stop)
 
 
+def secondary_bytes_in(topo):
+    """Bytes the primary received so far on the secondary's connection to
+    colo-compare's secondary_in (port 9004)."""
+    out = topo.run_in(topo.pri, "ss", "-tinH", "state", "established",
+                      "( sport = :9004 )")
+    fields = [f for f in out.split() if f.startswith("bytes_received:")]
+    assert len(fields) == 1, "secondary_in's connection: %r" % out
+    return int(fields[0].split(":")[1])
+
+
+def released(pri):
+    return comp_stat(pri, "packets-released")
+
+
+def start_pinging(topo, pri):
+    """Both guests ping the client every 50 ms from now on, periodic
+    checkpoints off.  Returns the checkpoint count and colo-compare's
+    figures of divergence once 40 requests were compared."""
+    quiet_checkpoint(pri)
+    # Both guests learn the client's address from its request.
+    warm = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
+    with warm:
+        warm.settimeout(60)
+        warm.connect((GUEST_IP, PORT))
+        warm.sendall(b"warm-up\n")
+        recv_line(warm, 60)
+    # Typed into the primary's console only: once its first echo request
+    # waits in colo-compare, a checkpoint gives the pings to the secondary.
+    # Without data (-s 0) they carry no time stamp, so both guests send the
+    # same requests: id (the pid) and sequence number.
+    depth0 = comp_stat(pri, "queue-depth-primary")
+    pri.serial_send("ping -s 0 -i 0.05 %s >/dev/null &" % CLIENT_IP)
+    pri.wait_for(lambda: comp_stat(pri, "queue-depth-primary") > depth0,
+                 60, "the primary's echo request held by colo-compare")
+    quiet_checkpoint(pri)       # both guests ping from here on
+    r0 = released(pri)
+    pri.wait_for(lambda: released(pri) >= r0 + 40, 60,
+                 "40 echo requests compared and released")
+    return checkpoints(pri), divergence(pri)
+
+
+def divergence(pri):
+    return {k: comp_stat(pri, k) for k in ("timeouts", "mismatches-icmp")}
+
+
+def pings_go_on(pri, c0, div0, why):
+    """After one more checkpoint, 40 more requests are compared and
+    released without another."""
+    r1 = released(pri)
+    pri.wait_for(lambda: released(pri) >= r1 + 40, 60,
+                 "40 more echo requests after the checkpoint")
+    div = divergence(pri)
+    extra = checkpoints(pri) - c0 - 1
+    assert extra == 0 and div == div0, (
+        "the pings after the checkpoint took %d checkpoint(s) more "
+        "(colo-compare before: %s, after: %s): %s" % (extra, div0, div, why))
+
+
+def case_output_before_release():
+    topo = Topology()
+    points = FaultPoints()
+    pair = None
+    hold = threading.Event()        # hold the primary at the next point
+    held = threading.Event()
+    go = threading.Event()          # ... until this
+    done = threading.Event()
+
+    def pump():
+        while not done.is_set():
+            try:
+                points.wait("after-received", timeout=1, mode="primary")
+            except TimeoutError:
+                continue
+            if hold.is_set() and not held.is_set():
+                held.set()
+                go.wait()
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    try:
+        topo.setup()
+        pair = Pair(topo, pri_env=points.env("after-received"))
+        pri = pair.pri
+        pumper.start()
+        pair.start()
+        c0, div0 = start_pinging(topo, pri)
+
+        hold.set()
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 3600000})
+        if not held.wait(60):
+            raise AssertionError("the primary did not reach after-received")
+        sent0 = secondary_bytes_in(topo)
+        # The secondary runs the checkpoint and pings on: its requests
+        # reach colo-compare before the primary's release.
+        pri.wait_for(lambda: secondary_bytes_in(topo) >= sent0 + 200, 60,
+                     "the secondary's output after the checkpoint")
+        go.set()
+        pings_go_on(pri, c0, div0,
+                    "the secondary's output sent before the primary's "
+                    "release was dropped, and the primary's was compared "
+                    "with the wrong requests")
+        print("# %d of the secondary's frames read before the release "
+              "were compared after it" % comp_stat(pri, "secondary-kept"))
+    except Exception as e:
+        raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, None))) from e
+    finally:
+        done.set()
+        go.set()
+        if pumper.is_alive():
+            pumper.join(5)
+        points.close()
+        end_run(topo, None, pair and pair.stop)
+
+
+def case_output_after_release():
+    topo = Topology()
+    pair = None
+    try:
+        topo.setup()
+        pair = Pair(topo)
+        pri = pair.pri
+        pair.start()
+        c0, div0 = start_pinging(topo, pri)
+
+        # The secondary's requests stay unread, then a checkpoint.
+        pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
+                value=True)
+        pri.wait_for(lambda: secondary_in_unread(topo) >= 200, 60,
+                     "the secondary's requests waiting in secondary_in")
+        quiet_checkpoint(pri)
+        pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
+                value=False)
+        pings_go_on(pri, c0, div0,
+                    "the secondary's requests sent before the checkpoint, "
+                    "read after its release, were compared with the "
+                    "primary's after it")
+        print("# %d of the secondary's frames read after the release "
+              "were dropped" % comp_stat(pri, "secondary-late"))
+    except Exception as e:
+        raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, None))) from e
+    finally:
+        end_run(topo, None, pair and pair.stop)
+
+
 def main():
     why = missing_requirements()
     t.check_unless(why, "a checkpoint releases what the primary sent before "
@@ -307,6 +467,12 @@ def main():
     t.check_unless(why, "a client frame the primary read while stopped for a "
                    "checkpoint reaches the secondary after it",
                    case_input_read_while_stopped)
+    t.check_unless(why, "what the secondary sends after the checkpoint's "
+                   "load is compared, even when it reaches colo-compare "
+                   "before the primary's release", case_output_before_release)
+    t.check_unless(why, "what the secondary sent before the checkpoint but "
+                   "colo-compare reads after its release is not compared",
+                   case_output_after_release)
     return t.finish()
 
 

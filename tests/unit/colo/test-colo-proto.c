@@ -97,18 +97,24 @@ static void test_device_state_limit(void)
     error_free(err);
 }
 
-static void test_input_marks_limit(void)
+/* Input marks, and the output marks that come with RECEIVED. */
+static void test_marks_limit(void)
 {
-    ColoMsg msg = { .type = COLO_MSG_INPUT_MARKS, .seq = 1,
-                    .length = COLO_INPUT_MARKS_MAX };
-    Error *err = NULL;
+    static const ColoMsgType types[] = {
+        COLO_MSG_INPUT_MARKS, COLO_MSG_RECEIVED,
+    };
 
-    g_assert_true(colo_msg_check(&msg, COLO_MSG_INPUT_MARKS, 1,
-                                 &error_abort));
-    msg.length++;
-    g_assert_false(colo_msg_check(&msg, COLO_MSG_INPUT_MARKS, 1, &err));
-    g_assert_nonnull(strstr(error_get_pretty(err), "exceed the limit"));
-    error_free(err);
+    for (int i = 0; i < ARRAY_SIZE(types); i++) {
+        ColoMsg msg = { .type = types[i], .seq = 1,
+                        .length = COLO_MARKS_MAX };
+        Error *err = NULL;
+
+        g_assert_true(colo_msg_check(&msg, types[i], 1, &error_abort));
+        msg.length++;
+        g_assert_false(colo_msg_check(&msg, types[i], 1, &err));
+        g_assert_nonnull(strstr(error_get_pretty(err), "exceed the limit"));
+        error_free(err);
+    }
 }
 
 static void test_hello_version(void)
@@ -154,7 +160,7 @@ int main(int argc, char **argv)
     g_test_add_func("/colo-proto/unknown-type", test_unknown_type_refused);
     g_test_add_func("/colo-proto/check", test_check);
     g_test_add_func("/colo-proto/device-state-limit", test_device_state_limit);
-    g_test_add_func("/colo-proto/input-marks-limit", test_input_marks_limit);
+    g_test_add_func("/colo-proto/marks-limit", test_marks_limit);
     g_test_add_func("/colo-proto/hello-version", test_hello_version);
     g_test_add_func("/colo-proto/device-state-crc", test_device_state_crc);
     return g_test_run();
