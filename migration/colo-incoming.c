@@ -11,7 +11,8 @@
  * and serves checkpoints (see colo-proto.h).  A checkpoint is all or nothing:
  * RAM goes into the cache and the device state into a buffer with a length
  * and a CRC32C; only when all of it arrived intact does the secondary
- * checkpoint its disks, acknowledge, and apply it.  A torn, corrupt or
+ * checkpoint its disks, acknowledge (with its output marks,
+ * net/colo-output.h), and apply it.  A torn, corrupt or
  * interrupted checkpoint is discarded: on failover the secondary runs on from
  * its own state, which is the last complete checkpoint plus its own
  * execution since.

@@ -17,7 +17,9 @@
  *   device state       sent with a length and a CRC32C
  *   received           the secondary has all of it: the compares release
  *                      the output they held (output commit, see
- *                      colo_primary_checkpoint()), the primary resumes
+ *                      colo_primary_checkpoint()) and learn where the
+ *                      secondary's output after it begins (output marks,
+ *                      net/colo-output.h), the primary resumes
  *   loaded             the secondary applied it and runs again
  *
  * Threads and locks: the checkpoint loop runs on the migration thread and

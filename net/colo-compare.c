@@ -75,7 +75,7 @@ OBJECT_DECLARE_SIMPLE_TYPE(ColoCompare, COLO_COMPARE)
 #define NOTIFY_PENDING_MAX          (64 * KiB)
 /*
  * The secondary's frames set aside from the primary's stop to its release,
- * at most (beyond, they go to the engine at once, as without marks).
+ * at most (beyond, they go to the engine, in order, as without marks).
  */
 #define ASIDE_MAX_BYTES             (16 * MiB)
 
@@ -332,6 +332,24 @@ static void compare_input(ColoCompare *s, ColoSide side, const uint8_t *buf,
     handle_reason(s, reason, name);
 }
 
+/* Frames set aside go to the engine (@mark on) or are dropped (below). */
+static uint64_t take_aside(ColoCompare *s, uint64_t mark)
+{
+    uint64_t compared = 0;
+    AsideFrame *f;
+
+    while ((f = g_queue_pop_head(&s->sec_aside))) {
+        s->sec_aside_bytes -= f->len;
+        if (f->index >= mark) {
+            compared++;
+            compare_input(s, COLO_SECONDARY, f->data, f->len,
+                          f->vnet_hdr_len);
+        }
+        g_free(f);
+    }
+    return compared;
+}
+
 /*
  * A frame of the secondary, as read: is it for the engine now?  Not when
  * the last checkpoint covers it (it was on its way, or waited in the
@@ -349,8 +367,11 @@ static bool secondary_frame_now(ColoCompare *s, uint64_t index,
         return false;
     }
     if (qatomic_load_acquire(&compare_primary_stops) ==
-        s->sec_released_stops ||
-        s->sec_aside_bytes + len > ASIDE_MAX_BYTES) {
+        s->sec_released_stops) {
+        return true;
+    }
+    if (s->sec_aside_bytes + len > ASIDE_MAX_BYTES) {
+        take_aside(s, 0);
         return true;
     }
     f = g_malloc(sizeof(*f) + len);
@@ -377,26 +398,15 @@ static void drop_aside(ColoCompare *s)
 static void release_aside(ColoCompare *s, bool has_mark, uint64_t mark,
                           unsigned stops)
 {
-    uint64_t kept = 0, dropped = 0;
-    AsideFrame *f;
+    unsigned aside = g_queue_get_length(&s->sec_aside);
+    uint64_t kept = take_aside(s, has_mark ? mark : UINT64_MAX);
 
-    while ((f = g_queue_pop_head(&s->sec_aside))) {
-        s->sec_aside_bytes -= f->len;
-        if (has_mark && f->index >= mark) {
-            kept++;
-            compare_input(s, COLO_SECONDARY, f->data, f->len,
-                          f->vnet_hdr_len);
-        } else {
-            dropped++;
-        }
-        g_free(f);
-    }
     s->counters.secondary_kept += kept;
     s->sec_covered = has_mark ? mark : 0;
     s->sec_released_stops = stops;
     trace_colo_compare_output_mark(compare_id(s), has_mark, mark,
                                    s->in[COLO_SECONDARY].frames_read, kept,
-                                   dropped);
+                                   aside - kept);
 }
 
 static void compare_frame(void *opaque, const uint8_t *buf, size_t len,
