@@ -242,45 +242,69 @@ def syn_retransmits(topo):
     return int(lines[1][lines[0].index("TCPSynRetrans")])
 
 
+class HoldOnce:
+    """Lets the primary go on at every fault point @point (FaultPoints.wait()
+    releases the previous one) but the first one it reaches after arm():
+    there it waits until go()."""
+
+    def __init__(self, points, point):
+        self.points = points
+        self.point = point
+        self.armed = threading.Event()
+        self.held = threading.Event()
+        self.going = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+
+    def _pump(self):
+        while not self.done.is_set():
+            try:
+                self.points.wait(self.point, timeout=1, mode="primary")
+            except TimeoutError:
+                continue
+            if self.armed.is_set() and not self.held.is_set():
+                self.held.set()
+                self.going.wait()
+
+    def start(self):
+        self.thread.start()
+
+    def hold_next_checkpoint(self, pri):
+        """Arm, force a checkpoint and wait until the primary waits."""
+        self.armed.set()
+        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 3600000})
+        if not self.held.wait(60):
+            raise AssertionError("the primary did not reach " + self.point)
+
+    def go(self):
+        self.going.set()
+
+    def close(self):
+        self.done.set()
+        self.going.set()
+        if self.thread.is_alive():
+            self.thread.join(5)
+        self.points.close()
+
+
 def case_input_read_while_stopped():
     topo = Topology()
     points = FaultPoints()
+    stop = HoldOnce(points, "after-stop")
     pair = sock = None
-    hold = threading.Event()        # hold the primary at its next after-stop
-    held = threading.Event()
-    go = threading.Event()          # ... until this
-    done = threading.Event()
-
-    def pump():
-        """Let every after-stop of the primary go on (wait() releases the
-        previous one), but the first one after hold is set: that one until
-        go is set."""
-        while not done.is_set():
-            try:
-                points.wait("after-stop", timeout=1, mode="primary")
-            except TimeoutError:
-                continue
-            if hold.is_set() and not held.is_set():
-                held.set()
-                go.wait()
-
-    pumper = threading.Thread(target=pump, daemon=True)
     try:
         topo.setup()
         pair = Pair(topo, pri_env=points.env("after-stop"))
         trace = pair.pri.path("trace.log")
         pair.pri.add_args("-trace", "enable=colo_filter_input_held,file=%s" % trace)
-        pumper.start()
+        stop.start()
         pair.start()
         quiet_checkpoint(pair.pri)
         pri = pair.pri
         s0 = comp_stat(pri, "secondary-packets")
         retrans0 = syn_retransmits(topo)
 
-        hold.set()
-        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 3600000})
-        if not held.wait(60):
-            raise AssertionError("the primary did not reach after-stop")
+        stop.hold_next_checkpoint(pri)
         sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.connect_ex((GUEST_IP, PORT))
@@ -290,7 +314,7 @@ def case_input_read_while_stopped():
                      (os.path.exists(trace) and
                       "colo_filter_input_held" in open(trace).read()),
                      60, "the client's SYN read by the stopped primary")
-        go.set()
+        stop.go()
         _, writable, _ = select.select([], [sock], [], 30)
         assert writable, "no connection 30 s after the checkpoint"
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
@@ -303,11 +327,7 @@ def case_input_read_while_stopped():
     except Exception as e:
         raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, None))) from e
     finally:
-        done.set()
-        go.set()
-        if pumper.is_alive():
-            pumper.join(5)
-        points.close()
+        stop.close()
         if sock:
             sock.close()
         end_run(topo, None, pair and pair.stop)
@@ -374,41 +394,23 @@ def pings_go_on(pri, c0, div0, why):
 def case_output_before_release():
     topo = Topology()
     points = FaultPoints()
+    received = HoldOnce(points, "after-received")
     pair = None
-    hold = threading.Event()        # hold the primary at the next point
-    held = threading.Event()
-    go = threading.Event()          # ... until this
-    done = threading.Event()
-
-    def pump():
-        while not done.is_set():
-            try:
-                points.wait("after-received", timeout=1, mode="primary")
-            except TimeoutError:
-                continue
-            if hold.is_set() and not held.is_set():
-                held.set()
-                go.wait()
-
-    pumper = threading.Thread(target=pump, daemon=True)
     try:
         topo.setup()
         pair = Pair(topo, pri_env=points.env("after-received"))
         pri = pair.pri
-        pumper.start()
+        received.start()
         pair.start()
         c0, div0 = start_pinging(topo, pri)
 
-        hold.set()
-        pri.cmd("migrate-set-parameters", **{"x-checkpoint-delay": 3600000})
-        if not held.wait(60):
-            raise AssertionError("the primary did not reach after-received")
+        received.hold_next_checkpoint(pri)
         sent0 = secondary_bytes_in(topo)
         # The secondary runs the checkpoint and pings on: its requests
         # reach colo-compare before the primary's release.
         pri.wait_for(lambda: secondary_bytes_in(topo) >= sent0 + 200, 60,
                      "the secondary's output after the checkpoint")
-        go.set()
+        received.go()
         pings_go_on(pri, c0, div0,
                     "the secondary's output sent before the primary's "
                     "release was dropped, and the primary's was compared "
@@ -418,11 +420,7 @@ def case_output_before_release():
     except Exception as e:
         raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, None))) from e
     finally:
-        done.set()
-        go.set()
-        if pumper.is_alive():
-            pumper.join(5)
-        points.close()
+        received.close()
         end_run(topo, None, pair and pair.stop)
 
 
