@@ -262,8 +262,8 @@ static bool colo_secondary_checkpoint(ColoSecondary *sec, Error **errp)
     }
     colo_fault_point(COLO_FAULT_BEFORE_RECEIVED, sec->seq);
     msg = (ColoMsg) { .type = COLO_MSG_RECEIVED, .seq = sec->seq };
-    if (!colo_msg_send_payload(sec->to, &msg, output_marks->str,
-                               output_marks->len, &local_err)) {
+    colo_msg_put_payload(sec->to, &msg, output_marks->str, output_marks->len);
+    if (!colo_msg_flush(sec->to, &msg, &local_err)) {
         /* Keep going: the checkpoint is complete, apply it, then leave. */
         trace_colo_secondary_send_failed(error_get_pretty(local_err));
     }

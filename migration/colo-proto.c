@@ -126,12 +126,25 @@ uint32_t colo_device_state_crc(const uint8_t *data, size_t len)
 }
 
 #ifndef COLO_PROTO_NO_QEMUFILE
-bool colo_msg_send(QEMUFile *f, const ColoMsg *msg, Error **errp)
+static void colo_msg_put(QEMUFile *f, const ColoMsg *msg)
 {
     uint8_t buf[COLO_MSG_WIRE_SIZE];
 
     colo_msg_encode(msg, buf);
     qemu_put_buffer(f, buf, sizeof(buf));
+}
+
+void colo_msg_put_payload(QEMUFile *f, ColoMsg *msg, const void *data,
+                          size_t len)
+{
+    msg->length = len;
+    msg->crc = colo_device_state_crc(data, len);
+    colo_msg_put(f, msg);
+    qemu_put_buffer(f, data, len);
+}
+
+bool colo_msg_flush(QEMUFile *f, const ColoMsg *msg, Error **errp)
+{
     if (qemu_fflush(f) < 0) {
         error_setg(errp, "COLO: cannot send '%s': %s",
                    colo_msg_name(msg->type),
@@ -139,6 +152,12 @@ bool colo_msg_send(QEMUFile *f, const ColoMsg *msg, Error **errp)
         return false;
     }
     return true;
+}
+
+bool colo_msg_send(QEMUFile *f, const ColoMsg *msg, Error **errp)
+{
+    colo_msg_put(f, msg);
+    return colo_msg_flush(f, msg, errp);
 }
 
 bool colo_msg_expect(QEMUFile *f, ColoMsgType type, uint32_t seq,
@@ -156,23 +175,6 @@ bool colo_msg_expect(QEMUFile *f, ColoMsgType type, uint32_t seq,
            colo_msg_check(msg, type, seq, errp);
 }
 
-bool colo_msg_send_payload(QEMUFile *f, ColoMsg *msg, const void *data,
-                           size_t len, Error **errp)
-{
-    msg->length = len;
-    msg->crc = colo_device_state_crc(data, len);
-    if (!colo_msg_send(f, msg, errp)) {
-        return false;
-    }
-    qemu_put_buffer(f, data, len);
-    if (qemu_fflush(f) < 0) {
-        error_setg(errp, "COLO: cannot send what follows '%s': %s",
-                   colo_msg_name(msg->type),
-                   strerror(-qemu_file_get_error(f)));
-        return false;
-    }
-    return true;
-}
 
 uint8_t *colo_msg_receive_payload(QEMUFile *f, const ColoMsg *msg,
                                   const char *what, Error **errp)

@@ -99,11 +99,14 @@ bool colo_msg_send(QEMUFile *f, const ColoMsg *msg, Error **errp);
 bool colo_msg_expect(QEMUFile *f, ColoMsgType type, uint32_t seq,
                      ColoMsg *msg, Error **errp);
 /*
- * Write @msg, the @len bytes of @data with their length and CRC32C in it,
- * and flush.
+ * Queue @msg followed by the @len bytes of @data, with their length and
+ * CRC32C set in @msg; colo_msg_flush() sends what is queued (a full
+ * buffer is written on the way).
  */
-bool colo_msg_send_payload(QEMUFile *f, ColoMsg *msg, const void *data,
-                           size_t len, Error **errp);
+void colo_msg_put_payload(QEMUFile *f, ColoMsg *msg, const void *data,
+                          size_t len);
+/* Send what is queued; @msg names the last message for errors. */
+bool colo_msg_flush(QEMUFile *f, const ColoMsg *msg, Error **errp);
 /*
  * Read the @msg->length bytes that follow @msg (@what: for errors) into a
  * new buffer and check their CRC32C; NULL with @errp set on failure.

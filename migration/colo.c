@@ -397,28 +397,16 @@ static bool colo_primary_checkpoint(ColoPrimary *p, ColoTrigger trigger,
     ram_bytes = qemu_file_transferred(p->to) - ram_start;
     dev_bytes = dev_len;
 
+    /* A full buffer is written on the way: the watchdog covers it. */
+    colo_arm("device state");
     msg = (ColoMsg) {
-        .type = COLO_MSG_DEVICE_STATE, .seq = p->seq, .length = dev_bytes,
-        .crc = colo_device_state_crc(dev_state, dev_bytes),
+        .type = COLO_MSG_DEVICE_STATE, .seq = p->seq,
         .flags = was_running ? COLO_FLAG_RUN : 0,
     };
-    colo_arm("device state");
-    if (colo_msg_send(p->to, &msg, errp)) {
-        qemu_put_buffer(p->to, dev_state, dev_bytes);
-        msg = (ColoMsg) {
-            .type = COLO_MSG_INPUT_MARKS, .seq = p->seq,
-            .length = input_marks->len,
-            .crc = colo_device_state_crc((uint8_t *)input_marks->str,
-                                         input_marks->len),
-        };
-        if (colo_msg_send(p->to, &msg, errp)) {
-            qemu_put_buffer(p->to, (uint8_t *)input_marks->str,
-                            input_marks->len);
-            if (qemu_fflush(p->to) < 0) {
-                error_setg(errp, "COLO: sending the device state failed");
-            }
-        }
-    }
+    colo_msg_put_payload(p->to, &msg, dev_state, dev_bytes);
+    msg = (ColoMsg) { .type = COLO_MSG_INPUT_MARKS, .seq = p->seq };
+    colo_msg_put_payload(p->to, &msg, input_marks->str, input_marks->len);
+    colo_msg_flush(p->to, &msg, errp);
     colo_disarm();
     if (*errp) {
         goto out;

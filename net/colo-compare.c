@@ -395,15 +395,15 @@ static void drop_aside(ColoCompare *s)
  * and those read from now on below @mark, it covers.  Without a mark all
  * set aside are dropped, as the flush drops what the engine holds.
  */
-static void release_aside(ColoCompare *s, bool has_mark, uint64_t mark,
-                          unsigned stops)
+static void release_aside(ColoCompare *s, bool has_mark, uint64_t mark)
 {
     unsigned aside = g_queue_get_length(&s->sec_aside);
     uint64_t kept = take_aside(s, has_mark ? mark : UINT64_MAX);
 
     s->counters.secondary_kept += kept;
     s->sec_covered = has_mark ? mark : 0;
-    s->sec_released_stops = stops;
+    /* The primary stays stopped until every compare handled the release. */
+    s->sec_released_stops = qatomic_read(&compare_primary_stops);
     trace_colo_compare_output_mark(compare_id(s), has_mark, mark,
                                    s->in[COLO_SECONDARY].frames_read, kept,
                                    aside - kept);
@@ -596,9 +596,7 @@ static void event_bh_cb(void *opaque)
         }
         compare_drain_primary(s);
         compare_flush(s);
-        /* The primary stays stopped until every compare handled this. */
-        release_aside(s, has_mark, mark,
-                      qatomic_read(&compare_primary_stops));
+        release_aside(s, has_mark, mark);
         break;
     case COLO_EVENT_FAILOVER:
         compare_flush(s);
@@ -667,40 +665,40 @@ void colo_compare_unregister_notifier(Notifier *notify)
     qemu_mutex_unlock(&notifier_lock);
 }
 
+typedef struct OutputMarks {
+    unsigned count;
+    uint64_t frames;            /* the last one's */
+} OutputMarks;
+
+static void output_mark_count(const char *netdev, uint64_t frames,
+                              void *opaque)
+{
+    OutputMarks *m = opaque;
+
+    m->count++;
+    m->frames = frames;
+}
+
 /*
- * The output mark for the one compare there is, from the secondary's one
- * line "<netdev id> <frames>" (see net/colo-output.h); false when there
- * is none to apply.  compare_list_lock held.
+ * The one output mark of the secondary's "<netdev id> <frames>" lines
+ * (net/colo-output.h); false when there is not exactly one.
  */
 static bool output_mark(const char *marks, size_t len, uint64_t *mark)
 {
-    g_autofree char *text = marks ? g_strndup(marks, len) : NULL;
-    g_auto(GStrv) lines = text ? g_strsplit(text, "\n", -1) : NULL;
-    const char *line = NULL;
-    char netdev[64];
+    OutputMarks m = { 0 };
+    Error *err = NULL;
 
-    if (!lines) {
+    if (!colo_marks_foreach(marks, len, output_mark_count, &m, &err)) {
+        trace_colo_compare_no_output_mark(error_get_pretty(err));
+        error_free(err);
         return false;
     }
-    if (QTAILQ_EMPTY(&compare_list) ||
-        QTAILQ_NEXT(QTAILQ_FIRST(&compare_list), next)) {
-        trace_colo_compare_no_output_mark("not one colo-compare");
+    if (m.count != 1) {
+        trace_colo_compare_no_output_mark(m.count ? "several marks"
+                                                  : "none");
         return false;
     }
-    for (int i = 0; lines[i]; i++) {
-        if (!*lines[i]) {
-            continue;
-        }
-        if (line) {
-            trace_colo_compare_no_output_mark("several marks");
-            return false;
-        }
-        line = lines[i];
-    }
-    if (!line || sscanf(line, "%63s %" SCNu64, netdev, mark) != 2) {
-        trace_colo_compare_no_output_mark(line ? "malformed" : "none");
-        return false;
-    }
+    *mark = m.frames;
     return true;
 }
 
@@ -713,10 +711,16 @@ static void notify_compares(int event, const char *marks, size_t marks_len,
     uint64_t gen, mark = 0;
     bool has_mark;
 
+    has_mark = marks && output_mark(marks, marks_len, &mark);
     qemu_mutex_lock(&compare_list_lock);
     gen = ++compare_event_gen;
     compare_event_deadline_ms = deadline;
-    has_mark = output_mark(marks, marks_len, &mark);
+    /* With several, which compare reads which redirector is not known. */
+    if (has_mark && (QTAILQ_EMPTY(&compare_list) ||
+                     QTAILQ_NEXT(QTAILQ_FIRST(&compare_list), next))) {
+        trace_colo_compare_no_output_mark("not one colo-compare");
+        has_mark = false;
+    }
     QTAILQ_FOREACH(s, &compare_list, next) {
         s->event = event;
         s->event_has_mark = has_mark;

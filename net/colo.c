@@ -185,3 +185,32 @@ void colo_chr_writer_destroy(ColoChrWriter *w)
 {
     colo_chr_writer_reset(w);
 }
+
+/* ---- COLO marks --------------------------------------------------------- */
+
+void colo_mark_append(GString *marks, const char *netdev, uint64_t frames)
+{
+    g_string_append_printf(marks, "%s %" PRIu64 "\n", netdev, frames);
+}
+
+bool colo_marks_foreach(const char *marks, size_t len, ColoMarkFn *fn,
+                        void *opaque, Error **errp)
+{
+    g_autofree char *text = g_strndup(marks, len);
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+
+    for (int i = 0; lines[i]; i++) {
+        char netdev[64];
+        uint64_t frames;
+
+        if (!*lines[i]) {
+            continue;
+        }
+        if (sscanf(lines[i], "%63s %" SCNu64, netdev, &frames) != 2) {
+            error_setg(errp, "COLO: malformed mark '%s'", lines[i]);
+            return false;
+        }
+        fn(netdev, frames, opaque);
+    }
+    return true;
+}

@@ -28,6 +28,16 @@ bool colo_proxy_attach_chardev(CharBackend *be, Object *owner,
 int colo_proxy_can_read(void *opaque);
 
 /*
+ * COLO's input and output marks (net/colo-input.h, net/colo-output.h):
+ * lines "<netdev id> <frames>\n".  colo_marks_foreach() calls @fn for each
+ * line; false with @errp set at the first malformed one.
+ */
+typedef void ColoMarkFn(const char *netdev, uint64_t frames, void *opaque);
+void colo_mark_append(GString *marks, const char *netdev, uint64_t frames);
+bool colo_marks_foreach(const char *marks, size_t len, ColoMarkFn *fn,
+                        void *opaque, Error **errp);
+
+/*
  * Writes frames to a chardev without ever blocking the calling thread.
  *
  * A proxy object that blocked writing to a peer that does not read (a

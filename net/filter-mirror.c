@@ -489,66 +489,56 @@ static const char *mirror_netdev_id(ColoMirrorState *s)
     return nf->netdev ? nf->netdev->name : NULL;
 }
 
-void colo_input_marks_save(GString *marks)
+/*
+ * Append the marks of the filters that send on an outdev: mirrors (client
+ * input) or redirectors (guest output), on their netdev's @direction.
+ */
+static void marks_save(GString *marks, bool redirectors,
+                       NetFilterDirection direction)
 {
     ColoMirrorState *s;
 
     QTAILQ_FOREACH(s, &colo_mirrors, next) {
-        if (!is_redirector(s) && mirror_netdev_id(s) &&
-            NETFILTER(s)->direction == NET_FILTER_DIRECTION_TX &&
+        if (is_redirector(s) == redirectors && mirror_netdev_id(s) &&
+            NETFILTER(s)->direction == direction &&
             qemu_chr_fe_backend_connected(&s->outdev)) {
-            g_string_append_printf(marks, "%s %" PRIu64 "\n",
-                                   mirror_netdev_id(s), s->frames_mirrored);
+            colo_mark_append(marks, mirror_netdev_id(s), s->frames_mirrored);
+        }
+    }
+}
+
+void colo_input_marks_save(GString *marks)
+{
+    marks_save(marks, false, NET_FILTER_DIRECTION_TX);
+}
+
+static void input_mark_apply(const char *netdev, uint64_t mark, void *opaque)
+{
+    ColoMirrorState *s;
+
+    QTAILQ_FOREACH(s, &colo_mirrors, next) {
+        if (s->indev_id && mirror_netdev_id(s) &&
+            !strcmp(mirror_netdev_id(s), netdev) &&
+            NETFILTER(s)->direction == NET_FILTER_DIRECTION_TX) {
+            s->input_mark = mark;
+            redirector_drop_held_below_mark(s);
+            trace_colo_filter_input_mark(
+                object_get_canonical_path_component(OBJECT(s)), mark,
+                s->frames_read, s->frames_dropped);
         }
     }
 }
 
 bool colo_input_marks_apply(const char *marks, size_t len, Error **errp)
 {
-    g_autofree char *text = g_strndup(marks, len);
-    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
-
-    for (int i = 0; lines[i]; i++) {
-        char netdev[64];
-        uint64_t mark;
-        ColoMirrorState *s;
-
-        if (!*lines[i]) {
-            continue;
-        }
-        if (sscanf(lines[i], "%63s %" SCNu64, netdev, &mark) != 2) {
-            error_setg(errp, "COLO: malformed input mark '%s'", lines[i]);
-            return false;
-        }
-        QTAILQ_FOREACH(s, &colo_mirrors, next) {
-            if (s->indev_id && mirror_netdev_id(s) &&
-                !strcmp(mirror_netdev_id(s), netdev) &&
-                NETFILTER(s)->direction == NET_FILTER_DIRECTION_TX) {
-                s->input_mark = mark;
-                redirector_drop_held_below_mark(s);
-                trace_colo_filter_input_mark(
-                    object_get_canonical_path_component(OBJECT(s)), mark,
-                    s->frames_read, s->frames_dropped);
-            }
-        }
-    }
-    return true;
+    return colo_marks_foreach(marks, len, input_mark_apply, NULL, errp);
 }
 
 /* ---- COLO output marks (net/colo-output.h) ------------------------------- */
 
 void colo_output_marks_save(GString *marks)
 {
-    ColoMirrorState *s;
-
-    QTAILQ_FOREACH(s, &colo_mirrors, next) {
-        if (is_redirector(s) && mirror_netdev_id(s) &&
-            NETFILTER(s)->direction == NET_FILTER_DIRECTION_RX &&
-            qemu_chr_fe_backend_connected(&s->outdev)) {
-            g_string_append_printf(marks, "%s %" PRIu64 "\n",
-                                   mirror_netdev_id(s), s->frames_mirrored);
-        }
-    }
+    marks_save(marks, true, NET_FILTER_DIRECTION_RX);
 }
 
 /* ---- properties --------------------------------------------------------- */

@@ -391,67 +391,61 @@ def pings_go_on(pri, c0, div0, why):
         "(colo-compare before: %s, after: %s): %s" % (extra, div0, div, why))
 
 
-def case_output_before_release():
+def with_pinging_pair(case, hold_at=None):
+    """A pair whose guests both ping the client (start_pinging()); then
+    case(topo, pri, hold, c0, div0), hold being a HoldOnce at the primary's
+    fault point @hold_at (None without one)."""
     topo = Topology()
-    points = FaultPoints()
-    received = HoldOnce(points, "after-received")
+    points = FaultPoints() if hold_at else None
+    hold = HoldOnce(points, hold_at) if hold_at else None
     pair = None
     try:
         topo.setup()
-        pair = Pair(topo, pri_env=points.env("after-received"))
-        pri = pair.pri
-        received.start()
+        pair = Pair(topo, pri_env=points and points.env(hold_at))
+        if hold:
+            hold.start()
         pair.start()
-        c0, div0 = start_pinging(topo, pri)
-
-        received.hold_next_checkpoint(pri)
-        sent0 = secondary_bytes_in(topo)
-        # The secondary runs the checkpoint and pings on: its requests
-        # reach colo-compare before the primary's release.
-        pri.wait_for(lambda: secondary_bytes_in(topo) >= sent0 + 200, 60,
-                     "the secondary's output after the checkpoint")
-        received.go()
-        pings_go_on(pri, c0, div0,
-                    "the secondary's output sent before the primary's "
-                    "release was dropped, and the primary's was compared "
-                    "with the wrong requests")
-        print("# %d of the secondary's frames read before the release "
-              "were compared after it" % comp_stat(pri, "secondary-kept"))
+        c0, div0 = start_pinging(topo, pair.pri)
+        case(topo, pair.pri, hold, c0, div0)
     except Exception as e:
         raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, None))) from e
     finally:
-        received.close()
+        if hold:
+            hold.close()
         end_run(topo, None, pair and pair.stop)
 
 
-def case_output_after_release():
-    topo = Topology()
-    pair = None
-    try:
-        topo.setup()
-        pair = Pair(topo)
-        pri = pair.pri
-        pair.start()
-        c0, div0 = start_pinging(topo, pri)
+def case_output_before_release(topo, pri, received, c0, div0):
+    received.hold_next_checkpoint(pri)
+    sent0 = secondary_bytes_in(topo)
+    # The secondary runs the checkpoint and pings on: its requests reach
+    # colo-compare before the primary's release.
+    pri.wait_for(lambda: secondary_bytes_in(topo) >= sent0 + 200, 60,
+                 "the secondary's output after the checkpoint")
+    received.go()
+    pings_go_on(pri, c0, div0,
+                "the secondary's output sent before the primary's release "
+                "was dropped, and the primary's was compared with the "
+                "wrong requests")
+    print("# %d of the secondary's frames read before the release were "
+          "compared after it" % comp_stat(pri, "secondary-kept"))
 
-        # The secondary's requests stay unread, then a checkpoint.
-        pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
-                value=True)
-        pri.wait_for(lambda: secondary_in_unread(topo) >= 200, 60,
-                     "the secondary's requests waiting in secondary_in")
-        quiet_checkpoint(pri)
-        pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
-                value=False)
-        pings_go_on(pri, c0, div0,
-                    "the secondary's requests sent before the checkpoint, "
-                    "read after its release, were compared with the "
-                    "primary's after it")
-        print("# %d of the secondary's frames read after the release "
-              "were dropped" % comp_stat(pri, "secondary-late"))
-    except Exception as e:
-        raise AssertionError("%s\n%s" % (e, diagnose(topo, pair, None))) from e
-    finally:
-        end_run(topo, None, pair and pair.stop)
+
+def case_output_after_release(topo, pri, hold, c0, div0):
+    # The secondary's requests stay unread, then a checkpoint.
+    pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
+            value=True)
+    pri.wait_for(lambda: secondary_in_unread(topo) >= 200, 60,
+                 "the secondary's requests waiting in secondary_in")
+    quiet_checkpoint(pri)
+    pri.cmd("qom-set", path=COMP, property="x-test-hold-secondary-input",
+            value=False)
+    pings_go_on(pri, c0, div0,
+                "the secondary's requests sent before the checkpoint, read "
+                "after its release, were compared with the primary's after "
+                "it")
+    print("# %d of the secondary's frames read after the release were "
+          "dropped" % comp_stat(pri, "secondary-late"))
 
 
 def main():
@@ -467,10 +461,11 @@ def main():
                    case_input_read_while_stopped)
     t.check_unless(why, "what the secondary sends after the checkpoint's "
                    "load is compared, even when it reaches colo-compare "
-                   "before the primary's release", case_output_before_release)
+                   "before the primary's release", with_pinging_pair,
+                   case_output_before_release, "after-received")
     t.check_unless(why, "what the secondary sent before the checkpoint but "
                    "colo-compare reads after its release is not compared",
-                   case_output_after_release)
+                   with_pinging_pair, case_output_after_release)
     return t.finish()
 
 
