@@ -3,11 +3,14 @@
 events of a failover, fail over through the tool; bad usage and unreachable
 monitors give clear errors and a non-zero exit status."""
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from colo_pair import bootsect_guest_args, start_pair, wait_checkpoints  # noqa: E402
@@ -31,6 +34,63 @@ def bad_usage():
     r = ctl("status", "/nonexistent/qmp.sock")
     assert r.returncode == 1, r
     assert "cannot connect to QMP socket /nonexistent/qmp.sock" in r.stderr, r
+
+
+def fake_monitor(path, replies, first=()):
+    """A QMP monitor on unix socket @path for one client, on a thread: it
+    sends the lines @first, then its greeting, then answers each command
+    with @replies[command] (an error for any other)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn, conn.makefile("rwb") as f:
+            for line in first:
+                f.write(json.dumps(line).encode() + b"\n")
+            f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            f.flush()
+            for line in f:
+                cmd = json.loads(line)["execute"]
+                if cmd in replies:
+                    answer = {"return": replies[cmd]}
+                else:
+                    answer = {"error": {"class": "CommandNotFound",
+                                        "desc": "fake: no %s" % cmd}}
+                f.write(json.dumps(answer).encode() + b"\n")
+                f.flush()
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    return srv, th
+
+
+def event_before_greeting():
+    """QEMU sends an event that comes while a client connects, before its
+    greeting, when the monitor has had no client yet (monitor.c sends events
+    to every monitor not in capabilities negotiation; a monitor that never
+    had a client is in neither mode): e.g. QUORUM_REPORT_BAD of a COLO
+    secondary's disk probed at start-up, while qemu-colo-ctl waits for the
+    QEMU it started."""
+    path = "/tmp/colo-ctl-fake-%d.sock" % os.getpid()
+    event = {"timestamp": {"seconds": 1, "microseconds": 0},
+             "event": "QUORUM_REPORT_BAD",
+             "data": {"node-name": "#block518", "sectors-count": 1,
+                      "sector-num": 0, "type": "read",
+                      "error": "Input/output error"}}
+    replies = {"qmp_capabilities": {},
+               "query-colo-status": {"mode": "none", "last-mode": "none",
+                                     "reason": "none"},
+               "query-status": {"status": "inmigrate", "running": False},
+               "query-migrate": {}}
+    srv, th = fake_monitor(path, replies, first=[event])
+    try:
+        r = ctl("status", path, timeout=30)
+        assert r.returncode == 0 and "mode=none" in r.stdout, r
+    finally:
+        srv.close()
+        os.unlink(path)
+        th.join(10)
 
 
 def status_watch_failover():
@@ -85,6 +145,8 @@ def status_watch_failover():
 
 def main():
     t.check("qemu-colo-ctl: bad usage and unreachable monitors fail clearly", bad_usage)
+    t.check("qemu-colo-ctl: an event before the monitor's greeting is an "
+            "event, not a monitor that does not speak QMP", event_before_greeting)
     t.check("qemu-colo-ctl: status of both sides, watch, failover of the secondary",
             status_watch_failover)
     return t.finish()

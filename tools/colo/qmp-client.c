@@ -284,6 +284,7 @@ QmpClient *qmp_client_connect(const char *path, int timeout_ms, Error **errp)
 {
     QmpClient *c;
     g_autoptr(QDict) greeting = NULL;
+    int64_t deadline = deadline_after(timeout_ms);
     Error *err = NULL;
     QObject *ret;
     int fd = unix_connect(path, &err);
@@ -297,11 +298,23 @@ QmpClient *qmp_client_connect(const char *path, int timeout_ms, Error **errp)
     c->fd = fd;
     c->inbuf = g_string_new(NULL);
     g_queue_init(&c->events);
-    if (qmp_client_read(c, deadline_after(timeout_ms), &greeting, errp) < 0 ||
-        !qdict_haskey(greeting, "QMP")) {
-        if (greeting) {
-            error_setg(errp, "%s does not speak QMP", path);
+    /*
+     * A monitor that never had a client sends events to it before its
+     * greeting (an event raised while the connection is being set up):
+     * keep them as events.
+     */
+    for (;;) {
+        if (qmp_client_read(c, deadline, &greeting, errp) < 0) {
+            qmp_client_free(c);
+            return NULL;
         }
+        if (!qdict_haskey(greeting, "event")) {
+            break;
+        }
+        g_queue_push_tail(&c->events, g_steal_pointer(&greeting));
+    }
+    if (!qdict_haskey(greeting, "QMP")) {
+        error_setg(errp, "%s does not speak QMP", path);
         qmp_client_free(c);
         return NULL;
     }

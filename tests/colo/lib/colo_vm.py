@@ -203,9 +203,10 @@ class Vm:
         try:
             self._qmp = Qmp(self._connect(self.qmp_path, deadline, "QMP socket"),
                             self.name, alive=self._check_alive)
-            greeting = self._qmp_recv(deadline, "QMP greeting")
-            if "QMP" not in greeting:
-                raise RuntimeError("%s: unexpected QMP greeting %r" % (self.name, greeting))
+            try:
+                self._qmp.greeting(deadline)
+            except QmpClosed:
+                raise self._closed_qmp("QMP greeting") from None
             self.cmd("qmp_capabilities")
             self._serial = self._connect(self.serial_path, deadline, "serial socket")
             self._serial_log = open(self.serial_log_path, "wb")

@@ -82,10 +82,20 @@ class Qmp:
                 s.close()
                 raise
 
+    def greeting(self, deadline):
+        """Read the monitor's greeting.  A monitor that never had a client
+        sends it the events raised while it connects before the greeting
+        (QEMU's monitor.c): they are kept in self.events."""
+        while True:
+            msg = self.recv(deadline, "QMP greeting")
+            if "event" not in msg:
+                break
+            self.events.append(msg)
+        if "QMP" not in msg:
+            raise RuntimeError("%s: unexpected QMP greeting %r" % (self.name, msg))
+
     def handshake(self, deadline):
-        greeting = self.recv(deadline, "QMP greeting")
-        if "QMP" not in greeting:
-            raise RuntimeError("%s: unexpected QMP greeting %r" % (self.name, greeting))
+        self.greeting(deadline)
         self.cmd("qmp_capabilities", _timeout=max(deadline - time.monotonic(), 1))
 
     def __enter__(self):
