@@ -418,8 +418,34 @@ class Env:
             wait_for(done, timeout, "%s promoted and protected by %s" % (primary, other),
                      interval=1)
         except TimeoutError as e:
-            raise AssertionError("%s\nroles %s, pair %s\n%s" % (
-                e, self.roles(), self.pair(), self.crm_mon()))
+            raise AssertionError("%s\nroles %s, pair %s\n%s\n%s" % (
+                e, self.roles(), self.pair(), self.crm_mon(), self.what_was_done()))
+
+    def what_was_done(self):
+        """For a failure: what the resource agent did and said on each node
+        (its lines of the node's pacemaker.log) and what each node's QEMU
+        said, in the message (last lines) and whole in
+        build/test-logs/pacemaker-<node>-*.log."""
+        out = []
+        for node, h in sorted(self.hosts.items()):
+            files = (("agent", h.path("log-pacemaker", "pacemaker.log"),
+                      lambda line: " colo(" in line or "qemu-colo-ctl" in line),
+                     ("qemu", os.path.join(self.pair_dir, node, "qemu.log"),
+                      lambda line: True))
+            for what, path, keep in files:
+                try:
+                    with open(path, errors="replace") as f:
+                        lines = [line.rstrip() for line in f if keep(line)]
+                except OSError as err:
+                    out.append("%s %s: %s" % (node, what, err))
+                    continue
+                with open(os.path.join(LOGDIR, "pacemaker-%s-%s.log"
+                                       % (node, what)), "w") as f:
+                    f.write("\n".join(lines) + "\n")
+                out.append("%s %s (last %d of %d lines):" % (
+                    node, what, min(15, len(lines)), len(lines)))
+                out.extend("  " + line[-300:] for line in lines[-15:])
+        return "\n".join(out)
 
     def teardown(self):
         for h in self.hosts.values():

@@ -329,6 +329,18 @@ def primary_alone(pri):
         pri.cmd("chardev-remove", id=cid)
 
 
+def guest_tcp_sockets(vm, q):
+    """/proc/net/tcp of a running guest, typed on its console (the guest's
+    shell listens there): its own view of the client's connection."""
+    if not vm.is_running() or q(vm, "query-status")["status"] != "running":
+        return "(the guest does not run)"
+    vm.serial_mark()
+    # the quotes keep the echo of the typed line from matching
+    vm.serial_send('echo DIAG-TCP-""BEGIN; cat /proc/net/tcp; echo DIAG-TCP-""END')
+    seen = vm.serial_wait("DIAG-TCP-END", 10)
+    return seen[seen.find("DIAG-TCP-BEGIN"):].strip()
+
+
 def diagnose(topo, pair, client, qmp_timeout=60):
     """What the network and the VMs saw, for a failure message.  A VM whose
     monitor does not answer within qmp_timeout is asked nothing more."""
@@ -352,12 +364,14 @@ def diagnose(topo, pair, client, qmp_timeout=60):
     if client:
         add("client", lambda: "%d answers, error %s, last %s" % (
             client.answers(), client.error, client.records[-1:]))
-    add("client sockets", lambda: topo.run_in(topo.client, "ss", "-tni"))
-    add("switch fdb", lambda: topo.run_in(topo.bridge, "bridge", "fdb", "show",
-                                          "br", "br0"))
-    add("switch ports", lambda: topo.ip(topo.bridge, "-s", "link", "show",
-                                        "master", "br0"))
+    # the short facts first: a failure summary may show only its start
     if pair:
+        for vm in (pair.sec, pair.pri):
+            add("%s run state, colo status" % vm.name, lambda: "%s; %s" % (
+                q(vm, "query-status")["status"], " ".join(
+                    "%s=%s" % kv for kv in q(vm, "query-colo-status").items()
+                    if kv[0] in ("mode", "last-mode", "reason",
+                                 "checkpoints"))))
         add("secondary rewriter", lambda: " ".join(
             "%s=%s" % (n, q(pair.sec, "qom-get", path="/objects/rew0",
                             property="stat-" + n))
@@ -369,9 +383,17 @@ def diagnose(topo, pair, client, qmp_timeout=60):
             for n in ("primary-packets", "secondary-packets", "packets-released",
                       "mismatches-tcp", "timeouts", "checkpoint-requests",
                       "queue-depth-primary", "queue-depth-secondary")))
+    add("client sockets", lambda: topo.run_in(topo.client, "ss", "-tni"))
+    if pair:
         for vm in (pair.sec, pair.pri):
-            add("%s run state" % vm.name, lambda: q(vm, "query-status"))
-            add("%s colo status" % vm.name, lambda: q(vm, "query-colo-status"))
+            add("%s guest's TCP sockets" % vm.name,
+                lambda: guest_tcp_sockets(vm, q))
+    add("switch fdb", lambda: topo.run_in(topo.bridge, "bridge", "fdb", "show",
+                                          "br", "br0"))
+    add("switch ports", lambda: topo.ip(topo.bridge, "-s", "link", "show",
+                                        "master", "br0"))
+    if pair:
+        for vm in (pair.sec, pair.pri):
             add("%s qemu log" % vm.name, lambda: vm.qemu_log()[-2000:])
             add("%s console" % vm.name, lambda: vm.serial_output()[-1500:])
     return "\n".join(out)
