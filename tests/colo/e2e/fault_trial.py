@@ -8,7 +8,8 @@ whose guest answers every request with a line whose length differs between
 the two VMs (colo.vary=1, tests/colo/guest/build-guest.sh), so that every
 answer is a mismatch and reaches the client only once a checkpoint covers
 it; the guest writes each request's record to its disk before answering
-(colo.records).  The client (client.py, padded=True) holds one connection.
+(colo.records); or, for Case(identical=True), a guest whose answers do
+not differ.  The client (client.py) holds one connection.
 Then the fault of the case:
 
   kill    SIGKILL of one side (its host dies)
@@ -18,7 +19,10 @@ Then the fault of the case:
 either "idle" (no checkpoint in flight: both guests running) or while the
 side's COLO thread stands at a fault injection point (migration/colo-fault.h,
 tests/colo/lib/colo_fault.py): the point is reached, the fault is injected
-while the thread waits there.  Then the documented recovery:
+while the thread waits there.  The point may be the other side's (the
+primary killed while the secondary stands at one), or the fault may come a
+few ms after the point is let go (Case's at and after_s).  Then the
+documented recovery:
 
   the primary lost (killed, or hung)  failover on the secondary
                                       (secondary_failover); a hung primary
@@ -83,13 +87,22 @@ POINTS = {
 
 class Case:
     """fault: kill, stop or link; side: primary or secondary (for link: the
-    side whose point times the cut, or None); point: a fault point of that
-    side, or None (idle)."""
+    side whose point times the cut, or None); point: a fault point, or None
+    (idle); at: the side whose COLO thread stands at that point when the
+    fault comes (default: side itself; the other side is let go on at once
+    after the fault); after_s: the fault comes this long after the point
+    is let go, somewhere in the rest of the checkpoint (both sides go on);
+    identical: both guests answer alike (no colo.vary), so answers are
+    released as they match, not only by checkpoints."""
 
-    def __init__(self, fault, side=None, point=None):
+    def __init__(self, fault, side=None, point=None, at=None, after_s=None,
+                 identical=False):
         assert fault in ("kill", "stop", "link")
-        assert point is None or point in POINTS[side]
+        at = at or side
+        assert point is None or point in POINTS[at]
+        assert after_s is None or point
         self.fault, self.side, self.point = fault, side, point
+        self.at, self.after_s, self.identical = at, after_s, identical
 
     @property
     def name(self):
@@ -97,9 +110,14 @@ class Case:
         if self.fault != "link":
             what += " " + self.side
         if self.point:
-            return "%s at %s%s" % (what, "" if self.fault != "link" else
-                                   self.side + " ", self.point)
-        return what + " idle"
+            what = "%s %s %s%s" % (
+                what, "%g ms after" % (self.after_s * 1000)
+                if self.after_s is not None else "at",
+                "" if self.at == self.side and self.fault != "link"
+                else self.at + " ", self.point)
+        else:
+            what += " idle"
+        return what + (", identical guests" if self.identical else "")
 
     @property
     def slug(self):
@@ -119,6 +137,14 @@ def all_cases():
                 cases.append(Case(fault, side, point))
     cases.append(Case("link"))
     cases.append(Case("link", "primary", "before-received"))
+    # the primary dies while the secondary takes the checkpoint (e2e
+    # scenario 2's kill), with answers released as they match
+    for point in POINTS["secondary"]:
+        cases.append(Case("kill", "primary", point, at="secondary",
+                          identical=True))
+    for after_s in (0.005, 0.015, 0.03):
+        cases.append(Case("kill", "primary", "after-stop", after_s=after_s,
+                          identical=True))
     return cases
 
 
@@ -297,29 +323,36 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
         env = {}
         if case.point:
             points = FaultPoints()
-            env[case.side] = points.env(case.point)
-        pair = Pair(topo, append="colo.vary=1", pri_env=env.get("primary"),
+            env[case.at] = points.env(case.point)
+        pair = Pair(topo, append="" if case.identical else "colo.vary=1",
+                    pri_env=env.get("primary"),
                     sec_env=env.get("secondary"),
                     qemu_args=["-global", "migration.x-colo-peer-timeout=%d"
                                % PEER_TIMEOUT_MS])
         if points:
-            holder = PointHolder(points, case.point, case.side)
+            holder = PointHolder(points, case.point, case.at)
         t0 = time.monotonic()
         pair.start()
         pri, sec = pair.pri, pair.sec
         sock = topo.socket_in(topo.client, socket.AF_INET, socket.SOCK_STREAM)
-        client = Client(sock, padded=True)
+        client = Client(sock, padded=not case.identical)
         client.connect((GUEST_IP, PORT), 60)
         client.start()
         client.wait_answers(5, 120)
         c0 = checkpoints(pri)
         client.wait_answers(client.answers() + 3, 120)
-        # the answers really differ: each is a mismatch, each a checkpoint
         mism = stat(pri, "mismatches-tcp")
-        assert mism > 0 and checkpoints(pri) > c0, (
-            "the answers do not differ between the VMs (TCP mismatches %d, "
-            "checkpoints %d -> %d): is the guest built with colo.vary?"
-            % (mism, c0, checkpoints(pri)))
+        if case.identical:
+            # the answers are compared, and released as they match
+            compared = stat(pri, "packets-compared")
+            assert compared > 0 and stat(pri, "secondary-packets") > 0, (
+                "colo-compare compared nothing (%d packets compared)" % compared)
+        else:
+            # the answers really differ: each is a mismatch, each a checkpoint
+            assert mism > 0 and checkpoints(pri) > c0, (
+                "the answers do not differ between the VMs (TCP mismatches "
+                "%d, checkpoints %d -> %d): is the guest built with "
+                "colo.vary?" % (mism, c0, checkpoints(pri)))
         log("%s: protected after %.1fs; %d answers, %d checkpoints, %d TCP "
             "mismatches" % (case.name, time.monotonic() - t0, client.answers(),
                             checkpoints(pri), mism))
@@ -331,6 +364,10 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
             log("%s QEMU at %s of checkpoint %d" % hit)
             if commit_check:
                 output_commit_check(pair, client, holder, log)
+            if case.after_s is not None:
+                holder.stop()
+                points.close()
+                time.sleep(case.after_s)
         else:
             wait_for(lambda: run_state(sec) == "running" and run_state(pri) == "running",
                      60, "both guests running (no checkpoint in flight)",
@@ -347,6 +384,10 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
             victim.kill(signal.SIGKILL if case.fault == "kill" else signal.SIGSTOP)
             if case.fault == "kill":
                 victim.wait_exit(30)
+            if holder and case.at != case.side:
+                # the other side goes on from its point, into the fault
+                holder.stop()
+                points.close()
 
         # ---- the documented recovery ---------------------------------------
         if victim is pri:

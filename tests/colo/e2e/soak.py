@@ -11,7 +11,10 @@ survivor's disk, never two VMs serving.
 Cases (fault_trial.all_cases()):
   {kill -9, SIGSTOP} x {primary, secondary} x {idle, each fault injection
   point of that side}, the COLO link cut idle and while the primary stands
-  at before-received.
+  at before-received; kill -9 of the primary while the secondary stands at
+  each of its points, and 5, 15 and 30 ms after the primary's after-stop
+  (both sides going on), these with identical guests (answers released as
+  they match).
 
 Trials go round the cases (one trial of every case, then the next round),
 so a run cut short still covers every case.  A failed trial's logs (QEMU
