@@ -299,9 +299,11 @@ QmpClient *qmp_client_connect(const char *path, int timeout_ms, Error **errp)
     c->inbuf = g_string_new(NULL);
     g_queue_init(&c->events);
     /*
-     * A monitor that never had a client sends events to it before its
-     * greeting (an event raised while the connection is being set up):
-     * keep them as events.
+     * An event raised while we connect may come before the greeting: QEMU
+     * sends events to a monitor's client unless it negotiates capabilities,
+     * and the monitor enters negotiation only once it has seen us (the
+     * previous client left it in command mode, or none came yet).  Keep
+     * such events as events.
      */
     for (;;) {
         if (qmp_client_read(c, deadline, &greeting, errp) < 0) {

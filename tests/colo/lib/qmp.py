@@ -83,9 +83,10 @@ class Qmp:
                 raise
 
     def greeting(self, deadline):
-        """Read the monitor's greeting.  A monitor that never had a client
-        sends it the events raised while it connects before the greeting
-        (QEMU's monitor.c): they are kept in self.events."""
+        """Read the monitor's greeting.  Events raised while we connect may
+        come before it (QEMU's monitor sends events unless it negotiates,
+        and it enters negotiation only once it has seen the new client):
+        they are kept in self.events."""
         while True:
             msg = self.recv(deadline, "QMP greeting")
             if "event" not in msg:
