@@ -79,7 +79,7 @@ ANSWERS_AFTER = int(os.environ.get("SOAK_ANSWERS_AFTER", "10"))
 
 POINTS = {
     "primary": ["after-stop", "after-compares-told", "after-device-state",
-                "before-received", "before-loaded"],
+                "before-received", "after-received", "before-loaded"],
     "secondary": ["after-stop", "after-device-state", "before-received",
                   "before-loaded"],
 }
@@ -257,9 +257,10 @@ def save_logs(d, topo, pair, client, error):
 
 
 def output_commit_check(pair, client, holder, log):
-    """The primary stands at before-received: the checkpoint is sent, the
-    secondary's RECEIVED not yet read.  Output this checkpoint covers must
-    not have reached the client.  On a checkpoint taken with an answer
+    """The primary stands at before-received (the checkpoint is sent, the
+    secondary's RECEIVED not yet read) or after-received (RECEIVED read,
+    its compares not yet told to release).  Output this checkpoint covers
+    must not have reached the client.  On a checkpoint taken with an answer
     outstanding (up to 5 tries for one the compare holds the answer of: a
     periodic checkpoint may come before the guest answered), wait until the
     secondary has applied it (its run state 'running' again: long after a
@@ -281,9 +282,9 @@ def output_commit_check(pair, client, holder, log):
         held = stat(pri, "queue-depth-primary")
         if held > 0:
             break
-        log("before-received of checkpoint %d: the client waits, the compare "
-            "holds nothing%s" % (holder.hit[2], "" if attempt == 4 else
-                                 ": next checkpoint"))
+        log("%s of checkpoint %d: the client waits, the compare holds "
+            "nothing%s" % (holder.point, holder.hit[2], "" if attempt == 4
+                           else ": next checkpoint"))
         if attempt < 4:
             holder.rearm()
             holder.wait_hit(60)
@@ -296,17 +297,18 @@ def output_commit_check(pair, client, holder, log):
         last = client.transcript[-1]
     assert now == answered and last[1] == ">", (
         "output commit: the client got %d answer(s) (last line %r) while the "
-        "primary waited for the secondary's RECEIVED of checkpoint %d"
-        % (now - answered, last[2], seq))
-    assert run_state(pri) != "running", "the primary's guest runs before RECEIVED"
-    log("output commit: at before-received of checkpoint %d the client waits "
-        "for its answer, also once the secondary applied the checkpoint; the "
-        "compare holds %d packet(s)" % (seq, held))
+        "primary stood at %s of checkpoint %d"
+        % (now - answered, last[2], holder.point, seq))
+    assert run_state(pri) != "running", (
+        "the primary's guest runs at %s" % holder.point)
+    log("output commit: at %s of checkpoint %d the client waits for its "
+        "answer, also once the secondary applied the checkpoint; the compare "
+        "holds %d packet(s)" % (holder.point, seq, held))
     assert held > 0, (
         "output commit (compare): in 5 checkpoints with an answer outstanding "
-        "the compare held nothing at before-received: it released the answers "
-        "before RECEIVED (the stopped primary's net queue kept them from the "
-        "client)")
+        "the compare held nothing at %s: it released the answers before it "
+        "was told (the stopped primary's net queue kept them from the "
+        "client)" % holder.point)
 
 
 def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,

@@ -22,10 +22,12 @@ Scenarios (TAP line each):
                        first, while it stands there: the compare holds the
                        answer, the client waits for it, and it still waits
                        once the secondary has applied the checkpoint
+  after-received       RECEIVED read, the compares not told yet; the same
+                       output commit check first
   after-compares-told  RECEIVED read, the compares told to release, the
                        guest still stopped
 
-Usage: test_faults.py [point...]   (default: all three)
+Usage: test_faults.py [point...]   (default: all four)
 Environment: E2E_DISKS=0 runs without disk replication (no record check).
 """
 
@@ -46,6 +48,9 @@ SCENARIOS = {
     "after-stop": "kill -9 the primary with its guest stopped for a checkpoint",
     "before-received": "kill -9 the primary waiting for RECEIVED (the held "
                        "answer has not reached the client meanwhile)",
+    "after-received": "kill -9 the primary with RECEIVED read, its compares "
+                      "not told yet (the held answer has not reached the "
+                      "client meanwhile)",
     "after-compares-told": "kill -9 the primary after RECEIVED, its compares "
                            "told to release, the guest still stopped",
 }
@@ -58,7 +63,7 @@ def log(msg):
 
 def scenario(point):
     run_trial(Case("kill", "primary", point), log=log,
-              commit_check=(point == "before-received"))
+              commit_check=point in ("before-received", "after-received"))
 
 
 def main():
