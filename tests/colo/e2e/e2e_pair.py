@@ -336,7 +336,8 @@ def guest_tcp_sockets(vm, q):
         return "(the guest does not run)"
     vm.serial_mark()
     # the quotes keep the echo of the typed line from matching
-    vm.serial_send('echo DIAG-TCP-""BEGIN; cat /proc/net/tcp; echo DIAG-TCP-""END')
+    vm.serial_send('echo DIAG-TCP-""BEGIN; cat /proc/net/tcp; '
+                   'grep ^Tcp: /proc/net/snmp; echo DIAG-TCP-""END')
     seen = vm.serial_wait("DIAG-TCP-END", 10)
     return seen[seen.find("DIAG-TCP-BEGIN"):].strip()
 
@@ -384,6 +385,11 @@ def diagnose(topo, pair, client, qmp_timeout=60):
                       "mismatches-tcp", "timeouts", "checkpoint-requests",
                       "queue-depth-primary", "queue-depth-secondary")))
     add("client sockets", lambda: topo.run_in(topo.client, "ss", "-tni"))
+    # e.g. TcpExtPAWSEstab: the client dropped segments for their time stamp
+    add("client TCP counters (non-zero)", lambda: " ".join(
+        "%s=%s" % tuple(line.split()[:2]) for line in topo.run_in(
+            topo.client, "nstat", "-az").splitlines()
+        if line.startswith(("Tcp", "TcpExt")) and line.split()[1] != "0"))
     if pair:
         for vm in (pair.sec, pair.pri):
             add("%s guest's TCP sockets" % vm.name,
