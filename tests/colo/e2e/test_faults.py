@@ -27,7 +27,13 @@ Scenarios (TAP line each):
   after-compares-told  RECEIVED read, the compares told to release, the
                        guest still stopped
 
-Usage: test_faults.py [point...]   (default: all four)
+and, with identical guests (answers released as they match), the
+primary killed while the secondary stands at one of its points:
+  secondary:after-device-state   the device state received; its disks'
+                                 checkpoint, RECEIVED, the load not yet
+  secondary:before-loaded        the checkpoint applied, LOADED not sent
+
+Usage: test_faults.py [point...]   (default: all six)
 Environment: E2E_DISKS=0 runs without disk replication (no record check).
 """
 
@@ -53,6 +59,14 @@ SCENARIOS = {
                       "client meanwhile)",
     "after-compares-told": "kill -9 the primary after RECEIVED, its compares "
                            "told to release, the guest still stopped",
+    # e2e scenario 2's kill, made to land: the secondary mid-checkpoint
+    "secondary:after-device-state": "kill -9 the primary while the secondary "
+                                    "has the device state, not yet its disks' "
+                                    "checkpoint nor RECEIVED (identical "
+                                    "guests)",
+    "secondary:before-loaded": "kill -9 the primary while the secondary has "
+                               "applied the checkpoint, not yet said LOADED "
+                               "(identical guests)",
 }
 
 
@@ -62,6 +76,12 @@ def log(msg):
 
 
 def scenario(point):
+    if point.startswith("secondary:"):
+        # answers released as they match: what the secondary's own state
+        # sent must be what the client saw
+        run_trial(Case("kill", "primary", point.split(":")[1],
+                       at="secondary", identical=True), log=log)
+        return
     run_trial(Case("kill", "primary", point), log=log,
               commit_check=point in ("before-received", "after-received"))
 
