@@ -91,6 +91,12 @@ elif cmd == "stop":
 elif cmd == "failover":
     st[node] = ["none", "running"]
 elif cmd in ("protect", "reprotect"):
+    # "_fail_reprotect": that many re-protections fail, changing nothing
+    if cmd == "reprotect" and st.get("_fail_reprotect", 0) > 0:
+        st["_fail_reprotect"] -= 1
+        with open(state_file, "w") as f:
+            json.dump(st, f)
+        sys.exit(1)
     pri = [n for n in st if st[n] and st[n][1] == "running"][0]
     for n in st:
         st[n] = ["primary" if n == pri else "secondary", "running"]
@@ -414,6 +420,31 @@ def run(t, env):
                                "b": ["primary", "running"]}, env.state()
     t.check("failover with the dead node restarted first: post-promote notify "
             "reprotects", restart_before_promote)
+
+    def reprotect_fails_once():
+        # the notify is the only call: a failed re-protection is tried again
+        env.set_state(a=["none", "inmigrate"], b=["none", "running"],
+                      _fail_reprotect=1)
+        env.calls()
+        expect(env, OCF_SUCCESS, "notify", node="b",
+               OCF_RESKEY_CRM_meta_notify_type="post",
+               OCF_RESKEY_CRM_meta_notify_operation="start")
+        calls = env.calls()
+        assert calls == ["reprotect %s" % env.config] * 2, calls
+        st = env.state()
+        assert (st["a"], st["b"]) == (["secondary", "running"],
+                                      ["primary", "running"]), st
+        # one that keeps failing: three tries, then the notify is done
+        env.set_state(a=["none", "inmigrate"], b=["none", "running"],
+                      _fail_reprotect=5)
+        out = expect(env, OCF_SUCCESS, "notify", node="b",
+                     OCF_RESKEY_CRM_meta_notify_type="post",
+                     OCF_RESKEY_CRM_meta_notify_operation="start")
+        calls = env.calls()
+        assert calls == ["reprotect %s" % env.config] * 3, (calls, out)
+        assert "failed 3 times" in out, out
+    t.check("post-start notify: a re-protection that fails is tried again "
+            "(3 tries) while the peer waits", reprotect_fails_once)
 
     def demote_stop():
         env.calls()
