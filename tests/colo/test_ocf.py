@@ -442,9 +442,20 @@ def run(t, env):
                      OCF_RESKEY_CRM_meta_notify_operation="start")
         calls = env.calls()
         assert calls == ["reprotect %s" % env.config] * 3, (calls, out)
-        assert "failed 3 times" in out, out
+        assert "reprotect failed (try 3)" in out, out
+        # no time left in the notify's timeout for another try: one try
+        env.set_state(a=["none", "inmigrate"], b=["none", "running"],
+                      _fail_reprotect=5)
+        out = expect(env, OCF_SUCCESS, "notify", node="b",
+                     OCF_RESKEY_CRM_meta_notify_type="post",
+                     OCF_RESKEY_CRM_meta_notify_operation="start",
+                     OCF_RESKEY_CRM_meta_timeout="12000")
+        calls = env.calls()
+        assert calls == ["reprotect %s" % env.config], (calls, out)
+        assert "reprotect failed (try 1)" in out, out
     t.check("post-start notify: a re-protection that fails is tried again "
-            "(3 tries) while the peer waits", reprotect_fails_once)
+            "(3 tries) while the peer waits and the notify's timeout leaves "
+            "time for it", reprotect_fails_once)
 
     def demote_stop():
         env.calls()
