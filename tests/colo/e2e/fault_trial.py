@@ -320,6 +320,14 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
     topo = Topology(suffix)
     pair = client = points = holder = None
     victim = survivor = None
+
+    def let_go():
+        """Hold no fault point any more: a COLO thread held at one goes on,
+        and reports no more points."""
+        if holder:
+            holder.stop()
+        if points:
+            points.close()
     try:
         topo.setup()
         env = {}
@@ -367,9 +375,8 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
             if commit_check:
                 output_commit_check(pair, client, holder, log)
             if case.after_s is not None:
-                holder.stop()
-                points.close()
-                time.sleep(case.after_s)
+                let_go()
+                time.sleep(case.after_s)    # the fault's moment, not a wait
         else:
             wait_for(lambda: run_state(sec) == "running" and run_state(pri) == "running",
                      60, "both guests running (no checkpoint in flight)",
@@ -378,18 +385,14 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
         answers_at_fault = client.answers()
         if case.fault == "link":
             topo.ip(topo.pri, "link", "set", "colo0", "down")
-            if holder:
-                holder.stop()
-                points.close()      # the primary goes on, into the cut link
+            let_go()            # the primary goes on, into the cut link
         else:
             victim = pri if case.side == "primary" else sec
             victim.kill(signal.SIGKILL if case.fault == "kill" else signal.SIGSTOP)
             if case.fault == "kill":
                 victim.wait_exit(30)
-            if holder and case.at != case.side:
-                # the other side goes on from its point, into the fault
-                holder.stop()
-                points.close()
+            if case.at != case.side:
+                let_go()        # the other side goes on, into the fault
 
         # ---- the documented recovery ---------------------------------------
         if victim is pri:
@@ -423,9 +426,7 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
             if case.fault == "stop":
                 # the hung secondary wakes up: it must not serve, but stop
                 # its guest and wait for a decision
-                if holder:
-                    holder.stop()
-                    points.close()
+                let_go()
                 sec.kill(signal.SIGCONT)
                 sec.wait_for(lambda: sec.cmd("query-colo-status")["reason"] == "error",
                              60, "the resumed secondary to notice the primary left")
@@ -444,10 +445,7 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
                     % (case.name, t_exit - t_fault, run_state(sec)))
                 sec.kill(signal.SIGKILL)         # fencing
                 sec.wait_exit(30)
-        if holder:
-            holder.stop()
-        if points:
-            points.close()
+        let_go()
 
         # ---- the survivor serves, the stream is well formed ------------------
         n = client.answers()
@@ -480,8 +478,5 @@ def run_trial(case, logdir=None, log=lambda msg: None, suffix=None,
                 msg += " (saving the logs failed: %s)" % e2
         raise AssertionError(msg) from e
     finally:
-        if holder:
-            holder.stop()
-        if points:
-            points.close()
+        let_go()
         end_run(topo, client, pair and pair.stop)
